@@ -1,0 +1,104 @@
+# starling — build, test and run.
+#
+#   make          libstarling.a + the starling binary (build/)
+#   make test     unit + golden + slicing + tokenizer + bad-input tests, then again
+#                 under ASan+UBSan
+#   make run      the main job on the default model, at two budgets
+#   make bench    bandwidth + decode/prefill benchmark on a generated ~1 GB model
+#
+# Missing Debian packages are installed on first use (apt-get; sudo when not root).
+
+CC      ?= cc
+BUILD   ?= build
+DEBS    := libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev pkg-config
+PKGS    := jansson libpcre2-8 libutf8proc
+
+OPT     ?= -O2
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+               -fopenmp -Iinclude -Isrc -g
+CFLAGS  ?= $(OPT)
+ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(SAN)
+LDLIBS  := -fopenmp -ljansson -lpcre2-8 -lutf8proc -lm -lpthread
+
+# Per-ISA kernel files: compiled for their ISA, picked at run time by cpuid.
+ISA_avx2   := -mavx2 -mfma -mf16c
+ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
+
+LIB_SRC  := $(sort $(wildcard src/*/*.c))
+CLI_SRC  := $(sort $(wildcard cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TESTLIB_SRC := $(sort $(wildcard tests/util_*.c))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
+TEST_BINS := $(TEST_SRC:%.c=$(BUILD)/%)
+
+LIB := $(BUILD)/libstarling.a
+BIN := $(BUILD)/starling
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: tests all test test-fast test-asan run bench clean deps
+all: $(BIN) $(LIB)
+
+# Install what pkg-config cannot find. Runs once per build dir.
+$(DEPS_STAMP):
+	@mkdir -p $(BUILD)
+	@if ! pkg-config --exists $(PKGS) 2>/dev/null || [ ! -f /usr/include/cmocka.h ]; then \
+	  echo "installing Debian packages: $(DEBS)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); \
+	fi
+	@touch $@
+deps: $(DEPS_STAMP)
+
+$(BUILD)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ISA_$(lastword $(subst _, ,$(basename $(notdir $<))))) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+# One cmocka binary per tests/test_*.c; tests/util_*.c is shared test support.
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TESTLIB_OBJ) $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIB) $(LDLIBS) -lcmocka
+tests: $(TEST_BINS) $(BIN)
+
+# Tests run from the repo root; golden data lives in ../shared/golden.
+export OPENBLAS_CORETYPE := $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo SkylakeX || echo Haswell)
+export OMP_NUM_THREADS ?= 2
+
+test-fast: $(TEST_BINS) $(BIN)
+	STARLING_BIN=$(BIN) tests/run.sh $(TEST_BINS)
+
+test-asan:
+	$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  tests
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  STARLING_BIN=build/asan/starling ST_TEST_QUICK=1 tests/run.sh $(TEST_SRC:%.c=build/asan/%)
+
+test: test-fast test-asan
+
+# The main job: a deterministic default model, run at two nested budgets.
+DEFAULT_MODEL := models/default
+run: $(BIN)
+	@[ -f $(DEFAULT_MODEL)/config.json ] || ./$(BIN) synth --preset default -o $(DEFAULT_MODEL)
+	./$(BIN) info -m $(DEFAULT_MODEL)
+	./$(BIN) run -m $(DEFAULT_MODEL) --budget full --chat -p "Hello, starling!" -n 48 --seed 1
+	./$(BIN) run -m $(DEFAULT_MODEL) --budget S --chat -p "Hello, starling!" -n 48 --seed 1
+
+bench: $(BIN)
+	./$(BIN) bench --gen-model $(BUILD)/bench-model --threads 2
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(TESTLIB_OBJ:.o=.d)

@@ -1,0 +1,109 @@
+/*
+ * model.h — internal model structures: config, bound weights, budget views,
+ * per-sequence state. The public face is include/starling.h.
+ */
+#ifndef ST_MODEL_H
+#define ST_MODEL_H
+
+#include "io/safetensors.h"
+#include "kernels/kernels.h"
+#include "starling.h"
+#include <jansson.h>
+#include <stdbool.h>
+
+/* One layer: a pre-norm and exactly one mixer (docs/architecture.md §2.1). */
+typedef struct {
+    char type;                 /* 'M' mamba2, '*' attention, '-' mlp, 'E' moe */
+    float *norm;               /* [H] pre-norm weight                         */
+    /* Mamba-2 */
+    st_mat in_proj;            /* [2·D_in + 2·G·N + nh][H]   z | x | B | C | dt */
+    st_mat out_proj;           /* [H][D_in]                                     */
+    float *conv_w;             /* [conv_dim][K]  conv_dim = D_in + 2·G·N        */
+    float *conv_b;             /* [conv_dim] (zeros without use_conv_bias)      */
+    float *dt_bias, *A, *D;    /* [nh]  A = -exp(A_log)                         */
+    float *gnorm;              /* [D_in] gated grouped RMSNorm weight           */
+    /* attention */
+    st_mat wq, wk, wv, wo;     /* [nq·hd][H], [nkv·hd][H] ×2, [H][nq·hd]        */
+    /* dense MLP */
+    st_mat up, down;           /* [I][H], [H][I]                                */
+    /* MoE */
+    st_mat gate;               /* [E][H] router                                 */
+    float *e_bias;             /* [E] selection-only correction bias            */
+    st_mat *exp_up, *exp_down; /* [E] × ([F][H], [H][F])                        */
+    st_mat sh_up, sh_down;     /* [Fsh][H], [H][Fsh]                            */
+    int state_idx;             /* index among this type's layers (M, *)         */
+} st_layer;
+
+typedef struct {
+    char *name;
+    st_widths w;
+} st_named_budget;
+
+struct st_model {
+    char *dir;
+    st_config cfg;
+    st_sf_file **files;
+    int n_files;
+    st_mat embed;              /* [V][H] */
+    st_mat lm_head;            /* [V][H] */
+    float *norm_f;             /* [H]    */
+    st_layer *layers;          /* [L]    */
+    int n_mamba, n_attn;
+    st_named_budget *budgets;
+    int n_budgets;
+    char *default_budget;
+    /* small fp32 copies of vectors (norms, conv, A, D, ...) live here */
+    float *arena;
+    size_t arena_used, arena_cap;
+};
+
+/* A validated budget with precomputed spans over the parent's weights. */
+struct st_budget {
+    const st_model *m;
+    st_widths w;               /* every width filled in                      */
+    char name[64];
+    int top_k;
+    bool skip[ST_MAX_LAYERS];
+    /* Mamba: kept heads are the first r of each group of R = nh/G */
+    int m_r, m_P, m_din;       /* heads per group, head dim, r·G·P           */
+    int m_inproj_n;            /* packed in_proj rows: 2·din + 2GN + r·G      */
+    st_span *m_inproj_rows;    /* z spans | x spans | B,C span | dt spans     */
+    int m_n_inproj_rows;
+    st_span *m_cols;           /* out_proj columns: one per kept head         */
+    int m_n_cols;
+    int *m_heads;              /* [r·G] parent head index of each kept head  */
+    int *m_conv_ch;            /* [din + 2GN] parent conv channel per packed  */
+    /* attention: kept q heads are the first qk of each KV group of Q = nq/nkv */
+    int a_qk;
+    st_span *a_q_rows;         /* per KV group: rows of kept heads (×hd)      */
+    int a_n_q;
+};
+
+/* Per-sequence state, shaped like the parent so any budget's subset fits. */
+struct st_state {
+    const st_model *m;
+    int pos, max_ctx;
+    char budget_key[160];      /* identity of the budget the state holds       */
+    int has_budget;
+    float **conv;              /* [n_mamba] → [(K−1)][conv_dim]  raw xBC history */
+    float **ssm;               /* [n_mamba] → [nh][P][N]                        */
+    float **k_cache, **v_cache;/* [n_attn] → [cap][nkv·hd]                      */
+    int kv_cap;
+    float *ws;                 /* scratch workspace                             */
+    size_t ws_cap;             /* in floats                                     */
+};
+
+/* config.c */
+st_status st_config_parse(json_t *root, const char *path, st_config *c);
+/* Merge eos_token_id (int or list) into c->eos_token_ids. */
+void st_config_add_eos(st_config *c, json_t *v);
+st_status st_widths_from_json(st_widths *w, json_t *obj, const char *ctx);
+st_status st_elastic_parse(st_model *m, json_t *root, const char *path);
+
+/* budget.c */
+void st_widths_fill_parent(const st_config *c, st_widths *w);
+
+/* state.c */
+st_status st_state_reserve(st_state *s, int n);
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * state.c — per-sequence state: for each Mamba layer the last K−1 raw xBC
+ * vectors and the SSM state [nh][P][N]; for each attention layer a growing
+ * K/V cache. Shapes are the parent's, indexed by parent channel/head, so the
+ * state of any budget is a subset of the same arrays.
+ */
+#include "model/model.h"
+#include "util/util.h"
+
+#include <stdlib.h>
+
+static size_t conv_len(const st_config *c) {
+    size_t din = (size_t)c->mamba_num_heads * (size_t)c->mamba_head_dim;
+    return (size_t)(c->conv_kernel - 1) * (din + 2 * (size_t)c->n_groups * (size_t)c->ssm_state_size);
+}
+static size_t ssm_len(const st_config *c) {
+    return (size_t)c->mamba_num_heads * (size_t)c->mamba_head_dim * (size_t)c->ssm_state_size;
+}
+
+void st_state_free(st_state *s) {
+    if (!s) return;
+    for (int i = 0; s->conv && i < s->m->n_mamba; i++) free(s->conv[i]);
+    for (int i = 0; s->ssm && i < s->m->n_mamba; i++) free(s->ssm[i]);
+    for (int i = 0; s->k_cache && i < s->m->n_attn; i++) free(s->k_cache[i]);
+    for (int i = 0; s->v_cache && i < s->m->n_attn; i++) free(s->v_cache[i]);
+    free(s->conv); free(s->ssm); free(s->k_cache); free(s->v_cache); free(s->ws);
+    free(s);
+}
+
+st_status st_state_new(const st_model *m, int max_ctx, st_state **out) {
+    *out = NULL;
+    st_state *s = st_calloc(1, sizeof *s);
+    if (!s) return ST_ERR_NOMEM;
+    s->m = m;
+    s->max_ctx = max_ctx > 0 ? max_ctx : m->cfg.max_position_embeddings;
+    if (s->max_ctx <= 0) s->max_ctx = 1 << 20;
+    s->conv = st_calloc((size_t)m->n_mamba + 1, sizeof(float *));
+    s->ssm = st_calloc((size_t)m->n_mamba + 1, sizeof(float *));
+    s->k_cache = st_calloc((size_t)m->n_attn + 1, sizeof(float *));
+    s->v_cache = st_calloc((size_t)m->n_attn + 1, sizeof(float *));
+    if (!s->conv || !s->ssm || !s->k_cache || !s->v_cache) { st_state_free(s); return ST_ERR_NOMEM; }
+    for (int i = 0; i < m->n_mamba; i++) {
+        s->conv[i] = st_aligned_alloc(conv_len(&m->cfg) * sizeof(float));
+        s->ssm[i] = st_aligned_alloc(ssm_len(&m->cfg) * sizeof(float));
+        if (!s->conv[i] || !s->ssm[i]) { st_state_free(s); return ST_ERR_NOMEM; }
+    }
+    *out = s;
+    return ST_OK;
+}
+
+void st_state_reset(st_state *s) {
+    for (int i = 0; i < s->m->n_mamba; i++) {
+        memset(s->conv[i], 0, conv_len(&s->m->cfg) * sizeof(float));
+        memset(s->ssm[i], 0, ssm_len(&s->m->cfg) * sizeof(float));
+    }
+    s->pos = 0;
+    s->has_budget = 0;
+}
+
+int st_state_pos(const st_state *s) { return s->pos; }
+
+/* Grow every KV cache to hold at least n positions. */
+st_status st_state_reserve(st_state *s, int n) {
+    if (n <= s->kv_cap) return ST_OK;
+    const st_config *c = &s->m->cfg;
+    int cap = s->kv_cap ? s->kv_cap : 64;
+    while (cap < n) cap = cap > (1 << 29) ? n : 2 * cap;
+    if (cap > s->max_ctx) cap = s->max_ctx;
+    size_t row = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    for (int i = 0; i < s->m->n_attn; i++) {
+        float *k = realloc(s->k_cache[i], (size_t)cap * row * sizeof(float));
+        if (!k) return st_err(ST_ERR_NOMEM, "out of memory growing the KV cache to %d positions", cap);
+        s->k_cache[i] = k;
+        float *v = realloc(s->v_cache[i], (size_t)cap * row * sizeof(float));
+        if (!v) return st_err(ST_ERR_NOMEM, "out of memory growing the KV cache to %d positions", cap);
+        s->v_cache[i] = v;
+    }
+    s->kv_cap = cap;
+    return ST_OK;
+}
+
+st_status st_state_copy(st_state *dst, const st_state *src) {
+    if (dst->m != src->m) return st_err(ST_ERR_ARG, "st_state_copy: states belong to different models");
+    st_status rc = st_state_reserve(dst, src->pos);
+    if (rc) return rc;
+    const st_config *c = &src->m->cfg;
+    for (int i = 0; i < src->m->n_mamba; i++) {
+        memcpy(dst->conv[i], src->conv[i], conv_len(c) * sizeof(float));
+        memcpy(dst->ssm[i], src->ssm[i], ssm_len(c) * sizeof(float));
+    }
+    size_t row = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    for (int i = 0; i < src->m->n_attn; i++) {
+        if (!src->pos) break;
+        memcpy(dst->k_cache[i], src->k_cache[i], (size_t)src->pos * row * sizeof(float));
+        memcpy(dst->v_cache[i], src->v_cache[i], (size_t)src->pos * row * sizeof(float));
+    }
+    dst->pos = src->pos;
+    dst->has_budget = src->has_budget;
+    memcpy(dst->budget_key, src->budget_key, sizeof dst->budget_key);
+    return ST_OK;
+}

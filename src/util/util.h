@@ -1,0 +1,58 @@
+/*
+ * util.h — small shared helpers: error reporting, half-float conversion,
+ * timing, progress bars. Internal to libstarling (not installed).
+ */
+#ifndef ST_UTIL_H
+#define ST_UTIL_H
+
+#include "starling.h"
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Record a message for st_last_error() and return s, so callers can write
+ *   return st_err(ST_ERR_FORMAT, "%s: header length %llu exceeds file", path, n); */
+st_status st_err(st_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefix the current message with "ctx: " (for adding file names on the way up). */
+st_status st_err_prefix(st_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void st_err_clear(void);
+
+/* Allocation that records ST_ERR_NOMEM on failure (returns NULL). */
+void *st_malloc(size_t n);
+void *st_calloc(size_t n, size_t sz);
+/* 64-byte aligned, zeroed; free with free(). */
+void *st_aligned_alloc(size_t n);
+char *st_strdup(const char *s);
+/* Read a whole file into a malloc'd NUL-terminated buffer. */
+st_status st_read_file(const char *path, char **out, size_t *len);
+/* Write data to path atomically (path.tmp.PID, fsync, rename). */
+st_status st_write_file_atomic(const char *path, const void *data, size_t len);
+
+/* bf16 / f16 <-> f32 (bit-level; gcc 12 has no __bf16). */
+static inline float st_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f;
+}
+static inline uint16_t st_f32_to_bf16(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);                                          /* RNE */
+    return (uint16_t)(u >> 16);
+}
+float st_f16_to_f32(uint16_t h);
+uint16_t st_f32_to_f16(float f);
+
+double st_time(void); /* monotonic seconds */
+
+/* A one-line progress bar on stderr, redrawn at most ~10x/s; silent when
+ * stderr is not a terminal unless force. units: "B" formats as bytes. */
+typedef struct {
+    const char *label, *units;
+    double total, done, t0, last_draw;
+    int tty;
+} st_progress;
+void st_progress_begin(st_progress *p, const char *label, double total, const char *units);
+void st_progress_update(st_progress *p, double done);
+void st_progress_end(st_progress *p);
+
+#endif
