@@ -163,6 +163,9 @@ st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int
 void st_set_threads(int n);
 int st_get_threads(void);
 
+/* Monotonic wall-clock seconds (for timing in tools). */
+double st_time_now(void);
+
 /* CPU features the kernels found at run time ("avx512bf16 avx512f avx2 fma f16c"). */
 const char *st_cpu_features(void);
 

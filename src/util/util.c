@@ -192,3 +192,5 @@ void st_progress_update(st_progress *p, double done) {
 void st_progress_end(st_progress *p) {
     if (p->tty) progress_draw(p, 1);
 }
+
+double st_time_now(void) { return st_time(); }

@@ -1,0 +1,182 @@
+/*
+ * run.c — `starling run`: stream generated text to stdout at any budget.
+ * Prompt as plain text (special tokens written in it are recognised) or as a
+ * chat turn rendered with the Nemotron 3 template (--chat; thinking on unless
+ * --no-think). Speeds go to stderr.
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: starling run -m DIR (-p TEXT | -f FILE) [options]\n\n"
+            "  -m, --model DIR        Hugging Face checkpoint directory (with tokenizer.json)\n"
+            "  -b, --budget B         budget: name (e.g. S), 'full', 'k=v,...' widths or @file.json\n"
+            "                         (default: the checkpoint's default budget, else full)\n"
+            "  -p, --prompt TEXT      prompt text\n"
+            "  -f, --file FILE        read the prompt from FILE ('-' = stdin)\n"
+            "  -n, --n-predict N      tokens to generate (default 256)\n"
+            "      --chat             wrap the prompt as a user turn in the chat template\n"
+            "      --system TEXT      system message (with --chat)\n"
+            "      --no-think         chat with reasoning off (<think></think>)\n"
+            "      --temp T           temperature, 0 = greedy (default 0.8)\n"
+            "      --top-k K          top-k (default 40, 0 = off)\n"
+            "      --top-p P          nucleus sampling (default 0.95, 1 = off)\n"
+            "      --min-p P          min-p relative to the best token (default 0.05, 0 = off)\n"
+            "      --repeat-penalty R repetition penalty (default 1.0 = off)\n"
+            "      --repeat-last-n N  window of the penalty (default 64)\n"
+            "  -s, --seed S           sampling seed (default: random, printed with -v)\n"
+            "  -t, --threads N        threads (default: all cores)\n"
+            "  -c, --ctx N            context limit (default: the model's maximum)\n"
+            "      --ignore-eos       do not stop at end-of-sequence tokens\n"
+            "  -v, --verbose          print the prompt's token count and the seed\n"
+            "  -h, --help             this help\n");
+}
+
+enum { O_CHAT = 256, O_SYSTEM, O_NOTHINK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_RPEN, O_RLAST, O_IGNEOS };
+
+int cmd_run(int argc, char **argv) {
+    const char *dir = NULL, *budget = NULL, *prompt = NULL, *file = NULL, *system = NULL;
+    long n_predict = 256, threads = 0, ctx = 0, seed = -1, topk = 40, rlast = 64;
+    double temp = 0.8, topp = 0.95, minp = 0.05, rpen = 1.0;
+    int chat = 0, think = 1, ignore_eos = 0, verbose = 0;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'},
+        {"prompt", required_argument, 0, 'p'}, {"file", required_argument, 0, 'f'},
+        {"n-predict", required_argument, 0, 'n'}, {"chat", no_argument, 0, O_CHAT},
+        {"system", required_argument, 0, O_SYSTEM}, {"no-think", no_argument, 0, O_NOTHINK},
+        {"temp", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOPK},
+        {"top-p", required_argument, 0, O_TOPP}, {"min-p", required_argument, 0, O_MINP},
+        {"repeat-penalty", required_argument, 0, O_RPEN}, {"repeat-last-n", required_argument, 0, O_RLAST},
+        {"seed", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'},
+        {"ctx", required_argument, 0, 'c'}, {"ignore-eos", no_argument, 0, O_IGNEOS},
+        {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0}};
+    int ch;
+    opterr = 0;
+    optind = 1;
+#define BAD(what) return cli_usage("run", "bad value for %s: '%s'", what, optarg)
+    while ((ch = getopt_long(argc, argv, ":m:b:p:f:n:s:t:c:vh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'm': dir = optarg; break;
+        case 'b': budget = optarg; break;
+        case 'p': prompt = optarg; break;
+        case 'f': file = optarg; break;
+        case 'n': if (cli_int(optarg, 0, 1 << 24, &n_predict)) BAD("-n"); break;
+        case O_CHAT: chat = 1; break;
+        case O_SYSTEM: system = optarg; break;
+        case O_NOTHINK: think = 0; break;
+        case O_TEMP: if (cli_float(optarg, 0, 100, &temp)) BAD("--temp"); break;
+        case O_TOPK: if (cli_int(optarg, 0, 1 << 24, &topk)) BAD("--top-k"); break;
+        case O_TOPP: if (cli_float(optarg, 0, 1, &topp)) BAD("--top-p"); break;
+        case O_MINP: if (cli_float(optarg, 0, 1, &minp)) BAD("--min-p"); break;
+        case O_RPEN: if (cli_float(optarg, 0.01, 100, &rpen)) BAD("--repeat-penalty"); break;
+        case O_RLAST: if (cli_int(optarg, 0, 1 << 20, &rlast)) BAD("--repeat-last-n"); break;
+        case 's': if (cli_int(optarg, 0, 0x7fffffffffffL, &seed)) BAD("--seed"); break;
+        case 't': if (cli_int(optarg, 0, 1024, &threads)) BAD("--threads"); break;
+        case 'c': if (cli_int(optarg, 1, 1 << 24, &ctx)) BAD("--ctx"); break;
+        case O_IGNEOS: ignore_eos = 1; break;
+        case 'v': verbose = 1; break;
+        case 'h': usage(stdout); return 0;
+        case ':': return cli_usage("run", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage("run", "unknown option %s", argv[optind - 1]);
+        }
+    }
+#undef BAD
+    if (optind < argc) return cli_usage("run", "unexpected argument '%s'", argv[optind]);
+    if (!dir) return cli_usage("run", "-m DIR is required");
+    if (!!prompt + !!file != 1) return cli_usage("run", "give exactly one of -p TEXT or -f FILE");
+    if (threads) st_set_threads((int)threads);
+
+    char *text = NULL;
+    if (file) { text = cli_read_text("run", file, NULL); if (!text) return 1; }
+    else text = strdup(prompt);
+
+    st_model *m = NULL;
+    st_budget *b = NULL;
+    st_tokenizer *tok = NULL;
+    st_state *s = NULL;
+    st_sampler *smp = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    char *rendered = NULL;
+    int rc = 1, n_ids = 0;
+    if (cli_load("run", dir, budget, &m, &b)) goto out;
+    const st_config *c = st_model_config(m);
+    char tp[4096];
+    snprintf(tp, sizeof tp, "%s/tokenizer.json", dir);
+    st_status e = st_tokenizer_load(tp, &tok);
+    if (e) { cli_fail_st("run", e); goto out; }
+    const char *input = text;
+    if (chat) {
+        st_chat_msg msgs[2];
+        int nm = 0;
+        if (system) msgs[nm++] = (st_chat_msg){"system", system, NULL};
+        msgs[nm++] = (st_chat_msg){"user", text, NULL};
+        e = st_chat_render(msgs, nm, 1, think, &rendered);
+        if (e) { cli_fail_st("run", e); goto out; }
+        input = rendered;
+    }
+    e = st_tokenize(tok, input, strlen(input), 1, &ids, &n_ids);
+    if (e) { cli_fail_st("run", e); goto out; }
+    if (n_ids == 0) { cli_fail("run", "the prompt is empty"); goto out; }
+    for (int i = 0; i < n_ids; i++)
+        if (ids[i] >= c->vocab_size) {
+            cli_fail("run", "tokenizer id %d is outside the model's vocabulary of %d", ids[i], c->vocab_size);
+            goto out;
+        }
+    e = st_state_new(m, (int)ctx, &s);
+    if (e) { cli_fail_st("run", e); goto out; }
+    st_sampler_params sp = st_sampler_default_params();
+    sp.temperature = (float)temp; sp.top_k = (int)topk; sp.top_p = (float)topp; sp.min_p = (float)minp;
+    sp.repeat_penalty = (float)rpen; sp.repeat_last_n = (int)rlast;
+    sp.seed = seed >= 0 ? (uint64_t)seed : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
+    e = st_sampler_new(&sp, c->vocab_size, &smp);
+    if (e) { cli_fail_st("run", e); goto out; }
+    for (int i = 0; i < n_ids; i++) st_sampler_accept(smp, ids[i]);
+    if (verbose)
+        fprintf(stderr, "budget %s, prompt %d tokens, seed %llu, %d threads, %s\n", st_budget_name(b), n_ids,
+                (unsigned long long)sp.seed, st_get_threads(), st_cpu_features());
+
+    logits = malloc(sizeof(float) * (size_t)c->vocab_size);
+    if (!logits) { cli_fail("run", "out of memory"); goto out; }
+    int32_t im_end = st_token_id(tok, "<|im_end|>");
+    double t0 = st_time_now();
+    e = st_forward(b, s, ids, n_ids, logits, 0);
+    if (e) { cli_fail_st("run", e); goto out; }
+    double t1 = st_time_now();
+    int gen = 0;
+    char piece[512];
+    for (; gen < n_predict; gen++) {
+        int32_t t = st_sample(smp, logits);
+        int stop = 0;
+        if (!ignore_eos) {
+            for (int i = 0; i < c->n_eos; i++) stop |= t == c->eos_token_ids[i];
+            stop |= t == im_end && im_end >= 0;
+        }
+        if (stop) break;
+        st_sampler_accept(smp, t);
+        int nb = st_token_bytes(tok, t, piece, sizeof piece);
+        if (nb > 0) { fwrite(piece, 1, (size_t)(nb < (int)sizeof piece ? nb : (int)sizeof piece), stdout); fflush(stdout); }
+        if (gen + 1 == n_predict) { gen++; break; }
+        e = st_forward(b, s, &t, 1, logits, 0);
+        if (e) { printf("\n"); cli_fail_st("run", e); goto out; }
+    }
+    double t2 = st_time_now();
+    printf("\n");
+    fprintf(stderr, "[budget %s] prefill %d tok in %.3f s (%.1f tok/s), decode %d tok in %.3f s (%.1f tok/s)\n",
+            st_budget_name(b), n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), gen, t2 - t1,
+            gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
+    rc = 0;
+out:
+    free(text); free(rendered); free(ids); free(logits);
+    st_sampler_free(smp);
+    st_state_free(s);
+    st_tokenizer_free(tok);
+    st_budget_free(b);
+    st_model_free(m);
+    return rc;
+}
