@@ -16,11 +16,6 @@
 
 /* ------------------------------------------------------- tensor name index */
 
-typedef struct {
-    const st_sf_tensor **slot;
-    size_t cap;
-} name_index;
-
 static uint64_t hash_str(const char *s) {
     uint64_t h = 1469598103934665603ull;
     for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
@@ -67,6 +62,8 @@ typedef struct {
     name_index ix;
     const char *dir;
 } binder;
+
+const st_sf_tensor *st_model_tensor(const st_model *m, const char *name) { return index_get(&m->ix, name); }
 
 static const char *shape_str(char *buf, size_t n, int nd, const int64_t *s) {
     size_t at = 0;
@@ -388,7 +385,7 @@ st_status st_model_load(const char *dir, st_model **out) {
         rc = bind_layer(&b, l);
         if (rc) goto fail;
     }
-    free(b.ix.slot);
+    m->ix = b.ix;
     json_decref(cj);
     free(cp);
     *out = m;
@@ -413,6 +410,7 @@ void st_model_free(st_model *m) {
     free(m->budgets);
     free(m->default_budget);
     free(m->arena);
+    free(m->ix.slot);
     free(m->dir);
     free(m);
 }

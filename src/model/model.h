@@ -39,6 +39,12 @@ typedef struct {
     st_widths w;
 } st_named_budget;
 
+/* tensor name → safetensors entry (open addressing) */
+typedef struct {
+    const st_sf_tensor **slot;
+    size_t cap;
+} name_index;
+
 struct st_model {
     char *dir;
     st_config cfg;
@@ -52,6 +58,7 @@ struct st_model {
     st_named_budget *budgets;
     int n_budgets;
     char *default_budget;
+    name_index ix;             /* every tensor of every shard, by name */
     /* small fp32 copies of vectors (norms, conv, A, D, ...) live here */
     float *arena;
     size_t arena_used, arena_cap;
@@ -92,6 +99,9 @@ struct st_state {
     float *ws;                 /* scratch workspace                             */
     size_t ws_cap;             /* in floats                                     */
 };
+
+/* model.c: the raw safetensors entry of any tensor (NULL if absent) */
+const st_sf_tensor *st_model_tensor(const st_model *m, const char *name);
 
 /* config.c */
 st_status st_config_parse(json_t *root, const char *path, st_config *c);

@@ -194,3 +194,11 @@ void st_progress_end(st_progress *p) {
 }
 
 double st_time_now(void) { return st_time(); }
+
+int st_pathf(char *buf, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    return k < 0 || (size_t)k >= n ? -1 : 0;
+}

@@ -44,6 +44,9 @@ uint16_t st_f32_to_f16(float f);
 
 double st_time(void); /* monotonic seconds */
 
+/* snprintf for paths: -1 if the result did not fit (the caller reports it). */
+int st_pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* A one-line progress bar on stderr, redrawn at most ~10x/s; silent when
  * stderr is not a terminal unless force. units: "B" formats as bytes. */
 typedef struct {

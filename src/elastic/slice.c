@@ -1,0 +1,415 @@
+/*
+ * slice.c — see slice.h. Each output tensor is a 2-D view [rows][cols] of a
+ * source tensor with row spans and column spans (the same spans the budget
+ * view uses at run time), so running the sliced checkpoint at full width
+ * computes what the parent computes at the budget.
+ */
+#include "elastic/slice.h"
+#include "model/model.h"
+#include "util/util.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct {
+    char name[200];
+    const st_sf_tensor *src;
+    int64_t cols_full;           /* row length of the source 2-D view (elements) */
+    st_span *rs, *cs;            /* owned */
+    int nrs, ncs;
+    int ndim;
+    int64_t shape[3];
+    uint64_t bytes;
+} job;
+
+typedef struct {
+    job *j;
+    int n, cap;
+    const st_model *m;
+    const char *err_dir;
+} plan;
+
+static int span_total(const st_span *s, int n) {
+    int t = 0;
+    for (int i = 0; i < n; i++) t += s[i].len;
+    return t;
+}
+
+static st_span *dup_spans(const st_span *s, int n) {
+    st_span *d = st_malloc(sizeof *d * (size_t)(n ? n : 1));
+    if (d) memcpy(d, s, sizeof *d * (size_t)n);
+    return d;
+}
+
+/* Add a job: source `src_name` viewed as [rows][cols_full], keeping rs × cs,
+ * output shape given by ndim/shape (its element count must equal |rs|·|cs|). */
+static st_status add(plan *p, const char *out_name, const char *src_name, int64_t cols_full, const st_span *rs,
+                     int nrs, const st_span *cs, int ncs, int ndim, const int64_t *shape) {
+    const st_sf_tensor *t = st_model_tensor(p->m, src_name);
+    if (!t) return st_err(ST_ERR_MISSING, "slice: %s: missing tensor '%s'", p->err_dir, src_name);
+    if (p->n == p->cap) {
+        int nc = p->cap ? 2 * p->cap : 256;
+        job *nj = realloc(p->j, sizeof *nj * (size_t)nc);
+        if (!nj) return st_err(ST_ERR_NOMEM, "out of memory");
+        p->j = nj; p->cap = nc;
+    }
+    job *j = &p->j[p->n];
+    memset(j, 0, sizeof *j);
+    snprintf(j->name, sizeof j->name, "%s", out_name);
+    j->src = t;
+    j->cols_full = cols_full;
+    j->rs = dup_spans(rs, nrs); j->nrs = nrs;
+    j->cs = dup_spans(cs, ncs); j->ncs = ncs;
+    if (!j->rs || !j->cs) return ST_ERR_NOMEM;
+    j->ndim = ndim;
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) { j->shape[i] = shape[i]; numel *= shape[i]; }
+    if (numel != (int64_t)span_total(rs, nrs) * span_total(cs, ncs))
+        return st_err(ST_ERR_ARG, "slice: internal shape error for %s", out_name);
+    j->bytes = (uint64_t)numel * st_dtype_size(t->dt);
+    p->n++;
+    return ST_OK;
+}
+
+/* Whole vector / prefix of a vector, keeping the source's dimensionality. */
+static st_status add_vec(plan *p, const char *out, const char *src, const st_span *cs, int ncs) {
+    const st_sf_tensor *t = st_model_tensor(p->m, src);
+    if (!t) return st_err(ST_ERR_MISSING, "slice: missing tensor '%s'", src);
+    int64_t n = span_total(cs, ncs), shape[3] = {n, 1, 1};
+    int nd = t->ndim < 1 ? 1 : t->ndim > 3 ? 3 : t->ndim; /* [n] or [n,1] */
+    st_span r = {0, 1};
+    return add(p, out, src, st_sf_numel(t), &r, 1, cs, ncs, nd, shape);
+}
+
+static st_status add_mat(plan *p, const char *out, const char *src, int64_t cols_full, const st_span *rs, int nrs,
+                         const st_span *cs, int ncs) {
+    int64_t shape[2] = {span_total(rs, nrs), span_total(cs, ncs)};
+    return add(p, out, src, cols_full, rs, nrs, cs, ncs, 2, shape);
+}
+
+/* Consecutive runs of an index list as spans. */
+static int runs(const int *idx, int n, st_span *out) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (k && out[k - 1].off + out[k - 1].len == idx[i]) out[k - 1].len++;
+        else out[k++] = (st_span){idx[i], 1};
+    }
+    return k;
+}
+
+static st_status build_plan(plan *p, const st_budget *b) {
+    const st_model *m = p->m;
+    const st_config *c = &m->cfg;
+    const st_widths *w = &b->w;
+    const int H = w->hidden_size;
+    const st_span hs = {0, H};
+    char on[200], sn[200];
+#define T(x) do { st_status rc_ = (x); if (rc_) return rc_; } while (0)
+    T(add_mat(p, "backbone.embeddings.weight", "backbone.embeddings.weight", c->hidden_size,
+              &(st_span){0, c->vocab_size}, 1, &hs, 1));
+    int out_l = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (b->skip[l]) continue;
+        const char t = c->pattern[l];
+#define SRC(s) (snprintf(sn, sizeof sn, "backbone.layers.%d.%s", l, s), sn)
+#define OUT(s) (snprintf(on, sizeof on, "backbone.layers.%d.%s", out_l, s), on)
+        T(add_vec(p, OUT("norm.weight"), SRC("norm.weight"), &hs, 1));
+        if (t == 'M') {
+            const int G = c->n_groups, R = c->mamba_num_heads / G, r = b->m_r, nk = r * G;
+            const int din = c->mamba_num_heads * c->mamba_head_dim, conv = din + 2 * G * c->ssm_state_size;
+            T(add_mat(p, OUT("mixer.in_proj.weight"), SRC("mixer.in_proj.weight"), c->hidden_size, b->m_inproj_rows,
+                      b->m_n_inproj_rows, &hs, 1));
+            st_span *cr = st_malloc(sizeof *cr * (size_t)(b->m_din + 2 * G * c->ssm_state_size));
+            if (!cr) return ST_ERR_NOMEM;
+            int ncr = runs(b->m_conv_ch, b->m_din + 2 * G * c->ssm_state_size, cr);
+            int64_t cshape[3] = {span_total(cr, ncr), 1, c->conv_kernel};
+            const st_sf_tensor *cw = st_model_tensor(m, SRC("mixer.conv1d.weight"));
+            st_status rc = add(p, OUT("mixer.conv1d.weight"), SRC("mixer.conv1d.weight"), c->conv_kernel, cr, ncr,
+                               &(st_span){0, c->conv_kernel}, 1, cw && cw->ndim == 2 ? 2 : 3,
+                               cw && cw->ndim == 2 ? (int64_t[]){cshape[0], cshape[2], 0} : cshape);
+            if (!rc && c->use_conv_bias) rc = add_vec(p, OUT("mixer.conv1d.bias"), SRC("mixer.conv1d.bias"), cr, ncr);
+            free(cr);
+            T(rc);
+            (void)conv;
+            st_span hsel[ST_MAX_LAYERS];
+            int nh = 0;
+            for (int g = 0; g < G && nh < ST_MAX_LAYERS; g++) hsel[nh++] = (st_span){g * R, r};
+            T(add_vec(p, OUT("mixer.dt_bias"), SRC("mixer.dt_bias"), hsel, nh));
+            T(add_vec(p, OUT("mixer.A_log"), SRC("mixer.A_log"), hsel, nh));
+            T(add_vec(p, OUT("mixer.D"), SRC("mixer.D"), hsel, nh));
+            T(add_vec(p, OUT("mixer.norm.weight"), SRC("mixer.norm.weight"), b->m_cols, b->m_n_cols));
+            T(add_mat(p, OUT("mixer.out_proj.weight"), SRC("mixer.out_proj.weight"), din, &hs, 1, b->m_cols,
+                      b->m_n_cols));
+            (void)nk;
+        } else if (t == '*') {
+            const int q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
+            const st_span kvs = {0, kv};
+            T(add_mat(p, OUT("mixer.q_proj.weight"), SRC("mixer.q_proj.weight"), c->hidden_size, b->a_q_rows, b->a_n_q,
+                      &hs, 1));
+            T(add_mat(p, OUT("mixer.k_proj.weight"), SRC("mixer.k_proj.weight"), c->hidden_size, &kvs, 1, &hs, 1));
+            T(add_mat(p, OUT("mixer.v_proj.weight"), SRC("mixer.v_proj.weight"), c->hidden_size, &kvs, 1, &hs, 1));
+            T(add_mat(p, OUT("mixer.o_proj.weight"), SRC("mixer.o_proj.weight"), q, &hs, 1, b->a_q_rows, b->a_n_q));
+        } else if (t == '-') {
+            const st_span is = {0, w->intermediate_size};
+            T(add_mat(p, OUT("mixer.up_proj.weight"), SRC("mixer.up_proj.weight"), c->hidden_size, &is, 1, &hs, 1));
+            T(add_mat(p, OUT("mixer.down_proj.weight"), SRC("mixer.down_proj.weight"), c->intermediate_size, &hs, 1,
+                      &is, 1));
+        } else if (t == 'E') {
+            const st_span es = {0, w->n_routed_experts}, fs = {0, w->moe_intermediate_size};
+            T(add_mat(p, OUT("mixer.gate.weight"), SRC("mixer.gate.weight"), c->hidden_size, &es, 1, &hs, 1));
+            T(add_vec(p, OUT("mixer.gate.e_score_correction_bias"), SRC("mixer.gate.e_score_correction_bias"), &es, 1));
+            if (st_model_tensor(m, SRC("mixer.experts.up_proj")) || st_model_tensor(m, SRC("mixer.experts.up_proj.weight")))
+                return st_err(ST_ERR_UNSUPPORTED, "slice: fused 3-D expert tensors are not sliced yet (layer %d)", l);
+            for (int e = 0; e < w->n_routed_experts; e++) {
+                char s2[200], o2[200];
+                snprintf(s2, sizeof s2, "backbone.layers.%d.mixer.experts.%d.up_proj.weight", l, e);
+                snprintf(o2, sizeof o2, "backbone.layers.%d.mixer.experts.%d.up_proj.weight", out_l, e);
+                T(add_mat(p, o2, s2, c->hidden_size, &fs, 1, &hs, 1));
+                snprintf(s2, sizeof s2, "backbone.layers.%d.mixer.experts.%d.down_proj.weight", l, e);
+                snprintf(o2, sizeof o2, "backbone.layers.%d.mixer.experts.%d.down_proj.weight", out_l, e);
+                T(add_mat(p, o2, s2, c->moe_intermediate_size, &hs, 1, &fs, 1));
+            }
+            if (c->n_shared_experts) {
+                const st_span ss = {0, w->moe_shared_expert_intermediate_size};
+                T(add_mat(p, OUT("mixer.shared_experts.up_proj.weight"), SRC("mixer.shared_experts.up_proj.weight"),
+                          c->hidden_size, &ss, 1, &hs, 1));
+                T(add_mat(p, OUT("mixer.shared_experts.down_proj.weight"), SRC("mixer.shared_experts.down_proj.weight"),
+                          c->moe_shared_expert_intermediate_size, &hs, 1, &ss, 1));
+            }
+        }
+#undef SRC
+#undef OUT
+        out_l++;
+    }
+    T(add_vec(p, "backbone.norm_f.weight", "backbone.norm_f.weight", &hs, 1));
+    if (!c->tie_word_embeddings)
+        T(add_mat(p, "lm_head.weight", "lm_head.weight", c->hidden_size, &(st_span){0, c->vocab_size}, 1, &hs, 1));
+#undef T
+    return ST_OK;
+}
+
+/* ----------------------------------------------------------- config.json */
+
+static int nested_in(const st_widths *inner, const st_widths *outer) {
+    if (inner->hidden_size > outer->hidden_size || inner->num_attention_heads > outer->num_attention_heads ||
+        inner->mamba_num_heads > outer->mamba_num_heads || inner->mamba_head_dim > outer->mamba_head_dim ||
+        inner->n_routed_experts > outer->n_routed_experts || inner->moe_intermediate_size > outer->moe_intermediate_size ||
+        inner->moe_shared_expert_intermediate_size > outer->moe_shared_expert_intermediate_size ||
+        inner->intermediate_size > outer->intermediate_size)
+        return 0;
+    for (int i = 0; i < outer->n_skip; i++) { /* inner must skip at least what outer skips */
+        int found = 0;
+        for (int j = 0; j < inner->n_skip; j++) found |= inner->skip_layers[j] == outer->skip_layers[i];
+        if (!found) return 0;
+    }
+    return 1;
+}
+
+static st_status write_config(const st_model *m, const st_budget *b, const char *tmpdir) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", m->dir);
+    json_error_t je;
+    json_t *cfg = json_load_file(p, JSON_REJECT_DUPLICATES, &je);
+    if (!cfg) return st_err(ST_ERR_FORMAT, "%s: %s", p, je.text);
+    const st_config *c = &m->cfg;
+    const st_widths *w = &b->w;
+    char pat[ST_MAX_LAYERS + 1];
+    int L = 0;
+    for (int l = 0; l < c->n_layers; l++) if (!b->skip[l]) pat[L++] = c->pattern[l];
+    pat[L] = 0;
+    json_object_set_new(cfg, "hidden_size", json_integer(w->hidden_size));
+    json_object_set_new(cfg, "num_hidden_layers", json_integer(L));
+    if (json_object_get(cfg, "layers_block_type")) {
+        json_t *lt = json_array(), *old = json_object_get(cfg, "layers_block_type");
+        for (int l = 0; l < c->n_layers; l++)
+            if (!b->skip[l]) json_array_append(lt, json_array_get(old, (size_t)l));
+        json_object_set_new(cfg, "layers_block_type", lt);
+    }
+    if (json_object_get(cfg, "hybrid_override_pattern") || !json_object_get(cfg, "layers_block_type"))
+        json_object_set_new(cfg, "hybrid_override_pattern", json_string(pat));
+    struct { const char *k; int v; int has; } kv[] = {
+        {"num_attention_heads", w->num_attention_heads, strchr(c->pattern, '*') != NULL},
+        {"mamba_num_heads", w->mamba_num_heads, strchr(c->pattern, 'M') != NULL},
+        {"mamba_head_dim", w->mamba_head_dim, strchr(c->pattern, 'M') != NULL},
+        {"n_routed_experts", w->n_routed_experts, strchr(c->pattern, 'E') != NULL},
+        {"num_experts_per_tok", b->top_k, strchr(c->pattern, 'E') != NULL},
+        {"moe_intermediate_size", w->moe_intermediate_size, strchr(c->pattern, 'E') != NULL},
+        {"moe_shared_expert_intermediate_size", w->moe_shared_expert_intermediate_size, strchr(c->pattern, 'E') != NULL},
+        {"intermediate_size", w->intermediate_size, strchr(c->pattern, '-') != NULL},
+    };
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+        if (kv[i].has || json_object_get(cfg, kv[i].k)) json_object_set_new(cfg, kv[i].k, json_integer(kv[i].v));
+    /* keep only the budgets nested inside the target, renumbering skipped layers */
+    json_object_del(cfg, "elastic");
+    json_t *bl = json_array();
+    char def[128] = "";
+    for (int i = 0; i < m->n_budgets; i++) {
+        st_widths bw = m->budgets[i].w;
+        st_widths_fill_parent(c, &bw);
+        if (!nested_in(&bw, w)) continue;
+        json_t *o = json_pack("{s:s}", "name", m->budgets[i].name);
+        const st_widths *r = &m->budgets[i].w;
+#define KEEP(f) if (r->f) json_object_set_new(o, #f, json_integer(r->f))
+        KEEP(hidden_size); KEEP(num_attention_heads); KEEP(mamba_num_heads); KEEP(mamba_head_dim);
+        KEEP(n_routed_experts); KEEP(moe_intermediate_size); KEEP(moe_shared_expert_intermediate_size);
+        KEEP(intermediate_size); KEEP(num_experts_per_tok);
+#undef KEEP
+        json_t *sk = json_array();
+        for (int j = 0; j < r->n_skip; j++) {
+            if (b->skip[r->skip_layers[j]]) continue;
+            int nl = 0;
+            for (int l = 0; l < r->skip_layers[j]; l++) nl += !b->skip[l];
+            json_array_append_new(sk, json_integer(nl));
+        }
+        if (json_array_size(sk)) json_object_set_new(o, "skip_layers", sk);
+        else json_decref(sk);
+        json_array_append_new(bl, o);
+        if (m->default_budget && !strcmp(m->default_budget, m->budgets[i].name)) snprintf(def, sizeof def, "%s", m->default_budget);
+    }
+    if (json_array_size(bl)) {
+        if (!*def) snprintf(def, sizeof def, "%s", json_string_value(json_object_get(json_array_get(bl, 0), "name")));
+        json_object_set_new(cfg, "elastic", json_pack("{s:i, s:s, s:o}", "format_version", 1, "default_budget", def,
+                                                      "budgets", bl));
+    } else {
+        json_decref(bl);
+    }
+    char *s = json_dumps(cfg, JSON_INDENT(2));
+    json_decref(cfg);
+    if (!s) return st_err(ST_ERR_NOMEM, "slice: cannot serialise config.json");
+    st_pathf(p, sizeof p, "%s/config.json", tmpdir);
+    st_status rc = st_write_file_atomic(p, s, strlen(s));
+    free(s);
+    return rc;
+}
+
+/* Copy the tokenizer and generation files that exist in the source. */
+static st_status copy_side_files(const char *src, const char *dst) {
+    static const char *names[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                  "generation_config.json", "chat_template.jinja", NULL};
+    for (int i = 0; names[i]; i++) {
+        char sp[4096], dp[4096];
+        st_pathf(sp, sizeof sp, "%s/%s", src, names[i]);
+        st_pathf(dp, sizeof dp, "%s/%s", dst, names[i]);
+        char *data;
+        size_t len;
+        st_status rc = st_read_file(sp, &data, &len);
+        if (rc == ST_ERR_MISSING) continue;
+        if (rc) return rc;
+        rc = st_write_file_atomic(dp, data, len);
+        free(data);
+        if (rc) return rc;
+    }
+    return ST_OK;
+}
+
+static void rm_tree(const char *dir) {
+    char cmd[8300];
+    /* the directory is one we created (DST.tmp.PID); names are ours */
+    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
+    if (system(cmd) != 0) { /* best effort */ }
+}
+
+st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const st_slice_opts *opt) {
+    st_slice_opts o = opt ? *opt : (st_slice_opts){0};
+    if (!o.shard_bytes) o.shard_bytes = 5000000000ull;
+    if (b->m != m) return st_err(ST_ERR_ARG, "slice: budget belongs to another model");
+    if (strchr(dst, '\'')) return st_err(ST_ERR_ARG, "slice: target path may not contain a quote");
+    if (strlen(dst) > 3000) return st_err(ST_ERR_ARG, "slice: target path too long");
+    struct stat sb;
+    if (stat(dst, &sb) == 0 && !o.force) return st_err(ST_ERR_ARG, "slice: %s already exists (use --force to replace it)", dst);
+    plan p = {.m = m, .err_dir = m->dir};
+    st_status rc = build_plan(&p, b);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid());
+    if (!rc && mkdir(tmp, 0755) != 0) rc = st_err(ST_ERR_IO, "%s: %s", tmp, strerror(errno));
+    int made_tmp = !rc;
+    uint64_t total = 0;
+    for (int i = 0; i < p.n; i++) total += p.j[i].bytes;
+    /* shards: consecutive jobs up to shard_bytes each */
+    int n_shards = 0;
+    int *shard_of = st_calloc((size_t)(p.n ? p.n : 1), sizeof(int));
+    if (!shard_of) rc = ST_ERR_NOMEM;
+    {
+        uint64_t acc = 0;
+        for (int i = 0; !rc && i < p.n; i++) {
+            if (i == 0 || (acc + p.j[i].bytes > o.shard_bytes && acc > 0)) { n_shards++; acc = 0; }
+            acc += p.j[i].bytes;
+            shard_of[i] = n_shards - 1;
+        }
+    }
+    st_progress pr;
+    if (o.progress) st_progress_begin(&pr, "slice", (double)total, "B");
+    double done = 0;
+    json_t *wmap = json_object();
+    uint8_t *row = NULL;
+    size_t row_cap = 0;
+    for (int s = 0, i = 0; !rc && s < n_shards; s++) {
+        char fname[128], path[4200];
+        if (n_shards == 1) snprintf(fname, sizeof fname, "model.safetensors");
+        else snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
+        st_pathf(path, sizeof path, "%s/%s", tmp, fname);
+        st_sf_writer *w = NULL;
+        rc = st_sf_writer_new(&w);
+        int first = i;
+        for (int k = i; !rc && k < p.n && shard_of[k] == s; k++) {
+            rc = st_sf_writer_add(w, p.j[k].name, p.j[k].src->dt, p.j[k].ndim, p.j[k].shape);
+            json_object_set_new(wmap, p.j[k].name, json_string(fname));
+        }
+        if (!rc) rc = st_sf_writer_meta(w, "format", "pt");
+        if (!rc) rc = st_sf_writer_begin(w, path);
+        for (i = first; !rc && i < p.n && shard_of[i] == s; i++) {
+            job *j = &p.j[i];
+            size_t es = st_dtype_size(j->src->dt), rb = (size_t)span_total(j->cs, j->ncs) * es;
+            if (rb > row_cap) { free(row); row_cap = rb; row = st_malloc(rb); if (!row) { rc = ST_ERR_NOMEM; break; } }
+            for (int a = 0; !rc && a < j->nrs; a++)
+                for (int r = j->rs[a].off; !rc && r < j->rs[a].off + j->rs[a].len; r++) {
+                    const uint8_t *src = j->src->data + (size_t)r * (size_t)j->cols_full * es;
+                    size_t at = 0;
+                    for (int q = 0; q < j->ncs; q++) {
+                        memcpy(row + at, src + (size_t)j->cs[q].off * es, (size_t)j->cs[q].len * es);
+                        at += (size_t)j->cs[q].len * es;
+                    }
+                    rc = st_sf_writer_write(w, row, rb);
+                    done += (double)rb;
+                    if (o.progress) st_progress_update(&pr, done);
+                }
+        }
+        if (!rc) rc = st_sf_writer_finish(w);
+        st_sf_writer_free(w);
+    }
+    if (o.progress) st_progress_end(&pr);
+    free(row);
+    if (!rc && n_shards > 1) {
+        json_t *idx = json_pack("{s:{s:I}, s:O}", "metadata", "total_size", (json_int_t)total, "weight_map", wmap);
+        char *js = json_dumps(idx, JSON_INDENT(2));
+        char path[4200];
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
+        rc = js ? st_write_file_atomic(path, js, strlen(js)) : ST_ERR_NOMEM;
+        free(js);
+        json_decref(idx);
+    }
+    json_decref(wmap);
+    if (!rc) rc = write_config(m, b, tmp);
+    if (!rc) rc = copy_side_files(m->dir, tmp);
+    if (!rc && stat(dst, &sb) == 0) {
+        /* --force: move the old target aside, then remove it after the swap */
+        char old[4200];
+        snprintf(old, sizeof old, "%s.old.%ld", dst, (long)getpid());
+        if (rename(dst, old) != 0) rc = st_err(ST_ERR_IO, "rename %s: %s", dst, strerror(errno));
+        else if (rename(tmp, dst) != 0) { rc = st_err(ST_ERR_IO, "rename %s: %s", tmp, strerror(errno)); rename(old, dst); }
+        else { rm_tree(old); made_tmp = 0; }
+    } else if (!rc) {
+        if (rename(tmp, dst) != 0) rc = st_err(ST_ERR_IO, "rename %s -> %s: %s", tmp, dst, strerror(errno));
+        else made_tmp = 0;
+    }
+    if (rc && made_tmp) rm_tree(tmp);
+    for (int i = 0; i < p.n; i++) { free(p.j[i].rs); free(p.j[i].cs); }
+    free(p.j);
+    free(shard_of);
+    return rc;
+}
