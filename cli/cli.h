@@ -30,6 +30,8 @@ int cli_float(const char *s, double lo, double hi, double *out);
 /* Load model DIR and resolve budget spec (NULL: default budget). Prints the
  * error itself and returns non-zero on failure. */
 int cli_load(const char *cmd, const char *dir, const char *budget_spec, st_model **m, st_budget **b);
+/* "--budget-file F" as the budget spec "@F" (a static buffer; one per process). */
+const char *cli_budget_file(const char *path);
 /* Read a whole file (or "-" for stdin) into a malloc'd NUL-terminated string. */
 char *cli_read_text(const char *cmd, const char *path, size_t *len);
 #endif

@@ -88,3 +88,9 @@ char *cli_read_text(const char *cmd, const char *path, size_t *len) {
     if (len) *len = n;
     return buf;
 }
+
+const char *cli_budget_file(const char *path) {
+    static char spec[4096];
+    snprintf(spec, sizeof spec, "@%s", path);
+    return spec;
+}

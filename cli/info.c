@@ -11,6 +11,7 @@ static void usage(FILE *f) {
                "total and active parameters and weight bytes.\n\n"
                "  -m, --model DIR    Hugging Face checkpoint directory\n"
                "  -b, --budget B     also show this budget (name, k=v list or @file.json)\n"
+               "      --budget-file F    budget widths from a JSON file\n"
                "  -h, --help         this help\n");
 }
 
@@ -53,7 +54,7 @@ static void row(const st_budget *b, const st_config *c) {
 int cmd_info(int argc, char **argv) {
     const char *dir = NULL, *extra = NULL;
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'}, {0}};
+        {"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'}, {"budget-file", required_argument, 0, 'B'}, {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
     optind = 1;
@@ -61,6 +62,7 @@ int cmd_info(int argc, char **argv) {
         switch (ch) {
         case 'm': dir = optarg; break;
         case 'b': extra = optarg; break;
+        case 'B': extra = cli_budget_file(optarg); break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage("info", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage("info", "unknown option %s", argv[optind - 1]);

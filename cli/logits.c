@@ -17,6 +17,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: starling logits -m DIR [--budget B] (--tokens \"ID ID ...\" | --tokens-file FILE) --out FILE [--decode]\n\n"
                "  -m, --model DIR        checkpoint directory\n"
                "  -b, --budget B         budget (name, 'full', k=v widths, @file.json)\n"
+               "      --budget-file F    budget widths from a JSON file (config key names)\n"
                "      --tokens IDS       space-separated token ids\n"
                "      --tokens-file FILE the ids in a file\n"
                "  -o, --out FILE         output: float32 LE [T x vocab], row-major\n"
@@ -31,7 +32,7 @@ int cmd_logits(int argc, char **argv) {
     const char *dir = NULL, *budget = NULL, *toks = NULL, *tokfile = NULL, *out = NULL;
     long threads = 0, chunk = 0;
     int decode = 0;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'},
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'}, {"budget-file", required_argument, 0, 'B'},
                                          {"tokens", required_argument, 0, O_TOKENS},
                                          {"tokens-file", required_argument, 0, O_TOKFILE},
                                          {"out", required_argument, 0, 'o'}, {"decode", no_argument, 0, O_DECODE},
@@ -44,6 +45,7 @@ int cmd_logits(int argc, char **argv) {
         switch (ch) {
         case 'm': dir = optarg; break;
         case 'b': budget = optarg; break;
+        case 'B': budget = cli_budget_file(optarg); break;
         case O_TOKENS: toks = optarg; break;
         case O_TOKFILE: tokfile = optarg; break;
         case 'o': out = optarg; break;

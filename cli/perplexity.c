@@ -16,6 +16,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: starling perplexity -m DIR [--budget B] -f FILE [--ctx N] [--max-windows K]\n\n"
                "  -m, --model DIR      checkpoint directory (with tokenizer.json)\n"
                "  -b, --budget B       budget (name, 'full', k=v widths, @file.json)\n"
+               "      --budget-file F  budget widths from a JSON file\n"
                "  -f, --file FILE      UTF-8 text ('-' = stdin)\n"
                "  -c, --ctx N          window length in tokens (default 512)\n"
                "      --max-windows K  stop after K windows\n"
@@ -25,7 +26,7 @@ static void usage(FILE *f) {
 int cmd_perplexity(int argc, char **argv) {
     const char *dir = NULL, *budget = NULL, *file = NULL;
     long ctx = 512, threads = 0, maxw = 0;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'},
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'}, {"budget-file", required_argument, 0, 'B'},
                                          {"file", required_argument, 0, 'f'}, {"ctx", required_argument, 0, 'c'},
                                          {"max-windows", required_argument, 0, 'W'},
                                          {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0}};
@@ -36,6 +37,7 @@ int cmd_perplexity(int argc, char **argv) {
         switch (ch) {
         case 'm': dir = optarg; break;
         case 'b': budget = optarg; break;
+        case 'B': budget = cli_budget_file(optarg); break;
         case 'f': file = optarg; break;
         case 'c': if (cli_int(optarg, 2, 1 << 20, &ctx)) return cli_usage("perplexity", "bad --ctx '%s'", optarg); break;
         case 'W': if (cli_int(optarg, 1, 1 << 30, &maxw)) return cli_usage("perplexity", "bad --max-windows '%s'", optarg); break;

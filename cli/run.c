@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "  -m, --model DIR        Hugging Face checkpoint directory (with tokenizer.json)\n"
             "  -b, --budget B         budget: name (e.g. S), 'full', 'k=v,...' widths or @file.json\n"
             "                         (default: the checkpoint's default budget, else full)\n"
+            "      --budget-file F    budget widths from a JSON file (config key names)\n"
             "  -p, --prompt TEXT      prompt text\n"
             "  -f, --file FILE        read the prompt from FILE ('-' = stdin)\n"
             "  -n, --n-predict N      tokens to generate (default 256)\n"
@@ -45,7 +46,7 @@ int cmd_run(int argc, char **argv) {
     double temp = 0.8, topp = 0.95, minp = 0.05, rpen = 1.0;
     int chat = 0, think = 1, ignore_eos = 0, verbose = 0;
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'},
+        {"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'}, {"budget-file", required_argument, 0, 'B'},
         {"prompt", required_argument, 0, 'p'}, {"file", required_argument, 0, 'f'},
         {"n-predict", required_argument, 0, 'n'}, {"chat", no_argument, 0, O_CHAT},
         {"system", required_argument, 0, O_SYSTEM}, {"no-think", no_argument, 0, O_NOTHINK},
@@ -63,6 +64,7 @@ int cmd_run(int argc, char **argv) {
         switch (ch) {
         case 'm': dir = optarg; break;
         case 'b': budget = optarg; break;
+        case 'B': budget = cli_budget_file(optarg); break;
         case 'p': prompt = optarg; break;
         case 'f': file = optarg; break;
         case 'n': if (cli_int(optarg, 0, 1 << 24, &n_predict)) BAD("-n"); break;
