@@ -14,6 +14,7 @@ static const struct {
     {"logits", cmd_logits, "write float32 logits of a token sequence to a file"},
     {"perplexity", cmd_perplexity, "perplexity of a text file at a budget"},
     {"bench", cmd_bench, "memory bandwidth and prefill/decode speed at two budgets"},
+    {"slice", cmd_slice, "cut a budget out as a standalone Hugging Face checkpoint"},
     {"synth", cmd_synth, "write a deterministic random Nemotron-H checkpoint"},
 };
 

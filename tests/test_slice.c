@@ -166,10 +166,75 @@ static void test_reslice(void **st) {
     *strrchr(ds, '/') = 0; rm_rf(ds); free(ds);
 }
 
+/* --precision: bf16 → f32 is lossless; f32 → bf16 is close */
+static void test_precision(void **st) {
+    const char *cases[][3] = {{"moe_small", "f32", "0"}, {"dense_h", "bf16", "1"}};
+    for (int k = 0; k < 2; k++) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s/model", golden_dir(), cases[k][0]);
+        st_model *m, *sm;
+        st_budget *b, *full;
+        assert_int_equal(st_model_load(p, &m), ST_OK);
+        assert_int_equal(st_budget_resolve(m, "S", &b), ST_OK);
+        char *dir = test_tmpdir("prec");
+        char dst[600];
+        snprintf(dst, sizeof dst, "%s/out", dir);
+        st_slice_opts o = {.precision = cases[k][1]};
+        if (st_slice(m, b, dst, &o)) fail_msg("slice: %s", st_last_error());
+        assert_int_equal(st_model_load(dst, &sm), ST_OK);
+        assert_int_equal(st_budget_by_name(sm, "full", &full), ST_OK);
+        float *a = logits_of(m, b), *c = logits_of(sm, full);
+        const int V = st_model_config(m)->vocab_size;
+        double e = rel_err(c, a, (size_t)NTOK * V);
+        printf("  %s S as %s: rel err %.2e\n", cases[k][0], cases[k][1], e);
+        if (cases[k][2][0] == '0') assert_true(e == 0.0);
+        else assert_true(e > 0 && e < 2e-2); /* bf16 rounding of the weights */
+        /* a bogus precision is refused and leaves no target */
+        o.precision = "int3";
+        snprintf(dst, sizeof dst, "%s/bogus", dir);
+        assert_int_equal(st_slice(m, b, dst, &o), ST_ERR_ARG);
+        FILE *f = fopen(dst, "r");
+        assert_null(f);
+        free(a); free(c);
+        st_budget_free(full); st_budget_free(b);
+        st_model_free(sm); st_model_free(m);
+        rm_rf(dir);
+        free(dir);
+    }
+}
+
+/* an interrupted slice leaves neither the target nor the temporary directory */
+static void test_cancel(void **st) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/moe_small/model", golden_dir());
+    st_model *m;
+    st_budget *b;
+    assert_int_equal(st_model_load(p, &m), ST_OK);
+    assert_int_equal(st_budget_resolve(m, "M", &b), ST_OK);
+    char *dir = test_tmpdir("cancel");
+    char dst[600];
+    snprintf(dst, sizeof dst, "%s/out", dir);
+    volatile int cancel = 1;
+    st_slice_opts o = {.cancel = &cancel};
+    assert_int_equal(st_slice(m, b, dst, &o), ST_ERR_IO);
+    assert_non_null(strstr(st_last_error(), "interrupted"));
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls -A %s", dir);
+    int status;
+    char *ls = run_capture(cmd, &status);
+    assert_string_equal(ls, ""); /* nothing left behind */
+    free(ls);
+    st_budget_free(b);
+    st_model_free(m);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_axes), cmocka_unit_test(test_moe_axes), cmocka_unit_test(test_groups3_axes),
-        cmocka_unit_test(test_synth_all_types), cmocka_unit_test(test_reslice),
+        cmocka_unit_test(test_synth_all_types), cmocka_unit_test(test_reslice), cmocka_unit_test(test_precision),
+        cmocka_unit_test(test_cancel),
     };
     return cmocka_run_group_tests_name("slice", tests, NULL, NULL);
 }

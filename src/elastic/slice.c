@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 typedef struct {
@@ -24,6 +25,7 @@ typedef struct {
     int nrs, ncs;
     int ndim;
     int64_t shape[3];
+    st_dtype out_dt;
     uint64_t bytes;
 } job;
 
@@ -32,6 +34,7 @@ typedef struct {
     int n, cap;
     const st_model *m;
     const char *err_dir;
+    int out_dt;
 } plan;
 
 static int span_total(const st_span *s, int n) {
@@ -71,7 +74,10 @@ static st_status add(plan *p, const char *out_name, const char *src_name, int64_
     for (int i = 0; i < ndim; i++) { j->shape[i] = shape[i]; numel *= shape[i]; }
     if (numel != (int64_t)span_total(rs, nrs) * span_total(cs, ncs))
         return st_err(ST_ERR_ARG, "slice: internal shape error for %s", out_name);
-    j->bytes = (uint64_t)numel * st_dtype_size(t->dt);
+    j->out_dt = t->dt;
+    /* converting precision applies to float weights, not to integer or packed data */
+    if (p->out_dt >= 0 && (t->dt == ST_DT_F32 || t->dt == ST_DT_F16 || t->dt == ST_DT_BF16)) j->out_dt = p->out_dt;
+    j->bytes = (uint64_t)numel * st_dtype_size(j->out_dt);
     p->n++;
     return ST_OK;
 }
@@ -322,7 +328,14 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
     if (strlen(dst) > 3000) return st_err(ST_ERR_ARG, "slice: target path too long");
     struct stat sb;
     if (stat(dst, &sb) == 0 && !o.force) return st_err(ST_ERR_ARG, "slice: %s already exists (use --force to replace it)", dst);
-    plan p = {.m = m, .err_dir = m->dir};
+    int out_dt = -1;
+    if (o.precision) {
+        if (!strcmp(o.precision, "bf16")) out_dt = ST_DT_BF16;
+        else if (!strcmp(o.precision, "f16")) out_dt = ST_DT_F16;
+        else if (!strcmp(o.precision, "f32")) out_dt = ST_DT_F32;
+        else return st_err(ST_ERR_ARG, "slice: unknown precision \"%s\" (bf16, f16, f32)", o.precision);
+    }
+    plan p = {.m = m, .err_dir = m->dir, .out_dt = out_dt};
     st_status rc = build_plan(&p, b);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid());
@@ -330,6 +343,15 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
     int made_tmp = !rc;
     uint64_t total = 0;
     for (int i = 0; i < p.n; i++) total += p.j[i].bytes;
+    if (!rc) { /* refuse up front rather than fill the disk half way */
+        struct statvfs vs;
+        if (statvfs(tmp, &vs) == 0) {
+            double avail = (double)vs.f_bavail * (double)vs.f_frsize, need = (double)total * 1.01 + (1 << 20);
+            if (avail < need)
+                rc = st_err(ST_ERR_IO, "slice: %s has %.2f GB free, the sliced checkpoint needs %.2f GB", tmp, avail / 1e9,
+                            need / 1e9);
+        }
+    }
     /* shards: consecutive jobs up to shard_bytes each */
     int n_shards = 0;
     int *shard_of = st_calloc((size_t)(p.n ? p.n : 1), sizeof(int));
@@ -347,7 +369,8 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
     double done = 0;
     json_t *wmap = json_object();
     uint8_t *row = NULL;
-    size_t row_cap = 0;
+    float *fbuf = NULL;
+    size_t row_cap = 0, f_cap = 0;
     for (int s = 0, i = 0; !rc && s < n_shards; s++) {
         char fname[128], path[4200];
         if (n_shards == 1) snprintf(fname, sizeof fname, "model.safetensors");
@@ -357,15 +380,20 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
         rc = st_sf_writer_new(&w);
         int first = i;
         for (int k = i; !rc && k < p.n && shard_of[k] == s; k++) {
-            rc = st_sf_writer_add(w, p.j[k].name, p.j[k].src->dt, p.j[k].ndim, p.j[k].shape);
+            rc = st_sf_writer_add(w, p.j[k].name, p.j[k].out_dt, p.j[k].ndim, p.j[k].shape);
             json_object_set_new(wmap, p.j[k].name, json_string(fname));
         }
         if (!rc) rc = st_sf_writer_meta(w, "format", "pt");
         if (!rc) rc = st_sf_writer_begin(w, path);
         for (i = first; !rc && i < p.n && shard_of[i] == s; i++) {
             job *j = &p.j[i];
-            size_t es = st_dtype_size(j->src->dt), rb = (size_t)span_total(j->cs, j->ncs) * es;
-            if (rb > row_cap) { free(row); row_cap = rb; row = st_malloc(rb); if (!row) { rc = ST_ERR_NOMEM; break; } }
+            size_t es = st_dtype_size(j->src->dt), ncol = (size_t)span_total(j->cs, j->ncs), rb = ncol * es;
+            size_t ob = ncol * st_dtype_size(j->out_dt), need = rb + ob;
+            if (need > row_cap) { free(row); row_cap = need; row = st_malloc(need); if (!row) { rc = ST_ERR_NOMEM; break; } }
+            if (j->out_dt != j->src->dt && ncol > f_cap) {
+                free(fbuf); f_cap = ncol; fbuf = st_malloc(ncol * sizeof(float));
+                if (!fbuf) { rc = ST_ERR_NOMEM; break; }
+            }
             for (int a = 0; !rc && a < j->nrs; a++)
                 for (int r = j->rs[a].off; !rc && r < j->rs[a].off + j->rs[a].len; r++) {
                     const uint8_t *src = j->src->data + (size_t)r * (size_t)j->cols_full * es;
@@ -374,7 +402,22 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
                         memcpy(row + at, src + (size_t)j->cs[q].off * es, (size_t)j->cs[q].len * es);
                         at += (size_t)j->cs[q].len * es;
                     }
-                    rc = st_sf_writer_write(w, row, rb);
+                    if (o.cancel && *o.cancel) { rc = st_err(ST_ERR_IO, "slice: interrupted"); break; }
+                    if (j->out_dt == j->src->dt) {
+                        rc = st_sf_writer_write(w, row, rb);
+                    } else {
+                        float *f = fbuf;
+                        uint8_t *ot = row + rb;
+                        st_convert_to_f32(j->src->dt, row, f, (int64_t)ncol, 1.0f);
+                        for (size_t q = 0; q < ncol; q++) {
+                            if (j->out_dt == ST_DT_F32) memcpy(ot + 4 * q, &f[q], 4);
+                            else {
+                                uint16_t h = j->out_dt == ST_DT_BF16 ? st_f32_to_bf16(f[q]) : st_f32_to_f16(f[q]);
+                                memcpy(ot + 2 * q, &h, 2);
+                            }
+                        }
+                        rc = st_sf_writer_write(w, ot, ob);
+                    }
                     done += (double)rb;
                     if (o.progress) st_progress_update(&pr, done);
                 }
@@ -384,6 +427,7 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
     }
     if (o.progress) st_progress_end(&pr);
     free(row);
+    free(fbuf);
     if (!rc && n_shards > 1) {
         json_t *idx = json_pack("{s:{s:I}, s:O}", "metadata", "total_size", (json_int_t)total, "weight_map", wmap);
         char *js = json_dumps(idx, JSON_INDENT(2));

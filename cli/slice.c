@@ -1,0 +1,97 @@
+/*
+ * slice.c — `starling slice`: cut one budget out of an elastic checkpoint as
+ * an ordinary Hugging Face Nemotron-H checkpoint that engines without budget
+ * support load as a plain model. Streams tensor by tensor; the target appears
+ * only when complete (SIGINT/SIGTERM leave no target behind).
+ */
+#include "cli.h"
+#include "elastic/slice.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile int g_cancel;
+static void on_signal(int sig) { (void)sig; g_cancel = 1; }
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: starling slice -s SRC -t DST (--size NAME | --budget B | --budget-file F) [options]\n\n"
+            "  -s, --source-checkpoint SRC   elastic checkpoint directory (read only)\n"
+            "  -t, --target-checkpoint DST   output directory (must not exist unless --force)\n"
+            "  -S, --size NAME               a budget named in SRC's elastic block (e.g. 12B, S)\n"
+            "  -b, --budget B                explicit widths 'hidden_size=...,...' (or a name)\n"
+            "      --budget-file F           widths from a JSON file\n"
+            "  -p, --precision P             output precision: keep (default), bf16, f16, f32\n"
+            "      --shard-size GB           max shard size in GB (default 5)\n"
+            "  -f, --force                   replace an existing target\n"
+            "  -q, --quiet                   no progress bar\n\n"
+            "The output keeps the kept prefix of every ranked axis, drops skipped layers, rewrites\n"
+            "config.json with the budget's widths (keeping only the elastic budgets nested inside\n"
+            "it), and copies the tokenizer and generation files.\n");
+}
+
+enum { O_BFILE = 256, O_SHARD };
+
+int cmd_slice(int argc, char **argv) {
+    const char *src = NULL, *dst = NULL, *spec = NULL, *prec = NULL;
+    double shard_gb = 5;
+    int force = 0, quiet = 0;
+    static const struct option opts[] = {
+        {"source-checkpoint", required_argument, 0, 's'}, {"target-checkpoint", required_argument, 0, 't'},
+        {"size", required_argument, 0, 'S'}, {"budget", required_argument, 0, 'b'},
+        {"budget-file", required_argument, 0, O_BFILE}, {"precision", required_argument, 0, 'p'},
+        {"shard-size", required_argument, 0, O_SHARD}, {"force", no_argument, 0, 'f'},
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0}};
+    int ch;
+    opterr = 0;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, ":s:t:S:b:p:fqh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's': src = optarg; break;
+        case 't': dst = optarg; break;
+        case 'S': case 'b':
+            if (spec) return cli_usage("slice", "give one of --size, --budget, --budget-file");
+            spec = optarg;
+            break;
+        case O_BFILE:
+            if (spec) return cli_usage("slice", "give one of --size, --budget, --budget-file");
+            spec = cli_budget_file(optarg);
+            break;
+        case 'p': prec = optarg; break;
+        case O_SHARD: if (cli_float(optarg, 0.001, 1e6, &shard_gb)) return cli_usage("slice", "bad --shard-size '%s'", optarg); break;
+        case 'f': force = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        case ':': return cli_usage("slice", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage("slice", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage("slice", "unexpected argument '%s'", argv[optind]);
+    if (!src || !dst) return cli_usage("slice", "--source-checkpoint and --target-checkpoint are required");
+    if (!spec) return cli_usage("slice", "say which size to cut: --size NAME, --budget or --budget-file");
+    if (prec && !strcmp(prec, "keep")) prec = NULL;
+    st_model *m;
+    st_budget *b;
+    if (cli_load("slice", src, spec, &m, &b)) return 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    st_slice_opts o = {.shard_bytes = (uint64_t)(shard_gb * 1e9), .force = force, .progress = !quiet,
+                       .precision = prec, .cancel = &g_cancel};
+    st_status rc = st_slice(m, b, dst, &o);
+    int ret = 0;
+    if (rc) ret = cli_fail_st("slice", rc);
+    else if (!quiet) {
+        st_budget_stats s;
+        st_budget_stats_get(b, &s);
+        fprintf(stderr, "sliced %s (budget %s, %.3fB params, %.1f MB) -> %s\n", src, st_budget_name(b),
+                s.total_params / 1e9, s.weight_bytes / 1e6, dst);
+    }
+    st_budget_free(b);
+    st_model_free(m);
+    return ret;
+}
