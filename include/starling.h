@@ -152,6 +152,16 @@ int st_state_pos(const st_state *s);
 /* Copy src into dst (same model); for prompt caching / branching. */
 st_status st_state_copy(st_state *dst, const st_state *src);
 
+/* Hand a sequence's state over to another budget of the same model, so the
+ * next st_forward at `to` continues from what `s`'s current budget computed
+ * (elastic budget control, "transplant" mode). The KV cache always carries
+ * over (K/V heads are never cut); conv/SSM states carry over only when both
+ * budgets keep the same Mamba heads and head channels and skip the same
+ * layers — otherwise ST_ERR_BUDGET says which width differs. */
+st_status st_state_transplant(st_state *s, const st_budget *to);
+/* Name of the budget the state was last run at (NULL if none yet). */
+const char *st_state_budget(const st_state *s);
+
 /* Run n tokens through the model at budget b, advancing state s.
  * logits: NULL, or [n_out × vocab] where n_out = n if all_logits else 1
  * (the last position). A state remembers the budget it was computed at; running

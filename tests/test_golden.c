@@ -160,6 +160,43 @@ static void test_interleaved(void **state) {
     st_budget_free(b0); st_budget_free(b1);
 }
 
+/* Transplant: the state computed at M continues at S (same Mamba widths) and
+ * matches running the transplanted budget over a state whose history was
+ * computed at M; L -> M is refused (different Mamba heads). */
+static void test_transplant(void **state) {
+    fixture *f = *state;
+    const int V = st_model_config(f->m)->vocab_size;
+    st_budget *bl, *bm, *bs;
+    assert_int_equal(st_budget_by_name(f->m, "L", &bl), ST_OK);
+    assert_int_equal(st_budget_by_name(f->m, "M", &bm), ST_OK);
+    assert_int_equal(st_budget_by_name(f->m, "S", &bs), ST_OK);
+    st_state *s, *s2;
+    assert_int_equal(st_state_new(f->m, 0, &s), ST_OK);
+    assert_int_equal(st_state_new(f->m, 0, &s2), ST_OK);
+    float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
+    assert_int_equal(st_forward(bm, s, f->tok, 32, NULL, 0), ST_OK);
+    assert_string_equal(st_state_budget(s), "M");
+    assert_int_equal(st_state_copy(s2, s), ST_OK);
+    assert_int_equal(st_state_transplant(s, bs), ST_OK);
+    assert_string_equal(st_state_budget(s), "S");
+    assert_int_equal(st_forward(bs, s, f->tok + 32, 8, a, 0), ST_OK);
+    /* without the transplant the budget switch is refused */
+    assert_int_equal(st_forward(bs, s2, f->tok + 32, 8, b, 0), ST_ERR_ARG);
+    /* transplanting to the same widths changes nothing */
+    assert_int_equal(st_state_transplant(s2, bm), ST_OK);
+    assert_int_equal(st_forward(bm, s2, f->tok + 32, 8, b, 0), ST_OK);
+    assert_true(max_abs_diff(a, b, (size_t)V) > 0); /* S and M answer differently */
+    /* L keeps 8 Mamba heads, M keeps 4: refused, state untouched */
+    st_state_reset(s2);
+    assert_int_equal(st_forward(bl, s2, f->tok, 4, NULL, 0), ST_OK);
+    assert_int_equal(st_state_transplant(s2, bm), ST_ERR_BUDGET);
+    assert_non_null(strstr(st_last_error(), "Mamba heads"));
+    assert_string_equal(st_state_budget(s2), "L");
+    free(a); free(b);
+    st_state_free(s); st_state_free(s2);
+    st_budget_free(bl); st_budget_free(bm); st_budget_free(bs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_full, setup_dense, teardown),
@@ -168,6 +205,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_full, setup_moe, teardown),
         cmocka_unit_test_setup_teardown(test_budgets, setup_moe, teardown),
         cmocka_unit_test_setup_teardown(test_interleaved, setup_moe, teardown),
+        cmocka_unit_test_setup_teardown(test_transplant, setup_moe, teardown),
         cmocka_unit_test_setup_teardown(test_full, setup_g3, teardown),
         cmocka_unit_test_setup_teardown(test_budgets, setup_g3, teardown),
     };

@@ -316,7 +316,7 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
 
 /* ------------------------------------------------------------ driver */
 
-static void budget_key(const st_budget *b, char *key, size_t n) {
+void st_budget_key(const st_budget *b, char *key, size_t n) {
     const st_widths *w = &b->w;
     uint64_t h = 1469598103934665603ull;
     for (int i = 0; i < w->n_skip; i++) h = (h ^ (uint64_t)w->skip_layers[i]) * 1099511628211ull;
@@ -331,7 +331,7 @@ st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int
     if (s->m != m) return st_err(ST_ERR_ARG, "st_forward: state and budget belong to different models");
     if (n <= 0) return st_err(ST_ERR_ARG, "st_forward: no tokens");
     char key[sizeof s->budget_key];
-    budget_key(b, key, sizeof key);
+    st_budget_key(b, key, sizeof key);
     if (s->has_budget && strcmp(key, s->budget_key))
         return st_err(ST_ERR_ARG, "st_forward: this state was computed at another budget (reset it first)");
     if (s->pos + n > s->max_ctx)
@@ -350,6 +350,8 @@ st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int
         if (!s->ws) return ST_ERR_NOMEM;
     }
     memcpy(s->budget_key, key, sizeof key);
+    snprintf(s->budget_name, sizeof s->budget_name, "%s", b->name);
+    s->budget_w = b->w;
     s->has_budget = 1;
 
     const int H = b->w.hidden_size, T = n;

@@ -91,6 +91,8 @@ struct st_state {
     const st_model *m;
     int pos, max_ctx;
     char budget_key[160];      /* identity of the budget the state holds       */
+    char budget_name[64];
+    st_widths budget_w;        /* widths of that budget                        */
     int has_budget;
     float **conv;              /* [n_mamba] → [(K−1)][conv_dim]  raw xBC history */
     float **ssm;               /* [n_mamba] → [nh][P][N]                        */
@@ -112,6 +114,9 @@ st_status st_elastic_parse(st_model *m, json_t *root, const char *path);
 
 /* budget.c */
 void st_widths_fill_parent(const st_config *c, st_widths *w);
+
+/* forward.c: a string that identifies a budget's widths */
+void st_budget_key(const st_budget *b, char *key, size_t n);
 
 /* state.c */
 st_status st_state_reserve(st_state *s, int n);

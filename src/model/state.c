@@ -7,6 +7,7 @@
 #include "model/model.h"
 #include "util/util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 static size_t conv_len(const st_config *c) {
@@ -97,5 +98,29 @@ st_status st_state_copy(st_state *dst, const st_state *src) {
     dst->pos = src->pos;
     dst->has_budget = src->has_budget;
     memcpy(dst->budget_key, src->budget_key, sizeof dst->budget_key);
+    memcpy(dst->budget_name, src->budget_name, sizeof dst->budget_name);
+    dst->budget_w = src->budget_w;
+    return ST_OK;
+}
+
+const char *st_state_budget(const st_state *s) { return s->has_budget ? s->budget_name : NULL; }
+
+st_status st_state_transplant(st_state *s, const st_budget *to) {
+    if (to->m != s->m) return st_err(ST_ERR_ARG, "transplant: state and budget belong to different models");
+    if (!s->has_budget) return ST_OK; /* nothing computed yet: any budget may start */
+    const st_widths *a = &s->budget_w, *b = &to->w;
+    const st_config *c = &s->m->cfg;
+    if (strchr(c->pattern, 'M') && (a->mamba_num_heads != b->mamba_num_heads || a->mamba_head_dim != b->mamba_head_dim))
+        return st_err(ST_ERR_BUDGET,
+                      "transplant: budget %s keeps %d Mamba heads x %d channels but %s keeps %d x %d; the SSM state "
+                      "cannot carry over (use exact mode: re-prefill at the new budget)",
+                      s->budget_name, a->mamba_num_heads, a->mamba_head_dim, to->name, b->mamba_num_heads,
+                      b->mamba_head_dim);
+    if (a->n_skip != b->n_skip || memcmp(a->skip_layers, b->skip_layers, sizeof(int) * (size_t)a->n_skip))
+        return st_err(ST_ERR_BUDGET, "transplant: budgets %s and %s skip different layers, whose states were never "
+                      "computed (use exact mode)", s->budget_name, to->name);
+    st_budget_key(to, s->budget_key, sizeof s->budget_key);
+    snprintf(s->budget_name, sizeof s->budget_name, "%s", to->name);
+    s->budget_w = to->w;
     return ST_OK;
 }
