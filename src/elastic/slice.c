@@ -5,16 +5,15 @@
  * computes what the parent computes at the budget.
  */
 #include "elastic/slice.h"
+#include "io/outdir.h"
 #include "model/model.h"
 #include "util/util.h"
 
 #include <errno.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 typedef struct {
@@ -293,41 +292,9 @@ static st_status write_config(const st_model *m, const st_budget *b, const char 
     return rc;
 }
 
-/* Copy the tokenizer and generation files that exist in the source. */
-static st_status copy_side_files(const char *src, const char *dst) {
-    static const char *names[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                                  "generation_config.json", "chat_template.jinja", NULL};
-    for (int i = 0; names[i]; i++) {
-        char sp[4096], dp[4096];
-        st_pathf(sp, sizeof sp, "%s/%s", src, names[i]);
-        st_pathf(dp, sizeof dp, "%s/%s", dst, names[i]);
-        char *data;
-        size_t len;
-        st_status rc = st_read_file(sp, &data, &len);
-        if (rc == ST_ERR_MISSING) continue;
-        if (rc) return rc;
-        rc = st_write_file_atomic(dp, data, len);
-        free(data);
-        if (rc) return rc;
-    }
-    return ST_OK;
-}
-
-static void rm_tree(const char *dir) {
-    char cmd[8300];
-    /* the directory is one we created (DST.tmp.PID); names are ours */
-    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
-    if (system(cmd) != 0) { /* best effort */ }
-}
-
 st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const st_slice_opts *opt) {
     st_slice_opts o = opt ? *opt : (st_slice_opts){0};
-    if (!o.shard_bytes) o.shard_bytes = 5000000000ull;
     if (b->m != m) return st_err(ST_ERR_ARG, "slice: budget belongs to another model");
-    if (strchr(dst, '\'')) return st_err(ST_ERR_ARG, "slice: target path may not contain a quote");
-    if (strlen(dst) > 3000) return st_err(ST_ERR_ARG, "slice: target path too long");
-    struct stat sb;
-    if (stat(dst, &sb) == 0 && !o.force) return st_err(ST_ERR_ARG, "slice: %s already exists (use --force to replace it)", dst);
     int out_dt = -1;
     if (o.precision) {
         if (!strcmp(o.precision, "bf16")) out_dt = ST_DT_BF16;
@@ -336,124 +303,67 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
         else return st_err(ST_ERR_ARG, "slice: unknown precision \"%s\" (bf16, f16, f32)", o.precision);
     }
     plan p = {.m = m, .err_dir = m->dir, .out_dt = out_dt};
+    st_outdir od;
+    st_shards *sh = NULL;
     st_status rc = build_plan(&p, b);
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid());
-    if (!rc && mkdir(tmp, 0755) != 0) rc = st_err(ST_ERR_IO, "%s: %s", tmp, strerror(errno));
-    int made_tmp = !rc;
-    uint64_t total = 0;
-    for (int i = 0; i < p.n; i++) total += p.j[i].bytes;
-    if (!rc) { /* refuse up front rather than fill the disk half way */
-        struct statvfs vs;
-        if (statvfs(tmp, &vs) == 0) {
-            double avail = (double)vs.f_bavail * (double)vs.f_frsize, need = (double)total * 1.01 + (1 << 20);
-            if (avail < need)
-                rc = st_err(ST_ERR_IO, "slice: %s has %.2f GB free, the sliced checkpoint needs %.2f GB", tmp, avail / 1e9,
-                            need / 1e9);
-        }
-    }
-    /* shards: consecutive jobs up to shard_bytes each */
-    int n_shards = 0;
-    int *shard_of = st_calloc((size_t)(p.n ? p.n : 1), sizeof(int));
-    if (!shard_of) rc = ST_ERR_NOMEM;
-    {
-        uint64_t acc = 0;
-        for (int i = 0; !rc && i < p.n; i++) {
-            if (i == 0 || (acc + p.j[i].bytes > o.shard_bytes && acc > 0)) { n_shards++; acc = 0; }
-            acc += p.j[i].bytes;
-            shard_of[i] = n_shards - 1;
-        }
-    }
+    if (!rc) rc = st_outdir_begin(&od, dst, o.force);
+    else memset(&od, 0, sizeof od);
+    if (!rc) rc = st_shards_new(&sh, od.tmp, o.shard_bytes);
+    for (int i = 0; !rc && i < p.n; i++) rc = st_shards_add(sh, p.j[i].name, p.j[i].out_dt, p.j[i].ndim, p.j[i].shape);
+    if (!rc) rc = st_outdir_check_space(&od, st_shards_total(sh));
+    if (!rc) rc = st_shards_begin(sh);
     st_progress pr;
-    if (o.progress) st_progress_begin(&pr, "slice", (double)total, "B");
+    if (o.progress) st_progress_begin(&pr, "slice", (double)(sh ? st_shards_total(sh) : 0), "B");
     double done = 0;
-    json_t *wmap = json_object();
     uint8_t *row = NULL;
     float *fbuf = NULL;
     size_t row_cap = 0, f_cap = 0;
-    for (int s = 0, i = 0; !rc && s < n_shards; s++) {
-        char fname[128], path[4200];
-        if (n_shards == 1) snprintf(fname, sizeof fname, "model.safetensors");
-        else snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
-        st_pathf(path, sizeof path, "%s/%s", tmp, fname);
-        st_sf_writer *w = NULL;
-        rc = st_sf_writer_new(&w);
-        int first = i;
-        for (int k = i; !rc && k < p.n && shard_of[k] == s; k++) {
-            rc = st_sf_writer_add(w, p.j[k].name, p.j[k].out_dt, p.j[k].ndim, p.j[k].shape);
-            json_object_set_new(wmap, p.j[k].name, json_string(fname));
+    for (int i = 0; !rc && i < p.n; i++) {
+        job *j = &p.j[i];
+        size_t es = st_dtype_size(j->src->dt), ncol = (size_t)span_total(j->cs, j->ncs), rb = ncol * es;
+        size_t ob = ncol * st_dtype_size(j->out_dt), need = rb + ob;
+        if (need > row_cap) { free(row); row_cap = need; row = st_malloc(need); if (!row) { rc = ST_ERR_NOMEM; break; } }
+        if (j->out_dt != j->src->dt && ncol > f_cap) {
+            free(fbuf); f_cap = ncol; fbuf = st_malloc(ncol * sizeof(float));
+            if (!fbuf) { rc = ST_ERR_NOMEM; break; }
         }
-        if (!rc) rc = st_sf_writer_meta(w, "format", "pt");
-        if (!rc) rc = st_sf_writer_begin(w, path);
-        for (i = first; !rc && i < p.n && shard_of[i] == s; i++) {
-            job *j = &p.j[i];
-            size_t es = st_dtype_size(j->src->dt), ncol = (size_t)span_total(j->cs, j->ncs), rb = ncol * es;
-            size_t ob = ncol * st_dtype_size(j->out_dt), need = rb + ob;
-            if (need > row_cap) { free(row); row_cap = need; row = st_malloc(need); if (!row) { rc = ST_ERR_NOMEM; break; } }
-            if (j->out_dt != j->src->dt && ncol > f_cap) {
-                free(fbuf); f_cap = ncol; fbuf = st_malloc(ncol * sizeof(float));
-                if (!fbuf) { rc = ST_ERR_NOMEM; break; }
-            }
-            for (int a = 0; !rc && a < j->nrs; a++)
-                for (int r = j->rs[a].off; !rc && r < j->rs[a].off + j->rs[a].len; r++) {
-                    const uint8_t *src = j->src->data + (size_t)r * (size_t)j->cols_full * es;
-                    size_t at = 0;
-                    for (int q = 0; q < j->ncs; q++) {
-                        memcpy(row + at, src + (size_t)j->cs[q].off * es, (size_t)j->cs[q].len * es);
-                        at += (size_t)j->cs[q].len * es;
-                    }
-                    if (o.cancel && *o.cancel) { rc = st_err(ST_ERR_IO, "slice: interrupted"); break; }
-                    if (j->out_dt == j->src->dt) {
-                        rc = st_sf_writer_write(w, row, rb);
-                    } else {
-                        float *f = fbuf;
-                        uint8_t *ot = row + rb;
-                        st_convert_to_f32(j->src->dt, row, f, (int64_t)ncol, 1.0f);
-                        for (size_t q = 0; q < ncol; q++) {
-                            if (j->out_dt == ST_DT_F32) memcpy(ot + 4 * q, &f[q], 4);
-                            else {
-                                uint16_t h = j->out_dt == ST_DT_BF16 ? st_f32_to_bf16(f[q]) : st_f32_to_f16(f[q]);
-                                memcpy(ot + 2 * q, &h, 2);
-                            }
-                        }
-                        rc = st_sf_writer_write(w, ot, ob);
-                    }
-                    done += (double)rb;
-                    if (o.progress) st_progress_update(&pr, done);
+        for (int a = 0; !rc && a < j->nrs; a++)
+            for (int r = j->rs[a].off; !rc && r < j->rs[a].off + j->rs[a].len; r++) {
+                if (o.cancel && *o.cancel) { rc = st_err(ST_ERR_IO, "slice: interrupted"); break; }
+                const uint8_t *src = j->src->data + (size_t)r * (size_t)j->cols_full * es;
+                size_t at = 0;
+                for (int q = 0; q < j->ncs; q++) {
+                    memcpy(row + at, src + (size_t)j->cs[q].off * es, (size_t)j->cs[q].len * es);
+                    at += (size_t)j->cs[q].len * es;
                 }
-        }
-        if (!rc) rc = st_sf_writer_finish(w);
-        st_sf_writer_free(w);
+                if (j->out_dt == j->src->dt) {
+                    rc = st_shards_write(sh, row, rb);
+                } else {
+                    uint8_t *ot = row + rb;
+                    st_convert_to_f32(j->src->dt, row, fbuf, (int64_t)ncol, 1.0f);
+                    for (size_t q = 0; q < ncol; q++) {
+                        if (j->out_dt == ST_DT_F32) memcpy(ot + 4 * q, &fbuf[q], 4);
+                        else {
+                            uint16_t h = j->out_dt == ST_DT_BF16 ? st_f32_to_bf16(fbuf[q]) : st_f32_to_f16(fbuf[q]);
+                            memcpy(ot + 2 * q, &h, 2);
+                        }
+                    }
+                    rc = st_shards_write(sh, ot, ob);
+                }
+                done += (double)ob;
+                if (o.progress) st_progress_update(&pr, done);
+            }
     }
     if (o.progress) st_progress_end(&pr);
     free(row);
     free(fbuf);
-    if (!rc && n_shards > 1) {
-        json_t *idx = json_pack("{s:{s:I}, s:O}", "metadata", "total_size", (json_int_t)total, "weight_map", wmap);
-        char *js = json_dumps(idx, JSON_INDENT(2));
-        char path[4200];
-        snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmp);
-        rc = js ? st_write_file_atomic(path, js, strlen(js)) : ST_ERR_NOMEM;
-        free(js);
-        json_decref(idx);
-    }
-    json_decref(wmap);
-    if (!rc) rc = write_config(m, b, tmp);
-    if (!rc) rc = copy_side_files(m->dir, tmp);
-    if (!rc && stat(dst, &sb) == 0) {
-        /* --force: move the old target aside, then remove it after the swap */
-        char old[4200];
-        snprintf(old, sizeof old, "%s.old.%ld", dst, (long)getpid());
-        if (rename(dst, old) != 0) rc = st_err(ST_ERR_IO, "rename %s: %s", dst, strerror(errno));
-        else if (rename(tmp, dst) != 0) { rc = st_err(ST_ERR_IO, "rename %s: %s", tmp, strerror(errno)); rename(old, dst); }
-        else { rm_tree(old); made_tmp = 0; }
-    } else if (!rc) {
-        if (rename(tmp, dst) != 0) rc = st_err(ST_ERR_IO, "rename %s -> %s: %s", tmp, dst, strerror(errno));
-        else made_tmp = 0;
-    }
-    if (rc && made_tmp) rm_tree(tmp);
+    if (!rc) rc = st_shards_finish(sh);
+    if (!rc) rc = write_config(m, b, od.tmp);
+    if (!rc) rc = st_outdir_copy_side_files(&od, m->dir);
+    if (!rc) rc = st_outdir_commit(&od);
+    if (rc) st_outdir_abort(&od);
+    st_shards_free(sh);
     for (int i = 0; i < p.n; i++) { free(p.j[i].rs); free(p.j[i].cs); }
     free(p.j);
-    free(shard_of);
     return rc;
 }

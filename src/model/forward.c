@@ -59,6 +59,46 @@ static size_t ws_need(const st_budget *b, int T, int ctx) {
     return need + mx;
 }
 
+/* ------------------------------------------------------------ matmul + amax recording */
+
+/* Calibration for quantization (st_amax_record): while a recorder is set on
+ * this thread, every product records max|x| of its input per weight. */
+static _Thread_local st_amax_rec *t_rec;
+void st_amax_record(st_amax_rec *r) { t_rec = r; }
+
+static void record(const st_mat *W, const float *x, int ldx, int ncols, int T) {
+    float a = 0;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < ncols; i++) { float v = fabsf(x[(size_t)t * ldx + i]); if (v > a) a = v; }
+    st_amax_rec *r = t_rec;
+    size_t h = ((uintptr_t)W >> 4) * 0x9e3779b97f4a7c15ull >> 20;
+    for (size_t k = 0; k < r->cap; k++) {
+        size_t i = (h + k) % r->cap;
+        if (r->key[i] == W) { if (a > r->amax[i]) r->amax[i] = a; return; }
+        if (!r->key[i]) { r->key[i] = W; r->amax[i] = a; r->n++; return; }
+    }
+}
+
+float st_amax_get(const st_amax_rec *r, const st_mat *W) {
+    size_t h = ((uintptr_t)W >> 4) * 0x9e3779b97f4a7c15ull >> 20;
+    for (size_t k = 0; k < r->cap; k++) {
+        size_t i = (h + k) % r->cap;
+        if (r->key[i] == W) return r->amax[i];
+        if (!r->key[i]) return -1;
+    }
+    return -1;
+}
+
+static void mm(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs, const float *x, int ldx,
+               float *y, int ldy, int T, int acc) {
+    if (t_rec) {
+        int nc = 0;
+        for (int i = 0; i < n_cs; i++) nc += cs[i].len;
+        record(W, x, ldx, nc, T);
+    }
+    st_matmul(W, rs, n_rs, cs, n_cs, x, ldx, y, ldy, T, acc);
+}
+
 /* ------------------------------------------------------------ small ops */
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -96,7 +136,7 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
     float *xbc = take(ws, (size_t)T * convk);     /* [T][convk]  post conv+SiLU */
     float *y = take(ws, (size_t)T * din);         /* [T][din]    */
     float *dt = take(ws, (size_t)T * nk);         /* [T][nk]     */
-    st_matmul(&L->in_proj, b->m_inproj_rows, b->m_n_inproj_rows, &hcols, 1, u, H, zx, M, T, 0);
+    mm(&L->in_proj, b->m_inproj_rows, b->m_n_inproj_rows, &hcols, 1, u, H, zx, M, T, 0);
 
     /* causal depthwise conv over x, B, C (raw history in the state), then SiLU */
     float *cst = s->conv[L->state_idx]; /* [(K−1)][conv_full] */
@@ -168,7 +208,7 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
         }
     }
     const st_span hrows = {0, H};
-    st_matmul(&L->out_proj, &hrows, 1, b->m_cols, b->m_n_cols, y, din, out, H, T, 0);
+    mm(&L->out_proj, &hrows, 1, b->m_cols, b->m_n_cols, y, din, out, H, T, 0);
 }
 
 /* ------------------------------------------------------------ attention */
@@ -184,9 +224,9 @@ static void attn_forward(const st_budget *b, const st_layer *L, st_state *s, con
     int nth = st_get_threads();
     float *scores = take(ws, (size_t)(nth + 1) * ctx);
     float *K = s->k_cache[L->state_idx], *V = s->v_cache[L->state_idx]; /* [cap][nkv·hd] */
-    st_matmul(&L->wq, b->a_q_rows, b->a_n_q, &hcols, 1, u, H, q, qd, T, 0);
-    st_matmul(&L->wk, &kvrows, 1, &hcols, 1, u, H, K + (size_t)pos * kvd, kvd, T, 0);
-    st_matmul(&L->wv, &kvrows, 1, &hcols, 1, u, H, V + (size_t)pos * kvd, kvd, T, 0);
+    mm(&L->wq, b->a_q_rows, b->a_n_q, &hcols, 1, u, H, q, qd, T, 0);
+    mm(&L->wk, &kvrows, 1, &hcols, 1, u, H, K + (size_t)pos * kvd, kvd, T, 0);
+    mm(&L->wv, &kvrows, 1, &hcols, 1, u, H, V + (size_t)pos * kvd, kvd, T, 0);
     const float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth) if ((size_t)T * nq * ctx > 4096)
     for (int t = 0; t < T; t++)
@@ -214,7 +254,7 @@ static void attn_forward(const st_budget *b, const st_layer *L, st_state *s, con
             }
         }
     const st_span hrows = {0, H};
-    st_matmul(&L->wo, &hrows, 1, b->a_q_rows, b->a_n_q, o, qd, out, H, T, 0);
+    mm(&L->wo, &hrows, 1, b->a_q_rows, b->a_n_q, o, qd, out, H, T, 0);
 }
 
 /* ------------------------------------------------------------ MLP / MoE */
@@ -223,9 +263,9 @@ static void mlp_forward(const st_budget *b, const st_layer *L, const float *u, f
     const int H = b->w.hidden_size, I = b->w.intermediate_size;
     const st_span hs = {0, H}, is = {0, I};
     float *h = take(ws, (size_t)T * I);
-    st_matmul(&L->up, &is, 1, &hs, 1, u, H, h, I, T, 0);
+    mm(&L->up, &is, 1, &hs, 1, u, H, h, I, T, 0);
     relu2(h, (size_t)T * I);
-    st_matmul(&L->down, &hs, 1, &is, 1, h, I, out, H, T, 0);
+    mm(&L->down, &hs, 1, &is, 1, h, I, out, H, T, 0);
 }
 
 /* Router (docs/architecture.md §2.6): sigmoid scores; choose top-k by score +
@@ -285,7 +325,7 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
     int *tok = (int *)take(ws, (size_t)T * k);  /* tokens routed to the current expert */
     float *tw = take(ws, (size_t)T * k);
     float *xe = take(ws, (size_t)T * H), *he = take(ws, (size_t)T * F), *oe = take(ws, (size_t)T * H);
-    st_matmul(&L->gate, &es, 1, &hs, 1, u, H, lg, E, T, 0);
+    mm(&L->gate, &es, 1, &hs, 1, u, H, lg, E, T, 0);
     for (int t = 0; t < T; t++) moe_route(b, L, lg + (size_t)t * E, idx + (size_t)t * k, wt + (size_t)t * k);
     memset(out, 0, sizeof(float) * (size_t)T * H);
     /* group tokens by expert so each expert's weights are read once per call */
@@ -296,9 +336,9 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
                 if (idx[t * k + j] == e) { tok[n] = t; tw[n] = wt[t * k + j]; n++; }
         if (!n) continue;
         for (int i = 0; i < n; i++) memcpy(xe + (size_t)i * H, u + (size_t)tok[i] * H, sizeof(float) * H);
-        st_matmul(&L->exp_up[e], &fs, 1, &hs, 1, xe, H, he, F, n, 0);
+        mm(&L->exp_up[e], &fs, 1, &hs, 1, xe, H, he, F, n, 0);
         relu2(he, (size_t)n * F);
-        st_matmul(&L->exp_down[e], &hs, 1, &fs, 1, he, F, oe, H, n, 0);
+        mm(&L->exp_down[e], &hs, 1, &fs, 1, he, F, oe, H, n, 0);
         for (int i = 0; i < n; i++) {
             float *o = out + (size_t)tok[i] * H, *src = oe + (size_t)i * H, w = tw[i];
             for (int j = 0; j < H; j++) o[j] += w * src[j];
@@ -308,9 +348,9 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
         const int Fs = b->w.moe_shared_expert_intermediate_size;
         const st_span ss = {0, Fs};
         float *hsx = take(ws, (size_t)T * Fs);
-        st_matmul(&L->sh_up, &ss, 1, &hs, 1, u, H, hsx, Fs, T, 0);
+        mm(&L->sh_up, &ss, 1, &hs, 1, u, H, hsx, Fs, T, 0);
         relu2(hsx, (size_t)T * Fs);
-        st_matmul(&L->sh_down, &hs, 1, &ss, 1, hsx, Fs, out, H, T, 1);
+        mm(&L->sh_down, &hs, 1, &ss, 1, hsx, Fs, out, H, T, 1);
     }
 }
 
@@ -379,7 +419,7 @@ st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int
         int t0 = all_logits ? 0 : T - 1, nt = T - t0;
         for (int t = t0; t < T; t++) rmsnorm(u + (size_t)(t - t0) * H, x + (size_t)t * H, m->norm_f, H, c->norm_eps);
         const st_span vs = {0, c->vocab_size}, hs = {0, H};
-        st_matmul(&m->lm_head, &vs, 1, &hs, 1, u, H, logits, c->vocab_size, nt, 0);
+        mm(&m->lm_head, &vs, 1, &hs, 1, u, H, logits, c->vocab_size, nt, 0);
     }
     return ST_OK;
 }

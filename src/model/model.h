@@ -115,6 +115,16 @@ st_status st_elastic_parse(st_model *m, json_t *root, const char *path);
 /* budget.c */
 void st_widths_fill_parent(const st_config *c, st_widths *w);
 
+/* forward.c: calibration recorder — max|input| seen by each weight while set
+ * on the calling thread (open addressing on the st_mat pointer; cap slots). */
+typedef struct {
+    const st_mat **key;
+    float *amax;
+    size_t cap, n;
+} st_amax_rec;
+void st_amax_record(st_amax_rec *r); /* NULL stops recording */
+float st_amax_get(const st_amax_rec *r, const st_mat *W); /* -1 if never seen */
+
 /* forward.c: a string that identifies a budget's widths */
 void st_budget_key(const st_budget *b, char *key, size_t n);
 
