@@ -52,16 +52,22 @@ static st_status parse_entry(const char *path, const char *name, json_t *v, st_s
     if (nd > ST_SF_MAX_DIMS)
         return st_err(ST_ERR_FORMAT, "%s: tensor '%s': %zu dimensions (max %d)", path, name, nd, ST_SF_MAX_DIMS);
     t->ndim = (int)nd;
-    /* numel × size must not overflow; bound it by the file size check later */
-    unsigned __int128 bytes = st_dtype_size(t->dt);
+    /* numel and numel × size must fit in int64 at every step (like the reference
+       reader's checked_mul), so st_sf_numel can never overflow */
+    unsigned __int128 numel = 1;
     for (size_t i = 0; i < nd; i++) {
         json_t *d = json_array_get(js, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
             return st_err(ST_ERR_FORMAT, "%s: tensor '%s': shape[%zu] is not a non-negative integer", path, name, i);
         t->shape[i] = json_integer_value(d);
-        bytes *= (unsigned __int128)t->shape[i];
-        if (bytes > ((unsigned __int128)1 << 62)) bytes = (unsigned __int128)1 << 62; /* saturate */
+        numel *= (unsigned __int128)t->shape[i];
+        if (numel > INT64_MAX)
+            return st_err(ST_ERR_FORMAT, "%s: tensor '%s': shape overflows 64 bits (element count at shape[%zu])",
+                          path, name, i);
     }
+    unsigned __int128 bytes = numel * st_dtype_size(t->dt);
+    if (bytes > INT64_MAX)
+        return st_err(ST_ERR_FORMAT, "%s: tensor '%s': shape x dtype size overflows 64 bits", path, name);
     json_t *b = json_array_get(jo, 0), *e = json_array_get(jo, 1);
     if (!json_is_integer(b) || !json_is_integer(e) || json_integer_value(b) < 0 ||
         json_integer_value(e) < json_integer_value(b))

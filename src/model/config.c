@@ -7,6 +7,7 @@
 #include "model/model.h"
 #include "util/util.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -212,7 +213,8 @@ st_status st_widths_set(st_widths *w, const char *key, long value) {
         if (!strcmp(key, g_wkeys[i].key) || (g_wkeys[i].alias1 && !strcmp(key, g_wkeys[i].alias1)) ||
             (g_wkeys[i].alias2 && !strcmp(key, g_wkeys[i].alias2))) {
             if (value < 1 || value > (1 << 30))
-                return st_err(ST_ERR_BUDGET, "budget: %s = %ld must be a positive width", key, value);
+                return st_err(ST_ERR_BUDGET, "budget: %s = %ld must be a positive width%s", key, value,
+                              value > 0 ? " (at most 1073741824)" : "");
             *(int *)((char *)w + g_wkeys[i].off) = (int)value;
             return ST_OK;
         }
@@ -282,7 +284,7 @@ st_status st_widths_from_json(st_widths *w, json_t *obj, const char *ctx) {
         }
         if (!json_is_integer(v)) return st_err(ST_ERR_BUDGET, "%s: \"%s\" must be an integer width", ctx, k);
         json_int_t x = json_integer_value(v);
-        st_status rc = st_widths_set(w, k, x < 0 || x > (1 << 30) ? -1 : (long)x);
+        st_status rc = st_widths_set(w, k, x < LONG_MIN ? LONG_MIN : x > LONG_MAX ? LONG_MAX : (long)x);
         if (rc) return st_err_prefix(rc, "%s", ctx);
     }
     return ST_OK;
@@ -291,6 +293,8 @@ st_status st_widths_from_json(st_widths *w, json_t *obj, const char *ctx) {
 st_status st_widths_from_file(st_widths *w, const char *path) {
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root && json_error_code(&je) == json_error_cannot_open_file)
+        return st_err(ST_ERR_MISSING, "budget file: %s", je.text);
     if (!root) return st_err(ST_ERR_FORMAT, "%s: %s (line %d, column %d)", path, je.text, je.line, je.column);
     st_status rc = st_widths_from_json(w, root, path);
     json_decref(root);

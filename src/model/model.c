@@ -366,11 +366,8 @@ st_status st_model_load(const char *dir, st_model **out) {
     b.m = m; b.dir = dir;
     rc = index_build(&b.ix, m->files, m->n_files);
     if (rc) goto fail;
-    m->arena_cap = arena_need(&m->cfg);
-    m->arena = st_aligned_alloc(m->arena_cap * sizeof(float));
-    m->layers = st_calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
-    if (!m->arena || !m->layers) { rc = ST_ERR_NOMEM; goto fail; }
     const st_config *c = &m->cfg;
+    /* check vocab × hidden against the embedding before sizing anything by them */
     rc = bind_mat(&b, &m->embed, "backbone.embeddings.weight", c->vocab_size, c->hidden_size);
     if (rc) goto fail;
     if (c->tie_word_embeddings) {
@@ -379,6 +376,10 @@ st_status st_model_load(const char *dir, st_model **out) {
         rc = bind_mat(&b, &m->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size);
         if (rc) goto fail;
     }
+    m->arena_cap = arena_need(&m->cfg);
+    m->arena = st_aligned_alloc(m->arena_cap * sizeof(float));
+    m->layers = st_calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
+    if (!m->arena || !m->layers) { rc = ST_ERR_NOMEM; goto fail; }
     rc = bind_vec1(&b, &m->norm_f, "backbone.norm_f.weight", c->hidden_size);
     if (rc) goto fail;
     for (int l = 0; l < c->n_layers; l++) {

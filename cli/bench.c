@@ -1,0 +1,350 @@
+/*
+ * bench.c — `starling bench`: the machine's read bandwidth, then for each
+ * budget prefill and decode speed on one checkpoint, and how close decode
+ * comes to the bandwidth roofline (docs/peers.md: decode streams every active
+ * weight once per token, so bytes/token × tok/s ≤ read bandwidth).
+ *
+ *   prefill   one batched st_forward of --prompt tokens (after a warm-up run)
+ *   decode    --gen single-token steps after that prompt, logits included
+ *   GB/s      active bytes per decoded token (st_budget_stats) × decode tok/s
+ *   GFLOP/s   2 × active params × prefill tok/s (matrix work only)
+ *
+ * Each figure is the best of --reps runs. Token ids are random but fixed.
+ * With --gen-model DIR the ~1 GB "bench" synth checkpoint is written to DIR
+ * first unless DIR/config.json already exists.
+ */
+#include "cli.h"
+#include "model/synth.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_BUDGETS 16
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: starling bench (-m DIR | --gen-model DIR) [options]\n\n"
+            "Measure the machine's memory read bandwidth, then prefill and decode speed at each\n"
+            "budget, and the weight bandwidth decode achieves as a fraction of the measured one.\n\n"
+            "  -m, --model DIR        benchmark an existing checkpoint\n"
+            "      --gen-model DIR    use DIR, first writing the ~1 GB 'bench' synth checkpoint\n"
+            "                         there if DIR/config.json does not exist\n"
+            "  -b, --budgets LIST     budgets, comma-separated (default \"full,S\"); explicit widths\n"
+            "                         join the spec before them: \"full,hidden_size=768,moe_ffn=512\";\n"
+            "                         ';' also separates specs\n"
+            "      --budget SPEC      add one budget spec verbatim (repeatable)\n"
+            "  -t, --threads N        threads (default 2, at most the core count; 0 = all cores)\n"
+            "      --prompt N         prefill length in tokens (default 256)\n"
+            "      --gen N            decoded tokens per run (default 64)\n"
+            "      --reps N           runs per figure, best kept (default 3)\n"
+            "      --bw-mib N         bandwidth buffer in MiB (default 4x the last-level cache,\n"
+            "                         at least 1024)\n"
+            "      --json FILE        also write the results as JSON\n"
+            "  -h, --help             this help\n");
+}
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const char *human(double v, char *buf, size_t n) {
+    if (v >= 1e9) snprintf(buf, n, "%.2fB", v / 1e9);
+    else if (v >= 1e6) snprintf(buf, n, "%.1fM", v / 1e6);
+    else if (v >= 1e3) snprintf(buf, n, "%.1fK", v / 1e3);
+    else snprintf(buf, n, "%.0f", v);
+    return buf;
+}
+
+/* Split LIST into budget specs: ';' always separates; ',' separates except
+ * between key=value items, which stay with the spec they continue. */
+static int split_budgets(const char *list, char **out, int n, int cap) {
+    char *s = strdup(list), *save = NULL;
+    if (!s) return -1;
+    for (char *grp = strtok_r(s, ";", &save); grp; grp = strtok_r(NULL, ";", &save)) {
+        char *save2 = NULL;
+        int prev_kv = 0;
+        for (char *tok = strtok_r(grp, ",", &save2); tok; tok = strtok_r(NULL, ",", &save2)) {
+            while (*tok == ' ') tok++;
+            if (!*tok) continue;
+            const char *eq = strchr(tok, '='), *colon = strchr(tok, ':');
+            int kv = eq != NULL, plain_kv = kv && !(colon && colon < eq) && tok[0] != '@';
+            if (plain_kv && prev_kv && n > 0) {
+                size_t a = strlen(out[n - 1]), b = strlen(tok);
+                char *j = realloc(out[n - 1], a + b + 2);
+                if (!j) { free(s); return -1; }
+                j[a] = ',';
+                memcpy(j + a + 1, tok, b + 1);
+                out[n - 1] = j;
+            } else {
+                if (n >= cap) { free(s); return -2; }
+                out[n++] = strdup(tok);
+            }
+            prev_kv = kv && tok[0] != '@';
+        }
+    }
+    free(s);
+    return n;
+}
+
+typedef struct {
+    char *spec;
+    st_budget *b;
+    char name[64];
+    st_budget_stats st;
+    double prefill_tps, decode_tps, prefill_s[64], decode_s[64];
+} result;
+
+/* Size of the bandwidth buffer: 4x the LLC, at least 1 GiB, at most a quarter of RAM. */
+static size_t bw_bytes_default(void) {
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    size_t b = llc > 0 ? 4 * (size_t)llc : 0;
+    if (b < ((size_t)1 << 30)) b = (size_t)1 << 30;
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && psz > 0) {
+        size_t quarter = (size_t)pages * (size_t)psz / 4;
+        if (b > quarter) b = quarter;
+    }
+    return b;
+}
+
+static int gen_model(const char *dir) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    struct stat sb;
+    if (stat(p, &sb) == 0) return 0;
+    st_synth_opts o;
+    if (st_synth_preset("bench", &o)) return cli_fail("bench", "no 'bench' synth preset");
+    fprintf(stderr, "bench: generating the 'bench' checkpoint in %s (BF16, pattern %s, hidden %d) ...\n", dir,
+            o.pattern, o.hidden);
+    double t0 = now_s();
+    st_status rc = st_synth_write(dir, &o);
+    if (rc) return cli_fail_st("bench", rc);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    double gb = stat(p, &sb) == 0 ? (double)sb.st_size / 1e9 : 0;
+    fprintf(stderr, "bench: wrote %s (%.2f GB) in %.1f s\n", p, gb, now_s() - t0);
+    return 0;
+}
+
+/* One budget: warm-up, then reps × (reset, timed prefill, timed decode). */
+static int run_budget(st_model *m, result *r, int prompt, int gen, int reps, uint64_t seed) {
+    const st_config *c = st_model_config(m);
+    const st_budget *b = r->b;
+    st_state *s;
+    st_status rc = st_state_new(m, prompt + gen + 8, &s);
+    if (rc) return cli_fail_st("bench", rc);
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(prompt + gen + 8));
+    float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
+    if (!tok || !logits) { free(tok); free(logits); st_state_free(s); return cli_fail("bench", "out of memory"); }
+    for (int i = 0; i < prompt + gen + 8; i++) tok[i] = (int32_t)(splitmix(&seed) % (uint64_t)c->vocab_size);
+    int fail = 0;
+    /* warm-up: a full prefill touches every weight (page faults, caches), then a few decode steps */
+    rc = st_forward(b, s, tok, prompt, logits, 0);
+    for (int i = 0; !rc && i < 4; i++) rc = st_forward(b, s, tok + prompt + i, 1, logits, 0);
+    r->prefill_tps = r->decode_tps = 0;
+    for (int rep = 0; !rc && rep < reps; rep++) {
+        st_state_reset(s);
+        double t0 = now_s();
+        rc = st_forward(b, s, tok, prompt, logits, 0);
+        double t1 = now_s();
+        for (int i = 0; !rc && i < gen; i++) rc = st_forward(b, s, tok + prompt + i, 1, logits, 0);
+        double t2 = now_s();
+        if (rc) break;
+        r->prefill_s[rep] = t1 - t0;
+        r->decode_s[rep] = t2 - t1;
+        if (prompt / (t1 - t0) > r->prefill_tps) r->prefill_tps = prompt / (t1 - t0);
+        if (gen / (t2 - t1) > r->decode_tps) r->decode_tps = gen / (t2 - t1);
+    }
+    if (rc) fail = cli_fail_st("bench", rc);
+    free(tok); free(logits);
+    st_state_free(s);
+    return fail;
+}
+
+static int write_json(const char *path, const char *dir, const st_config *c, int threads, double bw, size_t bw_bytes,
+                      int prompt, int gen, int reps, const result *res, int n) {
+    json_t *bl = json_array();
+    for (int i = 0; i < n; i++) {
+        const result *r = &res[i];
+        json_t *pf = json_array(), *dc = json_array();
+        for (int k = 0; k < reps; k++) {
+            json_array_append_new(pf, json_real(r->prefill_s[k]));
+            json_array_append_new(dc, json_real(r->decode_s[k]));
+        }
+        double gbs = r->st.active_bytes * r->decode_tps / 1e9;
+        json_array_append_new(
+            bl, json_pack("{s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:o}", "spec", r->spec, "name",
+                          r->name, "total_params", r->st.total_params, "active_params", r->st.active_params,
+                          "weight_bytes", r->st.weight_bytes, "active_bytes_per_token", r->st.active_bytes,
+                          "prefill_tok_s", r->prefill_tps, "prefill_gflop_s",
+                          2 * r->st.active_params * r->prefill_tps / 1e9, "decode_tok_s", r->decode_tps,
+                          "decode_weight_gb_s", gbs, "decode_fraction_of_bandwidth", bw > 0 ? gbs / bw : 0.0,
+                          "prefill_seconds", pf, "decode_seconds", dc));
+    }
+    json_t *root = json_pack("{s:s, s:s, s:i, s:i, s:f, s:I, s:s, s:s, s:i, s:i, s:i, s:i, s:o}", "starling", ST_VERSION,
+                             "cpu_features", st_cpu_features(), "threads", threads, "cores", omp_get_num_procs(),
+                             "read_bandwidth_gb_s", bw, "bandwidth_buffer_bytes", (json_int_t)bw_bytes, "model", dir,
+                             "pattern", c->pattern, "hidden_size", c->hidden_size, "prompt_tokens", prompt,
+                             "decode_tokens", gen, "reps", reps, "budgets", bl);
+    if (!root) return cli_fail("bench", "cannot build the JSON report");
+    int rc = json_dump_file(root, path, JSON_INDENT(2));
+    json_decref(root);
+    if (rc) return cli_fail("bench", "%s: cannot write the JSON report", path);
+    return 0;
+}
+
+enum { O_GEN_MODEL = 256, O_BUDGET, O_PROMPT, O_GEN, O_REPS, O_JSON, O_BW };
+
+int cmd_bench(int argc, char **argv) {
+    const char *dir = NULL, *gen_dir = NULL, *budgets = NULL, *json = NULL;
+    const char *extra[MAX_BUDGETS];
+    int n_extra = 0;
+    long threads = 2, prompt = 256, gen = 64, reps = 3, bw_mib = 0;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"gen-model", required_argument, 0, O_GEN_MODEL},
+        {"budgets", required_argument, 0, 'b'}, {"budget", required_argument, 0, O_BUDGET},
+        {"threads", required_argument, 0, 't'}, {"prompt", required_argument, 0, O_PROMPT},
+        {"gen", required_argument, 0, O_GEN}, {"reps", required_argument, 0, O_REPS},
+        {"json", required_argument, 0, O_JSON}, {"bw-mib", required_argument, 0, O_BW},
+        {"help", no_argument, 0, 'h'}, {0}};
+    int ch;
+    opterr = 0;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, ":m:b:t:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'm': dir = optarg; break;
+        case O_GEN_MODEL: gen_dir = optarg; break;
+        case 'b': budgets = optarg; break;
+        case O_BUDGET:
+            if (n_extra == MAX_BUDGETS) return cli_usage("bench", "at most %d budgets", MAX_BUDGETS);
+            extra[n_extra++] = optarg;
+            break;
+        case 't': if (cli_int(optarg, 0, 4096, &threads)) return cli_usage("bench", "bad --threads '%s'", optarg); break;
+        case O_PROMPT: if (cli_int(optarg, 1, 1 << 20, &prompt)) return cli_usage("bench", "bad --prompt '%s'", optarg); break;
+        case O_GEN: if (cli_int(optarg, 1, 1 << 20, &gen)) return cli_usage("bench", "bad --gen '%s'", optarg); break;
+        case O_REPS: if (cli_int(optarg, 1, 64, &reps)) return cli_usage("bench", "bad --reps '%s' (1..64)", optarg); break;
+        case O_JSON: json = optarg; break;
+        case O_BW: if (cli_int(optarg, 1, 1 << 20, &bw_mib)) return cli_usage("bench", "bad --bw-mib '%s'", optarg); break;
+        case 'h': usage(stdout); return 0;
+        case ':': return cli_usage("bench", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage("bench", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage("bench", "unexpected argument '%s'", argv[optind]);
+    if (!!dir + !!gen_dir != 1) return cli_usage("bench", "give exactly one of -m DIR and --gen-model DIR");
+
+    /* budgets: the --budgets list (default "full,S" unless --budget is given), then each --budget */
+    char *specs[MAX_BUDGETS];
+    int n = 0;
+    if (budgets || !n_extra) {
+        n = split_budgets(budgets ? budgets : "full,S", specs, 0, MAX_BUDGETS);
+        if (n < 0) return cli_usage("bench", "too many budgets (at most %d)", MAX_BUDGETS);
+    }
+    for (int i = 0; i < n_extra; i++) {
+        if (n == MAX_BUDGETS) return cli_usage("bench", "too many budgets (at most %d)", MAX_BUDGETS);
+        specs[n++] = strdup(extra[i]);
+    }
+    if (n == 0) return cli_usage("bench", "no budgets given");
+
+    int cores = omp_get_num_procs();
+    if (threads == 0 || threads > cores) threads = cores;
+    st_set_threads((int)threads);
+
+    result res[MAX_BUDGETS];
+    memset(res, 0, sizeof res);
+    int rc = 0, done = 0, lw = 6;
+    st_model *m = NULL;
+    const st_config *c = NULL;
+    size_t bw_bytes = bw_mib ? (size_t)bw_mib << 20 : bw_bytes_default();
+    double bw = -1, t_load = 0, file_gb = 0, t0 = 0;
+    if (gen_dir) {
+        if ((rc = gen_model(gen_dir))) goto out;
+        dir = gen_dir;
+    }
+    t0 = now_s();
+    if ((rc = cli_load("bench", dir, NULL, &m, NULL))) goto out;
+    t_load = now_s() - t0;
+    c = st_model_config(m);
+    /* every budget is checked before anything is measured */
+    for (int i = 0; i < n; i++) {
+        res[i].spec = specs[i];
+        st_status s = st_budget_resolve(m, specs[i], &res[i].b);
+        if (s) { rc = cli_fail_st("bench", s); goto out; }
+        snprintf(res[i].name, sizeof res[i].name, "%s", st_budget_name(res[i].b));
+        st_budget_stats_get(res[i].b, &res[i].st);
+        int l = (int)strlen(strcmp(res[i].name, "custom") ? res[i].name : specs[i]);
+        if (l > lw) lw = l > 48 ? 48 : l;
+    }
+
+    /* bandwidth before any weight is touched, so the two do not compete for memory */
+    for (int i = 0; i < 3; i++) {
+        double v = st_measure_read_bandwidth(bw_bytes, (int)threads);
+        if (v < 0) {
+            rc = cli_fail("bench", "cannot allocate a %zu MiB bandwidth buffer (use --bw-mib)", bw_bytes >> 20);
+            goto out;
+        }
+        if (v > bw) bw = v;
+    }
+
+    char p[4096];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    if (stat(p, &sb) == 0) file_gb = (double)sb.st_size / 1e9;
+    printf("starling bench %s\n", ST_VERSION);
+    printf("cpu        %s\n", st_cpu_features());
+    printf("threads    %ld (of %d cores)\n", threads, cores);
+    printf("bandwidth  %.1f GB/s read, %ld threads, %.0f MiB buffer, best of 3\n", bw, threads,
+           (double)bw_bytes / (1 << 20));
+    printf("model      %s  (%d layers %s, hidden %d, vocab %d%s%.2f GB file, loaded in %.2f s)\n", dir, c->n_layers,
+           c->pattern, c->hidden_size, c->vocab_size, file_gb > 0 ? ", " : "", file_gb, t_load);
+    printf("workload   prefill %ld tokens; decode %ld tokens after it; best of %ld runs\n\n", prompt, gen, reps);
+    fflush(stdout);
+
+    for (int i = 0; i < n && !rc; i++) {
+        rc = run_budget(m, &res[i], (int)prompt, (int)gen, (int)reps, 0x5eed0000ull + (uint64_t)i);
+        if (!rc) done++;
+    }
+    if (done) {
+        printf("%-*s %9s %9s %10s %13s %8s %12s %9s %8s %8s\n", lw, "budget", "params", "active", "MB/token",
+               "prefill tok/s", "GFLOP/s", "decode tok/s", "ms/token", "GB/s", "% of bw");
+        for (int i = 0; i < done; i++) {
+            const result *r = &res[i];
+            char tp[32], ap[32];
+            double gbs = r->st.active_bytes * r->decode_tps / 1e9;
+            printf("%-*.*s %9s %9s %10.1f %13.1f %8.1f %12.2f %9.2f %8.2f %7.1f%%\n", lw, lw,
+                   strcmp(r->name, "custom") ? r->name : r->spec, human(r->st.total_params, tp, sizeof tp), human(r->st.active_params, ap, sizeof ap),
+                   r->st.active_bytes / 1e6, r->prefill_tps, 2 * r->st.active_params * r->prefill_tps / 1e9,
+                   r->decode_tps, 1e3 / r->decode_tps, gbs, bw > 0 ? 100 * gbs / bw : 0);
+        }
+        for (int i = 0; i < done; i++)
+            if (!strcmp(res[i].name, "full")) {
+                double f = res[i].st.active_bytes * res[i].decode_tps / 1e9 / bw;
+                printf("\nfull-width decode reads weights at %.0f%% of the measured bandwidth (target >= 50%%)\n",
+                       100 * f);
+                break;
+            }
+        printf("(MB/token: weight bytes one decoded token reads, top-k experts only; GB/s = MB/token x decode "
+               "tok/s;\n GFLOP/s = 2 x active params x prefill tok/s)\n");
+        if (json && write_json(json, dir, c, (int)threads, bw, bw_bytes, (int)prompt, (int)gen, (int)reps, res, done))
+            rc = 1;
+    }
+out:
+    for (int i = 0; i < n; i++) { st_budget_free(res[i].b); free(specs[i]); }
+    st_model_free(m);
+    return rc;
+}
