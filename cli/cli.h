@@ -16,6 +16,7 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_slice(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 /* "starling CMD: message" on stderr, newline added; returns 1. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -33,6 +34,10 @@ int cli_float(const char *s, double lo, double hi, double *out);
 int cli_load(const char *cmd, const char *dir, const char *budget_spec, st_model **m, st_budget **b);
 /* "--budget-file F" as the budget spec "@F" (a static buffer; one per process). */
 const char *cli_budget_file(const char *path);
+/* Calibration token ids for quantization: FILE's text (or a built-in English
+ * sample) through DIR/tokenizer.json, at most max. Prints errors; 0 ok. */
+int cli_calib_tokens(const char *cmd, const st_model *m, const char *dir, const char *file, int max, int32_t **ids,
+                     int *n);
 /* Read a whole file (or "-" for stdin) into a malloc'd NUL-terminated string. */
 char *cli_read_text(const char *cmd, const char *path, size_t *len);
 #endif

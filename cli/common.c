@@ -94,3 +94,33 @@ const char *cli_budget_file(const char *path) {
     snprintf(spec, sizeof spec, "@%s", path);
     return spec;
 }
+
+static const char g_calib_sample[] =
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want "
+    "of a wife. However little known the feelings or views of such a man may be on his first entering a "
+    "neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is considered "
+    "the rightful property of some one or other of their daughters. Call me Ishmael. Some years ago, never mind "
+    "how long precisely, having little or no money in my purse, I thought I would sail about a little and see the "
+    "watery part of the world. 12 + 35 = 47. The quick brown fox jumps over the lazy dog.\n";
+
+
+int cli_calib_tokens(const char *cmd, const st_model *m, const char *dir, const char *file, int max, int32_t **ids,
+                     int *n) {
+    *ids = NULL;
+    *n = 0;
+    char tp[4096];
+    snprintf(tp, sizeof tp, "%s/tokenizer.json", dir);
+    st_tokenizer *tok;
+    st_status rc = st_tokenizer_load(tp, &tok);
+    if (rc) return cli_fail_st(cmd, rc);
+    char *text = file ? cli_read_text(cmd, file, NULL) : strdup(g_calib_sample);
+    if (!text) { st_tokenizer_free(tok); return 1; }
+    rc = st_tokenize(tok, text, strlen(text), 0, ids, n);
+    free(text);
+    st_tokenizer_free(tok);
+    if (rc) return cli_fail_st(cmd, rc);
+    if (*n > max) *n = max;
+    for (int i = 0; i < *n; i++) /* a tokenizer larger than the model: clip */
+        if ((*ids)[i] >= st_model_config(m)->vocab_size) (*ids)[i] = 0;
+    return 0;
+}

@@ -15,6 +15,7 @@ static const struct {
     {"perplexity", cmd_perplexity, "perplexity of a text file at a budget"},
     {"bench", cmd_bench, "memory bandwidth and prefill/decode speed at two budgets"},
     {"slice", cmd_slice, "cut a budget out as a standalone Hugging Face checkpoint"},
+    {"quantize", cmd_quantize, "FP8 / NVFP4 (ModelOpt) copy that keeps the elastic nesting"},
     {"synth", cmd_synth, "write a deterministic random Nemotron-H checkpoint"},
 };
 

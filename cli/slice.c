@@ -5,7 +5,10 @@
  * only when complete (SIGINT/SIGTERM leave no target behind).
  */
 #include "cli.h"
+#include "elastic/quantize.h"
 #include "elastic/slice.h"
+
+#include <unistd.h>
 
 #include <getopt.h>
 #include <signal.h>
@@ -23,7 +26,10 @@ static void usage(FILE *f) {
             "  -S, --size NAME               a budget named in SRC's elastic block (e.g. 12B, S)\n"
             "  -b, --budget B                explicit widths 'hidden_size=...,...' (or a name)\n"
             "      --budget-file F           widths from a JSON file\n"
-            "  -p, --precision P             output precision: keep (default), bf16, f16, f32\n"
+            "  -p, --precision P             output precision: keep (default), bf16, f16, f32,\n"
+            "                                fp8 or nvfp4 (ModelOpt formats; a quantized source is\n"
+            "                                sliced by copying its bytes and scales instead)\n"
+            "      --calib FILE              calibration text for fp8/nvfp4 input scales\n"
             "      --shard-size GB           max shard size in GB (default 5)\n"
             "  -f, --force                   replace an existing target\n"
             "  -q, --quiet                   no progress bar\n\n"
@@ -32,10 +38,10 @@ static void usage(FILE *f) {
             "it), and copies the tokenizer and generation files.\n");
 }
 
-enum { O_BFILE = 256, O_SHARD };
+enum { O_BFILE = 256, O_SHARD, O_CALIB };
 
 int cmd_slice(int argc, char **argv) {
-    const char *src = NULL, *dst = NULL, *spec = NULL, *prec = NULL;
+    const char *src = NULL, *dst = NULL, *spec = NULL, *prec = NULL, *calib = NULL;
     double shard_gb = 5;
     int force = 0, quiet = 0;
     static const struct option opts[] = {
@@ -43,7 +49,7 @@ int cmd_slice(int argc, char **argv) {
         {"size", required_argument, 0, 'S'}, {"budget", required_argument, 0, 'b'},
         {"budget-file", required_argument, 0, O_BFILE}, {"precision", required_argument, 0, 'p'},
         {"shard-size", required_argument, 0, O_SHARD}, {"force", no_argument, 0, 'f'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0}};
+        {"quiet", no_argument, 0, 'q'}, {"calib", required_argument, 0, O_CALIB}, {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
     optind = 1;
@@ -63,6 +69,7 @@ int cmd_slice(int argc, char **argv) {
         case O_SHARD: if (cli_float(optarg, 0.001, 1e6, &shard_gb)) return cli_usage("slice", "bad --shard-size '%s'", optarg); break;
         case 'f': force = 1; break;
         case 'q': quiet = 1; break;
+        case O_CALIB: calib = optarg; break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage("slice", "option %s needs a value", argv[optind - 1]);
         default: return cli_usage("slice", "unknown option %s", argv[optind - 1]);
@@ -80,16 +87,40 @@ int cmd_slice(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    st_slice_opts o = {.shard_bytes = (uint64_t)(shard_gb * 1e9), .force = force, .progress = !quiet,
-                       .precision = prec, .cancel = &g_cancel};
-    st_status rc = st_slice(m, b, dst, &o);
+    int quant = prec && (!strcmp(prec, "fp8") || !strcmp(prec, "nvfp4"));
+    /* fp8/nvfp4 from a float source: slice into a temporary float checkpoint
+       beside the target, then quantize that (scales fit the slice) */
+    char mid[4200];
+    snprintf(mid, sizeof mid, "%s.slice.%ld", dst, (long)getpid());
+    st_slice_opts o = {.shard_bytes = (uint64_t)(shard_gb * 1e9), .force = quant ? 0 : force, .progress = !quiet,
+                       .precision = quant ? NULL : prec, .cancel = &g_cancel};
+    st_status rc = st_slice(m, b, quant ? mid : dst, &o);
     int ret = 0;
     if (rc) ret = cli_fail_st("slice", rc);
-    else if (!quiet) {
+    if (!ret && quant) {
+        st_model *sm = NULL;
+        int32_t *ids = NULL;
+        int n_ids = 0;
+        if (cli_load("slice", mid, NULL, &sm, NULL) || cli_calib_tokens("slice", sm, mid, calib, 2048, &ids, &n_ids)) {
+            ret = 1;
+        } else {
+            st_quant_opts q = {.precision = prec, .calib = ids, .n_calib = n_ids, .shard_bytes = o.shard_bytes,
+                               .force = force, .progress = !quiet, .cancel = &g_cancel};
+            st_quant_report r;
+            rc = st_quantize(sm, dst, &q, &r);
+            if (rc) ret = cli_fail_st("slice", rc);
+        }
+        free(ids);
+        st_model_free(sm);
+        char cmd[8400];
+        snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", mid);
+        if (!strchr(mid, '\'') && system(cmd) != 0) ret = ret ? ret : cli_fail("slice", "could not remove %s", mid);
+    }
+    if (!ret && !quiet) {
         st_budget_stats s;
         st_budget_stats_get(b, &s);
-        fprintf(stderr, "sliced %s (budget %s, %.3fB params, %.1f MB) -> %s\n", src, st_budget_name(b),
-                s.total_params / 1e9, s.weight_bytes / 1e6, dst);
+        fprintf(stderr, "sliced %s (budget %s, %.2fM params) -> %s%s%s\n", src, st_budget_name(b), s.total_params / 1e6,
+                dst, prec ? " as " : "", prec ? prec : "");
     }
     st_budget_free(b);
     st_model_free(m);

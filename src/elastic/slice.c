@@ -91,10 +91,74 @@ static st_status add_vec(plan *p, const char *out, const char *src, const st_spa
     return add(p, out, src, st_sf_numel(t), &r, 1, cs, ncs, nd, shape);
 }
 
+/* Copy a whole tensor (scales, input scales) unchanged, if present. */
+static st_status add_copy(plan *p, const char *out, const char *src) {
+    const st_sf_tensor *t = st_model_tensor(p->m, src);
+    if (!t) return ST_OK;
+    int64_t n = st_sf_numel(t), shape[3] = {0};
+    if (t->ndim > 3) return st_err(ST_ERR_UNSUPPORTED, "slice: '%s' has %d dimensions", src, t->ndim);
+    for (int i = 0; i < t->ndim; i++) shape[i] = t->shape[i];
+    st_span r = {0, 1}, c = {0, (int32_t)n};
+    return add(p, out, src, n, &r, 1, &c, 1, t->ndim, shape);
+}
+
+/* Spans over elements → spans over blocks of `per` elements; -1 if a span
+ * does not start and end on a block boundary. */
+static int to_blocks(const st_span *cs, int ncs, int per, st_span *out) {
+    for (int i = 0; i < ncs; i++) {
+        if (cs[i].off % per || cs[i].len % per) return -1;
+        out[i] = (st_span){cs[i].off / per, cs[i].len / per};
+    }
+    return 0;
+}
+
+/*
+ * A weight matrix: rows rs × columns cs of src [.][cols_full]. Quantized
+ * sources are sliced without requantizing: FP8 keeps its per-tensor scales;
+ * NVFP4 copies the packed codes and the 16-wide block scales, which requires
+ * every column cut to fall on a block boundary.
+ */
 static st_status add_mat(plan *p, const char *out, const char *src, int64_t cols_full, const st_span *rs, int nrs,
                          const st_span *cs, int ncs) {
+    const st_sf_tensor *t = st_model_tensor(p->m, src);
+    char sb[256], ob[256], sn[300], on[300];
+    size_t ls = strlen(src), lo = strlen(out);
+    snprintf(sb, sizeof sb, "%.*s", (int)(ls > 7 ? ls - 7 : ls), src);
+    snprintf(ob, sizeof ob, "%.*s", (int)(lo > 7 ? lo - 7 : lo), out);
+    snprintf(sn, sizeof sn, "%s.weight_scale", sb);
+    const st_sf_tensor *ws = st_model_tensor(p->m, sn);
     int64_t shape[2] = {span_total(rs, nrs), span_total(cs, ncs)};
-    return add(p, out, src, cols_full, rs, nrs, cs, ncs, 2, shape);
+    st_status rc;
+    if (t && t->dt == ST_DT_U8 && ws && ws->ndim == 2) { /* NVFP4 */
+        st_span *bc = st_malloc(sizeof *bc * (size_t)ncs);
+        if (!bc) return ST_ERR_NOMEM;
+        if (to_blocks(cs, ncs, 16, bc)) {
+            free(bc);
+            return st_err(ST_ERR_BUDGET, "slice: the budget cuts NVFP4 weight '%s' inside a 16-wide block (columns must "
+                          "be kept in multiples of 16); slice the BF16 checkpoint and quantize instead", src);
+        }
+        st_span *hc = st_malloc(sizeof *hc * (size_t)ncs);
+        if (!hc) { free(bc); return ST_ERR_NOMEM; }
+        to_blocks(cs, ncs, 2, hc);
+        int64_t cshape[2] = {shape[0], shape[1] / 2}, sshape[2] = {shape[0], shape[1] / 16};
+        rc = add(p, out, src, cols_full / 2, rs, nrs, hc, ncs, 2, cshape);
+        snprintf(on, sizeof on, "%s.weight_scale", ob);
+        if (!rc) rc = add(p, on, sn, cols_full / 16, rs, nrs, bc, ncs, 2, sshape);
+        free(bc); free(hc);
+        snprintf(sn, sizeof sn, "%s.weight_scale_2", sb);
+        snprintf(on, sizeof on, "%s.weight_scale_2", ob);
+        if (!rc) rc = add_copy(p, on, sn);
+    } else {
+        rc = add(p, out, src, cols_full, rs, nrs, cs, ncs, 2, shape);
+        if (!rc && t && t->dt == ST_DT_F8_E4M3) {
+            snprintf(on, sizeof on, "%s.weight_scale", ob);
+            rc = add_copy(p, on, sn);
+        }
+    }
+    snprintf(sn, sizeof sn, "%s.input_scale", sb);
+    snprintf(on, sizeof on, "%s.input_scale", ob);
+    if (!rc) rc = add_copy(p, on, sn);
+    return rc;
 }
 
 /* Consecutive runs of an index list as spans. */
@@ -215,6 +279,73 @@ static int nested_in(const st_widths *inner, const st_widths *outer) {
     return 1;
 }
 
+/* A module path after slicing: layers renumbered past skipped ones; NULL when
+ * the module is gone (skipped layer, expert beyond the kept ones). */
+static const char *remap_module(const st_budget *b, const char *name, char *buf, size_t n) {
+    int l, e, k = 0;
+    if (sscanf(name, "backbone.layers.%d.%n", &l, &k) != 1 || k == 0) return name;
+    if (l < 0 || l >= b->m->cfg.n_layers) return name;
+    if (b->skip[l]) return NULL;
+    const char *rest = name + k;
+    int k2 = 0;
+    if (sscanf(rest, "mixer.experts.%d%n", &e, &k2) == 1 && k2 > 0 && e >= b->w.n_routed_experts) return NULL;
+    int nl = 0;
+    for (int i = 0; i < l; i++) nl += !b->skip[i];
+    snprintf(buf, n, "backbone.layers.%d.%s", nl, rest);
+    return buf;
+}
+
+/* Apply remap_module to a list of names or the keys of an object (in place). */
+static json_t *remap_json(const st_budget *b, json_t *v) {
+    char buf[300];
+    if (json_is_array(v)) {
+        json_t *o = json_array();
+        size_t i; json_t *x;
+        json_array_foreach(v, i, x) {
+            const char *s = json_string_value(x), *r = s ? remap_module(b, s, buf, sizeof buf) : NULL;
+            if (!s) json_array_append(o, x);
+            else if (r) json_array_append_new(o, json_string(r));
+        }
+        return o;
+    }
+    if (json_is_object(v)) {
+        json_t *o = json_object();
+        const char *k; json_t *x;
+        json_object_foreach(v, k, x) {
+            const char *r = remap_module(b, k, buf, sizeof buf);
+            if (r) json_object_set(o, r, x);
+        }
+        return o;
+    }
+    return json_incref(v);
+}
+
+/* hf_quant_config.json / quantization_config: the module lists follow the slice */
+static void remap_quant(const st_budget *b, json_t *q) {
+    static const char *keys[] = {"exclude_modules", "quantized_layers", "ignore", NULL};
+    if (!json_is_object(q)) return;
+    for (int i = 0; keys[i]; i++) {
+        json_t *v = json_object_get(q, keys[i]);
+        if (v) json_object_set_new(q, keys[i], remap_json(b, v));
+    }
+}
+
+static st_status copy_quant_config(const st_model *m, const st_budget *b, const char *tmpdir) {
+    char p[4096];
+    if (st_pathf(p, sizeof p, "%s/hf_quant_config.json", m->dir)) return st_err(ST_ERR_ARG, "path too long");
+    json_error_t je;
+    json_t *hf = json_load_file(p, 0, &je);
+    if (!hf) return json_error_code(&je) == json_error_cannot_open_file ? ST_OK : st_err(ST_ERR_FORMAT, "%s: %s", p, je.text);
+    remap_quant(b, json_object_get(hf, "quantization"));
+    char *s = json_dumps(hf, JSON_INDENT(2));
+    json_decref(hf);
+    if (!s) return ST_ERR_NOMEM;
+    st_status rc = st_pathf(p, sizeof p, "%s/hf_quant_config.json", tmpdir) ? st_err(ST_ERR_ARG, "path too long")
+                                                                             : st_write_file_atomic(p, s, strlen(s));
+    free(s);
+    return rc;
+}
+
 static st_status write_config(const st_model *m, const st_budget *b, const char *tmpdir) {
     char p[4096];
     snprintf(p, sizeof p, "%s/config.json", m->dir);
@@ -249,6 +380,7 @@ static st_status write_config(const st_model *m, const st_budget *b, const char 
     };
     for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
         if (kv[i].has || json_object_get(cfg, kv[i].k)) json_object_set_new(cfg, kv[i].k, json_integer(kv[i].v));
+    remap_quant(b, json_object_get(cfg, "quantization_config"));
     /* keep only the budgets nested inside the target, renumbering skipped layers */
     json_object_del(cfg, "elastic");
     json_t *bl = json_array();
@@ -359,6 +491,7 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
     free(fbuf);
     if (!rc) rc = st_shards_finish(sh);
     if (!rc) rc = write_config(m, b, od.tmp);
+    if (!rc) rc = copy_quant_config(m, b, od.tmp);
     if (!rc) rc = st_outdir_copy_side_files(&od, m->dir);
     if (!rc) rc = st_outdir_commit(&od);
     if (rc) st_outdir_abort(&od);

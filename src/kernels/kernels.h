@@ -2,7 +2,8 @@
  * kernels.h — the numeric kernels. Each fast kernel has a scalar reference
  * (st_*_ref) that the tests compare it with on random inputs of odd sizes; the
  * public entry points dispatch at run time on what cpuid reports
- * (AVX-512 [F/BW/VL/BF16] > AVX2+FMA+F16C > scalar).
+ * (AVX-512 [F/BW/VL/DQ] > AVX2+FMA+F16C > scalar; ST_ISA=scalar|avx2|avx512
+ * in the environment forces a lower level).
  *
  * Weights are used in their stored type and converted inside the kernel;
  * activations and accumulation are fp32.
@@ -17,16 +18,22 @@ typedef enum {
     ST_DT_F32 = 0, ST_DT_F16, ST_DT_BF16, ST_DT_F8_E4M3, ST_DT_F8_E5M2,
     ST_DT_U8, ST_DT_I8, ST_DT_I16, ST_DT_U16, ST_DT_I32, ST_DT_U32,
     ST_DT_I64, ST_DT_U64, ST_DT_F64, ST_DT_BOOL,
-    ST_DT_COUNT
+    ST_DT_COUNT,
+    /* not a safetensors dtype: ModelOpt NVFP4 (packed E2M1 pairs, element 2j in
+       the low nibble, 16-wide E4M3 block scales in st_mat.bscale) */
+    ST_DT_NVFP4 = 64
 } st_dtype;
 
 /* A 2-D weight matrix as stored: row-major [rows][cols], element type dt.
- * data may be unaligned (safetensors mmap). */
+ * data may be unaligned (safetensors mmap). The value of an element is
+ * stored·scale for every dtype; scale 0 counts as 1 (an unset field). */
 typedef struct {
     st_dtype dt;
     const void *data;
-    int64_t rows, cols;
-    float scale;          /* per-tensor dequant multiplier (FP8); 1 otherwise */
+    int64_t rows, cols;   /* logical shape; an NVFP4 row holds cols/2 bytes  */
+    float scale;          /* per-tensor dequant multiplier (FP8 weight_scale,
+                             NVFP4 weight_scale_2); 0 counts as 1          */
+    const uint8_t *bscale;/* NVFP4 only: E4M3 block scales [rows][cols/16] */
 } st_mat;
 
 /* A run of consecutive indices [off, off+len). Budget views select rows and
@@ -46,6 +53,10 @@ typedef struct { int32_t off, len; } st_span;
  */
 void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
                const float *x, int ldx, float *y, int ldy, int T, int accumulate);
+/* Token count from which st_matmul packs weights for a GEMM instead of
+ * streaming them per token block (default 48). t > 0 sets it (tests,
+ * benchmarks) and returns the previous value; t <= 0 only returns it. */
+int st_matmul_gemm_min_t(int t);
 void st_matmul_ref(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
                    const float *x, int ldx, float *y, int ldy, int T, int accumulate);
 
@@ -53,6 +64,12 @@ void st_matmul_ref(const st_mat *W, const st_span *rs, int n_rs, const st_span *
 void st_mat_row_f32(const st_mat *W, int64_t row, int64_t col0, int64_t n, float *out);
 /* Convert n elements of type dt at src (unaligned ok) to fp32. */
 void st_convert_to_f32(st_dtype dt, const void *src, float *dst, int64_t n, float scale);
+
+/* F32 F16 BF16 F8_E4M3 F8_E5M2: the dtypes st_matmul runs on the SIMD paths
+ * (the others go through the portable path). */
+int st_dtype_is_float(st_dtype dt);
+/* e4m3fn code -> value (architecture.md §5.2; 0x7f/0xff are NaN). */
+extern const float st_e4m3_lut[256];
 
 size_t st_dtype_size(st_dtype dt);
 const char *st_dtype_name(st_dtype dt);           /* safetensors spelling */
@@ -64,5 +81,34 @@ st_isa st_isa_detect(void);
 /* Force a lower level (tests, benchmarks); returns the previous one. */
 st_isa st_isa_set(st_isa isa);
 st_isa st_isa_get(void);
+const char *st_isa_name(st_isa isa);  /* "scalar", "avx2", "avx512" */
+
+/* Best-of-several read bandwidth (GB/s, 1e9 bytes/s) of a bytes-sized buffer
+ * streamed by `threads` threads (<= 0: st_get_threads()). Use a buffer well
+ * beyond the last-level cache (>= 256 MiB). Returns a negative value if the
+ * buffer cannot be allocated. Takes about 0.5 s. */
+double st_measure_read_bandwidth(size_t bytes, int threads);
+
+/* ---- internal to src/kernels: the per-ISA kernel tables that matmul.c
+ * drives (threading, spans and blocking live in matmul.c). Only touched after
+ * st_isa_detect() has confirmed the ISA. */
+typedef struct {
+    int mr, nr, kc;  /* GEMM micro-tile: mr tokens x nr rows; K block length */
+    /* Decode path: y[t*ldy + j] (=|+=) Σ_i W[rows[j]][c(i)]·x[t*ldx + i] for
+     * j < n, t < T (any T; done in blocks of a few tokens). Float dtypes. */
+    void (*gemv)(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs,
+                 const float *x, int ldx, float *y, int ldy, int T, int accumulate);
+    /* GEMM weight panel: rows rows[0..n) (n <= nr; the rest are zero) at the
+     * columns seg[0..nseg) (absolute column spans, kc columns in all) ->
+     * dst[kcp][nr] fp32 with the scale applied, kcp = kc rounded up to 16.
+     * tmp: nr*kcp floats of scratch. dst and tmp 64-byte aligned. */
+    void (*pack_b)(const st_mat *W, const int64_t *rows, int n, const st_span *seg, int nseg,
+                   int kc, float *tmp, float *dst);
+    /* Micro-kernels kernel[q] for mr_q = (q+1)·mr/3 tokens (the last token
+     * block uses the smallest that covers it): C[m*ldc + r] (=|+=)
+     * Σ_k a[k*mr_q + m]·b[k*nr + r], m < mr_q, r < nr (load_c: start from C). */
+    void (*kernel[3])(int kc, const float *a, const float *b, float *c, int ldc, int load_c);
+} st_mm_ops;
+extern const st_mm_ops st_mm_ops_avx2, st_mm_ops_avx512;
 
 #endif

@@ -99,17 +99,66 @@ static st_status need(binder *b, const char *name, int nd, const int64_t *want, 
     return ST_OK;
 }
 
+/* A scalar F32 tensor ([] or [1]) such as weight_scale / weight_scale_2. */
+static st_status scalar_f32(binder *b, const char *name, float *out) {
+    const st_sf_tensor *t = index_get(&b->ix, name);
+    if (!t) return st_err(ST_ERR_MISSING, "%s: missing tensor '%s'", b->dir, name);
+    if (st_sf_numel(t) != 1 || !is_float_dt(t->dt))
+        return st_err(ST_ERR_UNSUPPORTED, "%s: tensor '%s' must be one float (per-channel scales are not supported)",
+                      b->dir, name);
+    st_convert_to_f32(t->dt, t->data, out, 1, 1.0f);
+    if (!(*out > 0) || !isfinite(*out)) return st_err(ST_ERR_FORMAT, "%s: tensor '%s' = %g is not a positive scale", b->dir, name, (double)*out);
+    return ST_OK;
+}
+
+/*
+ * Bind weight `name` ("X.weight") of logical shape [rows][cols]. Stored as
+ * BF16/F16/F32, or as ModelOpt FP8 (F8_E4M3 + scalar X.weight_scale) or NVFP4
+ * (U8 [rows][cols/2] + F8_E4M3 X.weight_scale [rows][cols/16] + X.weight_scale_2),
+ * recognised the way llama.cpp's converter does: a 2-D weight_scale means NVFP4.
+ */
 static st_status bind_mat(binder *b, st_mat *mat, const char *name, int64_t rows, int64_t cols) {
-    const st_sf_tensor *t;
+    const st_sf_tensor *t = index_get(&b->ix, name);
+    if (!t) return st_err(ST_ERR_MISSING, "%s: missing tensor '%s'", b->dir, name);
+    char base[256], sn[300];
+    size_t nl = strlen(name);
+    snprintf(base, sizeof base, "%.*s", (int)(nl > 7 && !strcmp(name + nl - 7, ".weight") ? nl - 7 : nl), name);
+    snprintf(sn, sizeof sn, "%s.weight_scale", base);
+    const st_sf_tensor *ws = index_get(&b->ix, sn);
+    memset(mat, 0, sizeof *mat);
+    mat->rows = rows; mat->cols = cols; mat->scale = 1.0f;
+    char s1[128];
+    if (t->dt == ST_DT_F8_E4M3) {
+        if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+            return st_err(ST_ERR_SHAPE, "%s: FP8 tensor '%s' has shape %s, the config implies [%lld, %lld]", b->dir, name,
+                          shape_str(s1, sizeof s1, t->ndim, t->shape), (long long)rows, (long long)cols);
+        if (!ws) return st_err(ST_ERR_MISSING, "%s: FP8 weight '%s' has no '%s'", b->dir, name, sn);
+        st_status rc = scalar_f32(b, sn, &mat->scale);
+        if (rc) return rc;
+        mat->dt = ST_DT_F8_E4M3; mat->data = t->data;
+        return ST_OK;
+    }
+    if (t->dt == ST_DT_U8 && ws && ws->ndim == 2) {
+        if (cols % 16 || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols / 2)
+            return st_err(ST_ERR_SHAPE, "%s: NVFP4 tensor '%s' has shape %s, the config implies [%lld, %lld/2] with %lld %% 16 == 0",
+                          b->dir, name, shape_str(s1, sizeof s1, t->ndim, t->shape), (long long)rows, (long long)cols,
+                          (long long)cols);
+        if (ws->dt != ST_DT_F8_E4M3 || ws->shape[0] != rows || ws->shape[1] != cols / 16)
+            return st_err(ST_ERR_SHAPE, "%s: NVFP4 block scales '%s' must be F8_E4M3 [%lld, %lld]", b->dir, sn,
+                          (long long)rows, (long long)(cols / 16));
+        snprintf(sn, sizeof sn, "%s.weight_scale_2", base);
+        st_status rc = scalar_f32(b, sn, &mat->scale);
+        if (rc) return rc;
+        mat->dt = ST_DT_NVFP4; mat->data = t->data; mat->bscale = ws->data;
+        return ST_OK;
+    }
     int64_t s[2] = {rows, cols};
     st_status rc = need(b, name, 2, s, &t);
     if (rc) return rc;
-    if (t->ndim != 2) {
-        char s1[128];
+    if (t->ndim != 2)
         return st_err(ST_ERR_SHAPE, "%s: tensor '%s' has shape %s, expected a matrix [%lld, %lld]", b->dir, name,
                       shape_str(s1, sizeof s1, t->ndim, t->shape), (long long)rows, (long long)cols);
-    }
-    mat->dt = t->dt; mat->data = t->data; mat->rows = rows; mat->cols = cols; mat->scale = 1.0f;
+    mat->dt = t->dt; mat->data = t->data;
     return ST_OK;
 }
 
@@ -222,8 +271,8 @@ static st_status bind_layer(binder *b, int l) {
                               b->dir, l, (long long)E, (long long)F, (long long)H, (long long)E, (long long)H, (long long)F);
             size_t es = st_dtype_size(fu->dt);
             for (int64_t e = 0; e < E; e++) {
-                L->exp_up[e] = (st_mat){fu->dt, fu->data + (size_t)(e * F * H) * es, F, H, 1.0f};
-                L->exp_down[e] = (st_mat){fd->dt, fd->data + (size_t)(e * H * F) * st_dtype_size(fd->dt), H, F, 1.0f};
+                L->exp_up[e] = (st_mat){.dt = fu->dt, .data = fu->data + (size_t)(e * F * H) * es, .rows = F, .cols = H, .scale = 1.0f};
+                L->exp_down[e] = (st_mat){.dt = fd->dt, .data = fd->data + (size_t)(e * H * F) * st_dtype_size(fd->dt), .rows = H, .cols = F, .scale = 1.0f};
             }
         } else {
             for (int64_t e = 0; e < E; e++) {
