@@ -10,15 +10,15 @@
 
 CC      ?= cc
 BUILD   ?= build
-DEBS    := libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev pkg-config
-PKGS    := jansson libpcre2-8 libutf8proc
+DEBS    := libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev libmicrohttpd-dev pkg-config curl
+PKGS    := jansson libpcre2-8 libutf8proc libmicrohttpd
 
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
                -fopenmp -Iinclude -Isrc -g
 CFLAGS  ?= $(OPT)
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(SAN)
-LDLIBS  := -fopenmp -ljansson -lpcre2-8 -lutf8proc -lm -lpthread
+LDLIBS  := -fopenmp -ljansson -lpcre2-8 -lutf8proc -lmicrohttpd -lm -lpthread
 
 # Per-ISA kernel files: compiled for their ISA, picked at run time by cpuid.
 ISA_avx2   := -mavx2 -mfma -mf16c
@@ -47,7 +47,7 @@ all: $(BIN) $(LIB)
 # Install what pkg-config cannot find. Runs once per build dir.
 $(DEPS_STAMP):
 	@mkdir -p $(BUILD)
-	@if ! pkg-config --exists $(PKGS) 2>/dev/null || [ ! -f /usr/include/cmocka.h ]; then \
+	@if ! pkg-config --exists $(PKGS) 2>/dev/null || [ ! -f /usr/include/cmocka.h ] || ! command -v curl >/dev/null; then \
 	  echo "installing Debian packages: $(DEBS)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); \

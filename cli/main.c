@@ -13,6 +13,8 @@ static const struct {
     {"tokenize", cmd_tokenize, "encode text to token ids (or --decode ids to text)"},
     {"logits", cmd_logits, "write float32 logits of a token sequence to a file"},
     {"perplexity", cmd_perplexity, "perplexity of a text file at a budget"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat, completions, SSE, elastic fields)"},
+    {"eval", cmd_eval, "accuracy and latency per budget, thinking cap and think->answer switch"},
     {"bench", cmd_bench, "memory bandwidth and prefill/decode speed at two budgets"},
     {"slice", cmd_slice, "cut a budget out as a standalone Hugging Face checkpoint"},
     {"quantize", cmd_quantize, "FP8 / NVFP4 (ModelOpt) copy that keeps the elastic nesting"},

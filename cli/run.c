@@ -2,9 +2,14 @@
  * run.c — `starling run`: stream generated text to stdout at any budget.
  * Prompt as plain text (special tokens written in it are recognised) or as a
  * chat turn rendered with the Nemotron 3 template (--chat; thinking on unless
- * --no-think). Speeds go to stderr.
+ * --no-think). Elastic budget control: a think budget (--think-budget, grace,
+ * message) and thinking at one budget, answering at another (--think-with,
+ * --answer-with, --switch exact|transplant); see src/gen/generate.h. The text
+ * goes to stdout as generated (UTF-8, invalid bytes as U+FFFD, "</think>"
+ * between thought and answer); tokens and time per phase go to stderr.
  */
 #include "cli.h"
+#include "gen/generate.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -34,17 +39,38 @@ static void usage(FILE *f) {
             "  -t, --threads N        threads (default: all cores)\n"
             "  -c, --ctx N            context limit (default: the model's maximum)\n"
             "      --ignore-eos       do not stop at end-of-sequence tokens\n"
+            "\nthinking budget and budget switch (with --chat):\n"
+            "      --think-budget N   at most N sampled thinking tokens, then close the thought\n"
+            "      --think-grace N    past the cap, wait up to N tokens for a line break (default 16)\n"
+            "      --think-message T  text inserted before a budget close (e.g. 'Time to answer.')\n"
+            "      --think-with B     budget for the prompt and the thinking\n"
+            "      --answer-with B    budget for the answer (default: --budget)\n"
+            "      --switch MODE      exact (answer budget re-reads prompt + thinking, batched) or\n"
+            "                         transplant (continue from the thinking state; needs equal\n"
+            "                         Mamba widths) (default exact)\n"
             "  -v, --verbose          print the prompt's token count and the seed\n"
             "  -h, --help             this help\n");
 }
 
-enum { O_CHAT = 256, O_SYSTEM, O_NOTHINK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_RPEN, O_RLAST, O_IGNEOS };
+enum { O_CHAT = 256, O_SYSTEM, O_NOTHINK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_RPEN, O_RLAST, O_IGNEOS,
+       O_TBUDGET, O_TGRACE, O_TMSG, O_TWITH, O_AWITH, O_SWITCH };
+
+static int emit_stdout(void *ud, st_text_kind k, const char *text, size_t len) {
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static double rate(int n, double t) { return n / (t > 0 ? t : 1e-9); }
 
 int cmd_run(int argc, char **argv) {
     const char *dir = NULL, *budget = NULL, *prompt = NULL, *file = NULL, *system = NULL;
     long n_predict = 256, threads = 0, ctx = 0, seed = -1, topk = 40, rlast = 64;
     double temp = 0.8, topp = 0.95, minp = 0.05, rpen = 1.0;
     int chat = 0, think = 1, ignore_eos = 0, verbose = 0;
+    long tbudget = -1, tgrace = 16;
+    const char *tmsg = NULL, *twith = NULL, *awith = NULL;
+    st_switch_mode mode = ST_SWITCH_EXACT;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'}, {"budget-file", required_argument, 0, 'B'},
         {"prompt", required_argument, 0, 'p'}, {"file", required_argument, 0, 'f'},
@@ -55,6 +81,9 @@ int cmd_run(int argc, char **argv) {
         {"repeat-penalty", required_argument, 0, O_RPEN}, {"repeat-last-n", required_argument, 0, O_RLAST},
         {"seed", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'},
         {"ctx", required_argument, 0, 'c'}, {"ignore-eos", no_argument, 0, O_IGNEOS},
+        {"think-budget", required_argument, 0, O_TBUDGET}, {"think-grace", required_argument, 0, O_TGRACE},
+        {"think-message", required_argument, 0, O_TMSG}, {"think-with", required_argument, 0, O_TWITH},
+        {"answer-with", required_argument, 0, O_AWITH}, {"switch", required_argument, 0, O_SWITCH},
         {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
@@ -81,6 +110,16 @@ int cmd_run(int argc, char **argv) {
         case 't': if (cli_int(optarg, 0, 1024, &threads)) BAD("--threads"); break;
         case 'c': if (cli_int(optarg, 1, 1 << 24, &ctx)) BAD("--ctx"); break;
         case O_IGNEOS: ignore_eos = 1; break;
+        case O_TBUDGET: if (cli_int(optarg, 0, 1 << 24, &tbudget)) BAD("--think-budget"); break;
+        case O_TGRACE: if (cli_int(optarg, 0, 1 << 24, &tgrace)) BAD("--think-grace"); break;
+        case O_TMSG: tmsg = optarg; break;
+        case O_TWITH: twith = optarg; break;
+        case O_AWITH: awith = optarg; break;
+        case O_SWITCH:
+            if (!strcmp(optarg, "exact")) mode = ST_SWITCH_EXACT;
+            else if (!strcmp(optarg, "transplant")) mode = ST_SWITCH_TRANSPLANT;
+            else BAD("--switch");
+            break;
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage("run", "option %s needs a value", argv[optind - 1]);
@@ -92,6 +131,9 @@ int cmd_run(int argc, char **argv) {
     if (!dir) return cli_usage("run", "-m DIR is required");
     if (!!prompt + !!file != 1) return cli_usage("run", "give exactly one of -p TEXT or -f FILE");
     if (threads) st_set_threads((int)threads);
+    if (awith) budget = awith;
+    if ((tbudget >= 0 || twith || tmsg) && !(chat && think))
+        return cli_usage("run", "--think-budget, --think-message and --think-with need --chat with thinking on");
 
     char *text = NULL;
     if (file) { text = cli_read_text("run", file, NULL); if (!text) return 1; }
@@ -100,10 +142,9 @@ int cmd_run(int argc, char **argv) {
     st_model *m = NULL;
     st_budget *b = NULL;
     st_tokenizer *tok = NULL;
-    st_state *s = NULL;
-    st_sampler *smp = NULL;
+    st_budget *bt = NULL;
+    st_gen *g = NULL;
     int32_t *ids = NULL;
-    float *logits = NULL;
     char *rendered = NULL;
     int rc = 1, n_ids = 0;
     if (cli_load("run", dir, budget, &m, &b)) goto out;
@@ -130,53 +171,54 @@ int cmd_run(int argc, char **argv) {
             cli_fail("run", "tokenizer id %d is outside the model's vocabulary of %d", ids[i], c->vocab_size);
             goto out;
         }
-    e = st_state_new(m, (int)ctx, &s);
-    if (e) { cli_fail_st("run", e); goto out; }
     st_sampler_params sp = st_sampler_default_params();
     sp.temperature = (float)temp; sp.top_k = (int)topk; sp.top_p = (float)topp; sp.min_p = (float)minp;
     sp.repeat_penalty = (float)rpen; sp.repeat_last_n = (int)rlast;
     sp.seed = seed >= 0 ? (uint64_t)seed : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
-    e = st_sampler_new(&sp, c->vocab_size, &smp);
-    if (e) { cli_fail_st("run", e); goto out; }
-    for (int i = 0; i < n_ids; i++) st_sampler_accept(smp, ids[i]);
+    if (twith && (e = st_budget_resolve(m, twith, &bt))) { cli_fail_st("run", e); goto out; }
+    st_gen_params gp = st_gen_default_params();
+    gp.max_tokens = (int)n_predict;
+    gp.thinking = chat && think;
+    gp.think_budget = (int)tbudget;
+    gp.think_grace = (int)tgrace;
+    gp.think_message = tmsg;
+    gp.think_with = bt;
+    gp.answer_with = b;
+    gp.mode = mode;
+    gp.ignore_eos = ignore_eos;
+    gp.sampling = sp;
     if (verbose)
         fprintf(stderr, "budget %s, prompt %d tokens, seed %llu, %d threads, %s\n", st_budget_name(b), n_ids,
                 (unsigned long long)sp.seed, st_get_threads(), st_cpu_features());
-
-    logits = malloc(sizeof(float) * (size_t)c->vocab_size);
-    if (!logits) { cli_fail("run", "out of memory"); goto out; }
-    int32_t im_end = st_token_id(tok, "<|im_end|>");
-    double t0 = st_time_now();
-    e = st_forward(b, s, ids, n_ids, logits, 0);
+    e = st_gen_new(m, tok, &gp, ids, n_ids, (int)ctx, NULL, emit_stdout, NULL, &g);
     if (e) { cli_fail_st("run", e); goto out; }
-    double t1 = st_time_now();
-    int gen = 0;
-    char piece[512];
-    for (; gen < n_predict; gen++) {
-        int32_t t = st_sample(smp, logits);
-        int stop = 0;
-        if (!ignore_eos) {
-            for (int i = 0; i < c->n_eos; i++) stop |= t == c->eos_token_ids[i];
-            stop |= t == im_end && im_end >= 0;
-        }
-        if (stop) break;
-        st_sampler_accept(smp, t);
-        int nb = st_token_bytes(tok, t, piece, sizeof piece);
-        if (nb > 0) { fwrite(piece, 1, (size_t)(nb < (int)sizeof piece ? nb : (int)sizeof piece), stdout); fflush(stdout); }
-        if (gen + 1 == n_predict) { gen++; break; }
-        e = st_forward(b, s, &t, 1, logits, 0);
-        if (e) { printf("\n"); cli_fail_st("run", e); goto out; }
-    }
-    double t2 = st_time_now();
+    e = st_gen_run(g);
     printf("\n");
-    fprintf(stderr, "[budget %s] prefill %d tok in %.3f s (%.1f tok/s), decode %d tok in %.3f s (%.1f tok/s)\n",
-            st_budget_name(b), n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), gen, t2 - t1,
-            gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
+    if (e) { cli_fail_st("run", e); goto out; }
+    const st_gen_stats *gs = st_gen_get_stats(g);
+    if (!gp.thinking || (!bt && tbudget < 0)) {
+        fprintf(stderr, "[budget %s] prefill %d tok in %.3f s (%.1f tok/s), decode %d tok in %.3f s (%.1f tok/s)\n",
+                st_budget_name(b), n_ids, gs->t_prefill, rate(n_ids, gs->t_prefill), gs->completion_tokens,
+                gs->t_think + gs->t_answer, rate(gs->completion_tokens, gs->t_think + gs->t_answer));
+    } else {
+        const char *tn = st_budget_name(bt ? bt : b);
+        fprintf(stderr, "[think %s] prefill %d tok in %.3f s (%.1f tok/s), think %d tok (%d sampled%s) in %.3f s (%.1f tok/s)\n",
+                tn, n_ids, gs->t_prefill, rate(n_ids, gs->t_prefill), gs->think_tokens, gs->think_sampled,
+                gs->forced_close ? ", closed by the budget" : "", gs->t_think, rate(gs->think_tokens, gs->t_think));
+        if (gs->switched)
+            fprintf(stderr, "[switch %s] %s -> %s: %d tok prefilled in %.3f s (%.1f tok/s)\n",
+                    mode == ST_SWITCH_EXACT ? "exact" : "transplant", tn, st_budget_name(b), gs->switch_tokens,
+                    gs->t_switch, rate(gs->switch_tokens, gs->t_switch));
+        fprintf(stderr, "[answer %s] %d tok in %.3f s (%.1f tok/s); total %d tok, %.3f s, finish %s\n",
+                st_budget_name(b), gs->answer_tokens, gs->t_answer, rate(gs->answer_tokens, gs->t_answer),
+                gs->completion_tokens, gs->t_prefill + gs->t_think + gs->t_switch + gs->t_answer,
+                st_finish_name(gs->finish));
+    }
     rc = 0;
 out:
-    free(text); free(rendered); free(ids); free(logits);
-    st_sampler_free(smp);
-    st_state_free(s);
+    free(text); free(rendered); free(ids);
+    st_gen_free(g);
+    st_budget_free(bt);
     st_tokenizer_free(tok);
     st_budget_free(b);
     st_model_free(m);

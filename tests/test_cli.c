@@ -124,7 +124,7 @@ static void test_usage_errors(void **st) {
     assert_non_null(strstr(o, "starling run: budget: num_attention_heads = 3 is not a multiple"));
     assert_null(strchr(strchr(o, '\n') + 1, '\n')); /* exactly one line */
     free(o);
-    for (const char *const *c = (const char *const[]){"run", "info", "tokenize", "logits", "perplexity", "bench", "synth", NULL};
+    for (const char *const *c = (const char *const[]){"run", "info", "tokenize", "logits", "perplexity", "bench", "synth", "slice", "quantize", "serve", "eval", NULL};
          *c; c++) {
         o = sh(&status, "%s %s --help", starling_bin(), *c);
         assert_int_equal(status, 0);

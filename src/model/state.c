@@ -82,6 +82,8 @@ st_status st_state_reserve(st_state *s, int n) {
 
 st_status st_state_copy(st_state *dst, const st_state *src) {
     if (dst->m != src->m) return st_err(ST_ERR_ARG, "st_state_copy: states belong to different models");
+    if (src->pos > dst->max_ctx)
+        return st_err(ST_ERR_RANGE, "st_state_copy: %d positions do not fit a state limited to %d", src->pos, dst->max_ctx);
     st_status rc = st_state_reserve(dst, src->pos);
     if (rc) return rc;
     const st_config *c = &src->m->cfg;

@@ -1,0 +1,522 @@
+/*
+ * eval.c — `starling eval`: accuracy and latency of elastic budget control on
+ * a task of prompts with expected answers.
+ *
+ * Configurations: every single budget with a sweep of thinking caps, and each
+ * think -> answer budget pair (default S->L, M->L, L->M, L->S where those
+ * budgets exist) in both switch modes (a transplant the widths forbid is
+ * reported as n/a with the reason). Each item is one chat turn with thinking
+ * on, decoded greedily from a fresh state (no prompt cache, so latencies are
+ * cold and comparable); latency is the wall time of the whole request.
+ * The answer is the last number in the reply (or, for a non-numeric expected
+ * answer, the reply trimmed, compared case-insensitively).
+ *
+ * Writes OUT/eval.md (table), OUT/eval.tsv and OUT/eval.svg (accuracy vs
+ * mean latency). On a random checkpoint (the synthetic default model) the
+ * accuracies are meaningless: the latencies and the mechanics are what such
+ * a run checks, until a trained model ships.
+ *
+ * Task file: JSON lines {"prompt": "...", "answer": "..."}; or --arith N
+ * generates N deterministic two-number addition questions.
+ */
+#include "cli.h"
+#include "gen/generate.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: starling eval -m DIR (--task FILE | --arith N) [options]\n\n"
+            "  -m, --model DIR        checkpoint directory (with tokenizer.json)\n"
+            "      --task FILE        JSON lines: {\"prompt\": ..., \"answer\": ...}\n"
+            "      --arith N          generate N addition questions instead (deterministic)\n"
+            "      --write-task FILE  also save the task used as JSON lines\n"
+            "  -o, --out DIR          write eval.md, eval.tsv and eval.svg there (default: eval-out)\n"
+            "      --caps LIST        thinking caps to sweep per budget (default 0,32,128,none)\n"
+            "      --pairs LIST       think->answer pairs (default S:L,M:L,L:M,L:S)\n"
+            "      --pair-cap N       thinking cap for the pairs ('none' = no cap; default: the\n"
+            "                         smallest positive cap of --caps, so the switch happens)\n"
+            "      --budgets LIST     single budgets to sweep (default: every named budget)\n"
+            "  -n, --max-tokens N     tokens per answer, thinking included (default 256)\n"
+            "      --grace N          think grace (default 16)\n"
+            "      --message TEXT     think message at a budget close\n"
+            "      --system TEXT      system message for every item\n"
+            "  -t, --threads N        kernel threads (default: all cores)\n"
+            "  -q, --quiet            no progress lines\n"
+            "  -h, --help             this help\n\n"
+            "Accuracy means something only for a trained checkpoint; on the random default model it is\n"
+            "noise, while the latencies still compare budgets, caps and switch modes honestly.\n");
+}
+
+typedef struct { char *prompt, *answer; } item;
+
+typedef struct {
+    char label[96], family[32];
+    const char *think, *answer;  /* budget names */
+    int cap;                     /* -1 none */
+    int pair, mode;              /* pair: think != answer */
+    int ok;                      /* ran (0: n/a) */
+    char why[256];
+    double acc, lat, lat_p50, toks, think_toks, tps;
+} row;
+
+static int split(char *s, char **out, int max) {
+    int n = 0;
+    for (char *t = strtok(s, ","); t && n < max; t = strtok(NULL, ",")) out[n++] = t;
+    return n;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The last integer in s (with sign), as a string in buf; 0 if none. */
+static int last_number(const char *s, size_t n, char *buf, size_t cap) {
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) continue;
+        size_t b = i, e = i;
+        while (e < n && isdigit((unsigned char)s[e])) e++;
+        if (b > 0 && s[b - 1] == '-') b--;
+        size_t len = e - b < cap - 1 ? e - b : cap - 1;
+        memcpy(buf, s + b, len);
+        buf[len] = 0;
+        found = 1;
+        i = e;
+    }
+    return found;
+}
+
+static int is_number(const char *s) {
+    if (*s == '-') s++;
+    if (!*s) return 0;
+    for (; *s; s++) if (!isdigit((unsigned char)*s)) return 0;
+    return 1;
+}
+
+static int correct(const char *reply, size_t n, const char *want) {
+    if (is_number(want)) {
+        char got[64];
+        if (!last_number(reply, n, got, sizeof got)) return 0;
+        const char *a = got, *b = want;
+        while (*a == '0' && a[1]) a++;
+        while (*b == '0' && b[1]) b++;
+        return !strcmp(a, b);
+    }
+    while (n && isspace((unsigned char)*reply)) { reply++; n--; }
+    while (n && isspace((unsigned char)reply[n - 1])) n--;
+    return n == strlen(want) && !strncasecmp(reply, want, n);
+}
+
+static item *load_task(const char *path, int *n_out) {
+    char *text = cli_read_text("eval", path, NULL);
+    if (!text) return NULL;
+    item *it = NULL;
+    int n = 0, cap = 0, line = 0;
+    for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n")) {
+        line++;
+        while (isspace((unsigned char)*l)) l++;
+        if (!*l) continue;
+        json_error_t je;
+        json_t *j = json_loads(l, 0, &je);
+        json_t *p = json_object_get(j, "prompt"), *a = json_object_get(j, "answer");
+        if (!json_is_string(p) || !(json_is_string(a) || json_is_integer(a))) {
+            cli_fail("eval", "%s:%d: expected {\"prompt\": string, \"answer\": string or integer}", path, line);
+            json_decref(j);
+            free(text);
+            for (int i = 0; i < n; i++) { free(it[i].prompt); free(it[i].answer); }
+            free(it);
+            return NULL;
+        }
+        if (n == cap) { cap = cap ? 2 * cap : 64; it = realloc(it, sizeof *it * (size_t)cap); }
+        char num[32];
+        if (json_is_integer(a)) snprintf(num, sizeof num, "%lld", (long long)json_integer_value(a));
+        it[n].prompt = strdup(json_string_value(p));
+        it[n].answer = strdup(json_is_integer(a) ? num : json_string_value(a));
+        n++;
+        json_decref(j);
+    }
+    free(text);
+    if (!n) { cli_fail("eval", "%s: no items", path); free(it); return NULL; }
+    *n_out = n;
+    return it;
+}
+
+static item *gen_arith(int n) {
+    item *it = calloc((size_t)n, sizeof *it);
+    uint64_t x = 0x5eed;
+    for (int i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        int a = (int)((x >> 33) % 90) + 10, b = (int)((x >> 45) % 90) + 10;
+        char p[128], s[16];
+        snprintf(p, sizeof p, "What is %d + %d? Answer with the number only.", a, b);
+        snprintf(s, sizeof s, "%d", a + b);
+        it[i].prompt = strdup(p);
+        it[i].answer = strdup(s);
+    }
+    return it;
+}
+
+/* ------------------------------------------------------------ SVG */
+
+static void svg_escape(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else if (*s == '&') fputs("&amp;", f);
+        else fputc(*s, f);
+    }
+}
+
+static int write_svg(const char *path, const row *r, int n, const char *title) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    const int W = 760, H = 480, L = 70, R = 200, T = 40, B = 60;
+    double xmax = 0;
+    for (int i = 0; i < n; i++) if (r[i].ok && r[i].lat > xmax) xmax = r[i].lat;
+    if (xmax <= 0) xmax = 1;
+    xmax *= 1.1;
+    const char *colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n", W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%d\" y=\"22\" font-size=\"14\">", L);
+    svg_escape(f, title);
+    fprintf(f, "</text>\n");
+    int pw = W - L - R, ph = H - T - B;
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#444\"/>\n", L, T, pw, ph);
+    for (int k = 0; k <= 5; k++) {
+        double a = k / 5.0, y = T + ph * (1 - a), xv = xmax * k / 5.0, x = L + pw * k / 5.0;
+        fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, L + pw, y, y);
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.0f%%</text>\n", L - 6, y + 4, a * 100);
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.0f</text>\n", x, T + ph + 16, xv * 1000);
+    }
+    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">mean latency per item (ms)</text>\n", L + pw / 2, H - 20);
+    fprintf(f, "<text transform=\"translate(18,%d) rotate(-90)\" text-anchor=\"middle\">accuracy</text>\n", T + ph / 2);
+    /* families: single budgets as lines over the cap sweep, pairs as markers */
+    char fam[16][32];
+    int nf = 0;
+    for (int i = 0; i < n; i++) {
+        int k = 0;
+        while (k < nf && strcmp(fam[k], r[i].family)) k++;
+        if (k == nf && nf < 16) snprintf(fam[nf++], 32, "%s", r[i].family);
+    }
+    for (int k = 0; k < nf; k++) {
+        const char *col = colors[k % 8];
+        int first = 1;
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-opacity=\"0.5\" points=\"", col);
+        for (int i = 0; i < n; i++) {
+            if (!r[i].ok || strcmp(r[i].family, fam[k]) || r[i].pair) continue;
+            fprintf(f, "%s%.1f,%.1f", first ? "" : " ", L + pw * r[i].lat / xmax, T + ph * (1 - r[i].acc));
+            first = 0;
+        }
+        fprintf(f, "\"/>\n");
+        for (int i = 0; i < n; i++) {
+            if (!r[i].ok || strcmp(r[i].family, fam[k])) continue;
+            double x = L + pw * r[i].lat / xmax, y = T + ph * (1 - r[i].acc);
+            if (r[i].pair && r[i].mode == ST_SWITCH_TRANSPLANT)
+                fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"8\" height=\"8\" fill=\"white\" stroke=\"%s\" stroke-width=\"2\"/>\n", x - 4, y - 4, col);
+            else if (r[i].pair)
+                fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"8\" height=\"8\" fill=\"%s\"/>\n", x - 4, y - 4, col);
+            else
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", x, y, col);
+            fprintf(f, "<title>");
+            svg_escape(f, r[i].label);
+            fprintf(f, "</title>\n");
+        }
+        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">", L + pw + 16,
+                T + 8 + 18 * k, col, L + pw + 32, T + 17 + 18 * k);
+        svg_escape(f, fam[k]);
+        fprintf(f, "</text>\n");
+    }
+    int ly = T + 18 * nf + 24;
+    fprintf(f, "<text x=\"%d\" y=\"%d\">o single budget (cap sweep)</text>\n", L + pw + 16, ly);
+    fprintf(f, "<text x=\"%d\" y=\"%d\">&#9632; pair, exact switch</text>\n", L + pw + 16, ly + 16);
+    fprintf(f, "<text x=\"%d\" y=\"%d\">&#9633; pair, transplant</text>\n", L + pw + 16, ly + 32);
+    fprintf(f, "</svg>\n");
+    return fclose(f);
+}
+
+/* ------------------------------------------------------------ main */
+
+int cmd_eval(int argc, char **argv) {
+    const char *dir = NULL, *task = NULL, *write_task = NULL, *out = "eval-out", *msg = NULL, *system = NULL;
+    char caps_s[256] = "0,32,128,none", pairs_s[256] = "S:L,M:L,L:M,L:S", budgets_s[256] = "";
+    long arith = 0, max_tokens = 256, grace = 16, threads = 0, pair_cap = -2;
+    int quiet = 0;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"task", required_argument, 0, 'T'}, {"arith", required_argument, 0, 'A'},
+        {"write-task", required_argument, 0, 'W'}, {"out", required_argument, 0, 'o'}, {"caps", required_argument, 0, 'C'},
+        {"pairs", required_argument, 0, 'P'}, {"pair-cap", required_argument, 0, 'K'}, {"budgets", required_argument, 0, 'B'},
+        {"max-tokens", required_argument, 0, 'n'}, {"grace", required_argument, 0, 'G'}, {"message", required_argument, 0, 'M'},
+        {"system", required_argument, 0, 'S'}, {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'}, {0}};
+    int ch;
+    opterr = 0;
+    optind = 1;
+#define BAD(what) return cli_usage("eval", "bad value for %s: '%s'", what, optarg)
+    while ((ch = getopt_long(argc, argv, ":m:o:n:t:qh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'm': dir = optarg; break;
+        case 'T': task = optarg; break;
+        case 'A': if (cli_int(optarg, 1, 1 << 20, &arith)) BAD("--arith"); break;
+        case 'W': write_task = optarg; break;
+        case 'o': out = optarg; break;
+        case 'C': snprintf(caps_s, sizeof caps_s, "%s", optarg); break;
+        case 'P': snprintf(pairs_s, sizeof pairs_s, "%s", optarg); break;
+        case 'K':
+            if (!strcmp(optarg, "none")) pair_cap = -1;
+            else if (cli_int(optarg, 0, 1 << 24, &pair_cap)) BAD("--pair-cap");
+            break;
+        case 'B': snprintf(budgets_s, sizeof budgets_s, "%s", optarg); break;
+        case 'n': if (cli_int(optarg, 1, 1 << 20, &max_tokens)) BAD("--max-tokens"); break;
+        case 'G': if (cli_int(optarg, 0, 1 << 20, &grace)) BAD("--grace"); break;
+        case 'M': msg = optarg; break;
+        case 'S': system = optarg; break;
+        case 't': if (cli_int(optarg, 0, 1024, &threads)) BAD("--threads"); break;
+        case 'q': quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        case ':': return cli_usage("eval", "option %s needs a value", argv[optind - 1]);
+        default: return cli_usage("eval", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage("eval", "unexpected argument '%s'", argv[optind]);
+    if (!dir) return cli_usage("eval", "-m DIR is required");
+    if (!!task + !!arith != 1) return cli_usage("eval", "give exactly one of --task FILE or --arith N");
+    char *caps_v[32], *pairs_v[32], *bud_v[32];
+    int caps[32], n_caps = split(caps_s, caps_v, 32), n_pairs = split(pairs_s, pairs_v, 32);
+    for (int i = 0; i < n_caps; i++) {
+        long v;
+        if (!strcmp(caps_v[i], "none")) caps[i] = -1;
+        else if (cli_int(caps_v[i], 0, 1 << 24, &v)) return cli_usage("eval", "bad cap '%s' in --caps", caps_v[i]);
+        else caps[i] = (int)v;
+    }
+#undef BAD
+    if (pair_cap == -2) {
+        pair_cap = -1;
+        for (int i = 0; i < n_caps; i++)
+            if (caps[i] > 0 && (pair_cap < 0 || caps[i] < pair_cap)) pair_cap = caps[i];
+    }
+    if (threads) st_set_threads((int)threads);
+
+    int n_items = 0, rc = 1;
+    item *items = task ? load_task(task, &n_items) : gen_arith((int)arith);
+    if (!items) return 1;
+    if (arith) n_items = (int)arith;
+    st_model *m = NULL;
+    st_tokenizer *tok = NULL;
+    st_budget *budgets[64] = {0};
+    const char *bnames[64];
+    int nb = 0;
+    row *rows = NULL;
+    int nr = 0;
+    FILE *f = NULL;
+    if (write_task) {
+        f = fopen(write_task, "w");
+        if (!f) { cli_fail("eval", "%s: %s", write_task, strerror(errno)); goto out; }
+        for (int i = 0; i < n_items; i++) {
+            json_t *j = json_pack("{s:s,s:s}", "prompt", items[i].prompt, "answer", items[i].answer);
+            char *s = json_dumps(j, JSON_COMPACT);
+            fprintf(f, "%s\n", s);
+            free(s);
+            json_decref(j);
+        }
+        fclose(f);
+        f = NULL;
+    }
+    if (cli_load("eval", dir, NULL, &m, NULL)) goto out;
+    char tp[4096];
+    snprintf(tp, sizeof tp, "%s/tokenizer.json", dir);
+    st_status e = st_tokenizer_load(tp, &tok);
+    if (e) { cli_fail_st("eval", e); goto out; }
+    /* budgets: named ones (or --budgets), plus whatever the pairs name */
+    int n_single = 0;
+    if (*budgets_s) n_single = split(budgets_s, bud_v, 32);
+    else {
+        for (int i = 0; i < st_model_n_budgets(m) && i < 32; i++) bud_v[n_single++] = (char *)st_model_budget_name(m, i);
+        if (!n_single) bud_v[n_single++] = "full";
+    }
+    for (int i = 0; i < n_single; i++) {
+        if ((e = st_budget_resolve(m, bud_v[i], &budgets[nb]))) { cli_fail_st("eval", e); goto out; }
+        bnames[nb++] = bud_v[i];
+    }
+    rows = calloc((size_t)(n_single * n_caps + 2 * n_pairs + 1), sizeof *rows);
+    for (int i = 0; i < n_single; i++)
+        for (int k = 0; k < n_caps; k++) {
+            row *r = &rows[nr++];
+            r->think = r->answer = bnames[i];
+            r->cap = caps[k];
+            snprintf(r->family, sizeof r->family, "%s", bnames[i]);
+            if (caps[k] < 0) snprintf(r->label, sizeof r->label, "%s, no cap", bnames[i]);
+            else snprintf(r->label, sizeof r->label, "%s, cap %d", bnames[i], caps[k]);
+        }
+    for (int i = 0; i < n_pairs; i++) {
+        char *colon = strchr(pairs_v[i], ':');
+        if (!colon) { cli_usage("eval", "bad pair '%s' (THINK:ANSWER)", pairs_v[i]); rc = 2; goto out; }
+        *colon = 0;
+        const char *tn = pairs_v[i], *an = colon + 1;
+        int have = 0;
+        for (int k = 0; k < 2; k++) {
+            const char *nm = k ? an : tn;
+            int j = 0;
+            while (j < nb && strcmp(bnames[j], nm)) j++;
+            if (j == nb) {
+                if (st_budget_resolve(m, nm, &budgets[nb])) continue; /* not in this checkpoint: skip the pair */
+                bnames[nb++] = nm;
+            }
+            have++;
+        }
+        if (have < 2) {
+            if (!quiet) fprintf(stderr, "starling eval: pair %s->%s skipped (no such budget)\n", tn, an);
+            continue;
+        }
+        for (int md = 0; md < 2; md++) {
+            row *r = &rows[nr++];
+            r->think = tn;
+            r->answer = an;
+            r->cap = (int)pair_cap;
+            r->pair = 1;
+            r->mode = md ? ST_SWITCH_TRANSPLANT : ST_SWITCH_EXACT;
+            snprintf(r->family, sizeof r->family, "%s->%s", tn, an);
+            snprintf(r->label, sizeof r->label, "%s->%s %s", tn, an, md ? "transplant" : "exact");
+        }
+    }
+    /* prompts once */
+    int32_t **ids = calloc((size_t)n_items, sizeof *ids);
+    int *nids = calloc((size_t)n_items, sizeof *nids);
+    for (int i = 0; i < n_items; i++) {
+        st_chat_msg msgs[2];
+        int nm = 0;
+        if (system) msgs[nm++] = (st_chat_msg){"system", system, NULL};
+        msgs[nm++] = (st_chat_msg){"user", items[i].prompt, NULL};
+        char *text = NULL;
+        if ((e = st_chat_render(msgs, nm, 1, 1, &text)) || (e = st_tokenize(tok, text, strlen(text), 1, &ids[i], &nids[i]))) {
+            free(text);
+            cli_fail_st("eval", e);
+            goto out2;
+        }
+        free(text);
+    }
+    double *lat = calloc((size_t)n_items, sizeof *lat);
+    for (int ri = 0; ri < nr; ri++) {
+        row *r = &rows[ri];
+        const st_budget *bt = NULL, *ba = NULL;
+        for (int j = 0; j < nb; j++) {
+            if (!strcmp(bnames[j], r->think)) bt = budgets[j];
+            if (!strcmp(bnames[j], r->answer)) ba = budgets[j];
+        }
+        st_gen_params p = st_gen_default_params();
+        p.sampling.temperature = 0;
+        p.max_tokens = (int)max_tokens;
+        p.thinking = 1;
+        p.think_budget = r->cap;
+        p.think_grace = (int)grace;
+        p.think_message = msg;
+        p.think_with = bt;
+        p.answer_with = ba;
+        p.mode = (st_switch_mode)r->mode;
+        if (st_gen_check(m, &p)) {
+            snprintf(r->why, sizeof r->why, "%s", st_last_error());
+            if (!quiet) fprintf(stderr, "starling eval: %-28s n/a: %s\n", r->label, r->why);
+            continue;
+        }
+        int right = 0;
+        double toks = 0, ttoks = 0, tsum = 0;
+        for (int i = 0; i < n_items; i++) {
+            st_gen *g = NULL;
+            double t0 = st_time_now();
+            if ((e = st_gen_new(m, tok, &p, ids[i], nids[i], 0, NULL, NULL, NULL, &g)) || (e = st_gen_run(g))) {
+                cli_fail_st("eval", e);
+                st_gen_free(g);
+                goto out3;
+            }
+            lat[i] = st_time_now() - t0;
+            size_t n;
+            const char *c = st_gen_text(g, ST_TEXT_CONTENT, &n);
+            right += correct(c, n, items[i].answer);
+            const st_gen_stats *s = st_gen_get_stats(g);
+            toks += s->completion_tokens;
+            ttoks += s->think_tokens;
+            tsum += lat[i];
+            st_gen_free(g);
+        }
+        qsort(lat, (size_t)n_items, sizeof *lat, cmp_d);
+        r->ok = 1;
+        r->acc = (double)right / n_items;
+        r->lat = tsum / n_items;
+        r->lat_p50 = lat[n_items / 2];
+        r->toks = toks / n_items;
+        r->think_toks = ttoks / n_items;
+        r->tps = toks / (tsum > 0 ? tsum : 1e-9);
+        if (!quiet)
+            fprintf(stderr, "starling eval: %-28s accuracy %5.1f%%  latency %8.1f ms  %6.1f tok (%5.1f thinking)\n",
+                    r->label, 100 * r->acc, 1000 * r->lat, r->toks, r->think_toks);
+    }
+    /* outputs */
+    mkdir(out, 0755);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/eval.tsv", out);
+    f = fopen(path, "w");
+    if (!f) { cli_fail("eval", "%s: %s", path, strerror(errno)); goto out3; }
+    fprintf(f, "config\tthink\tanswer\tswitch\tcap\taccuracy\tlatency_mean_s\tlatency_p50_s\ttokens\tthinking_tokens\ttok_per_s\tnote\n");
+    for (int i = 0; i < nr; i++) {
+        row *r = &rows[i];
+        fprintf(f, "%s\t%s\t%s\t%s\t%d\t", r->label, r->think, r->answer,
+                r->pair ? (r->mode ? "transplant" : "exact") : "-", r->cap);
+        if (r->ok) fprintf(f, "%.4f\t%.6f\t%.6f\t%.1f\t%.1f\t%.1f\t\n", r->acc, r->lat, r->lat_p50, r->toks, r->think_toks, r->tps);
+        else fprintf(f, "\t\t\t\t\t\tn/a: %s\n", r->why);
+    }
+    fclose(f);
+    snprintf(path, sizeof path, "%s/eval.md", out);
+    f = fopen(path, "w");
+    if (!f) { cli_fail("eval", "%s: %s", path, strerror(errno)); goto out3; }
+    for (int pass = 0; pass < 2; pass++) {
+        FILE *o = pass ? f : stdout;
+        fprintf(o, "# starling eval: %s, %d items%s%s\n\n", dir, n_items, task ? " from " : " (generated addition)",
+                task ? task : "");
+        fprintf(o, "| config | think | answer | switch | cap | accuracy | mean latency (ms) | p50 (ms) | tokens | thinking | tok/s |\n");
+        fprintf(o, "|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for (int i = 0; i < nr; i++) {
+            row *r = &rows[i];
+            char cap[16];
+            if (r->cap < 0) snprintf(cap, sizeof cap, "none");
+            else snprintf(cap, sizeof cap, "%d", r->cap);
+            fprintf(o, "| %s | %s | %s | %s | %s | ", r->label, r->think, r->answer,
+                    r->pair ? (r->mode ? "transplant" : "exact") : "-", cap);
+            if (r->ok)
+                fprintf(o, "%.1f%% | %.1f | %.1f | %.1f | %.1f | %.1f |\n", 100 * r->acc, 1000 * r->lat, 1000 * r->lat_p50,
+                        r->toks, r->think_toks, r->tps);
+            else fprintf(o, "n/a | | | | | %s |\n", r->why);
+        }
+        fprintf(o, "\nGreedy decoding, thinking on, max %ld tokens, grace %ld, %d threads, cold state per item (no prompt "
+                   "cache).\nAccuracy is meaningful only for a trained checkpoint: on a random model (such as the synthetic "
+                   "default) it is noise; latencies are real.\n", max_tokens, grace, st_get_threads());
+    }
+    fclose(f);
+    f = NULL;
+    snprintf(path, sizeof path, "%s/eval.svg", out);
+    char title[512];
+    snprintf(title, sizeof title, "starling eval: accuracy vs latency (%d items)", n_items);
+    if (write_svg(path, rows, nr, title)) { cli_fail("eval", "%s: cannot write", path); goto out3; }
+    if (!quiet) fprintf(stderr, "starling eval: wrote %s/eval.md, eval.tsv, eval.svg\n", out);
+    rc = 0;
+out3:
+    free(lat);
+out2:
+    for (int i = 0; i < n_items; i++) free(ids[i]);
+    free(ids);
+    free(nids);
+out:
+    for (int i = 0; i < n_items; i++) { free(items[i].prompt); free(items[i].answer); }
+    free(items);
+    free(rows);
+    for (int i = 0; i < nb; i++) st_budget_free(budgets[i]);
+    st_tokenizer_free(tok);
+    st_model_free(m);
+    return rc;
+}

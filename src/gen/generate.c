@@ -1,0 +1,596 @@
+/*
+ * generate.c — the generation engine: prefill (prompt cache aware), the
+ * thinking state machine with think budget, grace and message, the
+ * think→answer budget switch (exact / transplant), stop conditions, UTF-8
+ * safe streaming. See generate.h for the behaviour; this file is the how.
+ *
+ * All forward work goes through "jobs": a run of known tokens to push through
+ * one state at one budget, in chunks (so a scheduler can interleave requests),
+ * optionally storing prompt-cache snapshots at interval boundaries and at the
+ * prompt's end. Decoding is one token per step.
+ */
+#include "gen/generate.h"
+#include "model/model.h"
+#include "util/util.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+enum { PH_PREFILL, PH_THINK, PH_SWITCH, PH_ANSWER, PH_DONE };
+
+typedef struct { char *p; size_t n, cap; int oom; } sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t c = b->cap ? b->cap : 64;
+        while (c < b->n + n + 1) c *= 2;
+        char *q = realloc(b->p, c);
+        if (!q) { b->oom = 1; return; }
+        b->p = q;
+        b->cap = c;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+/* One run of known tokens through a state: src 0 = prompt, 1 = generated. */
+typedef struct {
+    st_state *s;
+    const st_budget *b;
+    int src, off, n, done;
+    int cacheable;        /* prompt tokens: store snapshots (prompt offset = off) */
+    int logits;           /* want logits after the last chunk */
+    int transplant;       /* transplant s to b before the first chunk */
+} job;
+
+typedef struct {
+    unsigned char raw[4]; /* an incomplete UTF-8 sequence carried to the next piece */
+    int nraw;
+    sbuf pend;            /* content held back while it may begin a stop string */
+} chan;
+
+struct st_gen {
+    const st_model *m;
+    const st_tokenizer *tok;
+    st_gen_params p;
+    char *stop[ST_GEN_MAX_STOP];
+    char *msg;
+    int32_t *bias_ids;
+    float *bias;
+    int32_t *prompt;
+    int n_prompt, max_ctx;
+    st_pcache *cache;
+    st_gen_emit_fn emit;
+    void *ud;
+    const st_budget *b_think, *b_ans, *b_cur;
+    int switching;        /* thinking and answer budgets differ */
+    st_state *s, *s_ans;  /* s_ans: exact mode's own answer state */
+    st_sampler *smp;
+    float *logits;
+    int have_logits;
+    int32_t *out;
+    int n_out, cap_out;
+    int phase;
+    job jobs[3];
+    int n_jobs, cur_job;
+    int32_t id_think_end, id_im_end;
+    int32_t *close_ids, *nl_ids;
+    int n_close, n_nl;
+    int last_nl;          /* the thought so far ends at a line break */
+    int sep_pending;      /* a natural close: a lone "\n" next is the separator */
+    chan ch[3];
+    sbuf all[3];
+    atomic_int cancel;
+    st_gen_stats st;
+};
+
+st_gen_params st_gen_default_params(void) {
+    st_gen_params p;
+    memset(&p, 0, sizeof p);
+    p.max_tokens = 256;
+    p.think_budget = -1;
+    p.think_grace = 16;
+    p.mode = ST_SWITCH_EXACT;
+    p.prefill_chunk = 512;
+    p.sampling = st_sampler_default_params();
+    return p;
+}
+
+const char *st_finish_name(st_finish f) {
+    switch (f) {
+    case ST_FINISH_NONE: return "none";
+    case ST_FINISH_STOP: return "stop";
+    case ST_FINISH_LENGTH: return "length";
+    case ST_FINISH_CANCEL: return "cancelled";
+    case ST_FINISH_ERROR: return "error";
+    }
+    return "?";
+}
+
+/* ------------------------------------------------------------ checks */
+
+static int same_budget(const st_budget *a, const st_budget *b) {
+    if (a == b) return 1;
+    char ka[160], kb[160];
+    st_budget_key(a, ka, sizeof ka);
+    st_budget_key(b, kb, sizeof kb);
+    return !strcmp(ka, kb);
+}
+
+st_status st_gen_check(const st_model *m, const st_gen_params *p) {
+    if (!p->answer_with) return st_err(ST_ERR_ARG, "generate: no answer budget");
+    if (p->answer_with->m != m || (p->think_with && p->think_with->m != m))
+        return st_err(ST_ERR_ARG, "generate: budget of another model");
+    if (p->max_tokens < 0) return st_err(ST_ERR_ARG, "generate: max_tokens %d < 0", p->max_tokens);
+    if (p->think_grace < 0) return st_err(ST_ERR_ARG, "generate: think grace %d < 0", p->think_grace);
+    if (p->n_stop < 0 || p->n_stop > ST_GEN_MAX_STOP)
+        return st_err(ST_ERR_ARG, "generate: %d stop strings (at most %d)", p->n_stop, ST_GEN_MAX_STOP);
+    for (int i = 0; i < p->n_stop; i++)
+        if (!p->stop[i] || !*p->stop[i]) return st_err(ST_ERR_ARG, "generate: empty stop string");
+    if (p->n_bias < 0 || (p->n_bias && (!p->bias_ids || !p->bias)))
+        return st_err(ST_ERR_ARG, "generate: bad logit bias list");
+    for (int i = 0; i < p->n_bias; i++)
+        if (p->bias_ids[i] < 0 || p->bias_ids[i] >= m->cfg.vocab_size)
+            return st_err(ST_ERR_RANGE, "logit bias for token %d, outside the vocabulary of %d", p->bias_ids[i],
+                          m->cfg.vocab_size);
+    if (p->mode != ST_SWITCH_EXACT && p->mode != ST_SWITCH_TRANSPLANT)
+        return st_err(ST_ERR_ARG, "generate: unknown switch mode %d", (int)p->mode);
+    const st_budget *a = p->think_with, *b = p->answer_with;
+    if (p->thinking && a && p->mode == ST_SWITCH_TRANSPLANT && !same_budget(a, b)) {
+        /* the rule st_state_transplant applies, checked before any work */
+        const st_widths *wa = st_budget_widths(a), *wb = st_budget_widths(b);
+        if (strchr(m->cfg.pattern, 'M') &&
+            (wa->mamba_num_heads != wb->mamba_num_heads || wa->mamba_head_dim != wb->mamba_head_dim))
+            return st_err(ST_ERR_BUDGET,
+                          "transplant %s -> %s is impossible: %s keeps %d Mamba heads x %d channels, %s keeps %d x %d, "
+                          "so the SSM state cannot carry over (use the exact switch mode)",
+                          a->name, b->name, a->name, wa->mamba_num_heads, wa->mamba_head_dim, b->name,
+                          wb->mamba_num_heads, wb->mamba_head_dim);
+        if (wa->n_skip != wb->n_skip || memcmp(wa->skip_layers, wb->skip_layers, sizeof(int) * (size_t)wa->n_skip))
+            return st_err(ST_ERR_BUDGET,
+                          "transplant %s -> %s is impossible: they skip different layers (use the exact switch mode)",
+                          a->name, b->name);
+    }
+    return ST_OK;
+}
+
+/* ------------------------------------------------------------ text out */
+
+static void emit_raw(st_gen *g, st_text_kind k, const char *s, size_t n) {
+    if (!n) return;
+    sb_put(&g->all[k], s, n);
+    if (g->emit && g->emit(g->ud, k, s, n)) atomic_store(&g->cancel, 1);
+}
+
+/* Append the UTF-8-valid form of bytes to out; an incomplete sequence at the
+ * end waits in c->raw for the next piece; invalid bytes become U+FFFD. */
+static void utf8_clean(chan *c, const char *in, size_t n, sbuf *out) {
+    size_t len = (size_t)c->nraw + n;
+    unsigned char stackbuf[512], *s = len <= sizeof stackbuf ? stackbuf : malloc(len);
+    if (!s) { out->oom = 1; return; }
+    memcpy(s, c->raw, (size_t)c->nraw);
+    memcpy(s + c->nraw, in, n);
+    c->nraw = 0;
+    size_t i = 0;
+    static const char rep[] = "\xEF\xBF\xBD";
+    while (i < len) {
+        unsigned b = s[i];
+        if (b < 0x80) { sb_put(out, (const char *)s + i, 1); i++; continue; }
+        size_t need = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+        if (!need) { sb_put(out, rep, 3); i++; continue; }
+        size_t k = 1;
+        int ok = 1;
+        for (; k < need && i + k < len; k++) {
+            unsigned x = s[i + k], lo = 0x80, hi = 0xBF;
+            if (k == 1) {
+                if (b == 0xE0) lo = 0xA0;
+                if (b == 0xED) hi = 0x9F;
+                if (b == 0xF0) lo = 0x90;
+                if (b == 0xF4) hi = 0x8F;
+            }
+            if (x < lo || x > hi) { ok = 0; break; }
+        }
+        if (!ok) { sb_put(out, rep, 3); i += k; continue; }
+        if (i + need > len) { memcpy(c->raw, s + i, len - i); c->nraw = (int)(len - i); break; }
+        sb_put(out, (const char *)s + i, need);
+        i += need;
+    }
+    if (s != stackbuf) free(s);
+}
+
+static void finish(st_gen *g, st_finish f);
+
+/* Content goes through the stop-string filter; the rest straight out. */
+static void put_text(st_gen *g, st_text_kind k, const char *bytes, size_t n) {
+    chan *c = &g->ch[k];
+    sbuf clean = {0};
+    utf8_clean(c, bytes, n, &clean);
+    if (k != ST_TEXT_CONTENT || !g->p.n_stop) {
+        emit_raw(g, k, clean.p, clean.n);
+        free(clean.p);
+        return;
+    }
+    sb_put(&c->pend, clean.p ? clean.p : "", clean.n);
+    free(clean.p);
+    if (!c->pend.n) return;
+    size_t cut = (size_t)-1;
+    for (int i = 0; i < g->p.n_stop; i++) {
+        const char *hit = strstr(c->pend.p, g->stop[i]);
+        if (hit && (size_t)(hit - c->pend.p) < cut) cut = (size_t)(hit - c->pend.p);
+    }
+    if (cut != (size_t)-1) {
+        emit_raw(g, k, c->pend.p, cut);
+        c->pend.n = 0;
+        c->nraw = 0;
+        finish(g, ST_FINISH_STOP);
+        return;
+    }
+    size_t hold = 0; /* longest suffix of pend that is a proper prefix of a stop string */
+    for (int i = 0; i < g->p.n_stop; i++) {
+        size_t L = strlen(g->stop[i]);
+        for (size_t h = L - 1; h > hold; h--)
+            if (h <= c->pend.n && !memcmp(c->pend.p + c->pend.n - h, g->stop[i], h)) { hold = h; break; }
+    }
+    emit_raw(g, k, c->pend.p, c->pend.n - hold);
+    memmove(c->pend.p, c->pend.p + c->pend.n - hold, hold);
+    c->pend.n = hold;
+    c->pend.p[hold] = 0;
+}
+
+static void flush_text(st_gen *g) {
+    for (int k = 0; k < 3; k++) {
+        chan *c = &g->ch[k];
+        if (c->nraw) { c->nraw = 0; sb_put(&c->pend, "\xEF\xBF\xBD", 3); }
+        if (c->pend.n) emit_raw(g, (st_text_kind)k, c->pend.p, c->pend.n);
+        c->pend.n = 0;
+    }
+}
+
+static void finish(st_gen *g, st_finish f) {
+    if (g->phase == PH_DONE) return;
+    g->phase = PH_DONE;
+    g->st.finish = f;
+    flush_text(g); /* a stop string already dropped what followed it */
+}
+
+static void put_token_text(st_gen *g, st_text_kind k, int32_t t, int *has_nl) {
+    char buf[1024];
+    int nb = st_token_bytes(g->tok, t, buf, sizeof buf);
+    if (has_nl) *has_nl = 0;
+    if (nb <= 0) return;
+    if (nb > (int)sizeof buf) {
+        char *big = malloc((size_t)nb);
+        if (!big) return;
+        st_token_bytes(g->tok, t, big, nb);
+        if (has_nl) *has_nl = memchr(big, '\n', (size_t)nb) != NULL;
+        put_text(g, k, big, (size_t)nb);
+        free(big);
+        return;
+    }
+    if (has_nl) *has_nl = memchr(buf, '\n', (size_t)nb) != NULL;
+    put_text(g, k, buf, (size_t)nb);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static st_status push_out(st_gen *g, int32_t t) {
+    if (g->n_out == g->cap_out) {
+        int nc = g->cap_out ? 2 * g->cap_out : 256;
+        int32_t *o = realloc(g->out, sizeof(int32_t) * (size_t)nc);
+        if (!o) return st_err(ST_ERR_NOMEM, "generate: out of memory");
+        g->out = o;
+        g->cap_out = nc;
+    }
+    g->out[g->n_out++] = t;
+    return ST_OK;
+}
+
+void st_gen_free(st_gen *g) {
+    if (!g) return;
+    for (int i = 0; i < g->p.n_stop; i++) free(g->stop[i]);
+    free(g->msg);
+    free(g->bias_ids);
+    free(g->bias);
+    free(g->prompt);
+    st_state_free(g->s);
+    st_state_free(g->s_ans);
+    st_sampler_free(g->smp);
+    free(g->logits);
+    free(g->out);
+    free(g->close_ids);
+    free(g->nl_ids);
+    for (int k = 0; k < 3; k++) { free(g->ch[k].pend.p); free(g->all[k].p); }
+    free(g);
+}
+
+st_status st_gen_new(const st_model *m, const st_tokenizer *tok, const st_gen_params *p, const int32_t *prompt,
+                     int n_prompt, int max_ctx, st_pcache *cache, st_gen_emit_fn emit, void *ud, st_gen **out) {
+    *out = NULL;
+    st_status rc = st_gen_check(m, p);
+    if (rc) return rc;
+    const st_config *c = st_model_config(m);
+    if (n_prompt <= 0) return st_err(ST_ERR_ARG, "generate: the prompt is empty");
+    if (max_ctx <= 0) max_ctx = c->max_position_embeddings > 0 ? c->max_position_embeddings : 1 << 20;
+    if (n_prompt > max_ctx)
+        return st_err(ST_ERR_RANGE, "the prompt has %d tokens, more than the %d-token context", n_prompt, max_ctx);
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
+            return st_err(ST_ERR_RANGE, "prompt token %d (id %d) is outside the model's vocabulary of %d", i,
+                          prompt[i], c->vocab_size);
+    st_gen *g = st_calloc(1, sizeof *g);
+    if (!g) return ST_ERR_NOMEM;
+    g->m = m;
+    g->tok = tok;
+    g->p = *p;
+    if (g->p.prefill_chunk <= 0) g->p.prefill_chunk = 512;
+    g->max_ctx = max_ctx;
+    g->cache = cache;
+    g->emit = emit;
+    g->ud = ud;
+    for (int i = 0; i < p->n_stop; i++) {
+        g->stop[i] = st_strdup(p->stop[i]);
+        if (!g->stop[i]) { g->p.n_stop = i; goto nomem; }
+    }
+    if (p->think_message && *p->think_message && !(g->msg = st_strdup(p->think_message))) goto nomem;
+    g->p.think_message = g->msg;
+    if (p->n_bias > 0) {
+        g->bias_ids = st_malloc(sizeof(int32_t) * (size_t)p->n_bias);
+        g->bias = st_malloc(sizeof(float) * (size_t)p->n_bias);
+        if (!g->bias_ids || !g->bias) goto nomem;
+        memcpy(g->bias_ids, p->bias_ids, sizeof(int32_t) * (size_t)p->n_bias);
+        memcpy(g->bias, p->bias, sizeof(float) * (size_t)p->n_bias);
+    }
+    g->p.bias_ids = g->bias_ids;
+    g->p.bias = g->bias;
+    g->prompt = st_malloc(sizeof(int32_t) * (size_t)n_prompt);
+    g->logits = st_malloc(sizeof(float) * (size_t)c->vocab_size);
+    if (!g->prompt || !g->logits) goto nomem;
+    memcpy(g->prompt, prompt, sizeof(int32_t) * (size_t)n_prompt);
+    g->n_prompt = n_prompt;
+    g->b_ans = p->answer_with;
+    g->b_think = p->thinking && p->think_with ? p->think_with : p->answer_with;
+    g->switching = !same_budget(g->b_think, g->b_ans);
+    g->b_cur = g->b_think;
+    if ((rc = st_state_new(m, max_ctx, &g->s))) goto fail;
+    if ((rc = st_sampler_new(&p->sampling, c->vocab_size, &g->smp))) goto fail;
+    for (int i = 0; i < n_prompt; i++) st_sampler_accept(g->smp, prompt[i]);
+    g->id_think_end = st_token_id(tok, "</think>");
+    g->id_im_end = st_token_id(tok, "<|im_end|>");
+    if ((rc = st_tokenize(tok, "</think>", 8, 1, &g->close_ids, &g->n_close))) goto fail;
+    if ((rc = st_tokenize(tok, "\n", 1, 0, &g->nl_ids, &g->n_nl))) goto fail;
+    g->last_nl = 1; /* the generation prompt ends "<think>\n" */
+    g->st.prompt_tokens = n_prompt;
+    g->phase = PH_PREFILL;
+    /* the prompt: whatever the cache holds, the rest as one job */
+    int hit = cache ? st_pcache_lookup(cache, g->b_cur, prompt, n_prompt, g->s, g->logits) : 0;
+    g->st.cached_tokens = hit;
+    g->jobs[0] = (job){.s = g->s, .b = g->b_cur, .src = 0, .off = hit, .n = n_prompt - hit, .cacheable = 1, .logits = 1};
+    g->n_jobs = hit < n_prompt;
+    g->cur_job = 0;
+    g->have_logits = hit == n_prompt;
+    *out = g;
+    return ST_OK;
+nomem:
+    rc = ST_ERR_NOMEM;
+fail:
+    st_gen_free(g);
+    return rc;
+}
+
+void st_gen_cancel(st_gen *g) { atomic_store(&g->cancel, 1); }
+const st_gen_stats *st_gen_get_stats(const st_gen *g) { return &g->st; }
+const char *st_gen_text(const st_gen *g, st_text_kind k, size_t *len) {
+    if (len) *len = g->all[k].n;
+    return g->all[k].p ? g->all[k].p : "";
+}
+const int32_t *st_gen_tokens(const st_gen *g, int *n) { *n = g->n_out; return g->out; }
+const float *st_gen_logits(const st_gen *g) { return g->have_logits ? g->logits : NULL; }
+const char *st_gen_budget_name(const st_gen *g) { return st_budget_name(g->b_cur); }
+
+/* ------------------------------------------------------------ steps */
+
+/* One chunk of the current job; chunks end on cache-interval boundaries so
+ * the snapshots land where later lookups expect them. */
+static st_status job_step(st_gen *g, int *job_done) {
+    job *j = &g->jobs[g->cur_job];
+    st_status rc;
+    if (j->transplant && j->done == 0) {
+        if ((rc = st_state_transplant(j->s, j->b))) return rc;
+        j->transplant = 0;
+    }
+    int q = j->n - j->done;
+    if (q > g->p.prefill_chunk) q = g->p.prefill_chunk;
+    int iv = g->cache ? st_pcache_interval(g->cache) : 0;
+    if (j->cacheable && iv > 0) {
+        int at = j->off + j->done, next = (at / iv + 1) * iv;
+        if (next - at < q) q = next - at;
+    }
+    const int32_t *toks = (j->src ? g->out : g->prompt) + j->off + j->done;
+    int last = j->done + q == j->n;
+    if (q > 0) {
+        if ((rc = st_forward(j->b, j->s, toks, q, last && j->logits ? g->logits : NULL, 0))) return rc;
+        j->done += q;
+    }
+    if (last && j->logits) g->have_logits = 1;
+    if (j->cacheable && g->cache) {
+        int at = j->off + j->done;
+        if (last || (iv > 0 && at % iv == 0)) {
+            rc = st_pcache_store(g->cache, j->b, g->prompt, at, j->s, last && j->logits ? g->logits : NULL);
+            if (rc == ST_ERR_NOMEM) st_err_clear(); /* a full cache is not the request's failure */
+            else if (rc) return rc;
+        }
+    }
+    *job_done = last;
+    return ST_OK;
+}
+
+static int is_eos(const st_gen *g, int32_t t) {
+    const st_config *c = st_model_config(g->m);
+    for (int i = 0; i < c->n_eos; i++)
+        if (t == c->eos_token_ids[i]) return 1;
+    return t == g->id_im_end && t >= 0;
+}
+
+/* Close the thought: the forced text (budget close), the close tag, then the
+ * jobs that bring the answer budget's state up to date. forced = 0: the model
+ * sampled </think> itself (not yet fed to any state). */
+static st_status close_thought(st_gen *g, int forced) {
+    int32_t *F = NULL;
+    int nF = 0;
+    st_status rc;
+    if (forced) {
+        sbuf t = {0};
+        if (!g->last_nl) sb_put(&t, "\n", 1);
+        if (g->msg) {
+            sb_put(&t, g->msg, strlen(g->msg));
+            if (g->msg[strlen(g->msg) - 1] != '\n') sb_put(&t, "\n", 1);
+        }
+        if (t.oom) { free(t.p); return st_err(ST_ERR_NOMEM, "generate: out of memory"); }
+        if (t.n && (rc = st_tokenize(g->tok, t.p, t.n, 0, &F, &nF))) { free(t.p); return rc; }
+        free(t.p);
+    }
+    int nC = forced ? g->n_close + g->n_nl : g->n_close;
+    int total = nF + nC;
+    if (g->st.completion_tokens + total > g->p.max_tokens || g->n_prompt + g->n_out + total > g->max_ctx) {
+        free(F);
+        finish(g, ST_FINISH_LENGTH);
+        return ST_OK;
+    }
+    int think_start = 0; /* thinking tokens are out[0..) */
+    for (int i = 0; i < nF; i++) {
+        if ((rc = push_out(g, F[i]))) { free(F); return rc; }
+        st_sampler_accept(g->smp, F[i]);
+        put_token_text(g, ST_TEXT_REASONING, F[i], NULL);
+    }
+    free(F);
+    g->st.think_tokens += nF;
+    int f_off = g->n_out - nF;
+    for (int i = 0; i < g->n_close; i++) {
+        if ((rc = push_out(g, g->close_ids[i]))) return rc;
+        if (forced) st_sampler_accept(g->smp, g->close_ids[i]);
+    }
+    put_text(g, ST_TEXT_CONTROL, "</think>", 8);
+    if (forced) {
+        for (int i = 0; i < g->n_nl; i++) {
+            if ((rc = push_out(g, g->nl_ids[i]))) return rc;
+            st_sampler_accept(g->smp, g->nl_ids[i]);
+        }
+        put_text(g, ST_TEXT_CONTROL, "\n", 1);
+    }
+    g->st.completion_tokens += total;
+    g->st.answer_tokens += nC;
+    g->st.forced_close = forced;
+    g->sep_pending = !forced;
+    int c_off = g->n_out - nC;
+    g->phase = PH_SWITCH;
+    g->cur_job = 0;
+    g->have_logits = 0;
+    if (!g->switching) {
+        g->jobs[0] = (job){.s = g->s, .b = g->b_cur, .src = 1, .off = f_off, .n = g->n_out - f_off, .logits = 1};
+        g->n_jobs = 1;
+    } else if (g->p.mode == ST_SWITCH_EXACT) {
+        g->st.switched = 1;
+        if (!g->s_ans && (rc = st_state_new(g->m, g->max_ctx, &g->s_ans))) return rc;
+        int hit = g->cache ? st_pcache_lookup(g->cache, g->b_ans, g->prompt, g->n_prompt, g->s_ans, g->logits) : 0;
+        g->n_jobs = 0;
+        if (hit < g->n_prompt)
+            g->jobs[g->n_jobs++] = (job){.s = g->s_ans, .b = g->b_ans, .src = 0, .off = hit,
+                                         .n = g->n_prompt - hit, .cacheable = 1, .logits = 1};
+        g->jobs[g->n_jobs++] = (job){.s = g->s_ans, .b = g->b_ans, .src = 1, .off = think_start, .n = g->n_out, .logits = 1};
+        g->st.switch_tokens = g->n_prompt - hit + g->n_out;
+    } else {
+        g->st.switched = 1;
+        g->n_jobs = 0;
+        if (nF) g->jobs[g->n_jobs++] = (job){.s = g->s, .b = g->b_think, .src = 1, .off = f_off, .n = nF};
+        g->jobs[g->n_jobs++] = (job){.s = g->s, .b = g->b_ans, .src = 1, .off = c_off, .n = nC, .logits = 1, .transplant = 1};
+        g->st.switch_tokens = nC;
+    }
+    return ST_OK;
+}
+
+static st_status decode_step(st_gen *g) {
+    st_status rc;
+    int thinking = g->phase == PH_THINK;
+    if (thinking && g->p.think_budget >= 0 && g->st.think_sampled >= g->p.think_budget &&
+        (g->last_nl || g->st.think_sampled >= g->p.think_budget + g->p.think_grace))
+        return close_thought(g, 1);
+    if (g->st.completion_tokens >= g->p.max_tokens) { finish(g, ST_FINISH_LENGTH); return ST_OK; }
+    for (int i = 0; i < g->p.n_bias; i++) g->logits[g->bias_ids[i]] += g->bias[i];
+    int32_t t = st_sample(g->smp, g->logits);
+    if (!g->p.ignore_eos && is_eos(g, t)) { finish(g, ST_FINISH_STOP); return ST_OK; }
+    st_sampler_accept(g->smp, t);
+    if (thinking && g->n_close == 1 && t == g->close_ids[0]) {
+        return close_thought(g, 0);
+    }
+    if ((rc = push_out(g, t))) return rc;
+    g->st.completion_tokens++;
+    if (thinking) {
+        g->st.think_sampled++;
+        g->st.think_tokens++;
+        put_token_text(g, ST_TEXT_REASONING, t, &g->last_nl);
+    } else {
+        g->st.answer_tokens++;
+        char b[8];
+        int sep = g->sep_pending && st_token_bytes(g->tok, t, b, sizeof b) == 1 && b[0] == '\n';
+        g->sep_pending = 0;
+        if (sep) put_text(g, ST_TEXT_CONTROL, "\n", 1);
+        else put_token_text(g, ST_TEXT_CONTENT, t, NULL);
+    }
+    if (g->phase == PH_DONE) return ST_OK; /* a stop string */
+    if (g->st.completion_tokens >= g->p.max_tokens) {
+        finish(g, ST_FINISH_LENGTH);
+        return ST_OK;
+    }
+    if (st_state_pos(g->s) >= g->max_ctx) { finish(g, ST_FINISH_LENGTH); return ST_OK; }
+    return st_forward(g->b_cur, g->s, &t, 1, g->logits, 0);
+}
+
+st_status st_gen_step(st_gen *g, int *done) {
+    st_status rc = ST_OK;
+    if (g->phase != PH_DONE && atomic_load(&g->cancel)) finish(g, ST_FINISH_CANCEL);
+    if (g->phase == PH_DONE) { *done = 1; return ST_OK; }
+    double t0 = st_time_now();
+    int ph = g->phase;
+    if (ph == PH_PREFILL || ph == PH_SWITCH) {
+        int jd = 1;
+        if (g->cur_job < g->n_jobs) rc = job_step(g, &jd);
+        if (!rc && jd && ++g->cur_job >= g->n_jobs) {
+            if (ph == PH_PREFILL) {
+                g->phase = g->p.thinking ? PH_THINK : PH_ANSWER;
+                if (g->p.max_tokens == 0) finish(g, ST_FINISH_LENGTH);
+            } else {
+                if (g->switching && g->p.mode == ST_SWITCH_EXACT) {
+                    st_state *x = g->s; g->s = g->s_ans; g->s_ans = x;
+                }
+                g->b_cur = g->b_ans;
+                g->phase = PH_ANSWER;
+                if (g->st.completion_tokens >= g->p.max_tokens) finish(g, ST_FINISH_LENGTH);
+            }
+        }
+    } else {
+        rc = decode_step(g);
+    }
+    if (rc) {
+        /* keep the message: finish() may not touch the library */
+        finish(g, ST_FINISH_ERROR);
+    }
+    double dt = st_time_now() - t0;
+    if (ph == PH_PREFILL) g->st.t_prefill += dt;
+    else if (ph == PH_THINK) g->st.t_think += dt;
+    else if (ph == PH_SWITCH) *(g->switching ? &g->st.t_switch : &g->st.t_think) += dt;
+    else g->st.t_answer += dt;
+    if (g->phase != PH_DONE && atomic_load(&g->cancel)) finish(g, ST_FINISH_CANCEL);
+    *done = g->phase == PH_DONE;
+    return rc;
+}
+
+st_status st_gen_run(st_gen *g) {
+    int done = 0;
+    while (!done) {
+        st_status rc = st_gen_step(g, &done);
+        if (rc) return rc;
+    }
+    return ST_OK;
+}

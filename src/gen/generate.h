@@ -1,0 +1,128 @@
+/*
+ * generate.h — the generation engine on top of the public API (internal to
+ * libstarling and its tools: `starling run`, `serve`, `eval`).
+ *
+ * One st_gen is one request: a prompt, a state per budget it uses, a sampler,
+ * stop conditions and the thinking state machine:
+ *
+ *   PREFILL ── prompt at the thinking budget (chunked, prompt cache aware)
+ *   THINK   ── tokens are reasoning until </think> is sampled or the think
+ *              budget closes the thought (see below); runs at `think_with`
+ *   ANSWER  ── tokens are content; runs at `answer_with`
+ *
+ * Think budget (counted per turn, over sampled thinking tokens): once
+ * `think_budget` tokens were sampled the thought is closed as soon as the text
+ * sits at a line break; up to `think_grace` more tokens are sampled waiting
+ * for one, then the close is forced. Closing appends "\n" (unless at a line
+ * break), the optional message (+ "\n"), then "</think>" "\n" — the shape the
+ * chat template gives a finished thought.
+ *
+ * Budget switch at the close, when think_with and answer_with differ:
+ *   exact       the answer budget computes its own state: the prompt at the
+ *               answer budget (taken from the prompt cache, or computed once
+ *               and stored there) + one batched prefill of all thinking tokens
+ *               and the close; identical to running the answer budget over the
+ *               whole text from scratch.
+ *   transplant  the thinking state continues at the answer budget
+ *               (st_state_transplant: KV always, conv/SSM when the Mamba widths
+ *               match); refused up front, with the reason, when they do not.
+ *
+ * Text goes to an optional callback in UTF-8-valid pieces (invalid bytes
+ * become U+FFFD), tagged reasoning / content / control ("</think>" and the one
+ * line break that follows it). Stop strings match the content only; text that
+ * could begin a stop string is held back until it is decided.
+ *
+ * Work is done in steps (st_gen_step: one prefill chunk or one decoded token)
+ * so a scheduler can interleave many requests on one model.
+ */
+#ifndef ST_GEN_GENERATE_H
+#define ST_GEN_GENERATE_H
+
+#include "gen/cache.h"
+#include "starling.h"
+
+typedef enum { ST_TEXT_REASONING = 0, ST_TEXT_CONTENT = 1, ST_TEXT_CONTROL = 2 } st_text_kind;
+
+/* Receives a piece of text; return non-zero to cancel the request. */
+typedef int (*st_gen_emit_fn)(void *ud, st_text_kind kind, const char *text, size_t len);
+
+typedef enum { ST_SWITCH_EXACT = 0, ST_SWITCH_TRANSPLANT = 1 } st_switch_mode;
+
+typedef enum {
+    ST_FINISH_NONE = 0,   /* still running                              */
+    ST_FINISH_STOP,       /* EOS / <|im_end|> / a stop string            */
+    ST_FINISH_LENGTH,     /* max_tokens or the context limit             */
+    ST_FINISH_CANCEL,     /* the callback or st_gen_cancel asked to stop */
+    ST_FINISH_ERROR,      /* a library error (st_last_error at the time) */
+} st_finish;
+
+#define ST_GEN_MAX_STOP 8
+
+typedef struct {
+    int max_tokens;              /* completion tokens, thinking included (256) */
+    int thinking;                /* the prompt opened <think>: start thinking  */
+    int think_budget;            /* cap on sampled thinking tokens, -1 = none  */
+    int think_grace;             /* extra tokens to reach a line break (16)    */
+    const char *think_message;   /* inserted before a budget close, or NULL    */
+    const st_budget *think_with; /* prompt + thinking budget (NULL: answer's)  */
+    const st_budget *answer_with;/* the answer budget (required)               */
+    st_switch_mode mode;
+    const char *stop[ST_GEN_MAX_STOP];
+    int n_stop;
+    int ignore_eos;
+    int prefill_chunk;           /* max tokens per prefill step (512)         */
+    const int32_t *bias_ids;     /* logit bias (OpenAI logit_bias): added to  */
+    const float *bias;           /*   these tokens' logits before sampling    */
+    int n_bias;
+    st_sampler_params sampling;
+} st_gen_params;
+
+typedef struct {
+    int prompt_tokens;
+    int cached_tokens;           /* prompt tokens taken from the prompt cache  */
+    int think_tokens;            /* reasoning tokens, forced message included  */
+    int think_sampled;           /* of which sampled by the model              */
+    int answer_tokens;           /* from </think> on (all tokens if no thinking) */
+    int completion_tokens;       /* everything after the prompt                */
+    int switched;                /* the budget changed at the close            */
+    int switch_tokens;           /* tokens prefilled at the answer budget then */
+    int forced_close;            /* the think budget closed the thought        */
+    double t_prefill, t_think, t_switch, t_answer; /* seconds per phase        */
+    st_finish finish;
+} st_gen_stats;
+
+typedef struct st_gen st_gen;
+
+st_gen_params st_gen_default_params(void);
+const char *st_finish_name(st_finish f); /* "stop", "length", ... */
+
+/* Check p against the model without running anything: budgets present and
+ * of this model, transplant possible, numbers in range. ST_ERR_* + message. */
+st_status st_gen_check(const st_model *m, const st_gen_params *p);
+
+/* A request: prompt tokens (copied), params (copied; the budgets and the
+ * cache must outlive it). max_ctx bounds the sequence (0: the model's). */
+st_status st_gen_new(const st_model *m, const st_tokenizer *tok, const st_gen_params *p, const int32_t *prompt,
+                     int n_prompt, int max_ctx, st_pcache *cache, st_gen_emit_fn emit, void *ud, st_gen **out);
+void st_gen_free(st_gen *g);
+
+/* One unit of work. Returns non-OK only for a library error (then the
+ * request is finished with ST_FINISH_ERROR). *done = 1 once finished. */
+st_status st_gen_step(st_gen *g, int *done);
+/* Step until finished. */
+st_status st_gen_run(st_gen *g);
+/* Ask the request to finish (ST_FINISH_CANCEL) at its next step. */
+void st_gen_cancel(st_gen *g);
+
+const st_gen_stats *st_gen_get_stats(const st_gen *g);
+/* Everything emitted so far of one kind (NUL-terminated, owned by g; the
+ * text itself may hold NUL bytes: *len, when non-NULL, is its length). */
+const char *st_gen_text(const st_gen *g, st_text_kind kind, size_t *len);
+/* Tokens appended after the prompt (thinking, close, answer). */
+const int32_t *st_gen_tokens(const st_gen *g, int *n);
+/* Logits the next token will be drawn from ([vocab]); NULL before prefill. */
+const float *st_gen_logits(const st_gen *g);
+/* Name of the budget now running. */
+const char *st_gen_budget_name(const st_gen *g);
+
+#endif

@@ -1,0 +1,254 @@
+/*
+ * sched.c — one scheduler thread stepping every active request round-robin
+ * (see sched.h for why this is interleaving rather than fused batching).
+ */
+#include "server/sched.h"
+#include "util/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+void st_sbuf_put(st_sbuf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t c = b->cap ? b->cap : 256;
+        while (c < b->n + n + 1) c *= 2;
+        char *q = realloc(b->p, c);
+        if (!q) return; /* text is dropped rather than crashing; the request still ends */
+        b->p = q;
+        b->cap = c;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+void st_sbuf_free(st_sbuf *b) { free(b->p); b->p = NULL; b->n = b->cap = 0; }
+
+st_sreq *st_sreq_new(void) {
+    st_sreq *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    atomic_init(&r->refs, 1);
+    r->gp = st_gen_default_params();
+    return r;
+}
+
+void st_sreq_release(st_sreq *r) {
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
+    for (int i = 0; i < ST_GEN_MAX_STOP; i++) free(r->stop_store[i]);
+    free(r->msg_store);
+    free(r->bias_ids);
+    free(r->bias);
+    free(r->prompt);
+    for (int k = 0; k < 3; k++) st_sbuf_free(&r->text[k]);
+    st_sbuf_free(&r->evq);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+typedef struct {
+    st_sreq *r;
+    st_gen *g;
+} slot;
+
+struct st_sched {
+    const st_model *m;
+    const st_tokenizer *tok;
+    st_pcache *cache;
+    int parallel, queue_cap, max_ctx;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    st_sreq **q;            /* FIFO ring */
+    int qhead, qn;
+    int stopping;
+    int n_active;           /* read by stats under mu */
+    st_sched_stats st;
+};
+
+static int emit(void *ud, st_text_kind k, const char *text, size_t len) {
+    st_sreq *r = ud;
+    pthread_mutex_lock(&r->mu);
+    st_sbuf_put(&r->text[k], text, len);
+    unsigned char hdr[5] = {(unsigned char)k, (unsigned char)(len & 0xff), (unsigned char)((len >> 8) & 0xff),
+                            (unsigned char)((len >> 16) & 0xff), (unsigned char)((len >> 24) & 0xff)};
+    st_sbuf_put(&r->evq, (const char *)hdr, 5);
+    st_sbuf_put(&r->evq, text, len);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return atomic_load(&r->cancelled);
+}
+
+static void complete(st_sched *s, st_sreq *r, st_gen *g, st_status err, const char *msg) {
+    pthread_mutex_lock(&r->mu);
+    if (g) r->stats = *st_gen_get_stats(g);
+    if (err) {
+        r->err = err;
+        snprintf(r->errmsg, sizeof r->errmsg, "%s", msg && *msg ? msg : st_status_name(err));
+    }
+    r->done = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_lock(&s->mu);
+    if (err) s->st.failed++;
+    else s->st.completed++;
+    if (r->timed_out) s->st.timeouts++;
+    if (g) {
+        const st_gen_stats *gs = st_gen_get_stats(g);
+        s->st.prompt_tokens += (uint64_t)gs->prompt_tokens;
+        s->st.completion_tokens += (uint64_t)gs->completion_tokens;
+        s->st.reasoning_tokens += (uint64_t)gs->think_tokens;
+        s->st.cached_tokens += (uint64_t)gs->cached_tokens;
+    }
+    pthread_mutex_unlock(&s->mu);
+    st_sreq_release(r);
+}
+
+static void *sched_main(void *arg) {
+    st_sched *s = arg;
+    slot *act = calloc((size_t)s->parallel, sizeof *act);
+    int n = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->stopping && n == 0 && s->qn == 0) pthread_cond_wait(&s->cv, &s->mu);
+        int stopping = s->stopping;
+        st_sreq *admit[64];
+        int na = 0;
+        while (!stopping && act && n + na < s->parallel && s->qn && na < 64) {
+            admit[na++] = s->q[s->qhead];
+            s->qhead = (s->qhead + 1) % s->queue_cap;
+            s->qn--;
+        }
+        s->st.queued = s->qn;
+        pthread_mutex_unlock(&s->mu);
+        if (stopping) break;
+        for (int i = 0; i < na; i++) {
+            st_sreq *r = admit[i];
+            st_gen *g = NULL;
+            if (atomic_load(&r->cancelled)) { complete(s, r, NULL, ST_OK, NULL); continue; }
+            if (r->deadline > 0 && st_time_now() > r->deadline) {
+                r->timed_out = 1;
+                complete(s, r, NULL, ST_OK, NULL);
+                continue;
+            }
+            st_status rc = st_gen_new(s->m, s->tok, &r->gp, r->prompt, r->n_prompt, s->max_ctx, s->cache, emit, r, &g);
+            if (rc) { complete(s, r, NULL, rc, st_last_error()); continue; }
+            act[n++] = (slot){r, g};
+        }
+        pthread_mutex_lock(&s->mu);
+        s->n_active = s->st.active = n;
+        pthread_mutex_unlock(&s->mu);
+        /* one pass: each active sequence does one unit of work */
+        double t0 = st_time_now();
+        for (int i = 0; i < n;) {
+            slot *a = &act[i];
+            if (a->r->deadline > 0 && t0 > a->r->deadline && !a->r->timed_out) {
+                a->r->timed_out = 1;
+                st_gen_cancel(a->g);
+            }
+            int done = 0;
+            st_status rc = st_gen_step(a->g, &done);
+            if (done) {
+                complete(s, a->r, a->g, rc, rc ? st_last_error() : NULL);
+                st_gen_free(a->g);
+                act[i] = act[--n];
+                continue;
+            }
+            i++;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->st.busy_s += st_time_now() - t0;
+        s->n_active = s->st.active = n;
+        pthread_mutex_unlock(&s->mu);
+    }
+    /* shutting down: end what is running, then what waits */
+    for (int i = 0; i < n; i++) {
+        act[i].r->shut_down = 1;
+        complete(s, act[i].r, act[i].g, ST_OK, NULL);
+        st_gen_free(act[i].g);
+    }
+    free(act);
+    pthread_mutex_lock(&s->mu);
+    while (s->qn) {
+        st_sreq *r = s->q[s->qhead];
+        s->qhead = (s->qhead + 1) % s->queue_cap;
+        s->qn--;
+        pthread_mutex_unlock(&s->mu);
+        r->shut_down = 1;
+        complete(s, r, NULL, ST_OK, NULL);
+        pthread_mutex_lock(&s->mu);
+    }
+    s->n_active = s->st.active = 0;
+    s->st.queued = 0;
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+st_status st_sched_start(const st_model *m, const st_tokenizer *tok, st_pcache *cache, int parallel, int queue_cap,
+                         int max_ctx, st_sched **out) {
+    *out = NULL;
+    if (parallel < 1 || queue_cap < 1) return st_err(ST_ERR_ARG, "scheduler: parallel %d, queue %d", parallel, queue_cap);
+    st_sched *s = st_calloc(1, sizeof *s);
+    if (!s) return ST_ERR_NOMEM;
+    s->m = m;
+    s->tok = tok;
+    s->cache = cache;
+    s->parallel = parallel;
+    s->queue_cap = queue_cap;
+    s->max_ctx = max_ctx;
+    s->q = st_calloc((size_t)queue_cap, sizeof *s->q);
+    if (!s->q) { free(s); return ST_ERR_NOMEM; }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->th, NULL, sched_main, s)) {
+        free(s->q);
+        free(s);
+        return st_err(ST_ERR_NOMEM, "scheduler: cannot start a thread");
+    }
+    *out = s;
+    return ST_OK;
+}
+
+int st_sched_submit(st_sched *s, st_sreq *r) {
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping || s->qn >= s->queue_cap) {
+        s->st.rejected++;
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    atomic_fetch_add(&r->refs, 1);
+    s->q[(s->qhead + s->qn) % s->queue_cap] = r;
+    s->qn++;
+    s->st.admitted++;
+    s->st.queued = s->qn;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+void st_sched_stop(st_sched *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    int was = s->stopping;
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (!was) pthread_join(s->th, NULL);
+}
+
+void st_sched_free(st_sched *s) {
+    if (!s) return;
+    st_sched_stop(s);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->q);
+    free(s);
+}
+
+void st_sched_stats_get(st_sched *s, st_sched_stats *o) {
+    pthread_mutex_lock(&s->mu);
+    *o = s->st;
+    pthread_mutex_unlock(&s->mu);
+}

@@ -1,0 +1,504 @@
+/*
+ * test_gen.c — the generation engine (src/gen/generate.c) and the prompt
+ * cache (src/gen/cache.c) on the synthetic default model:
+ *   think budget caps the sampled thinking tokens exactly, grace waits for a
+ *   line break, the message is inserted before </think>;
+ *   exact switch == the answer budget run from scratch over prompt + thinking;
+ *   transplant refused L -> M with a clear error, allowed between budgets with
+ *   equal Mamba widths and equal to transplanting by hand;
+ *   stop strings, UTF-8-valid pieces, streaming == accumulated text;
+ *   prompt cache hits give the cold run's tokens and logits, snapshots every
+ *   N tokens serve shared prefixes, LRU eviction under the byte cap.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gen/cache.h"
+#include "gen/generate.h"
+#include "model/synth.h"
+#include "util_test.h"
+
+static char *g_tmp;
+static st_model *g_m;
+static st_tokenizer *g_tok;
+static st_budget *g_L, *g_M, *g_S, *g_Mx; /* Mx: M's Mamba widths, smaller elsewhere */
+static int32_t *g_prompt;
+static int g_np;
+static int g_V;
+static int32_t g_nl;
+
+static int32_t *chat_prompt(const char *user, int *n) {
+    st_chat_msg msg = {"user", user, NULL};
+    char *text = NULL;
+    int32_t *ids = NULL;
+    assert_int_equal(st_chat_render(&msg, 1, 1, 1, &text), ST_OK);
+    assert_int_equal(st_tokenize(g_tok, text, strlen(text), 1, &ids, n), ST_OK);
+    free(text);
+    return ids;
+}
+
+static int setup(void **st) {
+    g_tmp = test_tmpdir("gen");
+    st_synth_opts o;
+    st_synth_preset("default", &o);
+    if (st_synth_write(g_tmp, &o)) return 1;
+    if (st_model_load(g_tmp, &g_m)) return 1;
+    char p[600];
+    snprintf(p, sizeof p, "%s/tokenizer.json", g_tmp);
+    if (st_tokenizer_load(p, &g_tok)) return 1;
+    if (st_budget_by_name(g_m, "L", &g_L) || st_budget_by_name(g_m, "M", &g_M) || st_budget_by_name(g_m, "S", &g_S))
+        return 1;
+    if (st_budget_resolve(g_m, "M:hidden_size=64,moe_intermediate_size=16", &g_Mx)) return 1;
+    g_V = st_model_config(g_m)->vocab_size;
+    g_nl = st_token_id(g_tok, "\n");
+    if (g_nl < 0) { int32_t *ids; int n; st_tokenize(g_tok, "\n", 1, 0, &ids, &n); g_nl = ids[0]; free(ids); }
+    g_prompt = chat_prompt("What is 2+3?", &g_np);
+    st_set_threads(2);
+    return 0;
+}
+
+static int teardown(void **st) {
+    free(g_prompt);
+    st_budget_free(g_L); st_budget_free(g_M); st_budget_free(g_S); st_budget_free(g_Mx);
+    st_tokenizer_free(g_tok);
+    st_model_free(g_m);
+    rm_rf(g_tmp);
+    free(g_tmp);
+    return 0;
+}
+
+static st_gen_params greedy(const st_budget *answer) {
+    st_gen_params p = st_gen_default_params();
+    p.sampling.temperature = 0;
+    p.answer_with = answer;
+    p.thinking = 1;
+    p.max_tokens = 64;
+    return p;
+}
+
+static st_gen *gen(const st_gen_params *p, const int32_t *prompt, int n, st_pcache *c) {
+    st_gen *g = NULL;
+    st_status rc = st_gen_new(g_m, g_tok, p, prompt, n, 0, c, NULL, NULL, &g);
+    if (rc) fail_msg("st_gen_new: %s", st_last_error());
+    if (st_gen_run(g)) fail_msg("st_gen_run: %s", st_last_error());
+    return g;
+}
+
+static int has_nl(int32_t t) {
+    char b[64];
+    int n = st_token_bytes(g_tok, t, b, sizeof b);
+    return n > 0 && memchr(b, '\n', (size_t)n) != NULL;
+}
+
+/* ---------------------------------------------------------------- think budget */
+
+static void test_think_budget_exact(void **st) {
+    /* the uncapped thought, as reference (no natural close before 12 tokens) */
+    st_gen_params p = greedy(g_L);
+    p.max_tokens = 24;
+    st_gen *ref = gen(&p, g_prompt, g_np, NULL);
+    int nref;
+    const int32_t *r = st_gen_tokens(ref, &nref);
+    assert_true(st_gen_get_stats(ref)->think_sampled >= 12);
+    for (int N = 0; N <= 12; N++) {
+        p.think_budget = N;
+        p.think_grace = 0;
+        st_gen *g = gen(&p, g_prompt, g_np, NULL);
+        const st_gen_stats *s = st_gen_get_stats(g);
+        int n;
+        const int32_t *t = st_gen_tokens(g, &n);
+        assert_int_equal(s->think_sampled, N);
+        assert_int_equal(s->forced_close, 1);
+        assert_memory_equal(t, r, sizeof(int32_t) * (size_t)N);
+        int k = N;
+        if (N > 0 && !has_nl(r[N - 1])) assert_int_equal(t[k++], g_nl); /* the line break before the tag */
+        assert_int_equal(t[k++], st_token_id(g_tok, "</think>"));
+        assert_int_equal(t[k++], g_nl);
+        assert_int_equal(s->think_tokens, k - 2);
+        assert_string_equal(st_gen_text(g, ST_TEXT_CONTROL, NULL), "</think>\n");
+        st_gen_free(g);
+    }
+    st_gen_free(ref);
+}
+
+static void test_think_message(void **st) {
+    st_gen_params p = greedy(g_L);
+    p.think_budget = 4;
+    p.think_grace = 0;
+    p.think_message = "Time's up.";
+    st_gen *g = gen(&p, g_prompt, g_np, NULL);
+    const char *r = st_gen_text(g, ST_TEXT_REASONING, NULL);
+    size_t n = strlen(r);
+    assert_true(n >= 12);
+    assert_string_equal(r + n - 12, "\nTime's up.\n");
+    assert_int_equal(st_gen_get_stats(g)->think_sampled, 4);
+    int nt;
+    const int32_t *t = st_gen_tokens(g, &nt);
+    int32_t *msg;
+    int nm;
+    assert_int_equal(st_tokenize(g_tok, "Time's up.\n", 11, 0, &msg, &nm), ST_OK);
+    assert_memory_equal(t + 5, msg, sizeof(int32_t) * (size_t)nm);
+    assert_int_equal(t[5 + nm], st_token_id(g_tok, "</think>"));
+    free(msg);
+    st_gen_free(g);
+}
+
+/* Grace: with a line-break-loving bias, the close lands right after the first
+ * line break at or past the cap, or at cap + grace. */
+static void test_think_grace(void **st) {
+    int32_t bid = g_nl;
+    float bv = 3.0f;
+    st_gen_params p = greedy(g_L);
+    p.bias_ids = &bid;
+    p.bias = &bv;
+    p.n_bias = 1;
+    p.max_tokens = 80;
+    p.sampling.temperature = 1.0f; /* seeded, deterministic */
+    p.sampling.top_k = 0; p.sampling.top_p = 1; p.sampling.min_p = 0;
+    p.sampling.seed = 5;
+    int checked_nl = 0, checked_cap = 0;
+    for (uint64_t seed = 1; seed <= 12; seed++) {
+        p.sampling.seed = seed;
+        p.think_budget = -1;
+        st_gen *ref = gen(&p, g_prompt, g_np, NULL);
+        int nr;
+        const int32_t *r = st_gen_tokens(ref, &nr);
+        int ns = st_gen_get_stats(ref)->think_sampled;
+        for (int N = 2; N <= 10; N += 4) {
+            for (int G = 0; G <= 6; G += 3) {
+                /* expected: first k >= N with a line break ending token k-1, else N + G */
+                int k = N;
+                while (k < N + G && !has_nl(r[k - 1])) k++;
+                if (k >= ns) continue; /* the model closed by itself first */
+                p.think_budget = N;
+                p.think_grace = G;
+                st_gen *g = gen(&p, g_prompt, g_np, NULL);
+                const st_gen_stats *s = st_gen_get_stats(g);
+                int n;
+                const int32_t *t = st_gen_tokens(g, &n);
+                assert_int_equal(s->think_sampled, k);
+                assert_memory_equal(t, r, sizeof(int32_t) * (size_t)k);
+                if (has_nl(r[k - 1])) { checked_nl++; assert_int_equal(t[k], st_token_id(g_tok, "</think>")); }
+                else { checked_cap++; assert_int_equal(k, N + G); assert_int_equal(t[k], g_nl); }
+                st_gen_free(g);
+                p.think_budget = -1;
+            }
+        }
+        st_gen_free(ref);
+    }
+    assert_true(checked_nl > 0 && checked_cap > 0);
+}
+
+/* ---------------------------------------------------------------- budget switch */
+
+static float *scratch_logits(const st_budget *b, const int32_t *a, int na, const int32_t *t, int nt) {
+    st_state *s;
+    float *l = malloc(sizeof(float) * (size_t)g_V);
+    assert_int_equal(st_state_new(g_m, 0, &s), ST_OK);
+    assert_int_equal(st_forward(b, s, a, na, l, 0), ST_OK);
+    if (nt) assert_int_equal(st_forward(b, s, t, nt, l, 0), ST_OK);
+    st_state_free(s);
+    return l;
+}
+
+static void test_switch_exact(void **st) {
+    const st_budget *pairs[][2] = {{g_S, g_L}, {g_M, g_L}, {g_L, g_M}, {g_L, g_S}};
+    for (int i = 0; i < 4; i++) {
+        st_gen_params p = greedy(pairs[i][1]);
+        p.think_with = pairs[i][0];
+        p.think_budget = 6;
+        p.think_grace = 0;
+        p.max_tokens = 6 + 3; /* stop right after the switch: logits untouched */
+        st_gen *g = gen(&p, g_prompt, g_np, NULL);
+        const st_gen_stats *s = st_gen_get_stats(g);
+        int n;
+        const int32_t *t = st_gen_tokens(g, &n);
+        assert_int_equal(s->switched, 1);
+        assert_int_equal(s->switch_tokens, g_np + n);
+        assert_string_equal(st_gen_budget_name(g), st_budget_name(pairs[i][1]));
+        float *ref = scratch_logits(pairs[i][1], g_prompt, g_np, t, n);
+        const float *l = st_gen_logits(g);
+        assert_non_null(l);
+        double d = max_abs_diff(l, ref, (size_t)g_V);
+        if (!(d <= 1e-5)) fail_msg("exact switch %d: max |dlogit| %g", i, d);
+        /* and the answer continues as a greedy decode of the answer budget */
+        p.max_tokens = 6 + 3 + 5;
+        st_gen *g2 = gen(&p, g_prompt, g_np, NULL);
+        int n2;
+        const int32_t *t2 = st_gen_tokens(g2, &n2);
+        assert_memory_equal(t2, t, sizeof(int32_t) * (size_t)n);
+        float *l2 = scratch_logits(pairs[i][1], g_prompt, g_np, t2, n2 - 1);
+        int32_t best = 0;
+        for (int v = 1; v < g_V; v++) if (l2[v] > l2[best]) best = v;
+        if (st_gen_get_stats(g2)->finish == ST_FINISH_LENGTH) assert_int_equal(t2[n2 - 1], best);
+        free(ref); free(l2);
+        st_gen_free(g); st_gen_free(g2);
+    }
+}
+
+static void test_switch_transplant(void **st) {
+    st_gen_params p = greedy(g_M);
+    p.think_with = g_L;
+    p.mode = ST_SWITCH_TRANSPLANT;
+    st_gen *g = NULL;
+    assert_int_equal(st_gen_new(g_m, g_tok, &p, g_prompt, g_np, 0, NULL, NULL, NULL, &g), ST_ERR_BUDGET);
+    assert_null(g);
+    assert_non_null(strstr(st_last_error(), "Mamba heads"));
+    assert_non_null(strstr(st_last_error(), "exact"));
+    /* M -> Mx keeps the Mamba widths: allowed, and equal to a hand transplant */
+    p.think_with = g_M;
+    p.answer_with = g_Mx;
+    p.think_budget = 5;
+    p.think_grace = 0;
+    p.think_message = "ok";
+    p.max_tokens = 40;
+    g = gen(&p, g_prompt, g_np, NULL); /* learn how many tokens the close takes */
+    p.max_tokens = st_gen_get_stats(g)->think_tokens + 2; /* then stop right after the switch */
+    st_gen_free(g);
+    g = gen(&p, g_prompt, g_np, NULL);
+    const st_gen_stats *s = st_gen_get_stats(g);
+    assert_int_equal(s->switched, 1);
+    int n;
+    const int32_t *t = st_gen_tokens(g, &n);
+    int nC = 2; /* </think> \n */
+    st_state *hs;
+    float *l = malloc(sizeof(float) * (size_t)g_V);
+    assert_int_equal(st_state_new(g_m, 0, &hs), ST_OK);
+    assert_int_equal(st_forward(g_M, hs, g_prompt, g_np, NULL, 0), ST_OK);
+    assert_int_equal(st_forward(g_M, hs, t, n - nC, NULL, 0), ST_OK);
+    assert_int_equal(st_state_transplant(hs, g_Mx), ST_OK);
+    assert_int_equal(st_forward(g_Mx, hs, t + n - nC, nC, l, 0), ST_OK);
+    double d = max_abs_diff(l, st_gen_logits(g), (size_t)g_V);
+    if (!(d <= 1e-5)) fail_msg("transplant: max |dlogit| %g", d);
+    /* the exact mode gives other logits (the answer budget re-reads the thought) */
+    p.mode = ST_SWITCH_EXACT;
+    st_gen *ge = gen(&p, g_prompt, g_np, NULL);
+    assert_true(max_abs_diff(st_gen_logits(ge), st_gen_logits(g), (size_t)g_V) > 1e-4);
+    st_state_free(hs);
+    free(l);
+    st_gen_free(g); st_gen_free(ge);
+}
+
+/* ---------------------------------------------------------------- text */
+
+typedef struct { char buf[3][8192]; size_t n[3]; int pieces; int bad_utf8; } sink;
+
+static int valid_utf8(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        unsigned b = s[i];
+        size_t k = b < 0x80 ? 1 : b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+        if (!k || i + k > n) return 0;
+        for (size_t j = 1; j < k; j++) if ((s[i + j] & 0xC0) != 0x80) return 0;
+        i += k;
+    }
+    return 1;
+}
+
+static int sink_fn(void *ud, st_text_kind k, const char *t, size_t n) {
+    sink *s = ud;
+    if (!valid_utf8((const unsigned char *)t, n)) s->bad_utf8++;
+    memcpy(s->buf[k] + s->n[k], t, n);
+    s->n[k] += n;
+    s->pieces++;
+    return 0;
+}
+
+static void test_stop_and_stream(void **st) {
+    st_chat_msg msg = {"user", "tell me", NULL};
+    char *text;
+    int32_t *ids;
+    int n;
+    assert_int_equal(st_chat_render(&msg, 1, 1, 0, &text), ST_OK); /* thinking off */
+    assert_int_equal(st_tokenize(g_tok, text, strlen(text), 1, &ids, &n), ST_OK);
+    free(text);
+    st_gen_params p = greedy(g_S);
+    p.thinking = 0;
+    p.max_tokens = 60;
+    p.ignore_eos = 1;
+    sink *sk = calloc(1, sizeof *sk);
+    st_gen *g;
+    assert_int_equal(st_gen_new(g_m, g_tok, &p, ids, n, 0, NULL, sink_fn, sk, &g), ST_OK);
+    assert_int_equal(st_gen_run(g), ST_OK);
+    size_t clen;
+    const char *c = st_gen_text(g, ST_TEXT_CONTENT, &clen);
+    assert_int_equal(sk->bad_utf8, 0);
+    assert_int_equal(sk->n[ST_TEXT_CONTENT], clen);
+    assert_memory_equal(sk->buf[ST_TEXT_CONTENT], c, clen);
+    assert_int_equal(st_gen_get_stats(g)->finish, ST_FINISH_LENGTH);
+    /* a stop string: two ASCII characters from the middle of the text */
+    size_t at = 6;
+    while (at + 1 < clen && !((unsigned char)c[at] - 1u < 0x7fu && (unsigned char)c[at + 1] - 1u < 0x7fu)) at++;
+    assert_true(at + 1 < clen);
+    char stop[3] = {c[at], c[at + 1], 0};
+    size_t first = 0; /* first occurrence, NUL bytes and all */
+    while (memcmp(c + first, stop, 2)) first++;
+    p.stop[0] = "never-appears-here";
+    p.stop[1] = stop;
+    p.n_stop = 2;
+    memset(sk, 0, sizeof *sk);
+    st_gen *g2;
+    assert_int_equal(st_gen_new(g_m, g_tok, &p, ids, n, 0, NULL, sink_fn, sk, &g2), ST_OK);
+    assert_int_equal(st_gen_run(g2), ST_OK);
+    assert_int_equal(st_gen_get_stats(g2)->finish, ST_FINISH_STOP);
+    size_t c2len;
+    const char *c2 = st_gen_text(g2, ST_TEXT_CONTENT, &c2len);
+    assert_int_equal(c2len, first);
+    assert_memory_equal(c2, c, first);
+    assert_int_equal(sk->n[ST_TEXT_CONTENT], first);
+    assert_int_equal(sk->bad_utf8, 0);
+    st_gen_free(g); st_gen_free(g2);
+    free(sk);
+    free(ids);
+}
+
+/* ---------------------------------------------------------------- prompt cache */
+
+static void test_cache_hits(void **st) {
+    st_pcache *c;
+    assert_int_equal(st_pcache_new((size_t)64 << 20, 8, &c), ST_OK);
+    st_gen_params p = greedy(g_M);
+    p.max_tokens = 12;
+    st_gen *cold = gen(&p, g_prompt, g_np, NULL);
+    st_gen *a = gen(&p, g_prompt, g_np, c); /* fills the cache */
+    st_gen *b = gen(&p, g_prompt, g_np, c); /* hits it */
+    assert_int_equal(st_gen_get_stats(a)->cached_tokens, 0);
+    assert_int_equal(st_gen_get_stats(b)->cached_tokens, g_np);
+    int n0, n1, n2;
+    const int32_t *t0 = st_gen_tokens(cold, &n0), *t1 = st_gen_tokens(a, &n1), *t2 = st_gen_tokens(b, &n2);
+    assert_int_equal(n0, n1);
+    assert_int_equal(n0, n2);
+    assert_memory_equal(t0, t1, sizeof(int32_t) * (size_t)n0);
+    assert_memory_equal(t0, t2, sizeof(int32_t) * (size_t)n0);
+    st_pcache_stats s;
+    st_pcache_stats_get(c, &s);
+    assert_int_equal(s.entries, g_np / 8 + (g_np % 8 != 0)); /* every 8 tokens + the end */
+    /* the next turn: the previous prompt is a prefix */
+    st_chat_msg msgs[3] = {{"user", "What is 2+3?", NULL}, {"assistant", "5", NULL}, {"user", "And 4+4?", NULL}};
+    char *text;
+    int32_t *ids;
+    int n;
+    assert_int_equal(st_chat_render(msgs, 3, 1, 1, &text), ST_OK);
+    assert_int_equal(st_tokenize(g_tok, text, strlen(text), 1, &ids, &n), ST_OK);
+    free(text);
+    /* the longest stored prefix: an interval snapshot (the rendered history differs after it) */
+    int shared = 0;
+    while (shared < g_np && shared < n && ids[shared] == g_prompt[shared]) shared++;
+    st_gen *c2 = gen(&p, ids, n, NULL);
+    st_gen *w2 = gen(&p, ids, n, c);
+    assert_int_equal(st_gen_get_stats(w2)->cached_tokens, shared / 8 * 8);
+    assert_true(shared / 8 * 8 > 0);
+    int m1, m2;
+    const int32_t *u1 = st_gen_tokens(c2, &m1), *u2 = st_gen_tokens(w2, &m2);
+    assert_int_equal(m1, m2);
+    assert_memory_equal(u1, u2, sizeof(int32_t) * (size_t)m1);
+    /* another budget never sees M's snapshots */
+    p.answer_with = g_S;
+    st_gen *sb = gen(&p, g_prompt, g_np, c);
+    assert_int_equal(st_gen_get_stats(sb)->cached_tokens, 0);
+    /* exact switch: the answer budget's prompt state is stored once and reused */
+    p.answer_with = g_L;
+    p.think_with = g_S;
+    p.think_budget = 2;
+    p.think_grace = 0;
+    st_gen *x1 = gen(&p, g_prompt, g_np, c);
+    st_pcache_stats_get(c, &s);
+    uint64_t hits = s.hits;
+    st_gen *x2 = gen(&p, g_prompt, g_np, c);
+    st_pcache_stats_get(c, &s);
+    assert_int_equal(s.hits, hits + 2); /* S prompt + L prompt */
+    int k1, k2;
+    const int32_t *v1 = st_gen_tokens(x1, &k1), *v2 = st_gen_tokens(x2, &k2);
+    assert_int_equal(k1, k2);
+    assert_memory_equal(v1, v2, sizeof(int32_t) * (size_t)k1);
+    st_gen_free(x1); st_gen_free(x2); st_gen_free(sb);
+    st_gen_free(cold); st_gen_free(a); st_gen_free(b); st_gen_free(c2); st_gen_free(w2);
+    free(ids);
+    st_pcache_free(c);
+}
+
+static void test_cache_evicts(void **st) {
+    /* size one snapshot, then allow about 2.5 of them */
+    st_state *s;
+    assert_int_equal(st_state_new(g_m, 0, &s), ST_OK);
+    int32_t toks[40];
+    for (int i = 0; i < 40; i++) toks[i] = 20 + i;
+    assert_int_equal(st_forward(g_S, s, toks, 40, NULL, 0), ST_OK);
+    st_pcache *c;
+    assert_int_equal(st_pcache_new((size_t)1 << 30, 0, &c), ST_OK);
+    assert_int_equal(st_pcache_store(c, g_S, toks, 40, s, NULL), ST_OK);
+    st_pcache_stats cs;
+    st_pcache_stats_get(c, &cs);
+    size_t one = cs.bytes;
+    st_pcache_free(c);
+    assert_int_equal(st_pcache_new(one * 5 / 2, 0, &c), ST_OK);
+    st_state *w;
+    assert_int_equal(st_state_new(g_m, 0, &w), ST_OK);
+    int32_t q[41];
+    memcpy(q, toks, sizeof toks);
+    q[40] = 99;
+    /* A, B stored; A used; C stored -> B (least recently used) goes */
+    int32_t a[40], b[40], cc[40];
+    memcpy(a, toks, sizeof a); memcpy(b, toks, sizeof b); memcpy(cc, toks, sizeof cc);
+    b[0] = 21; cc[0] = 22;
+    assert_int_equal(st_pcache_store(c, g_S, a, 40, s, NULL), ST_OK);
+    assert_int_equal(st_pcache_store(c, g_S, b, 40, s, NULL), ST_OK);
+    assert_int_equal(st_pcache_lookup(c, g_S, q, 41, w, NULL), 40);
+    assert_int_equal(st_pcache_store(c, g_S, cc, 40, s, NULL), ST_OK);
+    st_pcache_stats_get(c, &cs);
+    assert_int_equal(cs.entries, 2);
+    assert_true(cs.bytes <= cs.max_bytes);
+    assert_int_equal(cs.evictions, 1);
+    memcpy(q, b, sizeof b);
+    assert_int_equal(st_pcache_lookup(c, g_S, q, 41, w, NULL), 0);
+    memcpy(q, a, sizeof a);
+    assert_int_equal(st_pcache_lookup(c, g_S, q, 41, w, NULL), 40);
+    /* an exact-length entry without logits is not a full hit */
+    assert_int_equal(st_pcache_lookup(c, g_S, a, 40, w, NULL), 0);
+    /* the restored state continues like the original */
+    float *l1 = malloc(sizeof(float) * (size_t)g_V), *l2 = malloc(sizeof(float) * (size_t)g_V);
+    assert_int_equal(st_forward(g_S, w, q + 40, 1, l1, 0), ST_OK);
+    assert_int_equal(st_forward(g_S, s, q + 40, 1, l2, 0), ST_OK);
+    assert_memory_equal(l1, l2, sizeof(float) * (size_t)g_V);
+    free(l1); free(l2);
+    st_state_free(w);
+    st_state_free(s);
+    st_pcache_free(c);
+}
+
+static void test_bad_params(void **st) {
+    st_gen_params p = greedy(NULL);
+    st_gen *g = NULL;
+    assert_int_equal(st_gen_new(g_m, g_tok, &p, g_prompt, g_np, 0, NULL, NULL, NULL, &g), ST_ERR_ARG);
+    p.answer_with = g_L;
+    p.n_stop = 1;
+    p.stop[0] = "";
+    assert_int_equal(st_gen_new(g_m, g_tok, &p, g_prompt, g_np, 0, NULL, NULL, NULL, &g), ST_ERR_ARG);
+    p.n_stop = 0;
+    assert_int_equal(st_gen_new(g_m, g_tok, &p, g_prompt, g_np, 8, NULL, NULL, NULL, &g), ST_ERR_RANGE);
+    assert_non_null(strstr(st_last_error(), "context"));
+    assert_int_equal(st_gen_new(g_m, g_tok, &p, g_prompt, 0, 0, NULL, NULL, NULL, &g), ST_ERR_ARG);
+    assert_null(g);
+    /* max_tokens 0: prefill only */
+    p.max_tokens = 0;
+    g = gen(&p, g_prompt, g_np, NULL);
+    assert_int_equal(st_gen_get_stats(g)->completion_tokens, 0);
+    assert_int_equal(st_gen_get_stats(g)->finish, ST_FINISH_LENGTH);
+    st_gen_free(g);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_think_budget_exact), cmocka_unit_test(test_think_message),
+        cmocka_unit_test(test_think_grace),        cmocka_unit_test(test_switch_exact),
+        cmocka_unit_test(test_switch_transplant),  cmocka_unit_test(test_stop_and_stream),
+        cmocka_unit_test(test_cache_hits),         cmocka_unit_test(test_cache_evicts),
+        cmocka_unit_test(test_bad_params),
+    };
+    return cmocka_run_group_tests_name("gen", tests, setup, teardown);
+}
