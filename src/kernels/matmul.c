@@ -1,0 +1,514 @@
+/*
+ * matmul.c — run-time ISA dispatch, threads, and the st_matmul driver.
+ *
+ * st_matmul picks one of three shapes of work:
+ *   decode (T < ST_GEMM_MIN_T): stream each weight row once, convert in
+ *       registers, dot with the few tokens (ops->gemv); threads split rows.
+ *   prefill (T >= ST_GEMM_MIN_T): BLIS-style GEMM. Per K block: pack the
+ *       tokens' activations k-major (Ã[tb][k][mr]), then per nr-row panel
+ *       convert + transpose the weights once (B̃[k][nr]) and run the mr x nr
+ *       micro-kernel over every token block while B̃ sits in L1. Threads split
+ *       row panels (or tokens when there are too few panels).
+ *   portable (ISA scalar, or other dtypes: integers, NVFP4 for now): convert
+ *       a row to fp32, dot it with every token.
+ * This file has no ISA flags: the SIMD files are only entered after cpuid
+ * (and the OS, via XCR0) confirmed their instructions.
+ */
+#include "kernels/kernels.h"
+#include "starling.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define ST_X86 1
+#endif
+
+/* Below this many weight elements a parallel region costs more than it saves. */
+#define ST_PAR_MIN_ELEMS 32768
+/* From this many tokens on, packing weights for the GEMM pays off. Below it
+ * the gemv (4x4 register blocks, weights converted on the fly, each row
+ * block re-read from L1 per 4 tokens) is as fast or faster: measured on Zen 5
+ * (1 thread, 2048x2048 .. 4096x1024 BF16) the two cross at T = 40..48. */
+#define ST_GEMM_MIN_T 48
+
+/* ------------------------------------------------------------ ISA detection */
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static st_isa g_detected = ST_ISA_SCALAR;
+static atomic_int g_isa = ST_ISA_SCALAR;
+static char g_features[160];
+
+#ifdef ST_X86
+static uint64_t xgetbv0(void) {
+    uint32_t eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((uint64_t)edx << 32) | eax;
+}
+#endif
+
+static void detect_once(void) {
+    int avx2 = 0, fma = 0, f16c = 0, avx512f = 0, avx512bw = 0, avx512vl = 0, avx512dq = 0,
+        avx512bf16 = 0, avx512vnni = 0, os_avx = 0, os_avx512 = 0;
+#ifdef ST_X86
+    unsigned a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d)) {
+        fma = (c >> 12) & 1;
+        f16c = (c >> 29) & 1;
+        int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+        if (osxsave && avx) {
+            /* the OS must save the YMM (bits 1-2) and for AVX-512 also the
+             * opmask/ZMM state (bits 5-7), or the registers get clobbered */
+            uint64_t xcr0 = xgetbv0();
+            os_avx = (xcr0 & 0x6) == 0x6;
+            os_avx512 = os_avx && (xcr0 & 0xe0) == 0xe0;
+        }
+    }
+    if (__get_cpuid_max(0, NULL) >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        avx2 = (b >> 5) & 1;
+        avx512f = (b >> 16) & 1;
+        avx512dq = (b >> 17) & 1;
+        avx512bw = (b >> 30) & 1;
+        avx512vl = (b >> 31) & 1;
+        avx512vnni = (c >> 11) & 1;
+        unsigned max7 = a;
+        if (max7 >= 1) {
+            __cpuid_count(7, 1, a, b, c, d);
+            avx512bf16 = (a >> 5) & 1;
+        }
+    }
+#endif
+    st_isa best = ST_ISA_SCALAR;
+    if (os_avx && avx2 && fma && f16c) best = ST_ISA_AVX2;
+    /* the AVX-512 kernels use F/BW/VL/DQ (+F16C); they never use the BF16
+     * dot-product instructions, so AVX512_BF16 is reported but not required */
+    if (best == ST_ISA_AVX2 && os_avx512 && avx512f && avx512bw && avx512vl && avx512dq)
+        best = ST_ISA_AVX512;
+    g_detected = best;
+
+    st_isa cur = best;
+    const char *env = getenv("ST_ISA");
+    if (env) { /* force a lower level; higher than the machine has is ignored */
+        st_isa want = cur;
+        if (!strcmp(env, "scalar")) want = ST_ISA_SCALAR;
+        else if (!strcmp(env, "avx2")) want = ST_ISA_AVX2;
+        else if (!strcmp(env, "avx512")) want = ST_ISA_AVX512;
+        if (want < cur) cur = want;
+    }
+    atomic_store(&g_isa, (int)cur);
+
+    /* what the CPU and OS offer (usable state only); the level in use is
+     * st_isa_name(st_isa_get()) */
+    snprintf(g_features, sizeof g_features, "%s%s%s%s%s%s%s%s%s",
+             avx512bf16 && os_avx512 ? "avx512bf16 " : "", avx512vnni && os_avx512 ? "avx512vnni " : "",
+             avx512f && os_avx512 ? "avx512f " : "", avx512bw && os_avx512 ? "avx512bw " : "",
+             avx512vl && os_avx512 ? "avx512vl " : "", avx512dq && os_avx512 ? "avx512dq " : "",
+             avx2 && os_avx ? "avx2 " : "", fma && os_avx ? "fma " : "", f16c && os_avx ? "f16c" : "");
+    size_t len = strlen(g_features);
+    while (len && g_features[len - 1] == ' ') g_features[--len] = 0;
+    if (!len) snprintf(g_features, sizeof g_features, "none");
+}
+
+st_isa st_isa_detect(void) {
+    pthread_once(&g_once, detect_once);
+    return g_detected;
+}
+
+st_isa st_isa_get(void) {
+    pthread_once(&g_once, detect_once);
+    return (st_isa)atomic_load(&g_isa);
+}
+
+st_isa st_isa_set(st_isa isa) {
+    st_isa det = st_isa_detect();
+    if ((int)isa < ST_ISA_SCALAR) isa = ST_ISA_SCALAR;
+    if (isa > det) isa = det;
+    return (st_isa)atomic_exchange(&g_isa, (int)isa);
+}
+
+const char *st_isa_name(st_isa isa) {
+    switch (isa) {
+    case ST_ISA_AVX512: return "avx512";
+    case ST_ISA_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+
+const char *st_cpu_features(void) {
+    pthread_once(&g_once, detect_once);
+    return g_features;
+}
+
+/* ------------------------------------------------------------ threads */
+
+static atomic_int g_threads; /* 0: not set yet */
+
+void st_set_threads(int n) {
+    atomic_store(&g_threads, n > 0 ? n : omp_get_num_procs());
+}
+
+/* Default (never set): OMP_NUM_THREADS when the user set it, else every core. */
+int st_get_threads(void) {
+    int n = atomic_load(&g_threads);
+    if (n > 0) return n;
+    n = getenv("OMP_NUM_THREADS") ? omp_get_max_threads() : omp_get_num_procs();
+    if (n < 1) n = 1;
+    int expect = 0;
+    atomic_compare_exchange_strong(&g_threads, &expect, n);
+    return atomic_load(&g_threads);
+}
+
+/* ------------------------------------------------------------ scratch */
+
+/* Per-calling-thread scratch, kept between calls: freeing and re-allocating
+ * a few hundred KiB per matmul makes glibc return it to the OS and fault it
+ * back in every time (it made 2-thread GEMMs 4x slower). Workers of a
+ * parallel region use slices of their caller's buffer. */
+typedef struct {
+    void *p;
+    size_t cap;
+} scratch_buf;
+
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+static int g_scratch_ok;
+
+static void scratch_free(void *v) {
+    scratch_buf *s = v;
+    free(s->p);
+    free(s);
+}
+
+static void scratch_init(void) { g_scratch_ok = pthread_key_create(&g_scratch_key, scratch_free) == 0; }
+
+/* 64-byte aligned, at least n bytes, valid until this thread's next call. */
+static void *scratch_get(size_t n) {
+    pthread_once(&g_scratch_once, scratch_init);
+    if (!g_scratch_ok) return NULL;
+    scratch_buf *s = pthread_getspecific(g_scratch_key);
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s))) return NULL;
+        if (pthread_setspecific(g_scratch_key, s)) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->cap < n) {
+        size_t cap = (n + 63) & ~(size_t)63;
+        if (cap < s->cap + s->cap / 2) cap = (s->cap + s->cap / 2 + 63) & ~(size_t)63;
+        free(s->p);
+        s->p = aligned_alloc(64, cap);
+        s->cap = s->p ? cap : 0;
+    }
+    return s->p;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static float eff_scale(const st_mat *W) { return W->scale == 0.0f ? 1.0f : W->scale; }
+
+/* E2M1 (NVFP4) code -> value; codes 8..15 are the negatives (8 = -0). */
+static const float g_e2m1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                 -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+/* ModelOpt NVFP4 (architecture.md §5.3): byte j of a row holds element 2j in
+ * its low nibble and 2j+1 in the high one; element c is scaled by the E4M3
+ * block scale bscale[row][c/16] (non-negative: the sign bit is ignored, as
+ * llama.cpp does) and by the per-tensor scale. */
+static void nvfp4_row_f32(const st_mat *W, int64_t row, int64_t col0, int64_t n, float *out) {
+    const unsigned char *codes = (const unsigned char *)W->data + (size_t)row * (size_t)(W->cols / 2);
+    const unsigned char *bs = W->bscale + (size_t)row * (size_t)(W->cols / 16);
+    const float scale = eff_scale(W);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t c = col0 + i;
+        const unsigned q = (codes[c >> 1] >> ((c & 1) * 4)) & 0xfu;
+        out[i] = g_e2m1[q] * st_e4m3_lut[bs[c >> 4] & 0x7f] * scale;
+    }
+}
+
+void st_mat_row_f32(const st_mat *W, int64_t row, int64_t col0, int64_t n, float *out) {
+    if (W->dt == ST_DT_NVFP4) {
+        nvfp4_row_f32(W, row, col0, n, out);
+        return;
+    }
+    const size_t esz = st_dtype_size(W->dt);
+    const unsigned char *p = (const unsigned char *)W->data + ((size_t)row * (size_t)W->cols + (size_t)col0) * esz;
+    st_convert_to_f32(W->dt, p, out, n, eff_scale(W));
+}
+
+static int64_t span_total(const st_span *s, int n) {
+    int64_t t = 0;
+    for (int i = 0; i < n; i++) t += s[i].len > 0 ? s[i].len : 0;
+    return t;
+}
+
+/* The absolute row of each packed output j. */
+static void fill_rows(const st_span *rs, int n_rs, int64_t *rows) {
+    int64_t j = 0;
+    for (int s = 0; s < n_rs; s++)
+        for (int32_t i = 0; i < rs[s].len; i++) rows[j++] = (int64_t)rs[s].off + i;
+}
+
+/* The part [k0, k0+kc) of the packed column axis as absolute column spans. */
+static int segs_for(const st_span *cs, int n_cs, int64_t k0, int64_t kc, st_span *out) {
+    int n = 0;
+    int64_t pos = 0, end = k0 + kc;
+    for (int s = 0; s < n_cs && pos < end; s++) {
+        int64_t len = cs[s].len > 0 ? cs[s].len : 0, a = pos, b = pos + len;
+        if (a < k0) a = k0;
+        if (b > end) b = end;
+        if (a < b) out[n++] = (st_span){(int32_t)(cs[s].off + (a - pos)), (int32_t)(b - a)};
+        pos += len;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------ reference */
+
+/* Plain and obviously right: one element at a time through the scalar
+ * converter, double accumulation, spans walked literally. */
+void st_matmul_ref(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
+                   const float *x, int ldx, float *y, int ldy, int T, int accumulate) {
+    for (int t = 0; t < T; t++) {
+        int64_t j = 0;
+        for (int a = 0; a < n_rs; a++)
+            for (int32_t ri = 0; ri < rs[a].len; ri++, j++) {
+                const int64_t r = (int64_t)rs[a].off + ri;
+                double sum = 0.0;
+                int64_t i = 0;
+                for (int b = 0; b < n_cs; b++)
+                    for (int32_t ci = 0; ci < cs[b].len; ci++, i++) {
+                        const int64_t c = (int64_t)cs[b].off + ci;
+                        float w;
+                        st_mat_row_f32(W, r, c, 1, &w);
+                        sum += (double)w * (double)x[(size_t)t * ldx + i];
+                    }
+                float *yp = &y[(size_t)t * ldy + j];
+                *yp = accumulate ? *yp + (float)sum : (float)sum;
+            }
+    }
+}
+
+/* ------------------------------------------------------------ portable path */
+
+static float dot_f32(const float *a, const float *b, int64_t n) {
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) s[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) s[0] += a[i] * b[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+static void matmul_portable(const st_mat *W, const int64_t *rows, int64_t N, const st_span *cs,
+                            int n_cs, int64_t K, const float *x, int ldx, float *y, int ldy, int T,
+                            int accumulate, int nth, float *rowbuf /* [nth][ldr] */, size_t ldr) {
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        float *row = rowbuf + (size_t)omp_get_thread_num() * ldr;
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < N; j++) {
+            int64_t i = 0;
+            for (int s = 0; s < n_cs; s++) {
+                if (cs[s].len <= 0) continue;
+                st_mat_row_f32(W, rows[j], cs[s].off, cs[s].len, row + i);
+                i += cs[s].len;
+            }
+            for (int t = 0; t < T; t++) {
+                float v = dot_f32(row, x + (size_t)t * ldx, K);
+                float *yp = &y[(size_t)t * ldy + j];
+                *yp = accumulate ? *yp + v : v;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ decode path */
+
+static void matmul_gemv(const st_mm_ops *o, const st_mat *W, const int64_t *rows, int64_t N,
+                        const st_span *cs, int n_cs, const float *x, int ldx, float *y, int ldy,
+                        int T, int accumulate, int nth) {
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        const int64_t nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        /* contiguous row ranges, 16-row aligned so threads never share a
+         * cache line of y */
+        const int64_t chunk = ((N + nt - 1) / nt + 15) & ~(int64_t)15;
+        const int64_t j0 = tid * chunk, j1 = j0 + chunk < N ? j0 + chunk : N;
+        if (j0 < j1)
+            o->gemv(W, rows + j0, (int)(j1 - j0), cs, n_cs, x, ldx, y + j0, ldy, T, accumulate);
+    }
+}
+
+/* ------------------------------------------------------------ prefill path */
+
+static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Bytes of per-thread scratch the GEMM needs. */
+static size_t gemm_scratch(const st_mm_ops *o, int T, int n_cs) {
+    const size_t kcp = (size_t)((o->kc + 15) & ~15), ntb = (size_t)((T + o->mr - 1) / o->mr);
+    return up64(ntb * o->mr * o->kc * sizeof(float))   /* Ã  [ntb][kc][mr] */
+           + up64(kcp * o->nr * sizeof(float))         /* B̃  [kcp][nr]     */
+           + up64(kcp * o->nr * sizeof(float))         /* conversion rows  */
+           + up64((size_t)o->mr * o->nr * sizeof(float)) /* edge tile      */
+           + up64((size_t)(n_cs + 1) * sizeof(st_span));
+}
+
+/* Tokens the kernel for a block with `left` tokens to go covers: mr, or the
+ * smallest of mr/3, 2mr/3 that holds the remainder (less padding work). */
+static int blk_mr(int mr, int left) {
+    const int q = mr / 3;
+    if (left >= mr) return mr;
+    return left <= q ? q : left <= 2 * q ? 2 * q : mr;
+}
+
+/* Ask for the next weight panel (into L2) while this one is multiplied: the
+ * panel is nr short runs of kc elements, which the hardware prefetchers do not
+ * pick up on their own (packing was latency-bound without this). */
+static void prefetch_panel(const st_mat *W, const int64_t *rows, int n, const st_span *seg,
+                           int nseg) {
+    const size_t esz = st_dtype_size(W->dt), ld = (size_t)W->cols * esz;
+    for (int r = 0; r < n; r++) {
+        const uintptr_t base = (uintptr_t)W->data + (size_t)rows[r] * ld;
+        for (int s = 0; s < nseg; s++) {
+            const uintptr_t a = base + (size_t)seg[s].off * esz, b = a + (size_t)seg[s].len * esz;
+            for (uintptr_t q = a & ~(uintptr_t)63; q < b; q += 64) __builtin_prefetch((const void *)q, 0, 2);
+        }
+    }
+}
+
+static void matmul_gemm(const st_mm_ops *o, const st_mat *W, const int64_t *rows, int64_t N,
+                        const st_span *cs, int n_cs, int64_t K, const float *x, int ldx, float *y,
+                        int ldy, int T, int accumulate, int nth, unsigned char *scratch,
+                        size_t per_thread) {
+    const int MR = o->mr, NR = o->nr, KC = o->kc;
+    const int64_t np = (N + NR - 1) / NR;
+    /* split rows unless there are too few panels to go round */
+    const int split_rows = np >= 2 * nth || T < 2 * MR * nth;
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        int64_t p0 = 0, p1 = np;
+        int t0 = 0, t1 = T;
+        if (split_rows) {
+            p0 = np * tid / nt;
+            p1 = np * (tid + 1) / nt;
+        } else {
+            const int ntb = (T + MR - 1) / MR;
+            t0 = ntb * tid / nt * MR;
+            t1 = ntb * (tid + 1) / nt * MR;
+            if (t1 > T) t1 = T;
+        }
+        unsigned char *sp = scratch + (size_t)tid * per_thread;
+        float *a = (float *)sp;
+        sp += up64((size_t)((T + MR - 1) / MR) * MR * KC * sizeof(float));
+        float *b = (float *)sp;
+        sp += up64((size_t)((KC + 15) & ~15) * NR * sizeof(float));
+        float *tmp = (float *)sp;
+        sp += up64((size_t)((KC + 15) & ~15) * NR * sizeof(float));
+        float *ctile = (float *)sp;
+        sp += up64((size_t)MR * NR * sizeof(float));
+        st_span *seg = (st_span *)sp;
+
+        for (int64_t k0 = 0; p0 < p1 && t0 < t1 && k0 < K; k0 += KC) {
+            const int kc = (int)(K - k0 < KC ? K - k0 : KC);
+            const int nseg = segs_for(cs, n_cs, k0, kc, seg);
+            const int load_c = accumulate || k0 > 0;
+            const int nb = (t1 - t0 + MR - 1) / MR;
+            /* Ã: this thread's tokens, k-major within each token block,
+             * zero-padded; the last block is only as wide as its kernel */
+            for (int tb = 0; tb < nb; tb++) {
+                const int mk = blk_mr(MR, t1 - (t0 + tb * MR));
+                float *ab = a + (size_t)tb * kc * MR;
+                for (int m = 0; m < mk; m++) {
+                    const int t = t0 + tb * MR + m;
+                    if (t < t1) {
+                        const float *xt = x + (size_t)t * ldx + k0;
+                        for (int k = 0; k < kc; k++) ab[(size_t)k * mk + m] = xt[k];
+                    } else {
+                        for (int k = 0; k < kc; k++) ab[(size_t)k * mk + m] = 0.0f;
+                    }
+                }
+            }
+            for (int64_t p = p0; p < p1; p++) {
+                const int64_t j0 = p * NR;
+                const int n = (int)(N - j0 < NR ? N - j0 : NR);
+                o->pack_b(W, rows + j0, n, seg, nseg, kc, tmp, b);
+                if (p + 1 < p1)
+                    prefetch_panel(W, rows + j0 + NR, (int)(N - j0 - NR < NR ? N - j0 - NR : NR), seg, nseg);
+                for (int tb = 0; tb < nb; tb++) {
+                    const int t = t0 + tb * MR, mr = t1 - t < MR ? t1 - t : MR;
+                    const int mk = blk_mr(MR, t1 - t);
+                    void (*kern)(int, const float *, const float *, float *, int, int) =
+                        o->kernel[mk * 3 / MR - 1];
+                    float *c = y + (size_t)t * ldy + j0;
+                    const float *ab = a + (size_t)tb * kc * MR;
+                    if (mr == mk && n == NR) {
+                        kern(kc, ab, b, c, ldy, load_c);
+                        continue;
+                    }
+                    /* edge tile: run the full kernel on a zeroed scratch tile */
+                    memset(ctile, 0, (size_t)MR * NR * sizeof(float));
+                    if (load_c)
+                        for (int m = 0; m < mr; m++)
+                            memcpy(ctile + (size_t)m * NR, c + (size_t)m * ldy, (size_t)n * sizeof(float));
+                    kern(kc, ab, b, ctile, NR, load_c);
+                    for (int m = 0; m < mr; m++)
+                        memcpy(c + (size_t)m * ldy, ctile + (size_t)m * NR, (size_t)n * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ st_matmul */
+
+static atomic_int g_gemm_min_t = ST_GEMM_MIN_T;
+
+int st_matmul_gemm_min_t(int t) {
+    return t > 0 ? atomic_exchange(&g_gemm_min_t, t) : atomic_load(&g_gemm_min_t);
+}
+
+void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
+               const float *x, int ldx, float *y, int ldy, int T, int accumulate) {
+    const int64_t N = span_total(rs, n_rs), K = span_total(cs, n_cs);
+    if (T <= 0 || N <= 0) return;
+    if (K <= 0) { /* empty sum */
+        if (!accumulate)
+            for (int t = 0; t < T; t++) memset(y + (size_t)t * ldy, 0, (size_t)N * sizeof(float));
+        return;
+    }
+
+    int nth = st_get_threads();
+    if ((double)N * (double)K < ST_PAR_MIN_ELEMS) nth = 1;
+    const st_isa isa = st_isa_get();
+    const st_mm_ops *o = !st_dtype_is_float(W->dt) ? NULL
+                         : isa == ST_ISA_AVX512   ? &st_mm_ops_avx512
+                         : isa == ST_ISA_AVX2     ? &st_mm_ops_avx2
+                                                  : NULL;
+    const int gemm = o && T >= atomic_load(&g_gemm_min_t);
+    /* scratch: [rows: N int64][per-thread: GEMM panels or a converted row] */
+    const size_t rows_bytes = up64((size_t)N * sizeof(int64_t));
+    const size_t per = gemm ? gemm_scratch(o, T, n_cs) : o ? 0 : up64((size_t)K * sizeof(float));
+    unsigned char *scratch = scratch_get(rows_bytes + per * (size_t)nth);
+    if (!scratch) { /* out of memory: the reference needs none */
+        st_matmul_ref(W, rs, n_rs, cs, n_cs, x, ldx, y, ldy, T, accumulate);
+        return;
+    }
+    int64_t *rows = (int64_t *)scratch;
+    fill_rows(rs, n_rs, rows);
+    if (gemm)
+        matmul_gemm(o, W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
+                    scratch + rows_bytes, per);
+    else if (o)
+        matmul_gemv(o, W, rows, N, cs, n_cs, x, ldx, y, ldy, T, accumulate, nth);
+    else
+        matmul_portable(W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
+                        (float *)(scratch + rows_bytes), per / sizeof(float));
+}

@@ -1,0 +1,402 @@
+/*
+ * matmul_avx512.c — AVX-512 (F/BW/VL/DQ) kernels for st_matmul: the decode
+ * mat-vec, the GEMM weight-panel packer and 12/8/4 x 32 fp32 micro-kernels.
+ * Compiled with AVX-512 flags; reached only through st_mm_ops_avx512 after
+ * cpuid said yes. Weights are widened to fp32 in registers (no bf16 dot
+ * products: activations stay fp32 so logits match fp32 references).
+ */
+#include "kernels/kernels.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+
+/* Multiplier applied to converted values / finished dot products. The e4m3
+ * decode yields value·2^-8 (see e4m3_to_f16bits), folded back in here. (The
+ * f16 route is vcvtph2ps-bound, ~22 G weights/s per Zen 5 core in cache; a
+ * direct-to-fp32 bit trick measured slower.) */
+static float dt_mul(const st_mat *W) {
+    float s = W->scale == 0.0f ? 1.0f : W->scale;
+    return W->dt == ST_DT_F8_E4M3 ? s * 256.0f : s;
+}
+
+/* e4m3fn -> f16 bits with the same code fields: sign<<15 | (e,m)<<7. Read as
+ * f16 (bias 15) that is exactly the e4m3 value (bias 7) times 2^-8, subnormals
+ * included. Input: the bytes sign-extended to 16 bits, so one shift puts the
+ * sign in bit 15 (and a copy in bit 14, masked off). S.1111.111 (NaN in
+ * e4m3fn) becomes an f16 NaN. */
+AI __m512i e4m3_to_f16bits(__m512i sx) {
+    const __m512i h = _mm512_and_si512(_mm512_slli_epi16(sx, 7), _mm512_set1_epi16((short)0xbf80));
+    const __m512i m = _mm512_set1_epi16(0x3f80);
+    return _mm512_mask_mov_epi16(h, _mm512_cmpeq_epi16_mask(_mm512_and_si512(h, m), m),
+                                 _mm512_set1_epi16(0x7e00));
+}
+
+/* 32 weights of type DT at p -> fp32 lanes 0..15 (lo) and 16..31 (hi).
+ * MASKED: only the lanes in m are read (tails; never faults past them). */
+AI void ld32(st_dtype DT, const unsigned char *p, __mmask32 m, int MASKED, __m512 *lo, __m512 *hi) {
+    switch (DT) {
+    case ST_DT_F32:
+        if (MASKED) {
+            *lo = _mm512_maskz_loadu_ps((__mmask16)m, p);
+            *hi = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), p + 64);
+        } else {
+            *lo = _mm512_loadu_ps(p);
+            *hi = _mm512_loadu_ps(p + 64);
+        }
+        break;
+    case ST_DT_BF16: {
+        /* bf16 is the top half of an fp32: zero-extend and shift */
+        __m256i a, b;
+        if (MASKED) {
+            a = _mm256_maskz_loadu_epi16((__mmask16)m, p);
+            b = _mm256_maskz_loadu_epi16((__mmask16)(m >> 16), p + 32);
+        } else {
+            a = _mm256_loadu_si256((const __m256i *)p);
+            b = _mm256_loadu_si256((const __m256i *)(p + 32));
+        }
+        *lo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(a), 16));
+        *hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+        break;
+    }
+    case ST_DT_F16: {
+        __m256i a, b;
+        if (MASKED) {
+            a = _mm256_maskz_loadu_epi16((__mmask16)m, p);
+            b = _mm256_maskz_loadu_epi16((__mmask16)(m >> 16), p + 32);
+        } else {
+            a = _mm256_loadu_si256((const __m256i *)p);
+            b = _mm256_loadu_si256((const __m256i *)(p + 32));
+        }
+        *lo = _mm512_cvtph_ps(a);
+        *hi = _mm512_cvtph_ps(b);
+        break;
+    }
+    case ST_DT_F8_E4M3:
+    case ST_DT_F8_E5M2: {
+        __m256i b8 = MASKED ? _mm256_maskz_loadu_epi8(m, p) : _mm256_loadu_si256((const __m256i *)p);
+        /* e5m2 is the top byte of an f16 */
+        __m512i h = DT == ST_DT_F8_E4M3 ? e4m3_to_f16bits(_mm512_cvtepi8_epi16(b8))
+                                        : _mm512_slli_epi16(_mm512_cvtepu8_epi16(b8), 8);
+        *lo = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+        *hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+        break;
+    }
+    default:
+        *lo = *hi = _mm512_setzero_ps();
+        break;
+    }
+}
+
+static inline __mmask32 tail_mask32(int n) { return n >= 32 ? 0xffffffffu : (__mmask32)((1u << n) - 1u); }
+
+/* The lanes in m (a tail of <= 16) of 16 weights at p -> fp32. */
+AI __m512 ld16_masked(st_dtype DT, const unsigned char *p, __mmask16 m) {
+    switch (DT) {
+    case ST_DT_F32: return _mm512_maskz_loadu_ps(m, p);
+    case ST_DT_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+    case ST_DT_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    case ST_DT_F8_E4M3: { /* as e4m3_to_f16bits, 16 lanes */
+        const __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(m, p)), 7),
+                                           _mm256_set1_epi16((short)0xbf80));
+        const __m256i c = _mm256_set1_epi16(0x3f80);
+        return _mm512_cvtph_ps(_mm256_mask_mov_epi16(h, _mm256_cmpeq_epi16_mask(_mm256_and_si256(h, c), c),
+                                                     _mm256_set1_epi16(0x7e00)));
+    }
+    case ST_DT_F8_E5M2: return _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, p)), 8));
+    default: return _mm512_setzero_ps();
+    }
+}
+
+/* ------------------------------------------------------------ decode (gemv) */
+
+/* NR rows x NT tokens over every column span; out[r][t] = dot products
+ * (without the dtype multiplier). Accumulators stay in registers across spans;
+ * with few (row, token) pairs each gets two chains to hide FMA latency.
+ * 8 rows in flight stream much faster than 4 (more concurrent DRAM streams:
+ * on Zen 5, 1 thread, T=3: 31 vs 18 GB/s), so 8 rows for every T <= 3. */
+AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *const *wr, size_t esz,
+                 const st_span *cs, int n_cs, const float *x, int ldx, float out[8][4]) {
+    const int A2 = NR * NT <= 8 ? 2 : 1;
+    /* with 8 rows x 3 tokens the accumulators need 24 of the 32 registers */
+    const int XMEM = NR * NT > 16;
+    __m512 acc[8][4][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
+
+    int xi = 0;
+    for (int s = 0; s < n_cs; s++) {
+        const unsigned char *p[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) p[r] = wr[r] + (size_t)cs[s].off * esz;
+        const float *xs = x + xi;
+        const int len = cs[s].len > 0 ? cs[s].len : 0; /* negative = empty */
+        int k = 0;
+        for (; k + 32 <= len; k += 32) {
+            __m512 xl[4], xh[4];
+            if (!XMEM)
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    xl[t] = _mm512_loadu_ps(xs + (size_t)t * ldx + k);
+                    xh[t] = _mm512_loadu_ps(xs + (size_t)t * ldx + k + 16);
+                }
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                __m512 lo, hi;
+                ld32(DT, p[r] + (size_t)k * esz, 0, 0, &lo, &hi);
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    /* XMEM: x straight from L1 as an FMA memory operand */
+                    const __m512 a = XMEM ? _mm512_loadu_ps(xs + (size_t)t * ldx + k) : xl[t];
+                    const __m512 b = XMEM ? _mm512_loadu_ps(xs + (size_t)t * ldx + k + 16) : xh[t];
+                    acc[r][t][0] = _mm512_fmadd_ps(lo, a, acc[r][t][0]);
+                    acc[r][t][A2 - 1] = _mm512_fmadd_ps(hi, b, acc[r][t][A2 - 1]);
+                }
+            }
+        }
+        if (k < len && len - k <= 16) { /* short tail (e.g. 48-wide head cuts): one vector */
+            const __mmask16 m = (__mmask16)tail_mask32(len - k);
+            __m512 xl[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) xl[t] = _mm512_maskz_loadu_ps(m, xs + (size_t)t * ldx + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                const __m512 lo = ld16_masked(DT, p[r] + (size_t)k * esz, m);
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) acc[r][t][0] = _mm512_fmadd_ps(lo, xl[t], acc[r][t][0]);
+            }
+        } else if (k < len) {
+            const __mmask32 m = tail_mask32(len - k);
+            __m512 xl[4], xh[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                xl[t] = _mm512_maskz_loadu_ps((__mmask16)m, xs + (size_t)t * ldx + k);
+                xh[t] = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), xs + (size_t)t * ldx + k + 16);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                __m512 lo, hi;
+                ld32(DT, p[r] + (size_t)k * esz, m, 1, &lo, &hi);
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    acc[r][t][0] = _mm512_fmadd_ps(lo, xl[t], acc[r][t][0]);
+                    acc[r][t][A2 - 1] = _mm512_fmadd_ps(hi, xh[t], acc[r][t][A2 - 1]);
+                }
+            }
+        }
+        xi += len;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++)
+            out[r][t] = _mm512_reduce_add_ps(A2 == 2 ? _mm512_add_ps(acc[r][t][0], acc[r][t][1])
+                                                     : acc[r][t][0]);
+}
+
+/* One instantiation per (dtype, rows, tokens) so the accumulators are
+ * registers: 8 rows x <= 3 tokens, 4 or 1 rows x <= 4 tokens. */
+typedef void (*gemv_fn)(const unsigned char *const *, size_t, const st_span *, int, const float *,
+                        int, float[8][4]);
+#define GEMV_FN(DT, NR, NT)                                                                   \
+    static void gemv_##DT##_##NR##_##NT(const unsigned char *const *wr, size_t esz,           \
+                                        const st_span *cs, int n_cs, const float *x, int ldx, \
+                                        float out[8][4]) {                                    \
+        gemv_blk(ST_DT_##DT, NR, NT, wr, esz, cs, n_cs, x, ldx, out);                         \
+    }
+#define GEMV_FNS(DT)                                                                          \
+    GEMV_FN(DT, 8, 1) GEMV_FN(DT, 8, 2) GEMV_FN(DT, 8, 3)                                     \
+    GEMV_FN(DT, 4, 1) GEMV_FN(DT, 4, 2) GEMV_FN(DT, 4, 3) GEMV_FN(DT, 4, 4)                   \
+    GEMV_FN(DT, 1, 1) GEMV_FN(DT, 1, 2) GEMV_FN(DT, 1, 3) GEMV_FN(DT, 1, 4)                   \
+    static const gemv_fn gemv_tab_##DT[3][4] = {                                              \
+        {gemv_##DT##_1_1, gemv_##DT##_1_2, gemv_##DT##_1_3, gemv_##DT##_1_4},                 \
+        {gemv_##DT##_4_1, gemv_##DT##_4_2, gemv_##DT##_4_3, gemv_##DT##_4_4},                 \
+        {gemv_##DT##_8_1, gemv_##DT##_8_2, gemv_##DT##_8_3, NULL}};
+GEMV_FNS(F32)
+GEMV_FNS(BF16)
+GEMV_FNS(F16)
+GEMV_FNS(F8_E4M3)
+GEMV_FNS(F8_E5M2)
+
+static void gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs,
+                 const float *x, int ldx, float *y, int ldy, int T, int accumulate) {
+    const gemv_fn(*tab)[4];
+    switch (W->dt) {
+    case ST_DT_F32: tab = gemv_tab_F32; break;
+    case ST_DT_BF16: tab = gemv_tab_BF16; break;
+    case ST_DT_F16: tab = gemv_tab_F16; break;
+    case ST_DT_F8_E4M3: tab = gemv_tab_F8_E4M3; break;
+    case ST_DT_F8_E5M2: tab = gemv_tab_F8_E5M2; break;
+    default: return;
+    }
+    const size_t esz = st_dtype_size(W->dt), ld = (size_t)W->cols * esz;
+    const unsigned char *base = (const unsigned char *)W->data;
+    const float mul = dt_mul(W);
+    /* tokens per pass over a row block: all of them up to 3 (8 rows), else 4
+     * at a time over 4 rows (the block stays in L1/L2 between passes) */
+    const int nr_big = T <= 3 ? 8 : 4;
+    for (int j = 0; j < n;) {
+        const int nr = n - j >= nr_big ? nr_big : n - j >= 4 ? 4 : 1;
+        const int ti = nr == 8 ? 2 : nr == 4 ? 1 : 0, tstep = nr == 8 ? 3 : 4;
+        const unsigned char *wr[8];
+        for (int r = 0; r < nr; r++) wr[r] = base + (size_t)rows[j + r] * ld;
+        /* token blocks reuse the rows while they are hot in L1/L2 */
+        for (int t0 = 0; t0 < T; t0 += tstep) {
+            const int nt = T - t0 < tstep ? T - t0 : tstep;
+            float out[8][4];
+            tab[ti][nt - 1](wr, esz, cs, n_cs, x + (size_t)t0 * ldx, ldx, out);
+            for (int t = 0; t < nt; t++) {
+                float *yt = y + (size_t)(t0 + t) * ldy + j;
+                for (int r = 0; r < nr; r++)
+                    yt[r] = accumulate ? yt[r] + out[r][t] * mul : out[r][t] * mul;
+            }
+        }
+        j += nr;
+    }
+}
+
+/* ------------------------------------------------------------ GEMM packing */
+
+/* dst[0..n) = fp32(src[0..n)) · mul (n >= 0, any alignment). */
+static void cvt_row(st_dtype dt, const unsigned char *src, float *dst, int n, float mul) {
+    const size_t esz = st_dtype_size(dt);
+    const __m512 vm = _mm512_set1_ps(mul);
+    int k = 0;
+#define CVT_LOOP(DT)                                                                          \
+    for (; k + 32 <= n; k += 32) {                                                            \
+        __m512 lo, hi;                                                                        \
+        ld32(DT, src + (size_t)k * esz, 0, 0, &lo, &hi);                                      \
+        _mm512_storeu_ps(dst + k, _mm512_mul_ps(lo, vm));                                     \
+        _mm512_storeu_ps(dst + k + 16, _mm512_mul_ps(hi, vm));                                \
+    }                                                                                         \
+    if (k < n) {                                                                              \
+        const __mmask32 m = tail_mask32(n - k);                                               \
+        __m512 lo, hi;                                                                        \
+        ld32(DT, src + (size_t)k * esz, m, 1, &lo, &hi);                                      \
+        _mm512_mask_storeu_ps(dst + k, (__mmask16)m, _mm512_mul_ps(lo, vm));                  \
+        _mm512_mask_storeu_ps(dst + k + 16, (__mmask16)(m >> 16), _mm512_mul_ps(hi, vm));     \
+    }
+    switch (dt) {
+    case ST_DT_F32: CVT_LOOP(ST_DT_F32) break;
+    case ST_DT_BF16: CVT_LOOP(ST_DT_BF16) break;
+    case ST_DT_F16: CVT_LOOP(ST_DT_F16) break;
+    case ST_DT_F8_E4M3: CVT_LOOP(ST_DT_F8_E4M3) break;
+    case ST_DT_F8_E5M2: CVT_LOOP(ST_DT_F8_E5M2) break;
+    default: memset(dst, 0, (size_t)n * sizeof(float)); break;
+    }
+#undef CVT_LOOP
+}
+
+/* One transpose stage: swap the off-diagonal d x d blocks of every 2d x 2d
+ * block (rows i and i+d exchange the lanes whose bit d differs). */
+#define TR_STAGE(v, d, il, ih)                                                                \
+    do {                                                                                      \
+        _Pragma("GCC unroll 16") for (int i_ = 0; i_ < 16; i_++) {                            \
+            if (i_ & (d)) continue;                                                           \
+            const __m512 a_ = v[i_], b_ = v[i_ + (d)];                                        \
+            v[i_] = _mm512_permutex2var_ps(a_, il, b_);                                       \
+            v[i_ + (d)] = _mm512_permutex2var_ps(a_, ih, b_);                                 \
+        }                                                                                     \
+    } while (0)
+
+/* In-register 16x16 transpose, stages d = 8, 4, 2, 1. For lane k of the
+ * stage-d result: low row takes a[k] if bit d of k is clear, else b[k-d];
+ * high row takes a[k+d] if clear, else b[k] (b lanes are indices 16..31). */
+AI void transpose16(__m512 v[16]) {
+    const __m512i l8 = _mm512_set_epi32(23, 22, 21, 20, 19, 18, 17, 16, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i h8 = _mm512_set_epi32(31, 30, 29, 28, 27, 26, 25, 24, 15, 14, 13, 12, 11, 10, 9, 8);
+    const __m512i l4 = _mm512_set_epi32(27, 26, 25, 24, 11, 10, 9, 8, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i h4 = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 23, 22, 21, 20, 7, 6, 5, 4);
+    const __m512i l2 = _mm512_set_epi32(29, 28, 13, 12, 25, 24, 9, 8, 21, 20, 5, 4, 17, 16, 1, 0);
+    const __m512i h2 = _mm512_set_epi32(31, 30, 15, 14, 27, 26, 11, 10, 23, 22, 7, 6, 19, 18, 3, 2);
+    const __m512i l1 = _mm512_set_epi32(30, 14, 28, 12, 26, 10, 24, 8, 22, 6, 20, 4, 18, 2, 16, 0);
+    const __m512i h1 = _mm512_set_epi32(31, 15, 29, 13, 27, 11, 25, 9, 23, 7, 21, 5, 19, 3, 17, 1);
+    TR_STAGE(v, 8, l8, h8);
+    TR_STAGE(v, 4, l4, h4);
+    TR_STAGE(v, 2, l2, h2);
+    TR_STAGE(v, 1, l1, h1);
+}
+
+#define NR512 32
+#define MR512 12
+
+static void pack_b(const st_mat *W, const int64_t *rows, int n, const st_span *seg, int nseg,
+                   int kc, float *tmp /* [NR][kcp] */, float *dst /* [kcp][NR] */) {
+    const int kcp = (kc + 15) & ~15;
+    const size_t esz = st_dtype_size(W->dt), ld = (size_t)W->cols * esz;
+    const float mul = dt_mul(W);
+    for (int r = 0; r < NR512; r++) {
+        float *t = tmp + (size_t)r * kcp;
+        int k = 0;
+        if (r < n) {
+            const unsigned char *row = (const unsigned char *)W->data + (size_t)rows[r] * ld;
+            for (int s = 0; s < nseg; s++) {
+                cvt_row(W->dt, row + (size_t)seg[s].off * esz, t + k, seg[s].len, mul);
+                k += seg[s].len;
+            }
+        }
+        memset(t + k, 0, (size_t)(kcp - k) * sizeof(float));
+    }
+    for (int rb = 0; rb < NR512; rb += 16)
+        for (int kb = 0; kb < kcp; kb += 16) {
+            __m512 v[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) v[i] = _mm512_load_ps(tmp + (size_t)(rb + i) * kcp + kb);
+            transpose16(v);
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) _mm512_store_ps(dst + (size_t)(kb + i) * NR512 + rb, v[i]);
+        }
+}
+
+/* ------------------------------------------------------------ micro-kernel */
+
+/* MR tokens x 32 rows (MR = 12: 24 accumulators, 2 weight vectors and a
+ * broadcast per step = 24 FMAs per 14 loads, b from L1, a from L2). */
+AI void kernel_mr(const int MR, int kc, const float *a, const float *b, float *c, int ldc, int load_c) {
+    __m512 acc[MR512][2];
+    if (load_c) {
+#pragma GCC unroll 12
+        for (int m = 0; m < MR; m++) {
+            acc[m][0] = _mm512_loadu_ps(c + (size_t)m * ldc);
+            acc[m][1] = _mm512_loadu_ps(c + (size_t)m * ldc + 16);
+        }
+    } else {
+#pragma GCC unroll 12
+        for (int m = 0; m < MR; m++) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(b + (size_t)k * NR512);
+        const __m512 b1 = _mm512_load_ps(b + (size_t)k * NR512 + 16);
+        const float *ak = a + (size_t)k * MR;
+#pragma GCC unroll 12
+        for (int m = 0; m < MR; m++) {
+            const __m512 av = _mm512_set1_ps(ak[m]);
+            acc[m][0] = _mm512_fmadd_ps(av, b0, acc[m][0]);
+            acc[m][1] = _mm512_fmadd_ps(av, b1, acc[m][1]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int m = 0; m < MR; m++) {
+        _mm512_storeu_ps(c + (size_t)m * ldc, acc[m][0]);
+        _mm512_storeu_ps(c + (size_t)m * ldc + 16, acc[m][1]);
+    }
+}
+
+static void kernel4(int kc, const float *a, const float *b, float *c, int ldc, int load_c) {
+    kernel_mr(4, kc, a, b, c, ldc, load_c);
+}
+static void kernel8(int kc, const float *a, const float *b, float *c, int ldc, int load_c) {
+    kernel_mr(8, kc, a, b, c, ldc, load_c);
+}
+static void kernel12(int kc, const float *a, const float *b, float *c, int ldc, int load_c) {
+    kernel_mr(12, kc, a, b, c, ldc, load_c);
+}
+
+const st_mm_ops st_mm_ops_avx512 = {
+    .mr = MR512, .nr = NR512, .kc = 256,
+    .gemv = gemv, .pack_b = pack_b, .kernel = {kernel4, kernel8, kernel12},
+};

@@ -1,0 +1,558 @@
+/*
+ * test_kernels.c — every st_matmul path (each ISA level this machine has,
+ * decode and GEMM shapes, one and two threads) against st_matmul_ref on
+ * random inputs of odd sizes and spans; dtype conversions bit-exactly.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "starling.h"
+#include "util/util.h"
+
+static int quick(void) { return getenv("ST_TEST_QUICK") != NULL; }
+
+/* ------------------------------------------------------------ rng */
+
+static uint64_t g_rng = 0x1234abcd5678ef01ull;
+static uint64_t rnd(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return g_rng;
+}
+static float rndf(void) { return (float)((double)(rnd() >> 11) * 0x1.0p-53 * 2.0 - 1.0); }
+static int rndi(int n) { return (int)(rnd() % (uint64_t)n); }
+
+/* ------------------------------------------------------------ dtypes */
+
+static void test_dtype_names(void **state) {
+    (void)state;
+    static const char *names[] = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16",
+                                  "BF16", "I32", "U32", "F32", "F64", "I64", "U64"};
+    static const size_t sizes[] = {1, 1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 8, 8, 8};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        st_dtype dt;
+        assert_int_equal(st_dtype_from_name(names[i], &dt), 0);
+        assert_string_equal(st_dtype_name(dt), names[i]);
+        assert_int_equal(st_dtype_size(dt), sizes[i]);
+    }
+    st_dtype dt;
+    assert_int_equal(st_dtype_from_name("F4", &dt), -1);
+    assert_int_equal(st_dtype_from_name("bf16", &dt), -1);
+    assert_int_equal(st_dtype_from_name(NULL, &dt), -1);
+    assert_int_equal(st_dtype_size(ST_DT_COUNT), 0);
+}
+
+static float f16_formula(uint16_t h) {
+    int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+    double v;
+    if (e == 31) return m ? NAN : (s ? -INFINITY : INFINITY);
+    v = e ? ldexp(1.0 + m / 1024.0, e - 15) : ldexp(m / 1024.0, -14);
+    return (float)(s ? -v : v);
+}
+
+static void test_f16_all_codes(void **state) {
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = st_f16_to_f32((uint16_t)h), g = f16_formula((uint16_t)h);
+        if (isnan(g)) {
+            assert_true(isnan(f));
+            assert_true((st_f32_to_f16(f) & 0x7fff) > 0x7c00); /* NaN stays NaN */
+            continue;
+        }
+        assert_memory_equal(&f, &g, 4); /* also the sign of zero */
+        assert_int_equal(st_f32_to_f16(f), h);
+    }
+    /* subnormals */
+    assert_true(st_f16_to_f32(0x0001) == ldexpf(1.0f, -24));
+    assert_true(st_f16_to_f32(0x03ff) == 1023.0f * ldexpf(1.0f, -24));
+    assert_true(st_f16_to_f32(0x0400) == ldexpf(1.0f, -14));
+    assert_true(st_f16_to_f32(0x8001) == -ldexpf(1.0f, -24));
+    assert_int_equal(st_f32_to_f16(ldexpf(1.0f, -25)), 0);           /* tie -> even (0) */
+    assert_int_equal(st_f32_to_f16(ldexpf(1.5f, -25)), 1);
+    assert_int_equal(st_f32_to_f16(ldexpf(3.0f, -25)), 2);           /* 1.5 ulp: tie -> 2 */
+    assert_int_equal(st_f32_to_f16(ldexpf(1.0f, -26)), 0);
+    assert_int_equal(st_f32_to_f16(-ldexpf(1.0f, -30)), 0x8000);
+    assert_int_equal(st_f32_to_f16(ldexpf(1023.5f, -24)), 0x0400);   /* rounds up to normal */
+    assert_int_equal(st_f32_to_f16(65504.0f), 0x7bff);
+    assert_int_equal(st_f32_to_f16(65519.99f), 0x7bff);
+    assert_int_equal(st_f32_to_f16(65520.0f), 0x7c00);
+    assert_int_equal(st_f32_to_f16(-INFINITY), 0xfc00);
+    assert_int_equal(st_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3c00); /* tie -> even */
+    assert_int_equal(st_f32_to_f16(1.0f + 3 * ldexpf(1.0f, -11)), 0x3c02);
+}
+
+/* Nearest-even property on random floats of every magnitude. */
+static void test_f16_rounding(void **state) {
+    (void)state;
+    int n = quick() ? 20000 : 400000;
+    for (int i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)rnd() & 0x47ffffffu; /* |v| < 2^16·2, both signs via bit 31 */
+        if (rnd() & 1) u |= 0x80000000u;
+        float v;
+        memcpy(&v, &u, 4);
+        if (fabsf(v) >= 65520.0f) continue;
+        uint16_t h = st_f32_to_f16(v);
+        double d = fabs((double)st_f16_to_f32(h) - v);
+        for (int dlt = -1; dlt <= 1; dlt += 2) {
+            uint16_t g = (uint16_t)(h + dlt);
+            if (((g ^ h) & 0x8000) || (g & 0x7c00) == 0x7c00) continue;
+            double dg = fabs((double)st_f16_to_f32(g) - v);
+            assert_true(d <= dg);
+            if (d == dg) assert_true((h & 1) == 0);
+        }
+    }
+}
+
+static void test_bf16_roundtrip(void **state) {
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = st_bf16_to_f32((uint16_t)h);
+        if (isnan(f)) continue;
+        assert_int_equal(st_f32_to_bf16(f), h);
+    }
+    for (int i = 0; i < 100000; i++) {
+        float v = rndf() * ldexpf(1.0f, rndi(60) - 30);
+        float r = st_bf16_to_f32(st_f32_to_bf16(v));
+        assert_true(fabsf(r - v) <= fabsf(v) * ldexpf(1.0f, -8));
+    }
+}
+
+static void test_e4m3_all_codes(void **state) {
+    (void)state;
+    for (int b = 0; b < 256; b++) {
+        int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
+        unsigned char code = (unsigned char)b;
+        float f, g;
+        st_convert_to_f32(ST_DT_F8_E4M3, &code, &f, 1, 1.0f);
+        st_convert_to_f32(ST_DT_F8_E4M3, &code, &g, 1, 0.375f);
+        if (e == 15 && m == 7) {
+            assert_true(isnan(f));
+            assert_true(isnan(g));
+            continue;
+        }
+        double v = e == 0 ? (m / 8.0) * ldexp(1.0, -6) : (1.0 + m / 8.0) * ldexp(1.0, e - 7);
+        if (s) v = -v;
+        assert_true(f == (float)v);
+        assert_true(!!signbit(f) == !!signbit(v));
+        assert_true(g == (float)(v * 0.375));
+    }
+    unsigned char mx = 0x7e;
+    float f;
+    st_convert_to_f32(ST_DT_F8_E4M3, &mx, &f, 1, 1.0f);
+    assert_true(f == 448.0f);
+}
+
+static void test_e5m2_and_ints(void **state) {
+    (void)state;
+    unsigned char e5[4] = {0x3c, 0x01, 0x7c, 0xc0}; /* 1, 2^-16, inf, -2 */
+    float f[4];
+    st_convert_to_f32(ST_DT_F8_E5M2, e5, f, 4, 1.0f);
+    assert_true(f[0] == 1.0f && f[1] == ldexpf(1.0f, -16) && isinf(f[2]) && f[3] == -2.0f);
+
+    int16_t i16[3] = {-7, 0, 32767};
+    st_convert_to_f32(ST_DT_I16, i16, f, 3, 1.0f);
+    assert_true(f[0] == -7.0f && f[1] == 0.0f && f[2] == 32767.0f);
+    uint8_t u8[2] = {255, 3};
+    st_convert_to_f32(ST_DT_U8, u8, f, 2, 2.0f);
+    assert_true(f[0] == 510.0f && f[1] == 6.0f);
+    double d[2] = {1.5, -2.25};
+    st_convert_to_f32(ST_DT_F64, d, f, 2, 1.0f);
+    assert_true(f[0] == 1.5f && f[1] == -2.25f);
+    unsigned char bo[2] = {0, 1};
+    st_convert_to_f32(ST_DT_BOOL, bo, f, 2, 1.0f);
+    assert_true(f[0] == 0.0f && f[1] == 1.0f);
+}
+
+/* 16-bit data at an odd address, and st_mat_row_f32 on it. */
+static void test_convert_unaligned(void **state) {
+    (void)state;
+    unsigned char buf[1 + 2 * 37];
+    float ref[37], out[37];
+    for (int i = 0; i < 37; i++) {
+        ref[i] = st_bf16_to_f32(st_f32_to_bf16(rndf()));
+        uint16_t h = st_f32_to_bf16(ref[i]);
+        memcpy(buf + 1 + 2 * i, &h, 2);
+    }
+    st_convert_to_f32(ST_DT_BF16, buf + 1, out, 37, 1.0f);
+    assert_memory_equal(out, ref, sizeof ref);
+    st_mat W = {.dt = ST_DT_BF16, .data = buf + 1, .rows = 1, .cols = 37, .scale = 1.0f};
+    st_mat_row_f32(&W, 0, 5, 30, out);
+    assert_memory_equal(out, ref + 5, 30 * sizeof(float));
+}
+
+/* ------------------------------------------------------------ matmul */
+
+typedef struct {
+    st_mat W;
+    unsigned char *alloc;
+} wmat;
+
+/* Random full matrix of dt, placed at an odd byte offset (mmap'd tensors can
+ * sit anywhere). */
+static wmat make_w(st_dtype dt, int rows, int cols) {
+    const size_t esz = st_dtype_size(dt), n = (size_t)rows * cols;
+    wmat m;
+    m.alloc = malloc(n * esz + 64);
+    unsigned char *p = m.alloc + 1 + 2 * (rnd() & 7);
+    for (size_t i = 0; i < n; i++) {
+        float v = rndf();
+        switch (dt) {
+        case ST_DT_F32: memcpy(p + 4 * i, &v, 4); break;
+        case ST_DT_F16: { uint16_t h = st_f32_to_f16(v); memcpy(p + 2 * i, &h, 2); break; }
+        case ST_DT_BF16: { uint16_t h = st_f32_to_bf16(v); memcpy(p + 2 * i, &h, 2); break; }
+        case ST_DT_F8_E4M3:
+        case ST_DT_F8_E5M2: {
+            unsigned char c;
+            do c = (unsigned char)rnd();
+            while (dt == ST_DT_F8_E4M3 ? (c & 0x7f) == 0x7f : (c & 0x7c) == 0x7c); /* finite */
+            p[i] = c;
+            break;
+        }
+        default: assert_true(0);
+        }
+    }
+    m.W = (st_mat){.dt = dt, .data = p, .rows = rows, .cols = cols,
+                   .scale = (dt == ST_DT_F8_E4M3 || dt == ST_DT_F8_E5M2) ? 0.0371f : 1.0f};
+    return m;
+}
+
+/* n random spans inside [0, full) with total length <= maxlen */
+static int make_spans(st_span *s, int nmax, int full, int maxlen) {
+    int n = 1 + rndi(nmax), tot = 0;
+    for (int i = 0; i < n; i++) {
+        int len = 1 + rndi(full < 80 ? full : 80);
+        if (tot + len > maxlen) len = maxlen - tot;
+        if (len <= 0) return i;
+        s[i].len = len;
+        s[i].off = rndi(full - len + 1);
+        tot += len;
+    }
+    return n;
+}
+
+static int64_t tot(const st_span *s, int n) {
+    int64_t t = 0;
+    for (int i = 0; i < n; i++) t += s[i].len;
+    return t;
+}
+
+static int g_checked;
+
+/* st_matmul vs st_matmul_ref: |Δ| <= 1e-5·(Σ|w·x| + |y0|) per output. */
+static void check_case(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
+                       int T, int accumulate, int padx, int pady) {
+    const int N = (int)tot(rs, n_rs), K = (int)tot(cs, n_cs), ldx = K + padx, ldy = N + pady;
+    float *x = malloc(sizeof(float) * ((size_t)T * ldx + 1));
+    float *y = malloc(sizeof(float) * ((size_t)T * ldy + 1));
+    float *yr = malloc(sizeof(float) * ((size_t)T * ldy + 1));
+    float *bound = malloc(sizeof(float) * ((size_t)T * ldy + 1));
+    float *wrow = malloc(sizeof(float) * ((size_t)K + 1));
+    for (int i = 0; i < T * ldx; i++) x[i] = rndf();
+    for (int i = 0; i < T * ldy; i++) y[i] = yr[i] = rndf();
+
+    st_matmul_ref(W, rs, n_rs, cs, n_cs, x, ldx, yr, ldy, T, accumulate);
+    st_matmul(W, rs, n_rs, cs, n_cs, x, ldx, y, ldy, T, accumulate);
+
+    /* Σ|w·x| per output */
+    int j = 0;
+    for (int a = 0; a < n_rs; a++)
+        for (int r = rs[a].off; r < rs[a].off + rs[a].len; r++, j++) {
+            int i = 0;
+            for (int b = 0; b < n_cs; b++) {
+                st_mat_row_f32(W, r, cs[b].off, cs[b].len, wrow + i);
+                i += cs[b].len;
+            }
+            for (int t = 0; t < T; t++) {
+                double s = 0;
+                for (i = 0; i < K; i++) s += fabs((double)wrow[i] * x[t * ldx + i]);
+                bound[t * ldy + j] = (float)(s + 1.0); /* +|y0| <= 1 when accumulating */
+            }
+        }
+    for (int t = 0; t < T; t++) {
+        for (j = 0; j < N; j++) {
+            float d = fabsf(y[t * ldy + j] - yr[t * ldy + j]);
+            if (!(d <= 1e-5f * bound[t * ldy + j])) {
+                print_error("%s isa=%s N=%d K=%d T=%d acc=%d t=%d j=%d: %g vs ref %g (bound %g)\n",
+                            st_dtype_name(W->dt), st_isa_name(st_isa_get()), N, K, T, accumulate,
+                            t, j, y[t * ldy + j], yr[t * ldy + j], 1e-5 * bound[t * ldy + j]);
+                fail();
+            }
+        }
+        /* the padding between packed rows is never written */
+        for (j = N; j < ldy; j++) assert_true(y[t * ldy + j] == yr[t * ldy + j]);
+    }
+    g_checked++;
+    free(x); free(y); free(yr); free(bound); free(wrow);
+}
+
+static const int g_sizes[] = {1, 3, 17, 31, 33, 64, 67, 257};
+static const int g_tokens[] = {1, 2, 3, 4, 5, 7, 8, 13, 17, 31, 33, 48, 51, 64, 67};
+#define NSIZES (int)(sizeof g_sizes / sizeof *g_sizes)
+#define NTOK (int)(sizeof g_tokens / sizeof *g_tokens)
+
+static void run_dtype(st_dtype dt) {
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        assert_int_equal(st_isa_get(), isa);
+        /* passes: 1 thread, 2 threads, 2 threads with the GEMM for every T */
+        for (int pass = 0; pass < 3; pass++) {
+            st_set_threads(pass ? 2 : 1);
+            const int gmin = st_matmul_gemm_min_t(pass == 2 ? 1 : 0);
+            /* prefix spans, sizes from the list */
+            for (int a = 0; a < NSIZES; a++)
+                for (int b = 0; b < NSIZES; b++) {
+                    if ((quick() && (a + b) % 3) || (a + b + pass) % 3 == 0) continue;
+                    const int R = g_sizes[a], C = g_sizes[b];
+                    const int T = g_tokens[rndi(NTOK)];
+                    if ((double)R * C * T > 3e5 && rnd() % 4) continue; /* keep the ref cheap */
+                    wmat m = make_w(dt, R + 5, C + 7);
+                    st_span rs = {0, R}, cs = {0, C};
+                    check_case(&m.W, &rs, 1, &cs, 1, T, (int)(rnd() & 1), rndi(3) * 5, rndi(3) * 3);
+                    free(m.alloc);
+                }
+            /* many row and column spans (budget head cuts), across K blocks */
+            const int ncase = quick() ? 6 : 24;
+            for (int c = 0; c < ncase; c++) {
+                const int RF = 8 + rndi(300), CF = 8 + rndi(700);
+                wmat m = make_w(dt, RF, CF);
+                st_span rs[8], cs[70];
+                int nr = make_spans(rs, 8, RF, 300), nc;
+                if (c % 3 == 0) { /* per-group head cut: a kept prefix of each 64-wide group */
+                    int keep = 1 + rndi(63);
+                    nc = 0;
+                    for (int g = 0; g + 64 <= CF && nc < 70; g += 64) cs[nc++] = (st_span){g, keep};
+                    if (!nc) cs[nc++] = (st_span){0, CF};
+                } else {
+                    nc = make_spans(cs, 12, CF, 900);
+                }
+                const int T = g_tokens[rndi(NTOK)];
+                check_case(&m.W, rs, nr, cs, nc, T, c & 1, rndi(4), rndi(4) * 7);
+                free(m.alloc);
+            }
+            st_matmul_gemm_min_t(gmin);
+        }
+    }
+    st_isa_set(top);
+    st_set_threads(0);
+}
+
+static void test_matmul_f32(void **state) { (void)state; run_dtype(ST_DT_F32); }
+static void test_matmul_f16(void **state) { (void)state; run_dtype(ST_DT_F16); }
+static void test_matmul_bf16(void **state) { (void)state; run_dtype(ST_DT_BF16); }
+static void test_matmul_e4m3(void **state) { (void)state; run_dtype(ST_DT_F8_E4M3); }
+static void test_matmul_e5m2(void **state) { (void)state; run_dtype(ST_DT_F8_E5M2); }
+
+/* Shapes that exercise the GEMM's full tiles, several K blocks, the token
+ * split (few row panels) and the parallel decode, on every ISA. */
+static void test_matmul_big(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    struct { int R, C, T, nspan; } cases[] = {
+        {64, 512, 48, 1}, {96, 777, 60, 1}, {17, 600, 67, 1}, {33, 300, 130, 3},
+        {512, 384, 1, 1}, {300, 256, 3, 4}, {129, 1024, 12, 6}, {40, 2048, 2, 32},
+        {200, 530, 52, 2}, {64, 256, 96, 1},
+    };
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+            if (quick() && c % 2) continue;
+            st_set_threads(1 + (int)(c & 1));
+            st_dtype dt = c % 3 == 0 ? ST_DT_BF16 : c % 3 == 1 ? ST_DT_F16 : ST_DT_F8_E4M3;
+            wmat m = make_w(dt, cases[c].R + 3, cases[c].C + 70);
+            st_span rs[2] = {{3, cases[c].R - 5}, {0, 5}}, cs[32];
+            const int ns = cases[c].nspan, w = cases[c].C / ns;
+            for (int s = 0; s < ns; s++) cs[s] = (st_span){s * (w + 2), w};
+            check_case(&m.W, rs, 2, cs, ns, cases[c].T, (int)(c & 1), 3, 1);
+            free(m.alloc);
+        }
+    }
+    st_isa_set(top);
+    st_set_threads(0);
+}
+
+static void test_matmul_degenerate(void **state) {
+    (void)state;
+    wmat m = make_w(ST_DT_BF16, 4, 8);
+    st_span rs = {0, 4}, cs0 = {3, 0};
+    float x[8] = {0}, y[8];
+    for (int i = 0; i < 8; i++) y[i] = 5.0f;
+    st_matmul(&m.W, &rs, 1, &cs0, 1, x, 8, y, 4, 2, 1); /* empty sum, accumulate: unchanged */
+    for (int i = 0; i < 8; i++) assert_true(y[i] == 5.0f);
+    st_matmul(&m.W, &rs, 1, &cs0, 1, x, 8, y, 4, 2, 0); /* empty sum: zeros */
+    for (int i = 0; i < 8; i++) assert_true(y[i] == 0.0f);
+    st_matmul(&m.W, &rs, 0, &cs0, 1, x, 8, y, 4, 2, 0); /* no rows, no tokens: nothing */
+    st_matmul(&m.W, &rs, 1, &cs0, 1, x, 8, y, 4, 0, 0);
+    /* an unset scale (0) means 1 */
+    st_mat W0 = m.W;
+    W0.scale = 0.0f;
+    st_span cs = {0, 8};
+    float y1[4], y2[4];
+    for (int i = 0; i < 8; i++) x[i] = rndf();
+    st_matmul(&m.W, &rs, 1, &cs, 1, x, 8, y1, 4, 1, 0);
+    st_matmul(&W0, &rs, 1, &cs, 1, x, 8, y2, 4, 1, 0);
+    assert_memory_equal(y1, y2, sizeof y1);
+    free(m.alloc);
+
+    /* non-float weights take the portable path */
+    int8_t w8[6] = {1, -2, 3, 4, 5, -6};
+    st_mat Wi = {.dt = ST_DT_I8, .data = w8, .rows = 2, .cols = 3, .scale = 0.5f};
+    st_span r2 = {0, 2}, c3 = {0, 3};
+    float xi[3] = {1, 2, 3}, yi[2];
+    st_matmul(&Wi, &r2, 1, &c3, 1, xi, 3, yi, 2, 1, 0);
+    assert_true(yi[0] == 3.0f && yi[1] == -2.0f);
+}
+
+/* NVFP4 (ModelOpt): decode against §5.3 written out independently, and
+ * st_matmul on it (portable path for now) against a double-precision sum. */
+static double e2m1_formula(unsigned q) {
+    static const double mag[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+    return (q & 8) ? -mag[q & 7] : mag[q & 7];
+}
+static double e4m3_formula(unsigned b) {
+    int e = (b >> 3) & 15, m = b & 7;
+    return e == 0 ? (m / 8.0) * ldexp(1.0, -6) : (1.0 + m / 8.0) * ldexp(1.0, e - 7);
+}
+
+static void test_nvfp4(void **state) {
+    (void)state;
+    enum { R = 37, C = 96 };
+    uint8_t codes[R * C / 2], bs[R * C / 16];
+    for (size_t i = 0; i < sizeof codes; i++) codes[i] = (uint8_t)rnd();
+    for (size_t i = 0; i < sizeof bs; i++) bs[i] = (uint8_t)(0x20 + rndi(0x50)); /* positive, finite */
+    st_mat W = {.dt = ST_DT_NVFP4, .data = codes, .rows = R, .cols = C, .scale = 0.0123f, .bscale = bs};
+    assert_string_equal(st_dtype_name(ST_DT_NVFP4), "NVFP4");
+    double *w = malloc(sizeof(double) * R * C);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            unsigned byte = codes[r * C / 2 + c / 2], q = c % 2 ? byte >> 4 : byte & 15;
+            w[r * C + c] = e2m1_formula(q) * e4m3_formula(bs[r * C / 16 + c / 16]) * (double)0.0123f;
+        }
+    float row[C];
+    st_mat_row_f32(&W, 5, 3, C - 3, row);
+    for (int c = 3; c < C; c++) assert_true(fabs(row[c - 3] - w[5 * C + c]) <= 1e-7 * fabs(w[5 * C + c]));
+
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        const int Ts[] = {1, 5, 60};
+        for (int ti = 0; ti < 3; ti++) {
+            const int T = Ts[ti];
+            st_span rs[2] = {{4, 20}, {0, 3}}, cs[2] = {{16, 33}, {64, 17}};
+            float *x = malloc(sizeof(float) * T * 50), *y = malloc(sizeof(float) * T * 23);
+            for (int i = 0; i < T * 50; i++) x[i] = rndf();
+            st_set_threads(1 + (ti & 1));
+            st_matmul(&W, rs, 2, cs, 2, x, 50, y, 23, T, 0);
+            for (int t = 0; t < T; t++) {
+                int j = 0;
+                for (int a = 0; a < 2; a++)
+                    for (int r = rs[a].off; r < rs[a].off + rs[a].len; r++, j++) {
+                        double sum = 0, mag = 0;
+                        int i = 0;
+                        for (int b = 0; b < 2; b++)
+                            for (int c = cs[b].off; c < cs[b].off + cs[b].len; c++, i++) {
+                                sum += w[r * C + c] * x[t * 50 + i];
+                                mag += fabs(w[r * C + c] * x[t * 50 + i]);
+                            }
+                        assert_true(fabs(y[t * 23 + j] - sum) <= 1e-5 * mag + 1e-30);
+                    }
+            }
+            free(x);
+            free(y);
+        }
+    }
+    st_isa_set(top);
+    st_set_threads(0);
+    free(w);
+}
+
+/* NaN codes propagate on every path (e4m3fn S.1111.111 has no finite value). */
+static void test_matmul_nan_codes(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (int gemm = 0; gemm <= 1; gemm++) {
+            const int gmin = st_matmul_gemm_min_t(gemm ? 1 : 0);
+            wmat m = make_w(ST_DT_F8_E4M3, 9, 70);
+            unsigned char *p = (unsigned char *)m.W.data;
+            p[2 * 70 + 40] = 0x7f;
+            p[4 * 70 + 3] = 0xff;
+            p[6 * 70 + 69] = 0xff; /* in a vector tail */
+            st_span rs = {0, 9}, cs = {0, 70};
+            float x[3 * 70], y[3 * 9];
+            for (int i = 0; i < 3 * 70; i++) x[i] = rndf();
+            st_matmul(&m.W, &rs, 1, &cs, 1, x, 70, y, 9, 3, 0);
+            for (int t = 0; t < 3; t++)
+                for (int j = 0; j < 9; j++)
+                    assert_true((j == 2 || j == 4 || j == 6) ? isnan(y[t * 9 + j]) : isfinite(y[t * 9 + j]));
+            free(m.alloc);
+            st_matmul_gemm_min_t(gmin);
+        }
+    }
+    st_isa_set(top);
+}
+
+static void test_isa_and_threads(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    assert_true(st_isa_get() <= top);
+    st_isa prev = st_isa_set(ST_ISA_SCALAR);
+    assert_int_equal(st_isa_get(), ST_ISA_SCALAR);
+    st_isa_set(ST_ISA_AVX512); /* never above what the machine has */
+    assert_int_equal(st_isa_get(), top);
+    st_isa_set(prev);
+    const char *feat = st_cpu_features();
+    assert_true(strlen(feat) > 0);
+    if (top == ST_ISA_AVX512) assert_non_null(strstr(feat, "avx512f"));
+    if (top >= ST_ISA_AVX2) assert_non_null(strstr(feat, "avx2"));
+    assert_string_equal(st_isa_name(ST_ISA_AVX2), "avx2");
+
+    st_set_threads(3);
+    assert_int_equal(st_get_threads(), 3);
+    st_set_threads(0);
+    assert_true(st_get_threads() >= 1);
+}
+
+static void test_membw(void **state) {
+    (void)state;
+    double bw = st_measure_read_bandwidth(1 << 20, 1);
+    assert_true(bw > 0.0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dtype_names),
+        cmocka_unit_test(test_f16_all_codes),
+        cmocka_unit_test(test_f16_rounding),
+        cmocka_unit_test(test_bf16_roundtrip),
+        cmocka_unit_test(test_e4m3_all_codes),
+        cmocka_unit_test(test_e5m2_and_ints),
+        cmocka_unit_test(test_convert_unaligned),
+        cmocka_unit_test(test_matmul_f32),
+        cmocka_unit_test(test_matmul_f16),
+        cmocka_unit_test(test_matmul_bf16),
+        cmocka_unit_test(test_matmul_e4m3),
+        cmocka_unit_test(test_matmul_e5m2),
+        cmocka_unit_test(test_matmul_big),
+        cmocka_unit_test(test_matmul_degenerate),
+        cmocka_unit_test(test_matmul_nan_codes),
+        cmocka_unit_test(test_nvfp4),
+        cmocka_unit_test(test_isa_and_threads),
+        cmocka_unit_test(test_membw),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    fprintf(stderr, "test_kernels: %d matmul cases checked (isa levels up to %s)\n", g_checked,
+            st_isa_name(st_isa_detect()));
+    return rc;
+}
