@@ -39,6 +39,8 @@ LIB := $(BUILD)/libstarling.a
 BIN := $(BUILD)/starling
 DEPS_STAMP := $(BUILD)/.deps-ok
 
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
+
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: tests all test test-fast test-asan run bench clean deps
@@ -112,3 +114,4 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(TESTLIB_OBJ:.o=.d)
+.SECONDARY:
