@@ -51,6 +51,12 @@ int st_synth_preset(const char *name, st_synth_opts *o) {
         o->experts = 16; o->top_k = 4; o->moe_ffn = 1024; o->shared_ffn = 2048; o->ffn = 2048;
         return 0;
     }
+    if (!strcmp(name, "big")) {
+        /* ≈3 GB of BF16: the bench model with more experts (slicing benchmark) */
+        st_synth_preset("bench", o);
+        o->experts = 64;
+        return 0;
+    }
     return -1;
 }
 
