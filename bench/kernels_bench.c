@@ -228,16 +228,18 @@ int main(int argc, char **argv) {
             st_isa_set((st_isa)isa);
             for (int th = 1; th <= 2; th++) {
                 st_set_threads(th);
-                double peak = fma_peak(th);
-                printf("  %-6s %d thr: peak (FMA loop) %.0f GFLOP/s;", st_isa_name((st_isa)isa), th, peak);
                 const int Ts[] = {16, 48, 64, 128, 256, 512};
+                double gf[6] = {0};
                 for (int i = 0; i < 6; i++) {
                     if (quick && Ts[i] != 256) continue;
                     double t = time_matmul(&W, &cs, 1, Ts[i], reps);
-                    double gf = 2.0 * R * C * Ts[i] / t * 1e-9;
-                    printf("  T=%d %.0f (%.0f%%)", Ts[i], gf, 100 * gf / peak);
+                    gf[i] = 2.0 * R * C * Ts[i] / t * 1e-9;
                 }
-                printf("  [others %.0f%%]\n", 100 * others_share());
+                const double others = others_share(), peak = fma_peak(th);
+                printf("  %-6s %d thr: peak (FMA loop) %.0f GFLOP/s;", st_isa_name((st_isa)isa), th, peak);
+                for (int i = 0; i < 6; i++)
+                    if (gf[i] > 0) printf("  T=%d %.0f (%.0f%%)", Ts[i], gf[i], 100 * gf[i] / peak);
+                printf("  [others %.0f%%]\n", 100 * others);
             }
         }
         st_isa_set(top);

@@ -329,7 +329,7 @@ static void run_dtype(st_dtype dt) {
                 st_span rs[8], cs[70];
                 int nr = make_spans(rs, 8, RF, 300), nc;
                 if (c % 3 == 0) { /* per-group head cut: a kept prefix of each 64-wide group */
-                    int keep = 1 + rndi(63);
+                    int keep = 1 + rndi(64); /* 64: adjacent spans, merged */
                     nc = 0;
                     for (int g = 0; g + 64 <= CF && nc < 70; g += 64) cs[nc++] = (st_span){g, keep};
                     if (!nc) cs[nc++] = (st_span){0, CF};

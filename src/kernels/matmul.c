@@ -493,8 +493,9 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
                          : isa == ST_ISA_AVX2     ? &st_mm_ops_avx2
                                                   : NULL;
     const int gemm = o && T >= atomic_load(&g_gemm_min_t);
-    /* scratch: [rows: N int64][per-thread: GEMM panels or a converted row] */
-    const size_t rows_bytes = up64((size_t)N * sizeof(int64_t));
+    /* scratch: [rows: N int64][merged column spans][per thread: GEMM panels
+     * or a converted row] */
+    const size_t rows_bytes = up64((size_t)N * sizeof(int64_t)) + up64((size_t)n_cs * sizeof(st_span));
     const size_t per = gemm ? gemm_scratch(o, T, n_cs) : o ? 0 : up64((size_t)K * sizeof(float));
     unsigned char *scratch = scratch_get(rows_bytes + per * (size_t)nth);
     if (!scratch) { /* out of memory: the reference needs none */
@@ -503,6 +504,20 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
     }
     int64_t *rows = (int64_t *)scratch;
     fill_rows(rs, n_rs, rows);
+    /* Adjacent column spans (a full-width budget given as one span per head)
+     * merge into one: fewer, longer runs for the kernels. x is packed the
+     * same either way. */
+    st_span *csm = (st_span *)(scratch + up64((size_t)N * sizeof(int64_t)));
+    int ncm = 0;
+    for (int i = 0; i < n_cs; i++) {
+        if (cs[i].len <= 0) continue;
+        if (ncm && csm[ncm - 1].off + csm[ncm - 1].len == cs[i].off)
+            csm[ncm - 1].len += cs[i].len;
+        else
+            csm[ncm++] = cs[i];
+    }
+    cs = csm;
+    n_cs = ncm;
     if (gemm)
         matmul_gemm(o, W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
                     scratch + rows_bytes, per);
