@@ -15,6 +15,7 @@ static const struct {
     {"perplexity", cmd_perplexity, "perplexity of a text file at a budget"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat, completions, SSE, elastic fields)"},
     {"eval", cmd_eval, "accuracy and latency per budget, thinking cap and think->answer switch"},
+    {"train", cmd_train, "pretrain a Nemotron-H model (--config FILE), or --bench for training tok/s vs GEMM peak"},
     {"bench", cmd_bench, "memory bandwidth and prefill/decode speed at two budgets"},
     {"slice", cmd_slice, "cut a budget out as a standalone Hugging Face checkpoint"},
     {"quantize", cmd_quantize, "FP8 / NVFP4 (ModelOpt) copy that keeps the elastic nesting"},
