@@ -222,7 +222,7 @@ static void test_nested_slice(void **st) {
     for (int r = 0; r < w->intermediate_size; r++) assert_memory_equal(ps + r * pscols, ss + r * sscols, (size_t)sscols);
     /* same logits */
     float *a = logits_at(g_nv, "S"), *c = logits_at(dst, "full");
-    assert_true(max_abs_diff(a, c, (size_t)NTOK * 272) == 0.0);
+    assert_true(rel_err(c, a, (size_t)NTOK * 272) <= 1e-6); /* same weights; only summation order may differ */
     free(a); free(c);
     /* a budget that cuts inside a block is refused with the rule */
     st_budget *bad;

@@ -187,7 +187,9 @@ static void test_precision(void **st) {
         const int V = st_model_config(m)->vocab_size;
         double e = rel_err(c, a, (size_t)NTOK * V);
         printf("  %s S as %s: rel err %.2e\n", cases[k][0], cases[k][1], e);
-        if (cases[k][2][0] == '0') assert_true(e == 0.0);
+        /* bf16 -> f32 is exact; what remains is summation order (the budget view
+           and the sliced model split columns into different spans) */
+        if (cases[k][2][0] == '0') assert_true(e <= 1e-6);
         else assert_true(e > 0 && e < 2e-2); /* bf16 rounding of the weights */
         /* a bogus precision is refused and leaves no target */
         o.precision = "int3";
