@@ -255,7 +255,8 @@ static int plan(const st_synth_opts *o, tspec *t, int cap) {
 }
 
 st_status st_synth_write(const char *dir, const st_synth_opts *o) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return st_err(ST_ERR_IO, "%s: %s", dir, strerror(errno));
+    st_status mk = st_mkdir_p(dir);
+    if (mk) return mk;
     if (o->dtype != ST_DT_BF16 && o->dtype != ST_DT_F32 && o->dtype != ST_DT_F16)
         return st_err(ST_ERR_ARG, "synth: dtype must be BF16, F16 or F32");
     int n = plan(o, NULL, 0);

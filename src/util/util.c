@@ -202,3 +202,16 @@ int st_pathf(char *buf, size_t n, const char *fmt, ...) {
     va_end(ap);
     return k < 0 || (size_t)k >= n ? -1 : 0;
 }
+
+st_status st_mkdir_p(const char *path) {
+    char buf[4096];
+    if (st_pathf(buf, sizeof buf, "%s", path)) return st_err(ST_ERR_ARG, "path too long: %s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return st_err(ST_ERR_IO, "%s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return st_err(ST_ERR_IO, "%s: %s", buf, strerror(errno));
+    return ST_OK;
+}

@@ -44,6 +44,9 @@ uint16_t st_f32_to_f16(float f);
 
 double st_time(void); /* monotonic seconds */
 
+/* mkdir -p (0755). */
+st_status st_mkdir_p(const char *path);
+
 /* snprintf for paths: -1 if the result did not fit (the caller reports it). */
 int st_pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
