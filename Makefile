@@ -115,6 +115,11 @@ bench: $(BIN)
 corpus:
 	scripts/corpus/build.sh build/corpus build/corpus-cache
 
+# Rebuild the shipped parent model from scratch (corpus, tokenizer, tasks, training).
+.PHONY: model
+model: $(BIN)
+	scripts/make_model.sh $(BIN)
+
 clean:
 	rm -rf build
 

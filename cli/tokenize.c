@@ -31,6 +31,9 @@ static const char USAGE[] =
     "                         add_eos_token in tokenizer_config.json beside the file\n"
     "      --no-special       treat special tokens in the text as plain text;\n"
     "                         with --decode, leave special tokens out of the output\n"
+    "      --bin OUT          write the ids to OUT as little-endian uint32 (the token\n"
+    "                         files starling train reads) instead of printing them\n"
+    "      --append-eos       with --bin: end with the tokenizer's EOS id (</s>)\n"
     "      --decode           read token ids (separated by spaces, commas or newlines)\n"
     "                         and print the text exactly, with no newline added\n"
     "  -h, --help             show this help\n";
@@ -86,11 +89,35 @@ static int32_t config_token(const st_tokenizer *t, const char *tok_path, const c
     return id;
 }
 
+/* The ids as a flat uint32 LE file (docs/training.md), written atomically. */
+static int write_bin(const st_tokenizer *t, const char *out, const int32_t *ids, int n, int append_eos) {
+    int32_t eos = append_eos ? st_token_id(t, "</s>") : -1;
+    if (append_eos && eos < 0) return fail("--append-eos: the tokenizer has no </s> token");
+    size_t m = (size_t)n + (eos >= 0);
+    unsigned char *b = malloc(m * 4 + 1);
+    if (!b) return fail("out of memory");
+    for (size_t i = 0; i < m; i++) {
+        uint32_t v = (uint32_t)(i < (size_t)n ? ids[i] : eos);
+        b[4 * i] = (unsigned char)v; b[4 * i + 1] = (unsigned char)(v >> 8);
+        b[4 * i + 2] = (unsigned char)(v >> 16); b[4 * i + 3] = (unsigned char)(v >> 24);
+    }
+    st_status rc = st_write_file_atomic(out, b, m * 4);
+    free(b);
+    if (rc) return fail(st_last_error());
+    fprintf(stderr, "wrote %zu tokens to %s\n", m, out);
+    return 0;
+}
+
 static int encode(const st_tokenizer *t, const char *tok_path, const char *text, size_t len,
-                  int add_special, int parse_special) {
+                  int add_special, int parse_special, const char *bin, int append_eos) {
     int32_t *ids = NULL;
     int n = 0;
     if (st_tokenize(t, text, len, parse_special, &ids, &n)) return fail(st_last_error());
+    if (bin) {
+        int rc = write_bin(t, bin, ids, n, append_eos);
+        free(ids);
+        return rc;
+    }
     const int32_t *pre = NULL, *suf = NULL;
     int npre = 0, nsuf = 0;
     int32_t bos = -1, eos = -1;
@@ -151,7 +178,7 @@ static int decode(const st_tokenizer *t, const char *text, int skip_special) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    enum { O_TOKENIZER = 256, O_ADD_SPECIAL, O_NO_SPECIAL, O_DECODE };
+    enum { O_TOKENIZER = 256, O_ADD_SPECIAL, O_NO_SPECIAL, O_DECODE, O_BIN, O_APPEND_EOS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
         {"tokenizer", required_argument, 0, O_TOKENIZER},
@@ -160,11 +187,14 @@ int cmd_tokenize(int argc, char **argv) {
         {"add-special", no_argument, 0, O_ADD_SPECIAL},
         {"no-special", no_argument, 0, O_NO_SPECIAL},
         {"decode", no_argument, 0, O_DECODE},
+        {"bin", required_argument, 0, O_BIN},
+        {"append-eos", no_argument, 0, O_APPEND_EOS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *dir = NULL, *file = NULL, *prompt = NULL, *in_path = NULL;
-    int add_special = 0, no_special = 0, do_decode = 0, c;
+    const char *bin = NULL;
+    int add_special = 0, no_special = 0, do_decode = 0, append_eos = 0, c;
     optind = 0; /* full getopt reset: main may have parsed its own options */
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:p:f:h", opts, NULL)) != -1) {
@@ -176,6 +206,8 @@ int cmd_tokenize(int argc, char **argv) {
         case O_ADD_SPECIAL: add_special = 1; break;
         case O_NO_SPECIAL: no_special = 1; break;
         case O_DECODE: do_decode = 1; break;
+        case O_BIN: bin = optarg; break;
+        case O_APPEND_EOS: append_eos = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;
         case ':': {
             char m[96];
@@ -197,6 +229,9 @@ int cmd_tokenize(int argc, char **argv) {
     if (!!dir + !!file != 1) return usage_error("give exactly one of -m DIR and --tokenizer FILE");
     if (!!prompt + !!in_path != 1) return usage_error("give exactly one of -p TEXT and -f FILE");
     if (do_decode && add_special) return usage_error("--add-special does not apply to --decode");
+    if (do_decode && bin) return usage_error("--bin does not apply to --decode");
+    if (bin && add_special) return usage_error("--bin writes the text's ids; use --append-eos for an end marker");
+    if (append_eos && !bin) return usage_error("--append-eos needs --bin");
 
     char *tok_path = NULL;
     if (dir) {
@@ -220,7 +255,7 @@ int cmd_tokenize(int argc, char **argv) {
     int rc;
     if (st_tokenizer_load(tok_path, &t)) rc = fail(st_last_error());
     else if (do_decode) rc = decode(t, text, no_special);
-    else rc = encode(t, tok_path, text, len, add_special, !no_special);
+    else rc = encode(t, tok_path, text, len, add_special, !no_special, bin, append_eos);
     st_tokenizer_free(t);
     free(buf);
     free(tok_path);

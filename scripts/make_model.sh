@@ -1,0 +1,45 @@
+#!/bin/sh
+# Rebuild the shipped parent model from scratch (make model): corpus, tokenizer,
+# reasoning tasks, token files, training (models/parent.json), evaluation.
+#
+#   scripts/make_model.sh [BIN] [STEPS]     (defaults: build/starling, the config's steps)
+#
+# Everything is deterministic (pinned data, seeds); the trained checkpoint lands in
+# models/parent/ and its figures in build/model/report.md.
+set -eu
+bin=${1:-build/starling}
+steps=${2:-}
+w=build/model
+mkdir -p $w
+scripts/corpus/build.sh build/corpus build/corpus-cache
+mkdir -p $w/tok
+[ -f $w/tok/tokenizer.json ] || $bin tokenizer-train -i build/corpus/train.txt --vocab-size 8192 -o $w/tok/tokenizer.json
+# reasoning tasks: training conversations and a held-out evaluation set
+$bin tasks --kind mix -n 40000 --seed 1 --render -o $w/tasks.txt
+$bin tasks --kind mix -n 300 --seed 2 --split eval -o $w/eval.jsonl
+$bin tokenize -m $w/tok -f build/corpus/train.txt --no-special --bin $w/corpus.bin --append-eos
+$bin tokenize -m $w/tok -f $w/tasks.txt --bin $w/tasks.bin --append-eos
+$bin tokenize -m $w/tok -f build/corpus/valid.txt --no-special --bin $w/val.bin --append-eos
+for f in build/corpus/*.valid.txt; do
+  s=$(basename $f .valid.txt)
+  $bin tokenize -m $w/tok -f $f --no-special --bin $w/val.$s.bin --append-eos
+done
+cfg=models/parent.json
+if [ -n "$steps" ]; then
+  sed "s/\"steps\": [0-9]*/\"steps\": $steps/" $cfg > $w/parent.json
+  sed -i 's|"\.\./|"../../|g' $w/parent.json
+  cfg=$w/parent.json
+fi
+$bin train --config $cfg
+rm -rf models/parent
+cp -r $w/run/final models/parent
+{
+  echo "# models/parent"
+  echo
+  echo "validation perplexity per source (ctx 256):"
+  for f in build/corpus/*.valid.txt; do
+    echo "- $(basename $f .valid.txt): $($bin perplexity -m models/parent -f $f --ctx 256 --max-windows 40 2>/dev/null)"
+  done
+} > $w/report.md
+$bin eval -m models/parent --task $w/eval.jsonl --caps 0,none --budgets full -o $w/eval -q || true
+cat $w/report.md
