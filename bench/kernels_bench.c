@@ -1,7 +1,7 @@
 /*
  * kernels_bench.c — kernel micro-benchmark: memory read bandwidth, decode
- * mat-vec GB/s (BF16 64 MiB, 1 and 2 threads), prefill GFLOP/s (2048x2048
- * BF16, T=256) against an FMA-peak estimate, multi-span decode, sampling.
+ * mat-vec GB/s (BF16 64 MiB, 1 and 2 threads; NVFP4 of the same shape, GB/s of
+ * codes + scales and weights/s), prefill GFLOP/s (2048x2048 BF16 and NVFP4, T=256) against an FMA-peak estimate, multi-span decode, sampling.
  *
  *   cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc bench/kernels_bench.c \
  *      build/libstarling.a -ljansson -lpcre2-8 -lutf8proc -lm -o build/kernels_bench
@@ -193,6 +193,60 @@ int main(int argc, char **argv) {
                            th, T, w, t * 1e3, bytes / t * 1e-9,
                            100 * bytes / t * 1e-9 / (th == 1 ? bw1 : bw2), 100 * others_share());
                 }
+        }
+        for (int i = 0; i < nw; i++) free((void *)W[i].data);
+    }
+
+    /* ---- NVFP4 decode: same shape; bytes = codes + block scales */
+    {
+        const int64_t R = 8192, C = 4096;
+        const size_t nc = (size_t)(R * C / 2), ns = (size_t)(R * C / 16);
+        const int nw = 4;
+        st_mat W[4];
+        for (int i = 0; i < nw; i++) {
+            unsigned char *p = aligned_alloc(64, nc + ns);
+            if (!p) { fprintf(stderr, "out of memory\n"); exit(1); }
+#pragma omp parallel for schedule(static)
+            for (size_t j = 0; j < nc + ns; j++) {
+                uint64_t h = (j + 1 + (size_t)i * 7919) * 0x9e3779b97f4a7c15ull;
+                h ^= h >> 29;
+                /* codes: any byte; scales: e4m3 in [2^-4, 2^3] */
+                p[j] = j < nc ? (unsigned char)(h >> 8) : (unsigned char)(0x18 + (h >> 8) % 0x30);
+            }
+            W[i] = (st_mat){.dt = ST_DT_NVFP4, .data = p, .rows = R, .cols = C, .scale = 0.01f, .bscale = p + nc};
+        }
+        st_span cs = {0, (int32_t)C};
+        const double bytes = (double)(nc + ns), welems = (double)R * C;
+        printf("\ndecode NVFP4, W 8192 x 4096 (%.1f MiB codes + scales; BF16 above: 64 MiB)\n", bytes / 1048576);
+        printf("  %-3s %-3s %-4s %9s %8s %7s %10s\n", "thr", "T", "W", "ms", "GB/s", "%bw", "Gweights/s");
+        for (int th = 1; th <= 2; th++) {
+            st_set_threads(th);
+            for (int T = 1; T <= 3; T++)
+                for (int w = 1; w <= nw; w += 3) {
+                    double t = time_matmul_n(W, w, &cs, 1, T, reps * 2);
+                    printf("  %-3d %-3d %-4d %9.3f %8.1f %6.0f%% %10.2f  [others %.0f%%]\n", th, T, w, t * 1e3,
+                           bytes / t * 1e-9, 100 * bytes / t * 1e-9 / (th == 1 ? bw1 : bw2), welems / t * 1e-9,
+                           100 * others_share());
+                }
+        }
+        /* prefill on a 2048 x 2048 slice of the first matrix (rows 0..2047, columns 0..2047) */
+        {
+            st_mat Ws = W[0];
+            Ws.rows = 2048;
+            st_span c2 = {0, 2048};
+            const st_isa top = st_isa_get();
+            printf("prefill NVFP4 2048 x 2048 (columns 0..2047 of the 4096-wide rows), GFLOP/s\n");
+            for (int th = 1; th <= 2; th++) {
+                st_set_threads(th);
+                printf("  %s %d thr:", st_isa_name(top), th);
+                const int Ts[] = {16, 64, 256};
+                for (int i = 0; i < 3; i++) {
+                    if (quick && Ts[i] != 256) continue;
+                    double t = time_matmul(&Ws, &c2, 1, Ts[i], reps);
+                    printf("  T=%d %.0f", Ts[i], 2.0 * 2048 * 2048 * Ts[i] / t * 1e-9);
+                }
+                printf("  [others %.0f%%]\n", 100 * others_share());
+            }
         }
         for (int i = 0; i < nw; i++) free((void *)W[i].data);
     }

@@ -476,6 +476,93 @@ static void test_nvfp4(void **state) {
     free(w);
 }
 
+/* Random NVFP4 matrix (cols a multiple of 16): random codes, random E4M3
+ * block scales over the whole finite range (zero, subnormal, 448; sign bit
+ * set at random: ignored), at odd byte offsets. */
+typedef struct {
+    st_mat W;
+    unsigned char *alloc;
+} nvmat;
+static nvmat make_nv(int rows, int cols) {
+    const size_t nc = (size_t)rows * cols / 2, ns = (size_t)rows * cols / 16;
+    nvmat m;
+    m.alloc = malloc(nc + ns + 64);
+    unsigned char *p = m.alloc + 1 + (rnd() & 7), *bs = p + nc + 1 + (rnd() & 7);
+    for (size_t i = 0; i < nc; i++) p[i] = (unsigned char)rnd();
+    for (size_t i = 0; i < ns; i++) {
+        unsigned char b;
+        switch (rndi(8)) {
+        case 0: b = 0; break;                          /* zero block */
+        case 1: b = (unsigned char)(1 + rndi(7)); break; /* subnormal */
+        case 2: b = 0x7e; break;                       /* 448 */
+        default: b = (unsigned char)rndi(0x7f); break;
+        }
+        bs[i] = (unsigned char)(b | (rnd() & 1 ? 0x80 : 0));
+    }
+    m.W = (st_mat){.dt = ST_DT_NVFP4, .data = p, .rows = rows, .cols = cols,
+                   .scale = rnd() & 1 ? 0.0f : 0.00731f, .bscale = bs};
+    return m;
+}
+
+/* n random 16-aligned spans inside [0, full) (full % 16 == 0) */
+static int make_spans16(st_span *s, int nmax, int full) {
+    int n = 1 + rndi(nmax);
+    for (int i = 0; i < n; i++) {
+        int len = 16 * (1 + rndi(full / 16 < 12 ? full / 16 : 12));
+        s[i].len = len;
+        s[i].off = 16 * rndi((full - len) / 16 + 1);
+    }
+    return n;
+}
+
+/* The NVFP4 kernels (16-aligned column spans) on every ISA, decode and GEMM,
+ * one and two threads, against the reference. */
+static void test_matmul_nvfp4(void **state) {
+    (void)state;
+    static const int Ts[] = {1, 2, 3, 4, 5, 7, 17, 48, 64, 130};
+    static const int Rs[] = {1, 3, 7, 9, 17, 33, 67, 101};
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (int pass = 0; pass < 3; pass++) {
+            st_set_threads(pass ? 2 : 1);
+            const int gmin = st_matmul_gemm_min_t(pass == 2 ? 1 : 0);
+            const int ncase = quick() ? 12 : 40;
+            for (int c = 0; c < ncase; c++) {
+                const int R = Rs[rndi(8)], CF = 16 * (1 + rndi(c % 4 == 0 ? 64 : 24));
+                const int T = Ts[c % 10];
+                if ((double)R * CF * T > 2e6 && rnd() % 4) continue; /* keep the ref cheap */
+                nvmat m = make_nv(R + 3, CF);
+                st_span rs[3] = {{2, R}, {0, 1}, {R + 2, 1}}, cs[12];
+                int nc;
+                if (c % 3 == 0) { /* one full-width span */
+                    cs[0] = (st_span){0, CF};
+                    nc = 1;
+                } else if (c % 3 == 1 && CF >= 64) { /* per-group head cut */
+                    const int keep = 16 * (1 + rndi(4));
+                    nc = 0;
+                    for (int g = 0; g + 64 <= CF && nc < 12; g += 64) cs[nc++] = (st_span){g, keep};
+                } else {
+                    nc = make_spans16(cs, 12, CF);
+                }
+                check_case(&m.W, rs, 1 + rndi(3), cs, nc, T, (int)(rnd() & 1), rndi(3) * 5, rndi(3));
+                free(m.alloc);
+            }
+            st_matmul_gemm_min_t(gmin);
+        }
+        /* a bigger one: every path of the 8-row decode and full GEMM tiles */
+        {
+            st_set_threads(2);
+            nvmat m = make_nv(203, 1024);
+            st_span rs = {1, 200}, cs[2] = {{0, 512}, {528, 496}};
+            for (int ti = 0; ti < 10; ti++) check_case(&m.W, &rs, 1, cs, 2, Ts[ti], ti & 1, 0, 0);
+            free(m.alloc);
+        }
+    }
+    st_isa_set(top);
+    st_set_threads(0);
+}
+
 /* NaN codes propagate on every path (e4m3fn S.1111.111 has no finite value). */
 static void test_matmul_nan_codes(void **state) {
     (void)state;
@@ -547,6 +634,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_big),
         cmocka_unit_test(test_matmul_degenerate),
         cmocka_unit_test(test_matmul_nan_codes),
+        cmocka_unit_test(test_matmul_nvfp4),
         cmocka_unit_test(test_nvfp4),
         cmocka_unit_test(test_isa_and_threads),
         cmocka_unit_test(test_membw),

@@ -110,5 +110,11 @@ typedef struct {
     void (*kernel[3])(int kc, const float *a, const float *b, float *c, int ldc, int load_c);
 } st_mm_ops;
 extern const st_mm_ops st_mm_ops_avx2, st_mm_ops_avx512;
+/* NVFP4 tables, used when every column span is 16-aligned (offset and length
+ * multiples of 16). Their gemv takes x permuted per span (st_matmul does it once per call):
+ * each 32-element chunk as [x0 x2 .. x30 | x1 x3 .. x31], a final 16-element
+ * chunk as [x0 x2 .. x14 | x1 x3 .. x15]. pack_b and the kernels work as for
+ * the float tables (x in natural order). */
+extern const st_mm_ops st_mm_ops_avx2_nvfp4, st_mm_ops_avx512_nvfp4;
 
 #endif

@@ -9,8 +9,11 @@
  *       convert + transpose the weights once (B̃[k][nr]) and run the mr x nr
  *       micro-kernel over every token block while B̃ sits in L1. Threads split
  *       row panels (or tokens when there are too few panels).
- *   portable (ISA scalar, or other dtypes: integers, NVFP4 for now): convert
- *       a row to fp32, dot it with every token.
+ *   portable (ISA scalar, or other dtypes: integers; NVFP4 with column spans
+ *       that are not 16-aligned): convert a row to fp32, dot it with every token.
+ * NVFP4 with 16-aligned column spans uses its own kernel tables: the decode
+ * gets x permuted once per call into the order the nibbles decode in
+ * (kernels.h), the GEMM packs decoded rows into the usual fp32 panels.
  * This file has no ISA flags: the SIMD files are only entered after cpuid
  * (and the OS, via XCR0) confirmed their instructions.
  */
@@ -373,11 +376,16 @@ static int blk_mr(int mr, int left) {
  * pick up on their own (packing was latency-bound without this). */
 static void prefetch_panel(const st_mat *W, const int64_t *rows, int n, const st_span *seg,
                            int nseg) {
-    const size_t esz = st_dtype_size(W->dt), ld = (size_t)W->cols * esz;
+    /* NVFP4: half a byte per element (the block scales are 1/8 of that and
+     * share few lines; left to the demand loads) */
+    const int nv = W->dt == ST_DT_NVFP4;
+    const size_t esz = nv ? 1 : st_dtype_size(W->dt), ld = nv ? (size_t)W->cols / 2 : (size_t)W->cols * esz;
     for (int r = 0; r < n; r++) {
         const uintptr_t base = (uintptr_t)W->data + (size_t)rows[r] * ld;
         for (int s = 0; s < nseg; s++) {
-            const uintptr_t a = base + (size_t)seg[s].off * esz, b = a + (size_t)seg[s].len * esz;
+            const size_t off = nv ? (size_t)seg[s].off / 2 : (size_t)seg[s].off * esz;
+            const size_t len = nv ? (size_t)seg[s].len / 2 : (size_t)seg[s].len * esz;
+            const uintptr_t a = base + off, b = a + len;
             for (uintptr_t q = a & ~(uintptr_t)63; q < b; q += 64) __builtin_prefetch((const void *)q, 0, 2);
         }
     }
@@ -467,6 +475,41 @@ static void matmul_gemm(const st_mm_ops *o, const st_mat *W, const int64_t *rows
     }
 }
 
+/* ------------------------------------------------------------ NVFP4 */
+
+/* Every column span 16-aligned (the NVFP4 kernels' precondition). */
+static int nvfp4_spans_ok(const st_mat *W, const st_span *cs, int n_cs) {
+    if (W->cols % 16 || !W->bscale) return 0;
+    for (int i = 0; i < n_cs; i++)
+        if (cs[i].len > 0 && ((cs[i].off | cs[i].len) & 15)) return 0;
+    return 1;
+}
+
+/* x (T tokens, packed over the merged spans) -> xp[T][K] in the order the
+ * NVFP4 decode consumes it (kernels.h): per span, each 32-chunk as
+ * [evens | odds], a last 16-chunk likewise. */
+static void nvfp4_permute_x(const st_span *cs, int n_cs, int64_t K, const float *x, int ldx,
+                            int T, float *xp) {
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        float *pt = xp + (size_t)t * K;
+        int64_t i = 0;
+        for (int s = 0; s < n_cs; s++) {
+            const int64_t end = i + cs[s].len;
+            for (; i + 32 <= end; i += 32)
+                for (int e = 0; e < 16; e++) {
+                    pt[i + e] = xt[i + 2 * e];
+                    pt[i + 16 + e] = xt[i + 2 * e + 1];
+                }
+            for (; i + 16 <= end; i += 16)
+                for (int e = 0; e < 8; e++) {
+                    pt[i + e] = xt[i + 2 * e];
+                    pt[i + 8 + e] = xt[i + 2 * e + 1];
+                }
+        }
+    }
+}
+
 /* ------------------------------------------------------------ st_matmul */
 
 static atomic_int g_gemm_min_t = ST_GEMM_MIN_T;
@@ -488,14 +531,19 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
     int nth = st_get_threads();
     if ((double)N * (double)K < ST_PAR_MIN_ELEMS) nth = 1;
     const st_isa isa = st_isa_get();
-    const st_mm_ops *o = !st_dtype_is_float(W->dt) ? NULL
+    const int nvfp4 = W->dt == ST_DT_NVFP4 && nvfp4_spans_ok(W, cs, n_cs);
+    const st_mm_ops *o = nvfp4 ? (isa == ST_ISA_AVX512 ? &st_mm_ops_avx512_nvfp4
+                                  : isa == ST_ISA_AVX2 ? &st_mm_ops_avx2_nvfp4
+                                                       : NULL)
+                         : !st_dtype_is_float(W->dt) ? NULL
                          : isa == ST_ISA_AVX512   ? &st_mm_ops_avx512
                          : isa == ST_ISA_AVX2     ? &st_mm_ops_avx2
                                                   : NULL;
     const int gemm = o && T >= atomic_load(&g_gemm_min_t);
-    /* scratch: [rows: N int64][merged column spans][per thread: GEMM panels
-     * or a converted row] */
-    const size_t rows_bytes = up64((size_t)N * sizeof(int64_t)) + up64((size_t)n_cs * sizeof(st_span));
+    /* scratch: [rows: N int64][merged column spans][NVFP4 decode: permuted x]
+     * [per thread: GEMM panels or a converted row] */
+    const size_t xp_bytes = nvfp4 && o && !gemm ? up64((size_t)T * (size_t)K * sizeof(float)) : 0;
+    const size_t rows_bytes = up64((size_t)N * sizeof(int64_t)) + up64((size_t)n_cs * sizeof(st_span)) + xp_bytes;
     const size_t per = gemm ? gemm_scratch(o, T, n_cs) : o ? 0 : up64((size_t)K * sizeof(float));
     unsigned char *scratch = scratch_get(rows_bytes + per * (size_t)nth);
     if (!scratch) { /* out of memory: the reference needs none */
@@ -521,7 +569,11 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
     if (gemm)
         matmul_gemm(o, W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
                     scratch + rows_bytes, per);
-    else if (o)
+    else if (o && xp_bytes) {
+        float *xp = (float *)(scratch + rows_bytes - xp_bytes);
+        nvfp4_permute_x(cs, n_cs, K, x, ldx, T, xp);
+        matmul_gemv(o, W, rows, N, cs, n_cs, xp, (int)K, y, ldy, T, accumulate, nth);
+    } else if (o)
         matmul_gemv(o, W, rows, N, cs, n_cs, x, ldx, y, ldy, T, accumulate, nth);
     else
         matmul_portable(W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,

@@ -245,6 +245,17 @@ AI void transpose8(__m256 r[8]) {
 #define NR2 16
 #define MR2 6
 
+/* tmp[NR2][kcp] (row-major converted rows) -> dst[kcp][NR2]. */
+static void transpose_panel(const float *tmp, int kcp, float *dst) {
+    for (int rb = 0; rb < NR2; rb += 8)
+        for (int kb = 0; kb < kcp; kb += 8) {
+            __m256 v[8];
+            for (int i = 0; i < 8; i++) v[i] = _mm256_load_ps(tmp + (size_t)(rb + i) * kcp + kb);
+            transpose8(v);
+            for (int i = 0; i < 8; i++) _mm256_store_ps(dst + (size_t)(kb + i) * NR2 + rb, v[i]);
+        }
+}
+
 static void pack_b(const st_mat *W, const int64_t *rows, int n, const st_span *seg, int nseg,
                    int kc, float *tmp /* [NR][kcp] */, float *dst /* [kcp][NR] */) {
     const int kcp = (kc + 15) & ~15;
@@ -262,13 +273,181 @@ static void pack_b(const st_mat *W, const int64_t *rows, int n, const st_span *s
         }
         memset(t + k, 0, (size_t)(kcp - k) * sizeof(float));
     }
-    for (int rb = 0; rb < NR2; rb += 8)
-        for (int kb = 0; kb < kcp; kb += 8) {
-            __m256 v[8];
-            for (int i = 0; i < 8; i++) v[i] = _mm256_load_ps(tmp + (size_t)(rb + i) * kcp + kb);
-            transpose8(v);
-            for (int i = 0; i < 8; i++) _mm256_store_ps(dst + (size_t)(kb + i) * NR2 + rb, v[i]);
+    transpose_panel(tmp, kcp, dst);
+}
+
+/* ------------------------------------------------------------ NVFP4 */
+
+/* As in matmul_avx512.c (st_matmul guarantees 16-aligned column spans; the
+ * decode gets x permuted per 32-chunk as [evens | odds], a last 16-chunk
+ * likewise). 8 code bytes are one block: vpmovzxbd puts byte j in lane j;
+ * vpermps (8 entries) looks up the magnitude from bits 2:0 and the sign (bit
+ * 3) is xor-ed in. */
+AI void nv_ld16(const unsigned char *p, __m256 mag, __m256 *ev, __m256 *od) {
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    const __m256i sm = _mm256_set1_epi32((int)0x80000000u);
+    const __m256i u = _mm256_srli_epi32(v, 4);
+    *ev = _mm256_xor_ps(_mm256_permutevar8x32_ps(mag, v),
+                        _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(v, 28), sm)));
+    *od = _mm256_xor_ps(_mm256_permutevar8x32_ps(mag, u),
+                        _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(u, 28), sm)));
+}
+
+AI __m256 nv_mag(void) { return _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f); }
+AI float nv_bs(unsigned char b) { return st_e4m3_lut[b & 0x7f]; }
+
+/* NR rows x NT tokens (NR*NT <= 4: 8 accumulators x 2 chains) over every
+ * column span, x permuted. */
+AI void nv_gemv_blk(const int NR, const int NT, const unsigned char *const *cr,
+                    const unsigned char *const *sr, const st_span *cs, int n_cs, const float *x,
+                    int ldx, float out[8][2]) {
+    const __m256 mag = nv_mag();
+    __m256 acc[8][2][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 2
+        for (int t = 0; t < NT; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
+    int xi = 0;
+    for (int s = 0; s < n_cs; s++) {
+        const int len = cs[s].len > 0 ? cs[s].len : 0;
+        const size_t off = (size_t)cs[s].off;
+        const float *xs = x + xi;
+        int k = 0;
+        /* 32-chunks: bytes 0..7 (block a) pair with x lanes 0..7 / 16..23,
+         * bytes 8..15 (block b) with lanes 8..15 / 24..31 */
+        for (; k + 32 <= len; k += 32)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+#pragma GCC unroll 8
+                for (int r = 0; r < NR; r++) {
+                    __m256 ev, od;
+                    nv_ld16(cr[r] + (off + k) / 2 + 8 * h, mag, &ev, &od);
+                    const __m256 sv = _mm256_set1_ps(nv_bs(sr[r][(off + k) / 16 + h]));
+                    ev = _mm256_mul_ps(ev, sv);
+                    od = _mm256_mul_ps(od, sv);
+#pragma GCC unroll 2
+                    for (int t = 0; t < NT; t++) {
+                        const float *xt = xs + (size_t)t * ldx + k + 8 * h;
+                        acc[r][t][0] = _mm256_fmadd_ps(ev, _mm256_loadu_ps(xt), acc[r][t][0]);
+                        acc[r][t][1] = _mm256_fmadd_ps(od, _mm256_loadu_ps(xt + 16), acc[r][t][1]);
+                    }
+                }
+            }
+        if (k < len) { /* 16 left: [evens | odds] */
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                __m256 ev, od;
+                nv_ld16(cr[r] + (off + k) / 2, mag, &ev, &od);
+                const __m256 sv = _mm256_set1_ps(nv_bs(sr[r][(off + k) / 16]));
+                ev = _mm256_mul_ps(ev, sv);
+                od = _mm256_mul_ps(od, sv);
+#pragma GCC unroll 2
+                for (int t = 0; t < NT; t++) {
+                    const float *xt = xs + (size_t)t * ldx + k;
+                    acc[r][t][0] = _mm256_fmadd_ps(ev, _mm256_loadu_ps(xt), acc[r][t][0]);
+                    acc[r][t][1] = _mm256_fmadd_ps(od, _mm256_loadu_ps(xt + 8), acc[r][t][1]);
+                }
+            }
         }
+        xi += len;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 2
+        for (int t = 0; t < NT; t++) {
+            __m256 v = _mm256_add_ps(acc[r][t][0], acc[r][t][1]);
+            __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            q = _mm_add_ss(q, _mm_movehdup_ps(q));
+            out[r][t] = _mm_cvtss_f32(q);
+        }
+}
+
+typedef void (*nv_gemv_fn)(const unsigned char *const *, const unsigned char *const *,
+                           const st_span *, int, const float *, int, float[8][2]);
+#define NV_GEMV_FN(NR, NT)                                                                    \
+    static void nv_gemv_##NR##_##NT(const unsigned char *const *cr, const unsigned char *const *sr, \
+                                    const st_span *cs, int n_cs, const float *x, int ldx,     \
+                                    float out[8][2]) {                                        \
+        nv_gemv_blk(NR, NT, cr, sr, cs, n_cs, x, ldx, out);                                   \
+    }
+NV_GEMV_FN(4, 1) NV_GEMV_FN(2, 2) NV_GEMV_FN(1, 1) NV_GEMV_FN(1, 2)
+
+static void nv_gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs,
+                    const float *x, int ldx, float *y, int ldy, int T, int accumulate) {
+    const size_t ldc = (size_t)(W->cols / 2), lds = (size_t)(W->cols / 16);
+    const unsigned char *cbase = (const unsigned char *)W->data, *sbase = W->bscale;
+    const float mul = W->scale == 0.0f ? 1.0f : W->scale;
+    /* one token: 4 rows at a time; more: 2 rows x 2 tokens */
+    const int nr_big = T == 1 ? 4 : 2;
+    for (int j = 0; j < n;) {
+        const int nr = n - j >= nr_big ? nr_big : 1;
+        const int tstep = nr == 4 ? 1 : 2;
+        const nv_gemv_fn f1 = nr == 4 ? nv_gemv_4_1 : nr == 2 ? NULL : nv_gemv_1_1;
+        const nv_gemv_fn f2 = nr == 2 ? nv_gemv_2_2 : nv_gemv_1_2;
+        const unsigned char *crp[8], *srp[8];
+        for (int r = 0; r < nr; r++) {
+            crp[r] = cbase + (size_t)rows[j + r] * ldc;
+            srp[r] = sbase + (size_t)rows[j + r] * lds;
+        }
+        for (int t0 = 0; t0 < T; t0 += tstep) {
+            const int nt = T - t0 < tstep ? T - t0 : tstep;
+            float out[8][2];
+            if (nt == 2) f2(crp, srp, cs, n_cs, x + (size_t)t0 * ldx, ldx, out);
+            else if (f1) f1(crp, srp, cs, n_cs, x + (size_t)t0 * ldx, ldx, out);
+            else { /* 2 rows, 1 token left */
+                float o2[8][2];
+                nv_gemv_1_1(crp, srp, cs, n_cs, x + (size_t)t0 * ldx, ldx, out);
+                nv_gemv_1_1(crp + 1, srp + 1, cs, n_cs, x + (size_t)t0 * ldx, ldx, o2);
+                out[1][0] = o2[0][0];
+            }
+            for (int t = 0; t < nt; t++) {
+                float *yt = y + (size_t)(t0 + t) * ldy + j;
+                for (int r = 0; r < nr; r++)
+                    yt[r] = accumulate ? yt[r] + out[r][t] * mul : out[r][t] * mul;
+            }
+        }
+        j += nr;
+    }
+}
+
+/* One row's columns [off, off+len) (16-aligned) -> fp32 in natural order. */
+static void nv_cvt_row(const unsigned char *codes, const unsigned char *bs, int off, int len,
+                       float *dst, float mul) {
+    const __m256 mag = nv_mag();
+    codes += off / 2;
+    bs += off / 16;
+    for (int k = 0; k < len; k += 16) {
+        __m256 ev, od;
+        nv_ld16(codes + k / 2, mag, &ev, &od);
+        const __m256 sv = _mm256_set1_ps(nv_bs(bs[k / 16]) * mul);
+        ev = _mm256_mul_ps(ev, sv);
+        od = _mm256_mul_ps(od, sv);
+        const __m256 lo = _mm256_unpacklo_ps(ev, od), hi = _mm256_unpackhi_ps(ev, od);
+        _mm256_storeu_ps(dst + k, _mm256_permute2f128_ps(lo, hi, 0x20));
+        _mm256_storeu_ps(dst + k + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+    }
+}
+
+static void nv_pack_b(const st_mat *W, const int64_t *rows, int n, const st_span *seg, int nseg,
+                      int kc, float *tmp /* [NR][kcp] */, float *dst /* [kcp][NR] */) {
+    const int kcp = (kc + 15) & ~15;
+    const size_t ldc = (size_t)(W->cols / 2), lds = (size_t)(W->cols / 16);
+    const float mul = W->scale == 0.0f ? 1.0f : W->scale;
+    for (int r = 0; r < NR2; r++) {
+        float *t = tmp + (size_t)r * kcp;
+        int k = 0;
+        if (r < n) {
+            const unsigned char *codes = (const unsigned char *)W->data + (size_t)rows[r] * ldc;
+            const unsigned char *bs = W->bscale + (size_t)rows[r] * lds;
+            for (int s = 0; s < nseg; s++) {
+                nv_cvt_row(codes, bs, seg[s].off, seg[s].len, t + k, mul);
+                k += seg[s].len;
+            }
+        }
+        memset(t + k, 0, (size_t)(kcp - k) * sizeof(float));
+    }
+    transpose_panel(tmp, kcp, dst);
 }
 
 /* ------------------------------------------------------------ micro-kernel */
@@ -317,4 +496,9 @@ static void kernel6(int kc, const float *a, const float *b, float *c, int ldc, i
 const st_mm_ops st_mm_ops_avx2 = {
     .mr = MR2, .nr = NR2, .kc = 256,
     .gemv = gemv, .pack_b = pack_b, .kernel = {kernel2, kernel4, kernel6},
+};
+
+const st_mm_ops st_mm_ops_avx2_nvfp4 = {
+    .mr = MR2, .nr = NR2, .kc = 256,
+    .gemv = nv_gemv, .pack_b = nv_pack_b, .kernel = {kernel2, kernel4, kernel6},
 };

@@ -324,6 +324,19 @@ AI void transpose16(__m512 v[16]) {
 #define NR512 32
 #define MR512 12
 
+/* tmp[NR512][kcp] (row-major converted rows) -> dst[kcp][NR512]. */
+static void transpose_panel(const float *tmp, int kcp, float *dst) {
+    for (int rb = 0; rb < NR512; rb += 16)
+        for (int kb = 0; kb < kcp; kb += 16) {
+            __m512 v[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) v[i] = _mm512_load_ps(tmp + (size_t)(rb + i) * kcp + kb);
+            transpose16(v);
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) _mm512_store_ps(dst + (size_t)(kb + i) * NR512 + rb, v[i]);
+        }
+}
+
 static void pack_b(const st_mat *W, const int64_t *rows, int n, const st_span *seg, int nseg,
                    int kc, float *tmp /* [NR][kcp] */, float *dst /* [kcp][NR] */) {
     const int kcp = (kc + 15) & ~15;
@@ -341,15 +354,217 @@ static void pack_b(const st_mat *W, const int64_t *rows, int n, const st_span *s
         }
         memset(t + k, 0, (size_t)(kcp - k) * sizeof(float));
     }
-    for (int rb = 0; rb < NR512; rb += 16)
-        for (int kb = 0; kb < kcp; kb += 16) {
-            __m512 v[16];
-#pragma GCC unroll 16
-            for (int i = 0; i < 16; i++) v[i] = _mm512_load_ps(tmp + (size_t)(rb + i) * kcp + kb);
-            transpose16(v);
-#pragma GCC unroll 16
-            for (int i = 0; i < 16; i++) _mm512_store_ps(dst + (size_t)(kb + i) * NR512 + rb, v[i]);
+    transpose_panel(tmp, kcp, dst);
+}
+
+/* ------------------------------------------------------------ NVFP4 */
+
+/* ModelOpt NVFP4 (architecture.md §5.3): codes [rows][cols/2] (element 2j in
+ * the low nibble of byte j), E4M3 block scales [rows][cols/16] (sign
+ * ignored), per-tensor scale. Column spans are 16-aligned (st_matmul checks).
+ *
+ * A 32-element chunk is 16 code bytes: vpmovzxbd puts byte j in lane j, so the
+ * low nibbles are elements 0,2,..,30 and (after >> 4) the high ones 1,3,..,31;
+ * vpermps looks both up in the 16-entry E2M1 table (it only reads index bits
+ * 3:0, so no masking). The decode path therefore wants x in [evens | odds]
+ * order per chunk (st_matmul permutes it once per call; see kernels.h); lanes
+ * 0..7 of either half belong to block 2c and lanes 8..15 to block 2c+1, so one
+ * scale vector [s_a x8 | s_b x8] serves both halves. */
+
+AI __m512 nv_tab(void) {
+    return _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f,
+                          -2.0f, -3.0f, -4.0f, -6.0f);
+}
+
+AI float nv_bs(unsigned char b) { return st_e4m3_lut[b & 0x7f]; }
+
+/* [a x8 | b x8] */
+AI __m512 nv_scale2(float a, float b) {
+    return _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1);
+}
+
+/* 32 elements from 16 code bytes at p: evens and odds, unscaled. */
+AI void nv_ld32(const unsigned char *p, __m512 tab, __m512 *ev, __m512 *od) {
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    *ev = _mm512_permutexvar_ps(v, tab);
+    *od = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tab);
+}
+
+/* 16 elements from 8 code bytes at p: [evens x8 | odds x8], unscaled. */
+AI __m512 nv_ld16(const unsigned char *p, __m512 tab) {
+    const __m128i b = _mm_loadl_epi64((const __m128i *)p);
+    __m512i v = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(b, b));
+    v = _mm512_mask_srli_epi32(v, 0xff00, v, 4);
+    return _mm512_permutexvar_ps(v, tab);
+}
+
+/* NR rows x NT tokens over every (16-aligned) column span, x permuted. */
+AI void nv_gemv_blk(const int NR, const int NT, const unsigned char *const *cr,
+                    const unsigned char *const *sr, const st_span *cs, int n_cs, const float *x,
+                    int ldx, float out[8][4]) {
+    const int A2 = NR * NT <= 8 ? 2 : 1;
+    const int XMEM = NR * NT > 16;
+    const __m512 tab = nv_tab();
+    __m512 acc[8][4][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
+
+    int xi = 0;
+    for (int s = 0; s < n_cs; s++) {
+        const int len = cs[s].len > 0 ? cs[s].len : 0;
+        const unsigned char *p[8], *q[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            p[r] = cr[r] + (size_t)cs[s].off / 2;
+            q[r] = sr[r] + (size_t)cs[s].off / 16;
         }
+        const float *xs = x + xi;
+        int k = 0;
+        for (; k + 32 <= len; k += 32) {
+            __m512 xe[4], xo[4];
+            if (!XMEM)
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    xe[t] = _mm512_loadu_ps(xs + (size_t)t * ldx + k);
+                    xo[t] = _mm512_loadu_ps(xs + (size_t)t * ldx + k + 16);
+                }
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                __m512 ev, od;
+                nv_ld32(p[r] + k / 2, tab, &ev, &od);
+                const __m512 sv = nv_scale2(nv_bs(q[r][k / 16]), nv_bs(q[r][k / 16 + 1]));
+                if (NT == 1) {
+                    /* one token: scale the chunk's partial dot product */
+                    const __m512 a = XMEM ? _mm512_loadu_ps(xs + k) : xe[0];
+                    const __m512 b = XMEM ? _mm512_loadu_ps(xs + k + 16) : xo[0];
+                    const __m512 d = _mm512_fmadd_ps(od, b, _mm512_mul_ps(ev, a));
+                    acc[r][0][0] = _mm512_fmadd_ps(d, sv, acc[r][0][0]);
+                    continue;
+                }
+                ev = _mm512_mul_ps(ev, sv);
+                od = _mm512_mul_ps(od, sv);
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    const __m512 a = XMEM ? _mm512_loadu_ps(xs + (size_t)t * ldx + k) : xe[t];
+                    const __m512 b = XMEM ? _mm512_loadu_ps(xs + (size_t)t * ldx + k + 16) : xo[t];
+                    acc[r][t][0] = _mm512_fmadd_ps(ev, a, acc[r][t][0]);
+                    acc[r][t][A2 - 1] = _mm512_fmadd_ps(od, b, acc[r][t][A2 - 1]);
+                }
+            }
+        }
+        if (k < len) { /* 16 left */
+            __m512 xl[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) xl[t] = _mm512_loadu_ps(xs + (size_t)t * ldx + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                const __m512 w = _mm512_mul_ps(nv_ld16(p[r] + k / 2, tab), _mm512_set1_ps(nv_bs(q[r][k / 16])));
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) acc[r][t][0] = _mm512_fmadd_ps(w, xl[t], acc[r][t][0]);
+            }
+        }
+        xi += len;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++)
+            out[r][t] = _mm512_reduce_add_ps(A2 == 2 ? _mm512_add_ps(acc[r][t][0], acc[r][t][1])
+                                                     : acc[r][t][0]);
+}
+
+typedef void (*nv_gemv_fn)(const unsigned char *const *, const unsigned char *const *,
+                           const st_span *, int, const float *, int, float[8][4]);
+#define NV_GEMV_FN(NR, NT)                                                                    \
+    static void nv_gemv_##NR##_##NT(const unsigned char *const *cr, const unsigned char *const *sr, \
+                                    const st_span *cs, int n_cs, const float *x, int ldx,     \
+                                    float out[8][4]) {                                        \
+        nv_gemv_blk(NR, NT, cr, sr, cs, n_cs, x, ldx, out);                                   \
+    }
+NV_GEMV_FN(8, 1) NV_GEMV_FN(8, 2) NV_GEMV_FN(8, 3)
+NV_GEMV_FN(4, 1) NV_GEMV_FN(4, 2) NV_GEMV_FN(4, 3) NV_GEMV_FN(4, 4)
+NV_GEMV_FN(1, 1) NV_GEMV_FN(1, 2) NV_GEMV_FN(1, 3) NV_GEMV_FN(1, 4)
+static const nv_gemv_fn nv_gemv_tab[3][4] = {
+    {nv_gemv_1_1, nv_gemv_1_2, nv_gemv_1_3, nv_gemv_1_4},
+    {nv_gemv_4_1, nv_gemv_4_2, nv_gemv_4_3, nv_gemv_4_4},
+    {nv_gemv_8_1, nv_gemv_8_2, nv_gemv_8_3, NULL}};
+
+static void nv_gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs,
+                    const float *x, int ldx, float *y, int ldy, int T, int accumulate) {
+    const size_t ldc = (size_t)(W->cols / 2), lds = (size_t)(W->cols / 16);
+    const unsigned char *cbase = (const unsigned char *)W->data, *sbase = W->bscale;
+    const float mul = W->scale == 0.0f ? 1.0f : W->scale;
+    const int nr_big = T <= 3 ? 8 : 4;
+    for (int j = 0; j < n;) {
+        const int nr = n - j >= nr_big ? nr_big : n - j >= 4 ? 4 : 1;
+        const int ti = nr == 8 ? 2 : nr == 4 ? 1 : 0, tstep = nr == 8 ? 3 : 4;
+        const unsigned char *cr[8], *sr[8];
+        for (int r = 0; r < nr; r++) {
+            cr[r] = cbase + (size_t)rows[j + r] * ldc;
+            sr[r] = sbase + (size_t)rows[j + r] * lds;
+        }
+        for (int t0 = 0; t0 < T; t0 += tstep) {
+            const int nt = T - t0 < tstep ? T - t0 : tstep;
+            float out[8][4];
+            nv_gemv_tab[ti][nt - 1](cr, sr, cs, n_cs, x + (size_t)t0 * ldx, ldx, out);
+            for (int t = 0; t < nt; t++) {
+                float *yt = y + (size_t)(t0 + t) * ldy + j;
+                for (int r = 0; r < nr; r++)
+                    yt[r] = accumulate ? yt[r] + out[r][t] * mul : out[r][t] * mul;
+            }
+        }
+        j += nr;
+    }
+}
+
+/* One row's columns [off, off+len) (16-aligned) -> fp32 in natural order. */
+static void nv_cvt_row(const unsigned char *codes, const unsigned char *bs, int off, int len,
+                       float *dst, float mul) {
+    const __m512 tab = nv_tab();
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    codes += off / 2;
+    bs += off / 16;
+    int k = 0;
+    for (; k + 32 <= len; k += 32) {
+        __m512 ev, od;
+        nv_ld32(codes + k / 2, tab, &ev, &od);
+        const __m512 sv = nv_scale2(nv_bs(bs[k / 16]) * mul, nv_bs(bs[k / 16 + 1]) * mul);
+        ev = _mm512_mul_ps(ev, sv);
+        od = _mm512_mul_ps(od, sv);
+        _mm512_storeu_ps(dst + k, _mm512_permutex2var_ps(ev, il, od));
+        _mm512_storeu_ps(dst + k + 16, _mm512_permutex2var_ps(ev, ih, od));
+    }
+    if (k < len) {
+        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + k / 2)));
+        const __m512 sv = _mm512_set1_ps(nv_bs(bs[k / 16]) * mul);
+        const __m512 ev = _mm512_mul_ps(_mm512_permutexvar_ps(v, tab), sv);
+        const __m512 od = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tab), sv);
+        _mm512_storeu_ps(dst + k, _mm512_permutex2var_ps(ev, il, od));
+    }
+}
+
+static void nv_pack_b(const st_mat *W, const int64_t *rows, int n, const st_span *seg, int nseg,
+                      int kc, float *tmp /* [NR][kcp] */, float *dst /* [kcp][NR] */) {
+    const int kcp = (kc + 15) & ~15;
+    const size_t ldc = (size_t)(W->cols / 2), lds = (size_t)(W->cols / 16);
+    const float mul = W->scale == 0.0f ? 1.0f : W->scale;
+    for (int r = 0; r < NR512; r++) {
+        float *t = tmp + (size_t)r * kcp;
+        int k = 0;
+        if (r < n) {
+            const unsigned char *codes = (const unsigned char *)W->data + (size_t)rows[r] * ldc;
+            const unsigned char *bs = W->bscale + (size_t)rows[r] * lds;
+            for (int s = 0; s < nseg; s++) {
+                nv_cvt_row(codes, bs, seg[s].off, seg[s].len, t + k, mul);
+                k += seg[s].len;
+            }
+        }
+        memset(t + k, 0, (size_t)(kcp - k) * sizeof(float));
+    }
+    transpose_panel(tmp, kcp, dst);
 }
 
 /* ------------------------------------------------------------ micro-kernel */
@@ -399,4 +614,9 @@ static void kernel12(int kc, const float *a, const float *b, float *c, int ldc, 
 const st_mm_ops st_mm_ops_avx512 = {
     .mr = MR512, .nr = NR512, .kc = 256,
     .gemv = gemv, .pack_b = pack_b, .kernel = {kernel4, kernel8, kernel12},
+};
+
+const st_mm_ops st_mm_ops_avx512_nvfp4 = {
+    .mr = MR512, .nr = NR512, .kc = 256,
+    .gemv = nv_gemv, .pack_b = nv_pack_b, .kernel = {kernel4, kernel8, kernel12},
 };

@@ -192,6 +192,11 @@ const st_widths *st_budget_widths(const st_budget *b) { return &b->w; }
 int st_budget_top_k(const st_budget *b) { return b->top_k; }
 const char *st_budget_name(const st_budget *b) { return b->name; }
 
+/* Bytes per weight as stored: NVFP4 packs two per byte plus one E4M3 scale per 16. */
+static double elem_bytes(st_dtype dt) {
+    return dt == ST_DT_NVFP4 ? 0.5 + 1.0 / 16.0 : (double)st_dtype_size(dt);
+}
+
 /* Parameter and byte counts of the model this budget would slice out
  * (method.md §1.3 with every width taken from the budget). */
 void st_budget_stats_get(const st_budget *b, st_budget_stats *s) {
@@ -200,13 +205,13 @@ void st_budget_stats_get(const st_budget *b, st_budget_stats *s) {
     const st_widths *w = &b->w;
     double H = w->hidden_size, V = c->vocab_size;
     double tot = 0, act = 0, bytes = 0, abytes = 0;
-#define ADD(n, mat, active) do { double n_ = (n), sz_ = (double)st_dtype_size((mat).dt); \
+#define ADD(n, mat, active) do { double n_ = (n), sz_ = elem_bytes((mat).dt); \
         tot += n_; bytes += n_ * sz_; if (active) { act += n_; abytes += n_ * sz_; } } while (0)
     st_mat f32 = {.dt = ST_DT_F32};
     ADD(V * H, m->embed, 0); /* a lookup reads one row, not the table */
-    abytes += H * (double)st_dtype_size(m->embed.dt);
+    abytes += H * elem_bytes(m->embed.dt);
     if (!c->tie_word_embeddings) ADD(V * H, m->lm_head, 1);
-    else { act += V * H; abytes += V * H * (double)st_dtype_size(m->lm_head.dt); }
+    else { act += V * H; abytes += V * H * elem_bytes(m->lm_head.dt); }
     ADD(H, f32, 1);
     for (int l = 0; l < c->n_layers; l++) {
         if (b->skip[l]) continue;
@@ -226,7 +231,7 @@ void st_budget_stats_get(const st_budget *b, st_budget_stats *s) {
             double E = w->n_routed_experts, F = w->moe_intermediate_size, k = b->top_k;
             ADD(E * H, L->gate, 1);
             ADD(E, f32, 1);
-            double per = 2 * H * F, sz = (double)st_dtype_size(L->exp_up[0].dt);
+            double per = 2 * H * F, sz = elem_bytes(L->exp_up[0].dt);
             tot += E * per; bytes += E * per * sz; act += k * per; abytes += k * per * sz;
             if (c->n_shared_experts) ADD(2 * H * w->moe_shared_expert_intermediate_size, L->sh_up, 1);
         }
