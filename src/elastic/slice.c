@@ -10,6 +10,7 @@
 #include "util/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,6 +451,7 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
     uint8_t *row = NULL;
     float *fbuf = NULL;
     size_t row_cap = 0, f_cap = 0;
+    int fd = -1, fd_file = -1;
     for (int i = 0; !rc && i < p.n; i++) {
         job *j = &p.j[i];
         size_t es = st_dtype_size(j->src->dt), ncol = (size_t)span_total(j->cs, j->ncs), rb = ncol * es;
@@ -458,6 +460,27 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
         if (j->out_dt != j->src->dt && ncol > f_cap) {
             free(fbuf); f_cap = ncol; fbuf = st_malloc(ncol * sizeof(float));
             if (!fbuf) { rc = ST_ERR_NOMEM; break; }
+        }
+        /* whole rows kept in the same type: each row span is one contiguous run
+           of the mmap'd source, written without a copy through a row buffer */
+        if (j->out_dt == j->src->dt && j->ncs == 1 && j->cs[0].off == 0 && j->cs[0].len == j->cols_full) {
+            for (int a = 0; !rc && a < j->nrs; a++) {
+                if (o.cancel && *o.cancel) { rc = st_err(ST_ERR_IO, "slice: interrupted"); break; }
+                size_t n = (size_t)j->rs[a].len * rb;
+                const st_sf_file *sf = m->files[j->src->file_index];
+                if (fd_file != j->src->file_index) { /* the shard's file, for in-kernel copies */
+                    if (fd >= 0) close(fd);
+                    fd = open(sf->path, O_RDONLY | O_CLOEXEC);
+                    fd_file = fd >= 0 ? j->src->file_index : -1;
+                }
+                if (fd >= 0)
+                    rc = st_shards_copy(sh, fd, 8 + sf->header_len + j->src->begin + (uint64_t)j->rs[a].off * rb, n);
+                else
+                    rc = st_shards_write(sh, j->src->data + (size_t)j->rs[a].off * rb, n);
+                done += (double)n;
+                if (o.progress) st_progress_update(&pr, done);
+            }
+            continue;
         }
         for (int a = 0; !rc && a < j->nrs; a++)
             for (int r = j->rs[a].off; !rc && r < j->rs[a].off + j->rs[a].len; r++) {
@@ -487,6 +510,7 @@ st_status st_slice(const st_model *m, const st_budget *b, const char *dst, const
             }
     }
     if (o.progress) st_progress_end(&pr);
+    if (fd >= 0) close(fd);
     free(row);
     free(fbuf);
     if (!rc) rc = st_shards_finish(sh);

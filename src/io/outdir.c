@@ -170,7 +170,8 @@ st_status st_shards_begin(st_shards *s) {
     return open_shard(s, 0);
 }
 
-st_status st_shards_write(st_shards *s, const void *data, size_t n) {
+/* data != NULL: append bytes; else copy n bytes of fd from off. */
+static st_status shards_put(st_shards *s, const void *data, int fd, uint64_t off, size_t n) {
     const uint8_t *p = data;
     while (n) {
         while (s->cur_tensor < s->n && s->left_in_tensor == 0) { /* zero-size tensors / tensor boundary */
@@ -187,12 +188,16 @@ st_status st_shards_write(st_shards *s, const void *data, size_t n) {
             if ((rc = open_shard(s, k))) return rc;
         }
         size_t take = n < s->left_in_tensor ? n : (size_t)s->left_in_tensor;
-        st_status rc = st_sf_writer_write(s->w, p, take);
+        st_status rc = p ? st_sf_writer_write(s->w, p, take) : st_sf_writer_copy(s->w, fd, off, take);
         if (rc) return rc;
-        p += take; n -= take; s->left_in_tensor -= take;
+        if (p) p += take;
+        off += take; n -= take; s->left_in_tensor -= take;
     }
     return ST_OK;
 }
+
+st_status st_shards_write(st_shards *s, const void *data, size_t n) { return shards_put(s, data, -1, 0, n); }
+st_status st_shards_copy(st_shards *s, int fd, uint64_t off, size_t n) { return shards_put(s, NULL, fd, off, n); }
 
 st_status st_shards_finish(st_shards *s) {
     st_status rc = st_sf_writer_finish(s->w);

@@ -37,6 +37,8 @@ uint64_t st_shards_total(const st_shards *s);
 st_status st_shards_begin(st_shards *s);
 /* Data in declaration order; shard boundaries fall between tensors. */
 st_status st_shards_write(st_shards *s, const void *data, size_t n);
+/* The same, from n bytes of file descriptor fd at offset off (in-kernel copy). */
+st_status st_shards_copy(st_shards *s, int fd, uint64_t off, size_t n);
 /* Finish the last shard and write the index (when more than one shard). */
 st_status st_shards_finish(st_shards *s);
 void st_shards_free(st_shards *s);

@@ -52,6 +52,9 @@ st_status st_sf_writer_add(st_sf_writer *w, const char *name, st_dtype dt, int n
 st_status st_sf_writer_meta(st_sf_writer *w, const char *key, const char *value);
 st_status st_sf_writer_begin(st_sf_writer *w, const char *path);
 st_status st_sf_writer_write(st_sf_writer *w, const void *data, size_t n);
+/* Append n bytes read from file descriptor fd at offset off (copy_file_range
+ * where the file system allows, else read/write). */
+st_status st_sf_writer_copy(st_sf_writer *w, int fd, uint64_t off, size_t n);
 st_status st_sf_writer_finish(st_sf_writer *w);
 uint64_t st_sf_writer_data_bytes(const st_sf_writer *w);
 void st_sf_writer_free(st_sf_writer *w); /* aborts an unfinished file (removes the .tmp) */
