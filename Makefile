@@ -99,13 +99,25 @@ test-asan:
 
 test: test-fast test-asan
 
-# The main job: a deterministic default model, run at two nested budgets.
-DEFAULT_MODEL := models/default
+# The main job: the shipped elastic default model (models/elastic, made by
+# make elastic-model from models/parent), one question at each nested budget.
+# Without it (a checkout that dropped the model files), a deterministic
+# synthetic model stands in.
+DEFAULT_MODEL := models/elastic
+RUN_BUDGETS   := 9.5M 6M 4M
 run: $(BIN)
-	@[ -f $(DEFAULT_MODEL)/config.json ] || ./$(BIN) synth --preset default -o $(DEFAULT_MODEL)
-	./$(BIN) info -m $(DEFAULT_MODEL)
-	./$(BIN) run -m $(DEFAULT_MODEL) --budget full --chat -p "Hello, starling!" -n 48 --seed 1
-	./$(BIN) run -m $(DEFAULT_MODEL) --budget S --chat -p "Hello, starling!" -n 48 --seed 1
+	@if [ -f $(DEFAULT_MODEL)/config.json ]; then \
+	  ./$(BIN) info -m $(DEFAULT_MODEL) && \
+	  for b in $(RUN_BUDGETS); do \
+	    echo "== budget $$b"; \
+	    ./$(BIN) run -m $(DEFAULT_MODEL) --budget $$b --chat -p "What is 47 + 38?" -n 160 || exit 1; echo; \
+	  done; \
+	else \
+	  [ -f build/synth-default/config.json ] || ./$(BIN) synth --preset default -o build/synth-default; \
+	  ./$(BIN) info -m build/synth-default && \
+	  ./$(BIN) run -m build/synth-default --budget full --chat -p "Hello, starling!" -n 48 --seed 1 && \
+	  ./$(BIN) run -m build/synth-default --budget S --chat -p "Hello, starling!" -n 48 --seed 1; \
+	fi
 
 bench: $(BIN)
 	./$(BIN) bench --gen-model $(BUILD)/bench-model --threads 2
@@ -119,6 +131,15 @@ corpus:
 .PHONY: model
 model: $(BIN)
 	scripts/make_model.sh $(BIN)
+
+# Rebuild the shipped elastic default model from the shipped parent (rank, elastify, BF16).
+.PHONY: elastic-model results
+elastic-model: $(BIN)
+	scripts/make_elastic.sh $(BIN)
+
+# docs/RESULTS.md's table: every budget against the parent, from-scratch and sliced baselines.
+results: $(BIN)
+	scripts/results.sh $(BIN)
 
 clean:
 	rm -rf build

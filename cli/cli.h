@@ -22,6 +22,8 @@ int cmd_eval(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_tokenizer_train(int argc, char **argv);
 int cmd_tasks(int argc, char **argv);
+int cmd_rank(int argc, char **argv);
+int cmd_elastify(int argc, char **argv);
 
 /* "starling CMD: message" on stderr, newline added; returns 1. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -16,10 +16,12 @@ static const struct {
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat, completions, SSE, elastic fields)"},
     {"eval", cmd_eval, "accuracy and latency per budget, thinking cap and think->answer switch"},
     {"train", cmd_train, "pretrain a Nemotron-H model (--config FILE), or --bench for training tok/s vs GEMM peak"},
+    {"elastify", cmd_elastify, "elastic training: routers + distillation turn a ranked parent into nested budgets"},
     {"tokenizer-train", cmd_tokenizer_train, "train a byte-level BPE tokenizer.json (Nemotron pre-tokenizer, chat specials)"},
     {"tasks", cmd_tasks, "synthetic reasoning tasks (add, sort, compare) as chat JSONL, eval items or text"},
     {"bench", cmd_bench, "memory bandwidth and prefill/decode speed at two budgets"},
     {"slice", cmd_slice, "cut a budget out as a standalone Hugging Face checkpoint"},
+    {"rank", cmd_rank, "importance scores over calibration data; permute the parent into rank order"},
     {"quantize", cmd_quantize, "FP8 / NVFP4 (ModelOpt) copy that keeps the elastic nesting"},
     {"synth", cmd_synth, "write a deterministic random Nemotron-H checkpoint"},
 };

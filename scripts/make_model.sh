@@ -3,6 +3,7 @@
 # reasoning tasks, token files, training (models/parent.json), evaluation.
 #
 #   scripts/make_model.sh [BIN] [STEPS]     (defaults: build/starling, the config's steps)
+#   scripts/make_model.sh BIN --data-only   (corpus, tokenizer, tasks and token files only)
 #
 # Everything is deterministic (pinned data, seeds); the trained checkpoint lands in
 # models/parent/ and its figures in build/model/report.md.
@@ -24,6 +25,7 @@ for f in build/corpus/*.valid.txt; do
   s=$(basename $f .valid.txt)
   $bin tokenize -m $w/tok -f $f --no-special --bin $w/val.$s.bin --append-eos
 done
+[ "$steps" = "--data-only" ] && exit 0
 cfg=models/parent.json
 if [ -n "$steps" ]; then
   sed "s/\"steps\": [0-9]*/\"steps\": $steps/" $cfg > $w/parent.json
@@ -31,8 +33,8 @@ if [ -n "$steps" ]; then
   cfg=$w/parent.json
 fi
 $bin train --config $cfg
-rm -rf models/parent
-cp -r $w/run/final models/parent
+# training keeps fp32 master weights; the shipped parent is BF16 (half the bytes)
+$bin slice -s $w/run/final -t models/parent --budget full --precision bf16 --force -q
 {
   echo "# models/parent"
   echo

@@ -12,8 +12,16 @@
  *   input    dx = dy·W                      st_matmul(Wᵀ chunk, dy)   (Wᵀ built per OC rows)
  *   weight   dW += dyᵀ·x                    st_matmul(xᵀ, dyᵀ chunk)  (tokens = W's rows)
  * Transposes cost O(n·d) against the O(n·d·d') products.
+ *
+ * Elastic masks (st_tmodel_set_masks, method.md §2): every product still runs
+ * at full width; per sample, masks zero what the sliced model lacks (norms
+ * over the active channels only), pi scales the masked points, and cut Mamba
+ * heads / channels and attention heads are not run at all. Without masks
+ * every line computes what it computed before (the masked branches are
+ * separate, or multiply by an exact 1). dL/dpi sums go through per-row
+ * partials (racc) added in a fixed order, like the weight gradients.
  */
-#include "train/train.h"
+#include "train/tacts.h"
 #include "util/util.h"
 
 #include <math.h>
@@ -28,56 +36,11 @@ static size_t rup(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* ------------------------------------------------------------ activations */
 
-typedef struct {
-    float *res;    /* [BT][H]  layer input (residual stream)            */
-    float *u;      /* [BT][H]  RMSNorm(res)                             */
-    float *rstd;   /* [BT]     1/rms of res                             */
-    /* Mamba-2 */
-    float *zx;     /* [BT][M]  in_proj output: z | xBC | dt_raw         */
-    float *pre;    /* [BT][CV] conv pre-activation                      */
-    float *xbc;    /* [BT][CV] silu(pre): x | B | C                     */
-    float *dt;     /* [BT][nh] softplus(dt_raw + dt_bias)               */
-    float *y;      /* [BT][din] scan output incl. D·x                   */
-    float *gr;     /* [BT][G]  grouped-norm 1/rms                       */
-    float *vo;     /* [BT][din] out_proj input                          */
-    /* attention */
-    float *q, *k, *v; /* [BT][nq·hd], [BT][nkv·hd] ×2                    */
-    float *att;    /* [B][nq][T][T] softmax probabilities (causal)     */
-    float *o;      /* [BT][nq·hd] heads, concatenated                   */
-    /* MLP (and MoE shared expert) */
-    float *h, *ha; /* [BT][I] pre-activation, relu²                     */
-    /* MoE */
-    float *lg;     /* [BT][E]  router logits                            */
-    int32_t *idx;  /* [BT][k]  selected experts                         */
-    float *wt;     /* [BT][k]  combine weights                          */
-    int32_t *slot; /* [BT·k]   t·k+j of each routed row, grouped by expert */
-    int32_t *eoff; /* [E+1]    expert e's rows: [eoff[e], eoff[e+1])    */
-    float *eh, *ea;/* [BT·k][F] expert pre-activation, relu²            */
-    float *eo;     /* [BT·k][H] expert output before weighting          */
-} lacts;
-
-struct st_tacts {
-    float *arena;
-    size_t n;
-    lacts *l;       /* [n_layers] */
-    float *xf;      /* [BT][H]  final residual                          */
-    float *rstdf;   /* [BT]                                             */
-    float *hf;      /* [BT][H]  RMSNorm_f(xf)                           */
-    float *logits;  /* [BT][V]  (dlogits after backward)                */
-    float *rowloss; /* [BT]                                             */
-    int32_t *tok, *tgt; /* [BT]                                          */
-    float *dres;    /* [BT][H]  residual gradient                       */
-    float *du;      /* [BT][H]                                          */
-    float *scr;     /* scratch (transposes + per-layer temporaries)     */
-    size_t scr_n;
-    int has_tgt;
-    long n_count;   /* counted target positions of the last forward     */
-};
-
 void st_tacts_free(st_tacts *a) {
     if (!a) return;
     free(a->arena);
     free(a->l);
+    free(a->mbuf); free(a->dpi); free(a->racc); free(a->dmix);
     free(a);
 }
 
@@ -229,6 +192,8 @@ st_status st_tmodel_reserve(st_tmodel *m, int B, int T) {
     }
     a->n = n;
     acts_plan(m, a, a->arena, B, T);
+    a->dpi = st_calloc((size_t)B * ST_N_AX, sizeof(double));
+    if (!a->dpi) { st_tacts_free(a); return ST_ERR_NOMEM; }
     m->a = a;
     m->B = B;
     m->T = T;
@@ -239,7 +204,10 @@ const float *st_tmodel_logits(const st_tmodel *m) { return m->a ? m->a->logits :
 const int32_t *st_tmodel_route(const st_tmodel *m, int l) {
     return m->a && l >= 0 && l < m->cfg.n_layers ? m->a->l[l].idx : NULL;
 }
-void st_tmodel_zero_grad(st_tmodel *m) { memset(m->g, 0, m->n_w * sizeof(float)); }
+void st_tmodel_zero_grad(st_tmodel *m) {
+    memset(m->g, 0, m->n_w * sizeof(float));
+    if (m->a) memset(m->a->dpi, 0, sizeof(double) * (size_t)m->B * ST_N_AX);
+}
 void st_tmodel_load_reset(st_tmodel *m) {
     memset(m->load, 0, sizeof(double) * (size_t)m->cfg.n_layers * (size_t)(m->cfg.n_routed_experts > 0 ? m->cfg.n_routed_experts : 1));
 }
@@ -328,6 +296,75 @@ static void rmsnorm_backward(float *dx, float *dw, const float *dy, const float 
     }
 }
 
+/* ------------------------------------------------------------ elastic masks (row t is sample t / T) */
+
+#define NO_LAYER 64 /* a layer index no skip bit names (mask_rows of the embedding) */
+static inline int skips(const st_tmask *M, int l) { return l < 64 && (M->skip >> l & 1u); }
+
+/* Masked RMSNorm: normalise over the sample's first h = w[HIDDEN] channels
+ * (the sliced model's RMS), y = pi·w⊙x·r there and 0 beyond. */
+static void rmsnorm_forward_m(float *y, float *rstd, const float *x, const float *w, int n, int H, float eps,
+                              const st_tmask *ms, int T) {
+#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)n * H > 32768)
+    for (int t = 0; t < n; t++) {
+        const st_tmask *M = &ms[t / T];
+        const int h = M->w[ST_AX_HIDDEN];
+        const float pi = M->pi[ST_AX_HIDDEN];
+        const float *xr = x + (size_t)t * H;
+        float *yr = y + (size_t)t * H;
+        double ss = 0;
+        for (int i = 0; i < h; i++) ss += (double)xr[i] * xr[i];
+        float r = 1.0f / sqrtf((float)(ss / h) + eps);
+        rstd[t] = r;
+        for (int i = 0; i < h; i++) yr[i] = w[i] * (xr[i] * r) * pi;
+        for (int i = h; i < H; i++) yr[i] = 0;
+    }
+}
+
+/* Backward of rmsnorm_forward_m; dpi[b][HIDDEN] += Σ dy·(w⊙x·r) over the
+ * active channels (racc [n]: per-row partials, summed in row order). */
+static void rmsnorm_backward_m(float *dx, float *dw, const float *dy, const float *x, const float *rstd, const float *w,
+                               int n, int H, const st_tmask *ms, int T, double *racc, double *dpi) {
+#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)n * H > 32768)
+    for (int t = 0; t < n; t++) {
+        const st_tmask *M = &ms[t / T];
+        const int h = M->w[ST_AX_HIDDEN];
+        const float pi = M->pi[ST_AX_HIDDEN];
+        const float *xr = x + (size_t)t * H, *g = dy + (size_t)t * H;
+        float r = rstd[t], *d = dx + (size_t)t * H;
+        double dot = 0, dp = 0;
+        for (int i = 0; i < h; i++) {
+            dot += (double)(g[i] * pi) * w[i] * xr[i];
+            dp += (double)g[i] * (w[i] * (xr[i] * r));
+        }
+        float c = (float)(dot / h) * r * r;
+        for (int i = 0; i < h; i++) d[i] += r * (g[i] * pi * w[i] - xr[i] * c);
+        racc[t] = dp;
+    }
+    for (int t = 0; t < n; t++) { /* serial: a fixed summation order (determinism) */
+        const st_tmask *M = &ms[t / T];
+        const int h = M->w[ST_AX_HIDDEN];
+        const float pi = M->pi[ST_AX_HIDDEN];
+        const float *xr = x + (size_t)t * H, *g = dy + (size_t)t * H;
+        float r = rstd[t];
+        for (int i = 0; i < h; i++) dw[i] += g[i] * pi * xr[i] * r;
+        dpi[(size_t)(t / T) * ST_N_AX + ST_AX_HIDDEN] += racc[t];
+    }
+}
+
+/* dst = src with the sample's inactive hidden channels and the rows of
+ * samples that skip layer l at 0 (mixer output mask; in place if dst == src). */
+static void mask_rows(float *dst, const float *src, int n, int H, const st_tmask *ms, int T, int l) {
+#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)n * H > 32768)
+    for (int t = 0; t < n; t++) {
+        const st_tmask *M = &ms[t / T];
+        const int h = skips(M, l) ? 0 : M->w[ST_AX_HIDDEN];
+        float *d = dst + (size_t)t * H;
+        if (d != src + (size_t)t * H) memcpy(d, src + (size_t)t * H, sizeof(float) * (size_t)h);
+        memset(d + h, 0, sizeof(float) * (size_t)(H - h));
+    }
+}
+
 /* ------------------------------------------------------------ Mamba-2 */
 
 typedef struct { int H, nh, P, N, G, K, R, din, GN, CV, M; } mdims;
@@ -341,9 +378,16 @@ static mdims mamba_dims(const st_config *c) {
     return d;
 }
 
+/* Under masks: does sample M keep Mamba head h (the first w/G of each
+ * group's R heads) in layer l? */
+static inline int mamba_kept(const st_tmask *M, int l, int h, const mdims *d) {
+    return !skips(M, l) && h % d->R < M->w[ST_AX_MAMBA_HEADS] / d->G;
+}
+
 /* u [BT][H] → out [BT][H] */
-static void mamba_forward(st_tmodel *m, const st_tlayer *Lp, lacts *a, float *out, int B, int T) {
+static void mamba_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, float *out, int B, int T) {
     const st_config *c = &m->cfg;
+    const st_tmask *ms = m->a->mask;
     const mdims d = mamba_dims(c);
     const int BT = B * T;
     const float *Win = st_tw(m, Lp->in_proj), *cw = st_tw(m, Lp->conv_w);
@@ -380,6 +424,14 @@ static void mamba_forward(st_tmodel *m, const st_tlayer *Lp, lacts *a, float *ou
 #pragma omp parallel for schedule(static) num_threads(nth)
     for (int bh = 0; bh < B * d.nh; bh++) {
         int b = bh / d.nh, h = bh % d.nh, g = h / d.R;
+        int Pb = d.P; /* channels kept: each channel's state is independent, so the rest are not run */
+        if (ms) {
+            if (!mamba_kept(&ms[b], l, h, &d)) {
+                for (int t = 0; t < T; t++) memset(a->y + ((size_t)b * T + t) * d.din + (size_t)h * d.P, 0, sizeof(float) * d.P);
+                continue;
+            }
+            Pb = ms[b].w[ST_AX_MAMBA_DIM];
+        }
         float *S = scr + (size_t)omp_get_thread_num() * rup((size_t)d.P * d.N); /* [P][N] */
         memset(S, 0, sizeof(float) * (size_t)d.P * d.N);
         float A = -expf(Alog[h]), Dh = Dp[h];
@@ -389,7 +441,7 @@ static void mamba_forward(st_tmodel *m, const st_tlayer *Lp, lacts *a, float *ou
             const float *x = xr + (size_t)h * d.P, *Bv = xr + d.din + (size_t)g * d.N, *Cv = xr + d.din + d.GN + (size_t)g * d.N;
             float dtv = a->dt[r * d.nh + h], dA = expf(dtv * A);
             float *yo = a->y + r * d.din + (size_t)h * d.P;
-            for (int p = 0; p < d.P; p++) {
+            for (int p = 0; p < Pb; p++) {
                 float *Sp = S + (size_t)p * d.N, dx = dtv * x[p], acc = 0;
                 for (int n = 0; n < d.N; n++) {
                     Sp[n] = Sp[n] * dA + dx * Bv[n];
@@ -397,10 +449,40 @@ static void mamba_forward(st_tmodel *m, const st_tlayer *Lp, lacts *a, float *ou
                 }
                 yo[p] = acc + Dh * x[p];
             }
+            for (int p = Pb; p < d.P; p++) yo[p] = 0;
         }
     }
     /* gate, then RMSNorm per group of din/G channels */
     const int gsz = d.din / d.G;
+    if (ms) {
+        /* entries not kept are 0 before the norm; each group normalises over
+           its (w/G)·wd kept entries; the output is scaled by pi[HEADS]·pi[DIM] */
+#pragma omp parallel for schedule(static) num_threads(nth) if ((size_t)BT * d.din > 32768)
+        for (int t = 0; t < BT; t++) {
+            const st_tmask *M = &ms[t / T];
+            const int Pk = M->w[ST_AX_MAMBA_DIM], nact = M->w[ST_AX_MAMBA_HEADS] / d.G * Pk;
+            const float s = M->pi[ST_AX_MAMBA_HEADS] * M->pi[ST_AX_MAMBA_DIM];
+            const float *yr = a->y + (size_t)t * d.din, *z = a->zx + (size_t)t * d.M;
+            float *v = a->vo + (size_t)t * d.din;
+            for (int h = 0; h < d.nh; h++) {
+                int kh = mamba_kept(M, l, h, &d);
+                for (int p = 0; p < d.P; p++) {
+                    int j = h * d.P + p;
+                    v[j] = kh && p < Pk ? yr[j] * silu(z[j]) : 0.0f;
+                }
+            }
+            for (int g = 0; g < d.G; g++) {
+                float *vg = v + (size_t)g * gsz;
+                double ss = 0;
+                for (int j = 0; j < gsz; j++) ss += (double)vg[j] * vg[j];
+                float r = 1.0f / sqrtf((float)(ss / nact) + c->norm_eps);
+                a->gr[(size_t)t * d.G + g] = r;
+                for (int j = 0; j < gsz; j++) vg[j] = vg[j] * r * gn[g * gsz + j] * s;
+            }
+        }
+        mm(st_tw(m, Lp->out_proj), d.H, d.din, a->vo, d.din, out, d.H, BT, 0);
+        return;
+    }
 #pragma omp parallel for schedule(static) num_threads(nth) if ((size_t)BT * d.din > 32768)
     for (int t = 0; t < BT; t++) {
         const float *yr = a->y + (size_t)t * d.din, *z = a->zx + (size_t)t * d.M;
@@ -419,10 +501,11 @@ static void mamba_forward(st_tmodel *m, const st_tlayer *Lp, lacts *a, float *ou
 }
 
 /* dout [BT][H] → du [BT][H] (overwritten); weight grads added. */
-static void mamba_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const float *dout, float *du, int B, int T,
+static void mamba_backward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, const float *dout, float *du, int B, int T,
                            const tbufs *tb, bump *sb) {
     const st_config *c = &m->cfg;
     const mdims d = mamba_dims(c);
+    const st_tmask *ms = m->a->mask;
     const int BT = B * T, nth = st_get_threads();
     const float *Win = st_tw(m, Lp->in_proj), *cw = st_tw(m, Lp->conv_w), *Alog = st_tw(m, Lp->A_log);
     const float *dtb = st_tw(m, Lp->dt_bias), *Dp = st_tw(m, Lp->D), *gn = st_tw(m, Lp->gnorm);
@@ -446,6 +529,57 @@ static void mamba_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const fl
     const int gsz = d.din / d.G;
     memset(dgn, 0, sizeof(float) * (size_t)d.din);
     memset(dzx, 0, sizeof(float) * (size_t)BT * d.M);
+    if (ms) {
+        /* masked: out = pi_h·pi_d·K·vn·w over the kept entries K, the group
+           mean over their count; dpi_h = pi_d·Σ dout·vn·w (likewise dpi_d) */
+        double *racc = m->a->racc, *dpi = m->a->dpi;
+#pragma omp parallel for schedule(static) num_threads(nth) if ((size_t)BT * d.din > 32768)
+        for (int t = 0; t < BT; t++) {
+            const st_tmask *M = &ms[t / T];
+            const int Pk = M->w[ST_AX_MAMBA_DIM], nact = M->w[ST_AX_MAMBA_HEADS] / d.G * Pk;
+            const float s = M->pi[ST_AX_MAMBA_HEADS] * M->pi[ST_AX_MAMBA_DIM];
+            const float *yr = a->y + (size_t)t * d.din, *z = a->zx + (size_t)t * d.M, *go = dvo + (size_t)t * d.din;
+            float *dyr = dy + (size_t)t * d.din, *dz = dzx + (size_t)t * d.M;
+            double dp = 0;
+            for (int g = 0; g < d.G; g++) {
+                float r = a->gr[(size_t)t * d.G + g];
+                double dot = 0;
+                for (int h = g * d.R; h < (g + 1) * d.R; h++) {
+                    if (!mamba_kept(M, l, h, &d)) continue;
+                    for (int j = h * d.P; j < h * d.P + Pk; j++)
+                        dot += (double)(go[j] * s) * gn[j] * (yr[j] * silu(z[j]) * r);
+                }
+                float cdot = (float)(dot / nact);
+                for (int h = g * d.R; h < (g + 1) * d.R; h++) {
+                    int pk = mamba_kept(M, l, h, &d) ? Pk : 0;
+                    for (int p = 0; p < d.P; p++) {
+                        int j = h * d.P + p;
+                        if (p >= pk) { dyr[j] = 0; continue; }
+                        float sz = silu(z[j]), vn = yr[j] * sz * r;
+                        float dv = r * (go[j] * s * gn[j] - vn * cdot);
+                        dyr[j] = dv * sz;
+                        dz[j] = dv * yr[j] * dsilu(z[j]);
+                        dp += (double)go[j] * (vn * gn[j]);
+                    }
+                }
+            }
+            racc[t] = dp;
+        }
+        for (int t = 0; t < BT; t++) { /* serial: fixed order */
+            const st_tmask *M = &ms[t / T];
+            const int Pk = M->w[ST_AX_MAMBA_DIM];
+            const float s = M->pi[ST_AX_MAMBA_HEADS] * M->pi[ST_AX_MAMBA_DIM];
+            const float *yr = a->y + (size_t)t * d.din, *z = a->zx + (size_t)t * d.M, *go = dvo + (size_t)t * d.din;
+            for (int h = 0; h < d.nh; h++) {
+                if (!mamba_kept(M, l, h, &d)) continue;
+                float r = a->gr[(size_t)t * d.G + h / d.R];
+                for (int j = h * d.P; j < h * d.P + Pk; j++) dgn[j] += go[j] * s * yr[j] * silu(z[j]) * r;
+            }
+            double *dq = dpi + (size_t)(t / T) * ST_N_AX;
+            dq[ST_AX_MAMBA_HEADS] += racc[t] * M->pi[ST_AX_MAMBA_DIM];
+            dq[ST_AX_MAMBA_DIM] += racc[t] * M->pi[ST_AX_MAMBA_HEADS];
+        }
+    } else {
 #pragma omp parallel for schedule(static) num_threads(nth) if ((size_t)BT * d.din > 32768)
     for (int t = 0; t < BT; t++) {
         const float *yr = a->y + (size_t)t * d.din, *z = a->zx + (size_t)t * d.M, *go = dvo + (size_t)t * d.din;
@@ -470,6 +604,7 @@ static void mamba_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const fl
             for (int j = g * gsz; j < (g + 1) * gsz; j++) dgn[j] += go[j] * yr[j] * silu(z[j]) * r;
         }
     }
+    }
     float *gdgn = st_tg(m, Lp->gnorm);
     for (int j = 0; j < d.din; j++) gdgn[j] += dgn[j];
 
@@ -483,6 +618,21 @@ static void mamba_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const fl
         float *cs = ck + (size_t)nck * PN;                    /* [SCAN_C][P][N] states inside a chunk */
         float *dS = cs + (size_t)SCAN_C * PN;                 /* [P][N] */
         const float A = -expf(Alog[h]), Dh = Dp[h];
+        int Pb = d.P; /* channels kept (the others have dy = 0 and independent states) */
+        if (ms) {
+            if (!mamba_kept(&ms[b], l, h, &d)) { /* dy = 0: no gradient through this head */
+                for (int t = 0; t < T; t++) {
+                    size_t r = (size_t)b * T + t;
+                    ddt[r * d.nh + h] = 0;
+                    memset(dBh + (r * d.nh + h) * d.N, 0, sizeof(float) * d.N);
+                    memset(dCh + (r * d.nh + h) * d.N, 0, sizeof(float) * d.N);
+                }
+                dAp[(size_t)b * d.nh + h] = 0;
+                dDp[(size_t)b * d.nh + h] = 0;
+                continue;
+            }
+            Pb = ms[b].w[ST_AX_MAMBA_DIM];
+        }
 #define XR(t) (a->xbc + ((size_t)b * T + (t)) * d.CV)
         /* forward to the checkpoints */
         float *S = dS; /* dS doubles as the running state here */
@@ -491,7 +641,7 @@ static void mamba_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const fl
             if (t % SCAN_C == 0) memcpy(ck + (size_t)(t / SCAN_C) * PN, S, sizeof(float) * PN);
             const float *x = XR(t) + (size_t)h * d.P, *Bv = XR(t) + d.din + (size_t)g * d.N;
             float dtv = a->dt[((size_t)b * T + t) * d.nh + h], dA = expf(dtv * A);
-            for (int p = 0; p < d.P; p++)
+            for (int p = 0; p < Pb; p++)
                 for (int n = 0; n < d.N; n++) S[(size_t)p * d.N + n] = S[(size_t)p * d.N + n] * dA + dtv * x[p] * Bv[n];
         }
         memset(dS, 0, sizeof(float) * PN);
@@ -504,7 +654,7 @@ static void mamba_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const fl
                 int t = c0 + i;
                 const float *x = XR(t) + (size_t)h * d.P, *Bv = XR(t) + d.din + (size_t)g * d.N;
                 float dtv = a->dt[((size_t)b * T + t) * d.nh + h], dA = expf(dtv * A);
-                for (int p = 0; p < d.P; p++)
+                for (int p = 0; p < Pb; p++)
                     for (int n = 0; n < d.N; n++) So[(size_t)p * d.N + n] = Sp[(size_t)p * d.N + n] * dA + dtv * x[p] * Bv[n];
             }
             for (int i = len - 1; i >= 0; i--) {
@@ -520,7 +670,7 @@ static void mamba_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const fl
                 float *dB = dBh + (r * d.nh + h) * d.N, *dC = dCh + (r * d.nh + h) * d.N;
                 for (int n = 0; n < d.N; n++) { dB[n] = 0; dC[n] = 0; }
                 double dd = 0, da = 0;
-                for (int p = 0; p < d.P; p++) {
+                for (int p = 0; p < Pb; p++) {
                     float *dSp = dS + (size_t)p * d.N;
                     const float *Stp = St + (size_t)p * d.N, *Spp = Sp + (size_t)p * d.N;
                     float sb_ = 0, gp = gy[p];
@@ -599,8 +749,15 @@ static void mamba_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const fl
 
 /* ------------------------------------------------------------ attention */
 
-static void attn_forward(st_tmodel *m, const st_tlayer *Lp, lacts *a, float *out, int B, int T) {
+/* Under masks: does sample M keep query head i (the first w/n_kv of each KV
+ * group's Q heads) in layer l? */
+static inline int attn_kept(const st_tmask *M, int l, int i, int Q, int nkv) {
+    return !skips(M, l) && i % Q < M->w[ST_AX_ATTN_HEADS] / nkv;
+}
+
+static void attn_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, float *out, int B, int T) {
     const st_config *c = &m->cfg;
+    const st_tmask *ms = m->a->mask;
     const int H = c->hidden_size, hd = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
     const int qd = nq * hd, kvd = nkv * hd, Q = nq / nkv, BT = B * T;
     mm(st_tw(m, Lp->wq), qd, H, a->u, H, a->q, qd, BT, 0);
@@ -614,6 +771,10 @@ static void attn_forward(st_tmodel *m, const st_tlayer *Lp, lacts *a, float *out
                 int kvh = i / Q;
                 float *p = a->att + (((size_t)b * nq + i) * T + t) * T;
                 const float *qi = a->q + ((size_t)b * T + t) * qd + (size_t)i * hd;
+                if (ms && !attn_kept(&ms[b], l, i, Q, nkv)) { /* head cut: o = 0 (att left unset) */
+                    memset(a->o + ((size_t)b * T + t) * qd + (size_t)i * hd, 0, sizeof(float) * hd);
+                    continue;
+                }
                 float mx = -INFINITY;
                 for (int j = 0; j <= t; j++) {
                     const float *kj = a->k + ((size_t)b * T + j) * kvd + (size_t)kvh * hd;
@@ -633,13 +794,16 @@ static void attn_forward(st_tmodel *m, const st_tlayer *Lp, lacts *a, float *out
                     const float *vj = a->v + ((size_t)b * T + j) * kvd + (size_t)kvh * hd;
                     for (int e = 0; e < hd; e++) oi[e] += p[j] * vj[e];
                 }
+                if (ms) for (int e = 0; e < hd; e++) oi[e] *= ms[b].pi[ST_AX_ATTN_HEADS];
             }
     mm(st_tw(m, Lp->wo), H, qd, a->o, qd, out, H, BT, 0);
 }
 
-static void attn_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const float *dout, float *du, int B, int T,
+static void attn_backward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, const float *dout, float *du, int B, int T,
                           const tbufs *tb, bump *sb) {
     const st_config *c = &m->cfg;
+    const st_tmask *ms = m->a->mask;
+    double *racc = m->a->racc; /* [B][nkv] partials of dpi[ATTN_HEADS] */
     const int H = c->hidden_size, hd = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
     const int qd = nq * hd, kvd = nkv * hd, Q = nq / nkv, BT = B * T, nth = st_get_threads();
     float *dq = take(sb, (size_t)BT * qd), *dO = take(sb, (size_t)BT * qd);     /* [BT][qd]  */
@@ -651,12 +815,23 @@ static void attn_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const flo
     memset(dv, 0, sizeof(float) * (size_t)BT * kvd);
     const float scale = 1.0f / sqrtf((float)hd);
     /* one (sequence, KV head) per task: its query heads write disjoint dq and
-       share dk/dv, so no two threads touch the same dk/dv */
+       share dk/dv, so no two threads touch the same dk/dv. Under masks o =
+       pi·o_att for kept heads: go is dL/do, the head sees sc·go, and
+       dpi = Σ go·o_att = Σ_j p_j·(go·v_j), the s below before scaling. */
 #pragma omp parallel for collapse(2) schedule(static) num_threads(nth)
     for (int b = 0; b < B; b++)
         for (int kvh = 0; kvh < nkv; kvh++) {
             float *dP = dp + (size_t)omp_get_thread_num() * rup((size_t)T);
-            for (int i = kvh * Q; i < (kvh + 1) * Q; i++)
+            double dpi_acc = 0;
+            for (int i = kvh * Q; i < (kvh + 1) * Q; i++) {
+                float sc = 1.0f; /* ×1 is exact: the unmasked numbers are unchanged */
+                if (ms) {
+                    if (!attn_kept(&ms[b], l, i, Q, nkv)) {
+                        for (int t = 0; t < T; t++) memset(dq + ((size_t)b * T + t) * qd + (size_t)i * hd, 0, sizeof(float) * hd);
+                        continue;
+                    }
+                    sc = ms[b].pi[ST_AX_ATTN_HEADS];
+                }
                 for (int t = 0; t < T; t++) {
                     const float *p = a->att + (((size_t)b * nq + i) * T + t) * T;
                     const float *go = dO + ((size_t)b * T + t) * qd + (size_t)i * hd;
@@ -666,11 +841,13 @@ static void attn_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const flo
                     for (int j = 0; j <= t; j++) {
                         const float *vj = a->v + ((size_t)b * T + j) * kvd + (size_t)kvh * hd;
                         float *gv = dv + ((size_t)b * T + j) * kvd + (size_t)kvh * hd;
-                        float x = 0;
-                        for (int e = 0; e < hd; e++) { x += go[e] * vj[e]; gv[e] += p[j] * go[e]; }
-                        dP[j] = x;
+                        float x = 0, pj = p[j] * sc;
+                        for (int e = 0; e < hd; e++) { x += go[e] * vj[e]; gv[e] += pj * go[e]; }
+                        dP[j] = x * sc;
                         s += (double)p[j] * x;
                     }
+                    dpi_acc += s;
+                    s *= sc;
                     for (int e = 0; e < hd; e++) gq[e] = 0;
                     for (int j = 0; j <= t; j++) {
                         float ds = p[j] * (dP[j] - (float)s) * scale;
@@ -679,7 +856,13 @@ static void attn_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const flo
                         for (int e = 0; e < hd; e++) { gq[e] += ds * kj[e]; gk[e] += ds * qi[e]; }
                     }
                 }
+            }
+            if (ms) racc[(size_t)b * nkv + kvh] = dpi_acc;
         }
+    if (ms) /* serial: fixed order */
+        for (int b = 0; b < B; b++)
+            for (int kvh = 0; kvh < nkv; kvh++)
+                m->a->dpi[(size_t)b * ST_N_AX + ST_AX_ATTN_HEADS] += racc[(size_t)b * nkv + kvh];
     mm_dw(tb, dq, qd, a->u, H, st_tg(m, Lp->wq), qd, H, BT);
     mm_dw(tb, dk, kvd, a->u, H, st_tg(m, Lp->wk), kvd, H, BT);
     mm_dw(tb, dv, kvd, a->u, H, st_tg(m, Lp->wv), kvd, H, BT);
@@ -698,21 +881,64 @@ static void relu2_bwd(float *d, const float *h, size_t n) {
     for (size_t i = 0; i < n; i++) d[i] = h[i] > 0 ? d[i] * 2.0f * h[i] : 0.0f;
 }
 
-/* out (=|+=) down(relu(up·x)²); x [n][H], h/ha [n][I] saved */
+/* The rows of an FFN product under masks: row i is token i (sample i/T) or,
+ * for routed expert rows, slot slot[r0+i] = token·k + choice. */
+typedef struct {
+    const st_tmask *ms;
+    int ax, T, k, r0;
+    const int32_t *slot; /* NULL: token rows */
+    double *racc, *dpi;  /* backward: [n] partials, [B][ST_N_AX] */
+} mrows;
+static inline int mr_sample(const mrows *r, int i) { return (r->slot ? r->slot[r->r0 + i] / r->k : i) / r->T; }
+
+/* out (=|+=) down(relu(up·x)²); x [n][H], h/ha [n][I] saved (ha masked:
+ * 0 beyond the sample's width of axis mr->ax, × its pi before it) */
 static void ffn_forward(const float *Wu, const float *Wd, int H, int I, const float *x, float *h, float *ha, float *out,
-                        int n, int acc) {
+                        int n, int acc, const mrows *mr) {
     mm(Wu, I, H, x, H, h, I, n, 0);
     relu2_fwd(h, ha, (size_t)n * I);
+    if (mr) {
+#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)n * I > 32768)
+        for (int i = 0; i < n; i++) {
+            const st_tmask *M = &mr->ms[mr_sample(mr, i)];
+            const int w = M->w[mr->ax];
+            const float pi = M->pi[mr->ax];
+            float *ar = ha + (size_t)i * I;
+            for (int j = 0; j < w; j++) ar[j] *= pi;
+            for (int j = w; j < I; j++) ar[j] = 0;
+        }
+    }
     mm(Wd, H, I, ha, I, out, H, n, acc);
 }
 
-/* dx (=|+=) from dout; weight grads added; dh [n][I] scratch */
+/* dx (=|+=) from dout; weight grads added; dh [n][I] scratch; under masks
+ * dpi[b][ax] += Σ dha·relu(h)² over the kept neurons */
 static void ffn_backward(const tbufs *tb, const float *Wu, const float *Wd, float *gWu, float *gWd, int H, int I,
                          const float *x, const float *h, const float *ha, const float *dout, float *dx, float *dh, int n,
-                         int acc) {
+                         int acc, const mrows *mr) {
     mm_dw(tb, dout, H, ha, I, gWd, H, I, n);
     mm_dx(tb, Wd, H, I, dout, H, dh, I, n, 0);
-    relu2_bwd(dh, h, (size_t)n * I);
+    if (mr) {
+#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)n * I > 32768)
+        for (int i = 0; i < n; i++) {
+            const st_tmask *M = &mr->ms[mr_sample(mr, i)];
+            const int w = M->w[mr->ax];
+            const float pi = M->pi[mr->ax];
+            const float *hr = h + (size_t)i * I;
+            float *d = dh + (size_t)i * I;
+            double dp = 0;
+            for (int j = 0; j < w; j++) {
+                float v = hr[j] > 0 ? hr[j] : 0;
+                dp += (double)d[j] * (v * v);
+                d[j] = hr[j] > 0 ? d[j] * pi * 2.0f * hr[j] : 0.0f;
+            }
+            for (int j = w; j < I; j++) d[j] = 0;
+            mr->racc[i] = dp;
+        }
+        for (int i = 0; i < n; i++) mr->dpi[(size_t)mr_sample(mr, i) * ST_N_AX + mr->ax] += mr->racc[i]; /* fixed order */
+    } else {
+        relu2_bwd(dh, h, (size_t)n * I);
+    }
     mm_dw(tb, dh, I, x, H, gWu, I, H, n);
     mm_dx(tb, Wu, I, H, dh, I, dx, H, n, acc);
 }
@@ -720,9 +946,9 @@ static void ffn_backward(const tbufs *tb, const float *Wu, const float *Wd, floa
 /* ------------------------------------------------------------ MoE */
 
 /* Router of one token (docs/architecture.md §2.6, n_group = 1): the same
- * selection as forward.c (repeated max, lowest index on ties). */
-static void route(const st_config *c, const float *lg, const float *bias, int32_t *idx, float *wt) {
-    const int E = c->n_routed_experts, k = c->num_experts_per_tok;
+ * selection as forward.c (repeated max, lowest index on ties) of k among the
+ * first E experts; slots k..ks-1 (a budget's clipped top-k) get idx -1, wt 0. */
+static void route(const st_config *c, int E, int k, int ks, const float *lg, const float *bias, int32_t *idx, float *wt) {
     float sum = 0;
     for (int j = 0; j < k; j++) {
         int best = -1;
@@ -742,18 +968,28 @@ static void route(const st_config *c, const float *lg, const float *bias, int32_
         if (c->norm_topk_prob) wt[j] /= (sum + 1e-20f);
         wt[j] *= c->routed_scaling_factor;
     }
+    for (int j = k; j < ks; j++) { idx[j] = -1; wt[j] = 0; }
 }
 
-static void moe_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, float *out, int BT, bump *sb) {
+static void moe_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, float *out, int BT, int T, bump *sb) {
     const st_config *c = &m->cfg;
     const int H = c->hidden_size, E = c->n_routed_experts, k = c->num_experts_per_tok, F = c->moe_intermediate_size;
+    const st_tmask *ms = m->a->mask;
     const float *bias = st_tw(m, Lp->e_bias);
     float *xe = take(sb, (size_t)BT * k * H); /* [BT·k][H] gathered inputs */
     mm(st_tw(m, Lp->gate), E, H, a->u, H, a->lg, E, BT, 0);
-    for (int t = 0; t < BT; t++) route(c, a->lg + (size_t)t * E, bias, a->idx + (size_t)t * k, a->wt + (size_t)t * k);
-    /* group the BT·k (token, choice) slots by expert (counting sort: stable) */
+    for (int t = 0; t < BT; t++) {
+        int Et = E, kt = k; /* a budget routes among its first w experts; a skipped layer routes nowhere */
+        if (ms) {
+            const st_tmask *M = &ms[t / T];
+            Et = M->w[ST_AX_EXPERTS];
+            kt = skips(M, l) ? 0 : k < Et ? k : Et;
+        }
+        route(c, Et, kt, k, a->lg + (size_t)t * E, bias, a->idx + (size_t)t * k, a->wt + (size_t)t * k);
+    }
+    /* group the used (token, choice) slots by expert (counting sort: stable) */
     for (int e = 0; e <= E; e++) a->eoff[e] = 0;
-    for (int s = 0; s < BT * k; s++) a->eoff[a->idx[s] + 1]++;
+    for (int s = 0; s < BT * k; s++) if (a->idx[s] >= 0) a->eoff[a->idx[s] + 1]++;
     for (int e = 0; e < E; e++) {
         a->eoff[e + 1] += a->eoff[e];
         m->load[(size_t)l * E + e] += a->eoff[e + 1] - a->eoff[e];
@@ -761,33 +997,40 @@ static void moe_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, floa
     {
         int32_t fill[E];
         for (int e = 0; e < E; e++) fill[e] = a->eoff[e];
-        for (int s = 0; s < BT * k; s++) a->slot[fill[a->idx[s]]++] = s;
+        for (int s = 0; s < BT * k; s++) if (a->idx[s] >= 0) a->slot[fill[a->idx[s]]++] = s;
     }
-#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)BT * k * H > 32768)
-    for (int r = 0; r < BT * k; r++) memcpy(xe + (size_t)r * H, a->u + (size_t)(a->slot[r] / k) * H, sizeof(float) * H);
+    const int nr = a->eoff[E]; /* rows in use (BT·k without masks) */
+#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)nr * H > 32768)
+    for (int r = 0; r < nr; r++) memcpy(xe + (size_t)r * H, a->u + (size_t)(a->slot[r] / k) * H, sizeof(float) * H);
     const float *Wu = st_tw(m, Lp->exp_up), *Wd = st_tw(m, Lp->exp_down);
     for (int e = 0; e < E; e++) {
         int r0 = a->eoff[e], n = a->eoff[e + 1] - r0;
         if (!n) continue;
+        mrows mr = {ms, ST_AX_EXPERT_FFN, T, k, r0, a->slot, NULL, NULL};
         ffn_forward(Wu + (size_t)e * F * H, Wd + (size_t)e * H * F, H, F, xe + (size_t)r0 * H, a->eh + (size_t)r0 * F,
-                    a->ea + (size_t)r0 * F, a->eo + (size_t)r0 * H, n, 0);
+                    a->ea + (size_t)r0 * F, a->eo + (size_t)r0 * H, n, 0, ms ? &mr : NULL);
     }
     memset(out, 0, sizeof(float) * (size_t)BT * H);
-    for (int r = 0; r < BT * k; r++) { /* expert order, as forward.c */
+    for (int r = 0; r < nr; r++) { /* expert order, as forward.c */
         int s = a->slot[r];
         float w = a->wt[s], *o = out + (size_t)(s / k) * H;
+        if (ms) w *= ms[s / k / T].pi[ST_AX_EXPERTS];
         const float *src = a->eo + (size_t)r * H;
         for (int j = 0; j < H; j++) o[j] += w * src[j];
     }
-    if (c->n_shared_experts)
+    if (c->n_shared_experts) {
+        mrows mr = {ms, ST_AX_SHARED_FFN, T, 1, 0, NULL, NULL, NULL};
         ffn_forward(st_tw(m, Lp->sh_up), st_tw(m, Lp->sh_down), H, c->moe_shared_expert_intermediate_size, a->u, a->h,
-                    a->ha, out, BT, 1);
+                    a->ha, out, BT, 1, ms ? &mr : NULL);
+    }
 }
 
-static void moe_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const float *dout, float *du, int BT,
+static void moe_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const float *dout, float *du, int BT, int T,
                          const tbufs *tb, bump *sb) {
     const st_config *c = &m->cfg;
     const int H = c->hidden_size, E = c->n_routed_experts, k = c->num_experts_per_tok, F = c->moe_intermediate_size;
+    const st_tmask *ms = m->a->mask;
+    double *racc = m->a->racc, *dpi = m->a->dpi; /* racc [BT·k] */
     float *dlg = take(sb, (size_t)BT * E);         /* [BT][E]    */
     float *xe = take(sb, (size_t)BT * k * H);      /* [BT·k][H]  */
     float *deo = take(sb, (size_t)BT * k * H);     /* [BT·k][H]  */
@@ -796,33 +1039,42 @@ static void moe_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const floa
     float *dwt = take(sb, (size_t)BT * k);         /* [BT][k]    */
     const int Fs = c->moe_shared_expert_intermediate_size;
     float *dsh = take(sb, (size_t)BT * (Fs + 1));  /* [BT][Fs]   */
+    const int nr = a->eoff[E];
     /* shared expert: du = its input gradient */
-    if (c->n_shared_experts)
+    if (c->n_shared_experts) {
+        mrows mr = {ms, ST_AX_SHARED_FFN, T, 1, 0, NULL, racc, dpi};
         ffn_backward(tb, st_tw(m, Lp->sh_up), st_tw(m, Lp->sh_down), st_tg(m, Lp->sh_up), st_tg(m, Lp->sh_down), H, Fs,
-                     a->u, a->h, a->ha, dout, du, dsh, BT, 0);
-    else
+                     a->u, a->h, a->ha, dout, du, dsh, BT, 0, ms ? &mr : NULL);
+    } else {
         memset(du, 0, sizeof(float) * (size_t)BT * H);
-    /* combine: out[t] += w·eo  →  dw = dout·eo, deo = w·dout */
-#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)BT * k * H > 32768)
-    for (int r = 0; r < BT * k; r++) {
+    }
+    /* combine: out[t] += w·pi·eo  →  dw = pi·dout·eo, deo = w·pi·dout, dpi = Σ w·dout·eo */
+    if (ms) memset(dwt, 0, sizeof(float) * (size_t)BT * k); /* unused slots */
+#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)nr * H > 32768)
+    for (int r = 0; r < nr; r++) {
         int s = a->slot[r];
         const float *g = dout + (size_t)(s / k) * H, *eo = a->eo + (size_t)r * H;
-        float *d = deo + (size_t)r * H, w = a->wt[s];
+        float *d = deo + (size_t)r * H, w = a->wt[s], pi = 1.0f;
+        if (ms) { pi = ms[s / k / T].pi[ST_AX_EXPERTS]; w *= pi; }
         double dot = 0;
         for (int j = 0; j < H; j++) { dot += (double)g[j] * eo[j]; d[j] = w * g[j]; }
-        dwt[s] = (float)dot;
+        dwt[s] = ms ? (float)(dot * pi) : (float)dot;
+        if (ms) racc[r] = dot * a->wt[s];
         memcpy(xe + (size_t)r * H, a->u + (size_t)(s / k) * H, sizeof(float) * H);
     }
+    if (ms)
+        for (int r = 0; r < nr; r++) dpi[(size_t)(a->slot[r] / k / T) * ST_N_AX + ST_AX_EXPERTS] += racc[r]; /* fixed order */
     const float *Wu = st_tw(m, Lp->exp_up), *Wd = st_tw(m, Lp->exp_down);
     float *gWu = st_tg(m, Lp->exp_up), *gWd = st_tg(m, Lp->exp_down);
     for (int e = 0; e < E; e++) {
         int r0 = a->eoff[e], n = a->eoff[e + 1] - r0;
         if (!n) continue;
+        mrows mr = {ms, ST_AX_EXPERT_FFN, T, k, r0, a->slot, racc, dpi};
         ffn_backward(tb, Wu + (size_t)e * F * H, Wd + (size_t)e * H * F, gWu + (size_t)e * F * H, gWd + (size_t)e * H * F,
                      H, F, xe + (size_t)r0 * H, a->eh + (size_t)r0 * F, a->ea + (size_t)r0 * F, deo + (size_t)r0 * H,
-                     dxe + (size_t)r0 * H, deh + (size_t)r0 * F, n, 0);
+                     dxe + (size_t)r0 * H, deh + (size_t)r0 * F, n, 0, ms ? &mr : NULL);
     }
-    for (int r = 0; r < BT * k; r++) { /* scatter in a fixed order */
+    for (int r = 0; r < nr; r++) { /* scatter in a fixed order */
         float *d = du + (size_t)(a->slot[r] / k) * H;
         const float *s = dxe + (size_t)r * H;
         for (int j = 0; j < H; j++) d[j] += s[j];
@@ -835,9 +1087,15 @@ static void moe_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const floa
         const int32_t *id = a->idx + (size_t)t * k;
         const float *g = dwt + (size_t)t * k, *lg = a->lg + (size_t)t * E;
         double S = 0, gs = 0;
-        for (int j = 0; j < k; j++) { float s = sigm(lg[id[j]]); S += s; gs += (double)g[j] * s; }
+        for (int j = 0; j < k; j++) {
+            if (id[j] < 0) continue;
+            float s = sigm(lg[id[j]]);
+            S += s;
+            gs += (double)g[j] * s;
+        }
         S += 1e-20;
         for (int j = 0; j < k; j++) {
+            if (id[j] < 0) continue;
             float s = sigm(lg[id[j]]);
             double ds = c->norm_topk_prob ? cs * (g[j] / S - gs / (S * S)) : cs * g[j];
             dlg[(size_t)t * E + id[j]] = (float)(ds * s * (1.0f - s));
@@ -849,39 +1107,69 @@ static void moe_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const floa
 
 /* ------------------------------------------------------------ driver */
 
+/* KL(p_t || p_s) of one row (fp64, stable log-sum-exp); *lse_s, *lse_t out. */
+static double kl_row(const float *ls, const float *lt, int V, double *lse_s, double *lse_t) {
+    float ms = -INFINITY, mt = -INFINITY;
+    for (int i = 0; i < V; i++) { if (ls[i] > ms) ms = ls[i]; if (lt[i] > mt) mt = lt[i]; }
+    double ss = 0, st = 0;
+    for (int i = 0; i < V; i++) { ss += exp((double)ls[i] - ms); st += exp((double)lt[i] - mt); }
+    double as = ms + log(ss), at = mt + log(st), kl = 0;
+    for (int i = 0; i < V; i++) {
+        double lpt = (double)lt[i] - at;
+        kl += exp(lpt) * (lpt - ((double)ls[i] - as));
+    }
+    *lse_s = as;
+    *lse_t = at;
+    return kl;
+}
+
 float st_tmodel_forward(st_tmodel *m, const int32_t *tokens, const int32_t *targets) {
     const st_config *c = &m->cfg;
     st_tacts *A = m->a;
     const int B = m->B, T = m->T, BT = B * T, H = c->hidden_size, V = c->vocab_size;
+    const st_tmask *ms = A->mask;
     memcpy(A->tok, tokens, sizeof(int32_t) * (size_t)BT);
     A->has_tgt = targets != NULL;
     if (targets) memcpy(A->tgt, targets, sizeof(int32_t) * (size_t)BT);
     const float *E = st_tw(m, m->embed);
     float *x = A->l[0].res;
     for (int t = 0; t < BT; t++) memcpy(x + (size_t)t * H, E + (size_t)tokens[t] * H, sizeof(float) * H);
+    if (ms) mask_rows(x, x, BT, H, ms, T, NO_LAYER); /* inactive hidden channels start (and stay) at 0 */
     for (int l = 0; l < c->n_layers; l++) {
         lacts *a = &A->l[l];
         const st_tlayer *Lp = &m->L[l];
         float *next = l + 1 < c->n_layers ? A->l[l + 1].res : A->xf; /* [BT][H] */
-        rmsnorm_forward(a->u, a->rstd, a->res, st_tw(m, Lp->norm), BT, H, c->norm_eps);
+        if (ms) rmsnorm_forward_m(a->u, a->rstd, a->res, st_tw(m, Lp->norm), BT, H, c->norm_eps, ms, T);
+        else rmsnorm_forward(a->u, a->rstd, a->res, st_tw(m, Lp->norm), BT, H, c->norm_eps);
         bump sb = {A->scr, 0};
+        mrows mr = {ms, ST_AX_FFN, T, 1, 0, NULL, NULL, NULL};
         switch (Lp->type) {
-        case 'M': mamba_forward(m, Lp, a, next, B, T); break;
-        case '*': attn_forward(m, Lp, a, next, B, T); break;
-        case '-': ffn_forward(st_tw(m, Lp->up), st_tw(m, Lp->down), H, c->intermediate_size, a->u, a->h, a->ha, next, BT, 0); break;
-        case 'E': moe_forward(m, l, Lp, a, next, BT, &sb); break;
+        case 'M': mamba_forward(m, l, Lp, a, next, B, T); break;
+        case '*': attn_forward(m, l, Lp, a, next, B, T); break;
+        case '-': ffn_forward(st_tw(m, Lp->up), st_tw(m, Lp->down), H, c->intermediate_size, a->u, a->h, a->ha, next, BT, 0,
+                              ms ? &mr : NULL); break;
+        case 'E': moe_forward(m, l, Lp, a, next, BT, T, &sb); break;
         }
+        if (ms) mask_rows(next, next, BT, H, ms, T, l);
         for (size_t i = 0; i < (size_t)BT * H; i++) next[i] += a->res[i]; /* residual */
     }
-    rmsnorm_forward(A->hf, A->rstdf, A->xf, st_tw(m, m->norm_f), BT, H, c->norm_eps);
+    if (ms) rmsnorm_forward_m(A->hf, A->rstdf, A->xf, st_tw(m, m->norm_f), BT, H, c->norm_eps, ms, T);
+    else rmsnorm_forward(A->hf, A->rstdf, A->xf, st_tw(m, m->norm_f), BT, H, c->norm_eps);
     mm(st_tw(m, m->lm_head), V, H, A->hf, H, A->logits, V, BT, 0);
     if (!targets) return 0.0f;
-    /* cross-entropy: -log softmax(logits)[target], rows with target < 0 skipped */
+    /* cross-entropy -log softmax(logits)[target], or KL(teacher || student);
+       rows with target < 0 skipped */
+    const float *tl = m->teacher;
 #pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)BT * V > 32768)
     for (int t = 0; t < BT; t++) {
         const float *lg = A->logits + (size_t)t * V;
         int y = targets[t];
         if (y < 0 || y >= V) { A->rowloss[t] = 0; continue; }
+        if (tl) {
+            double as, at;
+            A->rowloss[t] = (float)kl_row(lg, tl + (size_t)t * V, V, &as, &at);
+            continue;
+        }
         float mx = -INFINITY;
         for (int i = 0; i < V; i++) if (lg[i] > mx) mx = lg[i];
         double s = 0;
@@ -899,6 +1187,7 @@ void st_tmodel_backward(st_tmodel *m, float grad_scale) {
     const st_config *c = &m->cfg;
     st_tacts *A = m->a;
     const int B = m->B, T = m->T, BT = B * T, H = c->hidden_size, V = c->vocab_size;
+    const st_tmask *ms = A->mask;
     if (!A->has_tgt || A->n_count == 0) return;
     /* transposes at the bottom of the scratch, per-layer temporaries above */
     bump sb0 = {A->scr, 0};
@@ -910,13 +1199,21 @@ void st_tmodel_backward(st_tmodel *m, float grad_scale) {
     tb.tdy = take(&sb0, (size_t)BT * oc);
     const size_t mark = sb0.used;
 
-    /* softmax − onehot, / count, × grad_scale (in place over the logits) */
+    /* softmax − onehot (or − p_teacher), / count, × grad_scale (in place over the logits) */
     const float inv = grad_scale / (float)A->n_count;
+    const float *tl = m->teacher;
 #pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)BT * V > 32768)
     for (int t = 0; t < BT; t++) {
         float *lg = A->logits + (size_t)t * V;
         int y = A->tgt[t];
         if (y < 0 || y >= V) { memset(lg, 0, sizeof(float) * V); continue; }
+        if (tl) {
+            const float *lt = tl + (size_t)t * V;
+            double as, at;
+            kl_row(lg, lt, V, &as, &at);
+            for (int i = 0; i < V; i++) lg[i] = (float)((exp((double)lg[i] - as) - exp((double)lt[i] - at)) * inv);
+            continue;
+        }
         float mx = -INFINITY;
         for (int i = 0; i < V; i++) if (lg[i] > mx) mx = lg[i];
         double s = 0;
@@ -929,29 +1226,146 @@ void st_tmodel_backward(st_tmodel *m, float grad_scale) {
     mm_dw(&tb, A->logits, V, A->hf, H, st_tg(m, m->lm_head), V, H, BT);
     mm_dx(&tb, st_tw(m, m->lm_head), V, H, A->logits, V, dhf, H, BT, 0);
     memset(A->dres, 0, sizeof(float) * (size_t)BT * H);
-    rmsnorm_backward(A->dres, st_tg(m, m->norm_f), dhf, A->xf, A->rstdf, st_tw(m, m->norm_f), BT, H);
+    if (ms) rmsnorm_backward_m(A->dres, st_tg(m, m->norm_f), dhf, A->xf, A->rstdf, st_tw(m, m->norm_f), BT, H, ms, T, A->racc, A->dpi);
+    else rmsnorm_backward(A->dres, st_tg(m, m->norm_f), dhf, A->xf, A->rstdf, st_tw(m, m->norm_f), BT, H);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         lacts *a = &A->l[l];
         const st_tlayer *Lp = &m->L[l];
         bump sb = {A->scr, mark};
         float *du = A->du;
+        const float *dout = A->dres; /* the mixer output's gradient: the residual's, masked like the output */
+        if (ms) {
+            mask_rows(A->dmix, A->dres, BT, H, ms, T, l);
+            dout = A->dmix;
+        }
         switch (Lp->type) {
-        case 'M': mamba_backward(m, Lp, a, A->dres, du, B, T, &tb, &sb); break;
-        case '*': attn_backward(m, Lp, a, A->dres, du, B, T, &tb, &sb); break;
+        case 'M': mamba_backward(m, l, Lp, a, dout, du, B, T, &tb, &sb); break;
+        case '*': attn_backward(m, l, Lp, a, dout, du, B, T, &tb, &sb); break;
         case '-': {
             float *dh = take(&sb, (size_t)BT * c->intermediate_size);
+            mrows mr = {ms, ST_AX_FFN, T, 1, 0, NULL, A->racc, A->dpi};
             ffn_backward(&tb, st_tw(m, Lp->up), st_tw(m, Lp->down), st_tg(m, Lp->up), st_tg(m, Lp->down), H,
-                         c->intermediate_size, a->u, a->h, a->ha, A->dres, du, dh, BT, 0);
+                         c->intermediate_size, a->u, a->h, a->ha, dout, du, dh, BT, 0, ms ? &mr : NULL);
             break;
         }
-        case 'E': moe_backward(m, Lp, a, A->dres, du, BT, &tb, &sb); break;
+        case 'E': moe_backward(m, Lp, a, dout, du, BT, T, &tb, &sb); break;
         }
-        rmsnorm_backward(A->dres, st_tg(m, Lp->norm), du, a->res, a->rstd, st_tw(m, Lp->norm), BT, H);
+        if (ms) rmsnorm_backward_m(A->dres, st_tg(m, Lp->norm), du, a->res, a->rstd, st_tw(m, Lp->norm), BT, H, ms, T, A->racc, A->dpi);
+        else rmsnorm_backward(A->dres, st_tg(m, Lp->norm), du, a->res, a->rstd, st_tw(m, Lp->norm), BT, H);
     }
     float *gE = st_tg(m, m->embed);
     for (int t = 0; t < BT; t++) { /* serial: repeated tokens add in a fixed order */
         float *d = gE + (size_t)A->tok[t] * H;
         const float *s = A->dres + (size_t)t * H;
-        for (int i = 0; i < H; i++) d[i] += s[i];
+        for (int i = 0; i < H; i++) d[i] += s[i]; /* 0 beyond a sample's hidden width */
     }
 }
+
+/* ------------------------------------------------------------ masks and teacher */
+
+static const char *const ax_key[ST_N_AX] = {
+    "hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads", "n_routed_experts",
+    "moe_intermediate_size", "moe_shared_expert_intermediate_size", "intermediate_size",
+};
+
+static int ax_parent(const st_config *c, int k) {
+    switch (k) {
+    case ST_AX_HIDDEN: return c->hidden_size;
+    case ST_AX_MAMBA_HEADS: return c->mamba_num_heads;
+    case ST_AX_MAMBA_DIM: return c->mamba_head_dim;
+    case ST_AX_ATTN_HEADS: return c->num_attention_heads;
+    case ST_AX_EXPERTS: return c->n_routed_experts;
+    case ST_AX_EXPERT_FFN: return c->moe_intermediate_size;
+    case ST_AX_SHARED_FFN: return c->moe_shared_expert_intermediate_size;
+    default: return c->intermediate_size;
+    }
+}
+
+#define RULE(...) return st_err(ST_ERR_BUDGET, "budget: sample " __VA_ARGS__)
+
+/* Fill in sample b's widths (0 → parent) and pi (0 → 1) into o and check
+ * the nesting rules of budget.c against the parent. */
+static st_status mask_check(const st_config *c, int b, const st_tmask *in, st_tmask *o) {
+    *o = *in;
+    for (int k = 0; k < ST_N_AX; k++) {
+        int v = in->w[k], mx = ax_parent(c, k);
+        if (v < 0) RULE("%d: %s = %d must be at least 1", b, ax_key[k], v);
+        if (v > mx) RULE("%d: %s = %d is wider than the parent's %d (a budget can only keep a prefix)", b, ax_key[k], v, mx);
+        o->w[k] = v ? v : mx;
+        float p = in->pi[k];
+        if (!(p >= 0 && p < INFINITY))
+            return st_err(ST_ERR_ARG, "train: sample %d: pi of %s = %g must be finite and >= 0", b, ax_key[k], (double)p);
+        o->pi[k] = p == 0 ? 1.0f : p;
+    }
+    if (strchr(c->pattern, 'M')) {
+        int w = o->w[ST_AX_MAMBA_HEADS];
+        if (w % c->n_groups)
+            RULE("%d: mamba_num_heads = %d is not a multiple of n_groups = %d (Mamba heads are cut per group)", b, w,
+                 c->n_groups);
+    }
+    if (strchr(c->pattern, '*')) {
+        int w = o->w[ST_AX_ATTN_HEADS];
+        if (w % c->num_key_value_heads)
+            RULE("%d: num_attention_heads = %d is not a multiple of num_key_value_heads = %d (query heads are cut per KV "
+                 "group, K/V heads are never cut)", b, w, c->num_key_value_heads);
+    }
+    if (strchr(c->pattern, 'E') && c->n_group > 1 && o->w[ST_AX_EXPERTS] != c->n_routed_experts)
+        RULE("%d: n_routed_experts cannot be cut when the router uses n_group = %d expert groups", b, c->n_group);
+    if (c->n_layers < 64 && (in->skip >> c->n_layers))
+        RULE("%d: skip: layer %d does not exist (the model has %d layers)", b, 63 - __builtin_clzll(in->skip),
+             c->n_layers);
+    return ST_OK;
+}
+#undef RULE
+
+st_status st_tmodel_set_masks(st_tmodel *m, const st_tmask *ms) {
+    st_tacts *A = m->a;
+    if (!ms) {
+        if (A) A->mask = NULL;
+        return ST_OK;
+    }
+    if (!A) return st_err(ST_ERR_ARG, "train: st_tmodel_set_masks before st_tmodel_reserve");
+    const int B = m->B;
+    const size_t BT = (size_t)B * m->T;
+    if (!A->mbuf) {
+        size_t k = (size_t)(m->cfg.num_experts_per_tok > 1 ? m->cfg.num_experts_per_tok : 1);
+        size_t nkv = (size_t)(m->cfg.num_key_value_heads > 1 ? m->cfg.num_key_value_heads : 1);
+        A->mbuf = st_calloc((size_t)B, sizeof *A->mbuf);
+        A->racc = st_calloc(BT * k + (size_t)B * nkv, sizeof(double));
+        A->dmix = st_aligned_alloc(BT * (size_t)m->cfg.hidden_size * sizeof(float));
+        if (!A->mbuf || !A->racc || !A->dmix) {
+            free(A->mbuf); free(A->racc); free(A->dmix);
+            A->mbuf = NULL; A->racc = NULL; A->dmix = NULL;
+            return ST_ERR_NOMEM;
+        }
+    }
+    st_tmask *tmp = st_malloc(sizeof *tmp * (size_t)B); /* all samples checked before any is taken */
+    if (!tmp) return ST_ERR_NOMEM;
+    for (int b = 0; b < B; b++) {
+        st_status rc = mask_check(&m->cfg, b, &ms[b], &tmp[b]);
+        if (rc) { free(tmp); return rc; }
+    }
+    memcpy(A->mbuf, tmp, sizeof *tmp * (size_t)B);
+    free(tmp);
+    A->mask = A->mbuf;
+    return ST_OK;
+}
+
+void st_tmask_from_widths(st_tmask *t, const st_config *parent, const st_widths *w) {
+    memset(t, 0, sizeof *t);
+    const int v[ST_N_AX] = {w->hidden_size, w->mamba_num_heads, w->mamba_head_dim, w->num_attention_heads,
+                            w->n_routed_experts, w->moe_intermediate_size, w->moe_shared_expert_intermediate_size,
+                            w->intermediate_size};
+    for (int k = 0; k < ST_N_AX; k++) {
+        t->w[k] = v[k] ? v[k] : ax_parent(parent, k);
+        t->pi[k] = 1.0f;
+    }
+    for (int i = 0; i < w->n_skip; i++)
+        if (w->skip_layers[i] >= 0 && w->skip_layers[i] < 64) t->skip |= 1ull << w->skip_layers[i];
+}
+
+const double *st_tmodel_mask_grads(const st_tmodel *m) { return m->a ? m->a->dpi : NULL; }
+
+void st_tmodel_set_teacher(st_tmodel *m, const float *teacher_logits) { m->teacher = teacher_logits; }
+
+const float *st_tmodel_row_loss(const st_tmodel *m) { return m->a ? m->a->rowloss : NULL; }

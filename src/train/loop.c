@@ -76,7 +76,9 @@ static st_status num(json_t *o, const char *k, const char *path, double lo, doub
     return ST_OK;
 }
 
-st_status st_train_cfg_load(st_train_cfg *c, const char *path) {
+st_status st_train_cfg_load(st_train_cfg *c, const char *path) { return st_train_cfg_load_ext(c, path, NULL); }
+
+st_status st_train_cfg_load_ext(st_train_cfg *c, const char *path, const char *const *extra) {
     st_train_cfg_default(c);
     json_error_t je;
     json_t *r = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -95,13 +97,23 @@ st_status st_train_cfg_load(st_train_cfg *c, const char *path) {
     json_object_foreach(r, k, v) {
         int ok = k[0] == '_';
         for (int i = 0; known[i] && !ok; i++) ok = !strcmp(k, known[i]);
+        for (int i = 0; extra && extra[i] && !ok; i++) ok = !strcmp(k, extra[i]);
         if (!ok) { rc = st_err(ST_ERR_FORMAT, "%s: unknown key \"%s\"", path, k); goto done; }
     }
     json_t *model = json_object_get(r, "model"), *init = json_object_get(r, "init");
     if (!!model == !!init) { rc = st_err(ST_ERR_FORMAT, "%s: give exactly one of \"model\" (a shape) or \"init\" (a checkpoint)", path); goto done; }
     if (model) {
-        if (!json_is_object(model)) { rc = st_err(ST_ERR_FORMAT, "%s: \"model\" must be an object", path); goto done; }
-        json_t *m2 = json_deep_copy(model);
+        json_t *m2 = NULL;
+        if (json_is_string(model)) { /* a config.json whose shape to train from scratch */
+            char *mp = rel_path(dir, json_string_value(model));
+            json_error_t je2;
+            m2 = mp ? json_load_file(mp, 0, &je2) : NULL;
+            if (!m2) { rc = st_err(ST_ERR_FORMAT, "%s: \"model\": %s: %s", path, mp ? mp : "?", mp ? je2.text : "no memory"); free(mp); goto done; }
+            free(mp);
+            json_object_del(m2, "elastic"); /* the shape only */
+        } else if (json_is_object(model)) {
+            m2 = json_deep_copy(model);
+        } else { rc = st_err(ST_ERR_FORMAT, "%s: \"model\" must be an object or a config.json path", path); goto done; }
         if (!json_object_get(m2, "model_type")) json_object_set_new(m2, "model_type", json_string("nemotron_h"));
         c->model_json = json_dumps(m2, JSON_COMPACT);
         json_decref(m2);
@@ -204,8 +216,8 @@ static uint64_t mix64(uint64_t z) {
 }
 
 /* One micro-batch [B][T] of inputs and next-token targets for (step, micro). */
-static void sample_batch(const st_train_cfg *c, const st_tokfile *tf, const double *cum, long step, int micro,
-                         int32_t *x, int32_t *y) {
+void st_train_sample(const st_train_cfg *c, const st_tokfile *tf, const double *cum, long step, int micro,
+                     int32_t *x, int32_t *y) {
     const int B = c->batch, T = c->seq;
     for (int b = 0; b < B; b++) {
         uint64_t h = mix64(c->seed ^ mix64((uint64_t)step * 1000003ull + (uint64_t)micro * 7919ull + (uint64_t)b));
@@ -221,7 +233,7 @@ static void sample_batch(const st_train_cfg *c, const st_tokfile *tf, const doub
     }
 }
 
-static double evaluate(st_tmodel *m, const st_train_cfg *c, const st_tokfile *vf, int32_t *x, int32_t *y) {
+double st_train_val_loss(st_tmodel *m, const st_train_cfg *c, const st_tokfile *vf, int32_t *x, int32_t *y) {
     const int B = c->batch, T = c->seq;
     size_t span = vf->n - (size_t)T; /* windows start in [0, span) */
     double sum = 0;
@@ -456,7 +468,7 @@ st_status st_train_run(const st_train_cfg *c, const char *resume_dir, st_train_c
         st_tmodel_load_reset(m);
         double loss = 0;
         for (int mi = 0; mi < c->accum; mi++) {
-            sample_batch(c, tf, cum, step, mi, x, y);
+            st_train_sample(c, tf, cum, step, mi, x, y);
             loss += st_tmodel_forward(m, x, y) / c->accum;
             st_tmodel_backward(m, 1.0f / (float)c->accum);
         }
@@ -471,7 +483,7 @@ st_status st_train_run(const st_train_cfg *c, const char *resume_dir, st_train_c
         avg_dt = step == first ? dt : 0.9 * avg_dt + 0.1 * dt;
         ev.tok_per_s = tok_step / avg_dt;
         int last = step + 1 == c->opt.steps;
-        if (vf.ids && ((step + 1) % c->eval_every == 0 || last)) ev.val_loss = evaluate(m, c, &vf, x, y);
+        if (vf.ids && ((step + 1) % c->eval_every == 0 || last)) ev.val_loss = st_train_val_loss(m, c, &vf, x, y);
         ev.elapsed_s = st_time() - t_start;
         ev.eta_s = avg_dt * (double)(c->opt.steps - step - 1);
         if ((step + 1) % c->log_every == 0 || last || ev.val_loss >= 0) {

@@ -66,6 +66,9 @@ typedef struct {
     /* MoE expert load of the last forward passes: [n_layers][E] token counts,
        accumulated until st_tmodel_load_reset (load balancing, statistics) */
     double *load;
+    /* distillation target [B·T][V] (st_tmodel_set_teacher), not owned; NULL:
+       cross-entropy */
+    const float *teacher;
 } st_tmodel;
 
 static inline float *st_tw(const st_tmodel *m, int i) { return m->w + m->p[i].off; }
@@ -109,10 +112,74 @@ const float *st_tmodel_logits(const st_tmodel *m);
  * scaled by grad_scale (1/n_micro for gradient accumulation). */
 void st_tmodel_backward(st_tmodel *m, float grad_scale);
 void st_tmodel_zero_grad(st_tmodel *m);
-/* Routing of the last forward, layer l: [B·T][k] expert ids (NULL if not MoE). */
+/* Routing of the last forward, layer l: [B·T][k] expert ids (NULL if not MoE;
+ * under masks, -1 in the slots a sample's clipped top-k or skip leaves empty). */
 const int32_t *st_tmodel_route(const st_tmodel *m, int l);
 void st_tmodel_load_reset(st_tmodel *m);
 void st_tacts_free(st_tacts *a);
+
+/* ------------------------------------------------------------ elastic masks */
+
+/* Elastic axes of the masked (dynamic) model, method.md §2 / §4.2. Every
+ * width keeps a prefix of the ranked order: hidden channels, expert / FFN
+ * neurons and experts a plain prefix; Mamba heads the first w/G of each
+ * group; attention query heads the first w/n_kv of each KV group; Mamba head
+ * channels the first w of every head. */
+enum {
+    ST_AX_HIDDEN,      /* hidden_size                                   */
+    ST_AX_MAMBA_HEADS, /* mamba_num_heads (total, multiple of n_groups)   */
+    ST_AX_MAMBA_DIM,   /* mamba_head_dim                                */
+    ST_AX_ATTN_HEADS,  /* num_attention_heads (total, multiple of n_kv)   */
+    ST_AX_EXPERTS,     /* n_routed_experts (top-k clipped to it)          */
+    ST_AX_EXPERT_FFN,  /* moe_intermediate_size                         */
+    ST_AX_SHARED_FFN,  /* moe_shared_expert_intermediate_size           */
+    ST_AX_FFN,         /* intermediate_size (dense '-' layers)          */
+    ST_N_AX
+};
+
+/* One sample's budget for the masked forward. The forward computes exactly
+ * what the sliced model of these widths computes (RMSNorm and the grouped
+ * Mamba norm over active channels, inactive residual channels held at 0)
+ * when every pi is 1; pi[k] is the "hard mask × selected probability"
+ * multiplier of axis k (method.md §4.2 mode 1), applied at:
+ *   HIDDEN             every RMSNorm output (layer norms and the final norm)
+ *   MAMBA_HEADS, _DIM  the grouped-norm output (out_proj input)
+ *   ATTN_HEADS         the attention head outputs (o_proj input)
+ *   EXPERTS            the weighted sum of routed expert outputs
+ *   EXPERT_FFN, SHARED_FFN, FFN   the relu² activations
+ * skip: bit l set = layer l is bypassed (its mixer output is 0). */
+typedef struct {
+    int w[ST_N_AX];    /* widths; 0 = the parent's                      */
+    float pi[ST_N_AX]; /* multipliers; 0 is read as 1                   */
+    uint64_t skip;
+} st_tmask;
+
+/* Per-sample masks for the following forward/backward passes: ms[B] (B of
+ * st_tmodel_reserve), copied; NULL turns masking off (full width). Fails
+ * with ST_ERR_BUDGET on a width the parent cannot take (wider than the
+ * parent, heads not divisible by groups, zero experts...), ST_ERR_ARG on a
+ * negative or non-finite pi or before st_tmodel_reserve; a refused call
+ * keeps the masks in force. st_tmodel_reserve with a new shape turns masking
+ * off. Skip bits reach layers 0..63 only. */
+st_status st_tmodel_set_masks(st_tmodel *m, const st_tmask *ms);
+/* The mask-widths of a parent-relative st_widths (0 fields = parent): every
+ * width filled in, pi = 1, skip bits from skip_layers (< 64). An explicit
+ * num_experts_per_tok has no place in a mask (the top-k is always the
+ * parent's clipped to the kept experts). */
+void st_tmask_from_widths(st_tmask *t, const st_config *parent, const st_widths *w);
+/* dL/dpi[b][k] of the last backward ([B][ST_N_AX], scaled like the weight
+ * gradients and accumulated like them, untouched by a backward without
+ * masks), zeroed by st_tmodel_zero_grad. */
+const double *st_tmodel_mask_grads(const st_tmodel *m);
+
+/* Distillation target for the following forward/backward passes: teacher
+ * logits [B·T][V] (NULL: back to cross-entropy), not copied: they must stay
+ * valid through the backward. With a teacher the loss is
+ * the forward KL(p_teacher || p_student) per counted position (targets[t]
+ * >= 0 marks counted positions, as for cross-entropy). */
+void st_tmodel_set_teacher(st_tmodel *m, const float *teacher_logits);
+/* Per-position loss of the last forward [B·T] (0 at uncounted positions). */
+const float *st_tmodel_row_loss(const st_tmodel *m);
 
 /* ------------------------------------------------------------ optimizer */
 
@@ -174,6 +241,9 @@ typedef struct {
 void st_train_cfg_default(st_train_cfg *c);
 /* Parse a train config JSON file (see cli/train.c / docs/training.md). */
 st_status st_train_cfg_load(st_train_cfg *c, const char *path);
+/* The same, allowing the extra top-level keys in extra[] (NULL-terminated)
+ * that a caller parses itself (starling elastify). */
+st_status st_train_cfg_load_ext(st_train_cfg *c, const char *path, const char *const *extra);
 void st_train_cfg_free(st_train_cfg *c);
 
 typedef struct {
@@ -195,6 +265,15 @@ st_status st_train_run(const st_train_cfg *cfg, const char *resume_dir, st_train
 typedef struct { uint32_t *ids; size_t n; void *map; size_t bytes; } st_tokfile;
 st_status st_tokfile_open(st_tokfile *f, const char *path, int vocab);
 void st_tokfile_close(st_tokfile *f);
+
+/* One micro-batch x, y [c->batch][c->seq] (inputs, next-token targets) for
+ * (step, micro) from the weighted mix tf[c->n_train] (cum: cumulative
+ * weights): depends only on (seed, step, micro), so runs are reproducible. */
+void st_train_sample(const st_train_cfg *c, const st_tokfile *tf, const double *cum, long step, int micro,
+                     int32_t *x, int32_t *y);
+/* Mean cross-entropy over c->eval_batches fixed windows of vf (m reserved
+ * for c->batch × c->seq). */
+double st_train_val_loss(st_tmodel *m, const st_train_cfg *c, const st_tokfile *vf, int32_t *x, int32_t *y);
 
 /* Measured fp32 GEMM peak (GFLOP/s) with st_matmul on an n×n×n problem. */
 double st_measure_gemm_gflops(int n, int reps);

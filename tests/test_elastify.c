@@ -1,0 +1,282 @@
+/*
+ * test_elastify.c — elastic training (src/elastic/elastify.c):
+ *   - the analytic cost of the budget loss equals the parameter count that
+ *     the inference side reports (st_budget_stats) at integer widths;
+ *   - config validation (each bad file one clear error);
+ *   - a short run on a tiny synthetic parent: the output loads, carries an
+ *     elastic block whose budgets the inference side accepts, the routers
+ *     pick the full widths for the full budget and widths whose cost is near
+ *     each smaller target (the budget loss works), the student at a smaller
+ *     budget is closer to the parent than before training (distillation
+ *     works), and the run is deterministic.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "elastic/elastify.h"
+#include "model/synth.h"
+#include "starling.h"
+#include "util_test.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *make_parent(const char *dir) {
+    char *ck = malloc(700);
+    snprintf(ck, 700, "%s/parent", dir);
+    st_synth_opts o;
+    st_synth_preset("default", &o);
+    o.dtype = ST_DT_F32;
+    if (st_synth_write(ck, &o)) fail_msg("synth: %s", st_last_error());
+    return ck;
+}
+
+static void test_cost_matches_stats(void **s) {
+    (void)s;
+    char *dir = test_tmpdir("el_cost");
+    char *ck = make_parent(dir);
+    st_model *m;
+    assert_int_equal(st_model_load(ck, &m), ST_OK);
+    const st_config *c = st_model_config(m);
+    const char *specs[] = {"full", "hidden_size=96", "mamba_num_heads=4,mamba_head_dim=8",
+                           "num_attention_heads=2,n_routed_experts=6,moe_intermediate_size=32",
+                           "hidden_size=64,moe_shared_expert_intermediate_size=64,intermediate_size=128,n_routed_experts=2"};
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
+        st_budget *b;
+        if (st_budget_resolve(m, specs[i], &b)) fail_msg("%s: %s", specs[i], st_last_error());
+        const st_widths *w = st_budget_widths(b);
+        double wd[ST_N_AX] = {w->hidden_size, w->mamba_num_heads, w->mamba_head_dim, w->num_attention_heads,
+                              w->n_routed_experts, w->moe_intermediate_size, w->moe_shared_expert_intermediate_size,
+                              w->intermediate_size};
+        st_budget_stats bs;
+        st_budget_stats_get(b, &bs);
+        assert_true(fabs(st_el_cost(c, wd, 0) - bs.total_params) < 0.5);
+        assert_true(fabs(st_el_cost(c, wd, 1) - bs.active_params) < 0.5);
+        st_budget_free(b);
+    }
+    st_model_free(m);
+    rm_rf(dir);
+    free(ck);
+    free(dir);
+}
+
+static void write_ids(const char *path, int n, int vocab, uint64_t seed) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    /* a learnable stream: short repeating phrases with noise */
+    for (int i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t v = (seed >> 60) < 3 ? (uint32_t)((seed >> 33) % (uint64_t)vocab) : (uint32_t)((i * 7 + (i / 5) * 3) % 40 + 3);
+        fwrite(&v, 4, 1, f);
+    }
+    fclose(f);
+}
+
+static void write_cfg(const char *dir, const char *out, int steps1, int steps2, const char *extra) {
+    char p[800];
+    snprintf(p, sizeof p, "%s/el.json", dir);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\", \"val\": \"val.bin\"},\n"
+            " \"budgets\": [{\"name\": \"L\", \"params\": %s}, {\"name\": \"S\", \"params\": 4.2e5}],\n"
+            " \"choices\": {\"hidden_size\": [128, 96, 64], \"n_routed_experts\": [8, 4],\n"
+            "             \"moe_intermediate_size\": [64, 32], \"mamba_num_heads\": [8, 4]},\n"
+            " \"stages\": [{\"steps\": %d, \"seq\": 16}, {\"steps\": %d, \"seq\": 32, \"probs\": [0.7, 0.3]}],\n"
+            " \"batch\": 4, \"lr\": 1e-3, \"warmup\": 2, \"router_lr\": 3e-2, \"eval_every\": 10, \"eval_batches\": 2,\n"
+            " \"seed\": 3, \"out\": \"%s\"%s}\n",
+            "8.58e5", steps1, steps2, out, extra ? extra : "");
+    fclose(f);
+}
+
+typedef struct { int n; double kd[400]; double val_first[2], val_last[2]; } trace;
+static void collect(const st_el_event *e, void *u) {
+    trace *t = u;
+    if (t->n < 400) t->kd[t->n] = e->kd;
+    t->n++;
+    if (e->val[0] >= 0) {
+        if (t->val_first[0] == 0) { t->val_first[0] = e->val[0]; t->val_first[1] = e->val[1]; }
+        t->val_last[0] = e->val[0];
+        t->val_last[1] = e->val[1];
+    }
+}
+
+static void run(const char *dir, trace *t) {
+    char p[800];
+    snprintf(p, sizeof p, "%s/el.json", dir);
+    st_el_cfg c;
+    if (st_el_cfg_load(&c, p)) fail_msg("cfg: %s", st_last_error());
+    memset(t, 0, sizeof *t);
+    if (st_elastify_run(&c, 1, collect, t)) fail_msg("elastify: %s", st_last_error());
+    st_el_cfg_free(&c);
+}
+
+/* mean KL(parent || model at budget) over a few token windows, inference side */
+static double kl_to_parent(const char *parent_dir, const char *dir, const char *budget) {
+    st_model *pm, *m;
+    if (st_model_load(parent_dir, &pm) || st_model_load(dir, &m)) fail_msg("load: %s", st_last_error());
+    st_budget *pb, *b;
+    assert_int_equal(st_budget_by_name(pm, "full", &pb), ST_OK);
+    if (st_budget_resolve(m, budget, &b)) fail_msg("%s: %s", budget, st_last_error());
+    const int T = 24, V = st_model_config(m)->vocab_size;
+    float *lp = malloc(sizeof(float) * T * V), *lm = malloc(sizeof(float) * T * V);
+    double kl = 0;
+    for (int w = 0; w < 3; w++) {
+        int32_t tok[24];
+        for (int i = 0; i < T; i++) tok[i] = ((w * 24 + i) * 7 + ((w * 24 + i) / 5) * 3) % 40 + 3;
+        st_state *s1, *s2;
+        assert_int_equal(st_state_new(pm, 0, &s1), ST_OK);
+        assert_int_equal(st_state_new(m, 0, &s2), ST_OK);
+        assert_int_equal(st_forward(pb, s1, tok, T, lp, 1), ST_OK);
+        assert_int_equal(st_forward(b, s2, tok, T, lm, 1), ST_OK);
+        for (int t = 0; t < T; t++) {
+            const float *a = lp + (size_t)t * V, *q = lm + (size_t)t * V;
+            double ma = -INFINITY, mq = -INFINITY, sa = 0, sq = 0;
+            for (int i = 0; i < V; i++) { if (a[i] > ma) ma = a[i]; if (q[i] > mq) mq = q[i]; }
+            for (int i = 0; i < V; i++) { sa += exp(a[i] - ma); sq += exp(q[i] - mq); }
+            for (int i = 0; i < V; i++) {
+                double la = a[i] - ma - log(sa), lq = q[i] - mq - log(sq);
+                kl += exp(la) * (la - lq);
+            }
+        }
+        st_state_free(s1); st_state_free(s2);
+    }
+    free(lp); free(lm);
+    st_budget_free(pb); st_budget_free(b);
+    st_model_free(pm); st_model_free(m);
+    return kl / (3.0 * T);
+}
+
+static void test_run(void **s) {
+    (void)s;
+    char *dir = test_tmpdir("el_run");
+    char *ck = make_parent(dir);
+    char p[800], q[800];
+    snprintf(p, sizeof p, "%s/train.bin", dir); write_ids(p, 20000, 272, 1);
+    snprintf(p, sizeof p, "%s/val.bin", dir); write_ids(p, 4000, 272, 2);
+    const int s1 = test_quick() ? 40 : 120, s2 = test_quick() ? 20 : 60;
+    write_cfg(dir, "out", s1, s2, NULL);
+    trace a;
+    run(dir, &a);
+    assert_int_equal(a.n, s1 + s2);
+
+    snprintf(p, sizeof p, "%s/out", dir);
+    st_model *m;
+    if (st_model_load(p, &m)) fail_msg("load output: %s", st_last_error());
+    assert_int_equal(st_model_n_budgets(m), 2);
+    assert_string_equal(st_model_default_budget(m), "L");
+    const st_config *c = st_model_config(m);
+    st_budget *bl, *bs;
+    assert_int_equal(st_budget_by_name(m, "L", &bl), ST_OK);
+    assert_int_equal(st_budget_by_name(m, "S", &bs), ST_OK);
+    const st_widths *wl = st_budget_widths(bl), *ws = st_budget_widths(bs);
+    /* the full budget keeps everything; the small one is near its target */
+    assert_int_equal(wl->hidden_size, c->hidden_size);
+    assert_int_equal(wl->n_routed_experts, c->n_routed_experts);
+    assert_int_equal(wl->moe_intermediate_size, c->moe_intermediate_size);
+    assert_int_equal(wl->mamba_num_heads, c->mamba_num_heads);
+    st_budget_stats st;
+    st_budget_stats_get(bs, &st);
+    printf("  S: hidden %d experts %d moe_ffn %d mamba_heads %d -> %.0f params (target 420000)\n", ws->hidden_size,
+           ws->n_routed_experts, ws->moe_intermediate_size, ws->mamba_num_heads, st.total_params);
+    assert_true(st.total_params < 420000 * 1.3 && st.total_params > 420000 * 0.7);
+    st_budget_free(bl); st_budget_free(bs);
+    st_model_free(m);
+
+    /* distillation: the S budget of the output is closer to the parent than
+       the same widths cut from the parent before training */
+    snprintf(q, sizeof q, "%s/out/budgets/S.json", dir);
+    char spec[900];
+    snprintf(spec, sizeof spec, "@%s", q);
+    double before = kl_to_parent(ck, ck, spec), after = kl_to_parent(ck, p, "S");
+    printf("  KL(parent || S): %.4f before, %.4f after; val L %.3f->%.3f S %.3f->%.3f\n", before, after, a.val_first[0],
+           a.val_last[0], a.val_first[1], a.val_last[1]);
+    assert_true(after < before);
+
+    const char *files[] = {"out/routers.safetensors", "out/elastify.csv", "out/elastify.svg", "out/budgets/L.json",
+                           "out/tokenizer.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        FILE *f = fopen(p, "r");
+        if (!f) fail_msg("missing %s", p);
+        fclose(f);
+    }
+    /* determinism: the same config gives the same losses */
+    if (!test_quick()) {
+        write_cfg(dir, "out2", 10, 5, NULL);
+        trace b1, b2;
+        run(dir, &b1);
+        run(dir, &b2);
+        for (int i = 0; i < 15; i++) assert_true(b1.kd[i] == b2.kd[i]);
+    }
+    rm_rf(dir);
+    free(ck);
+    free(dir);
+}
+
+static void test_bad_config(void **s) {
+    (void)s;
+    char *dir = test_tmpdir("el_bad");
+    char *ck = make_parent(dir);
+    char p[800];
+    snprintf(p, sizeof p, "%s/train.bin", dir); write_ids(p, 3000, 272, 1);
+    /* parse errors */
+    const char *bad[] = {
+        "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"choices\": {}, \"stages\": [{\"steps\": 1, \"seq\": 8}]}",
+        "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": 1}], \"choices\": {\"hidden_size\": [64, 128]}, \"stages\": [{\"steps\": 1, \"seq\": 8}]}",
+        "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": 1}], \"choices\": {\"bogus\": [1]}, \"stages\": [{\"steps\": 1, \"seq\": 8}]}",
+        "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": 1}], \"choices\": {}, \"stages\": [{\"steps\": 1, \"seq\": 8, \"probs\": [1, 2]}]}",
+        "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": 1}, {\"name\": \"A\", \"params\": 2}], \"choices\": {}, \"stages\": [{\"steps\": 1, \"seq\": 8}]}",
+        "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": 1}], \"choices\": {}, \"stages\": [{\"steps\": 1, \"seq\": 8}], \"tau\": [1]}",
+        "{\"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": 1}], \"choices\": {}, \"stages\": [{\"steps\": 1, \"seq\": 8}]}",
+        "{\"init\": \"parent\""};
+    snprintf(p, sizeof p, "%s/el.json", dir);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        FILE *f = fopen(p, "w");
+        fputs(bad[i], f);
+        fclose(f);
+        st_el_cfg c;
+        st_status rc = st_el_cfg_load(&c, p);
+        if (rc == ST_OK) fail_msg("bad config %zu accepted", i);
+        assert_true(strlen(st_last_error()) > 0);
+    }
+    /* run-time errors against the parent: a width the parent cannot take, a
+       first choice that is not the parent's, an unreachable target */
+    const char *badrun[] = {
+        "\"choices\": {\"num_attention_heads\": [4, 3]}, \"budgets\": [{\"name\": \"A\", \"params\": 8e5}]",
+        "\"choices\": {\"mamba_num_heads\": [8, 3]}, \"budgets\": [{\"name\": \"A\", \"params\": 8e5}]",
+        "\"choices\": {\"hidden_size\": [96, 64]}, \"budgets\": [{\"name\": \"A\", \"params\": 8e5}]",
+        "\"choices\": {\"hidden_size\": [128, 96]}, \"budgets\": [{\"name\": \"A\", \"params\": 1e3}]"};
+    for (size_t i = 0; i < sizeof badrun / sizeof *badrun; i++) {
+        FILE *f = fopen(p, "w");
+        fprintf(f, "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", %s, "
+                   "\"stages\": [{\"steps\": 1, \"seq\": 8}], \"batch\": 2}", badrun[i]);
+        fclose(f);
+        st_el_cfg c;
+        if (st_el_cfg_load(&c, p)) fail_msg("cfg %zu: %s", i, st_last_error());
+        st_status rc = st_elastify_run(&c, 1, NULL, NULL);
+        st_el_cfg_free(&c);
+        if (rc != ST_ERR_BUDGET) fail_msg("bad run %zu: rc %d (%s)", i, rc, st_last_error());
+        char o[800];
+        snprintf(o, sizeof o, "%s/o", dir);
+        FILE *g = fopen(o, "r");
+        if (g) { fclose(g); fail_msg("bad run %zu left an output", i); }
+    }
+    rm_rf(dir);
+    free(ck);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cost_matches_stats),
+        cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_run),
+    };
+    return cmocka_run_group_tests_name("elastify", tests, NULL, NULL);
+}
