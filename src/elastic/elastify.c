@@ -6,9 +6,12 @@
  * draws a budget j from the stage's distribution; for every elastic axis k
  * the router gives logits z_k(j), and
  *     pi = softmax((s·z + g) / tau),  g ~ Gumbel(0, 1),  sel = argmax pi
- * picks width ch_k[sel]; the student's masked forward keeps that prefix and
- * multiplies the masked activations by pi[sel] (the "hard mask × selected
- * probability" of method.md §4.2), so dL/dpi[sel] reaches the router.
+ * picks width ch_k[sel]; the student's masked forward keeps that prefix
+ * with the multiplier pi[sel]/stopgrad(pi[sel]) (the "hard mask × selected
+ * probability" of method.md §4.2 as a straight-through estimator): 1 in the
+ * forward, so the student computes exactly the sliced model and no choice is
+ * reinforced just because scaled-down activations hurt, while dL/dpi[sel]
+ * still reaches the router.
  * Loss = KL(teacher || student) + lambda·|C(w̄)/Ĉ_j − 1|, where
  * w̄_k = Σ_i pi_i·ch_k[i] are the expected widths and C the parameter count
  * (method.md §1.3; the expected-cost surrogate of §4.3).
@@ -361,6 +364,9 @@ typedef struct {
     router R[ST_N_AX];
     int has[ST_N_AX];         /* axis k has a router (>1 choice)                  */
     int fixed[ST_N_AX];       /* width of axes without a router                   */
+    int whole[ST_EL_MAX_BUDGETS]; /* budget j targets the parent's cost: the parent
+                                     itself is the only architecture that meets it,
+                                     so it is pinned (no sampling, no router loss)   */
 } elctx;
 
 
@@ -368,7 +374,7 @@ typedef struct {
  * records): widths w[ST_N_AX]. */
 static void chosen_widths(elctx *X, int j, int *w) {
     for (int k = 0; k < ST_N_AX; k++) {
-        if (!X->has[k]) { w[k] = X->fixed[k]; continue; }
+        if (!X->has[k] || X->whole[j]) { w[k] = X->fixed[k]; continue; }
         router *r = &X->R[k];
         float *hp = malloc(sizeof(float) * (size_t)r->hid), z[ST_EL_MAX_CHOICES];
         if (!hp) { w[k] = X->c->ch[k][0]; continue; }
@@ -575,6 +581,7 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
         double wmin[ST_N_AX];
         for (int k = 0; k < ST_N_AX; k++) wmin[k] = c->nch[k] ? c->ch[k][c->nch[k] - 1] : X.fixed[k];
         double least = st_el_cost(pc, wmin, c->active_cost);
+        for (int j = 0; j < nb; j++) X.whole[j] = c->b[j].target >= parent_cost * (1 - 1e-6);
         for (int j = 0; j < nb; j++)
             if (c->b[j].target > parent_cost * 1.0001 || c->b[j].target < least * 0.9999) {
                 rc = st_err(ST_ERR_BUDGET, "elastify: budget %s targets %.4g %s parameters, outside what the choices reach [%.4g, %.4g]",
@@ -632,7 +639,9 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
         for (int it = 0; it < c->st[s].steps; it++, step++) {
             double t0 = st_time();
             double frac = total > 1 ? (double)step / (double)(total - 1) : 1.0;
-            float tau = (float)(c->tau0 * pow(c->tau1 / c->tau0, frac)); /* geometric anneal */
+            /* linear anneals: a geometric tau hardens the choices within the
+               first tenth of the run, before the budget loss has moved them */
+            float tau = (float)(c->tau0 + (c->tau1 - c->tau0) * frac);
             float scale = (float)(c->scale0 + (c->scale1 - c->scale0) * frac);
             st_tmodel_zero_grad(m);
             st_tmodel_load_reset(m);
@@ -650,7 +659,7 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
                     for (int k = 0; k < ST_N_AX; k++) {
                         ms[b].w[k] = X.fixed[k];
                         ms[b].pi[k] = 1.0f;
-                        if (!X.has[k]) continue;
+                        if (!X.has[k] || X.whole[j]) continue;
                         router *r = &X.R[k];
                         float z[ST_EL_MAX_CHOICES], *hk = hp + ((size_t)b * ST_N_AX + k) * c->router_hidden;
                         router_fwd(r, j, hk, z);
@@ -669,7 +678,7 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
                         }
                         sel[b][k] = best;
                         ms[b].w[k] = c->ch[k][best];
-                        ms[b].pi[k] = pis[b][k][best];
+                        ms[b].pi[k] = 1.0f; /* straight-through: see dpi below */
                     }
                 }
                 if ((rc = st_tmodel_set_masks(m, ms))) goto done;
@@ -681,6 +690,7 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
                    (through the expected widths), averaged over samples */
                 const double inv = 1.0 / ((double)B * tc->accum);
                 for (int b = 0; b < B; b++) {
+                    if (X.whole[bud[b]]) continue;
                     double wbar[ST_N_AX], dw[ST_N_AX];
                     for (int k = 0; k < ST_N_AX; k++) {
                         wbar[k] = X.fixed[k];
@@ -695,7 +705,10 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
                         double dp[ST_EL_MAX_CHOICES], dot = 0, dz[ST_EL_MAX_CHOICES];
                         for (int i = 0; i < r->nc; i++) {
                             dp[i] = dw[k] * c->ch[k][i] * inv;
-                            if (i == sel[b][k]) dp[i] += dpi[(size_t)b * ST_N_AX + k];
+                            /* the mask's multiplier is pi[sel]/stopgrad(pi[sel]): 1 in
+                               the forward (the student computes exactly the sliced
+                               model), d/dpi[sel] = 1/pi[sel] in the backward */
+                            if (i == sel[b][k]) dp[i] += dpi[(size_t)b * ST_N_AX + k] / pis[b][k][i];
                             dot += pis[b][k][i] * dp[i];
                         }
                         for (int i = 0; i < r->nc; i++) dz[i] = pis[b][k][i] * (dp[i] - dot) * scale / tau;
