@@ -18,5 +18,7 @@ fi
 $bin rank -m models/parent --calib build/model/corpus.bin -o $w/ranked --tokens 65536 --force
 $bin elastify --config models/elastic.json --force
 $bin slice -s $w/run -t models/elastic --budget full --precision bf16 --force -q
-cp $w/run/elastify.svg $w/run/elastify.csv $w/ranked/importance.json models/elastic/ 2>/dev/null || true
+cp $w/run/elastify.svg $w/run/elastify.csv $w/ranked/importance.json models/elastic/
+mkdir -p models/elastic/budgets
+cp $w/run/budgets/*.json models/elastic/budgets/
 $bin info -m models/elastic

@@ -66,6 +66,21 @@ JSON
   row "(c) ranked + sliced, $b" $w/sliced_$b full sliced_$b
 done
 
+# decode and prefill speed per budget of the one elastic checkpoint (best of 3 runs)
+: > $w/speed.md
+for b in $budgets; do
+  best=0; bestp=0
+  for i in 1 2 3; do
+    line=$($bin run -m $el --budget $b -p "The history of the English language" -n 400 --temp 0 --threads 2 2>&1 >/dev/null | grep 'decode')
+    d=$(echo "$line" | sed -n 's/.*decode [0-9]* tok in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1/p')
+    p=$(echo "$line" | sed -n 's/.*prefill [0-9]* tok in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1/p')
+    best=$(awk -v a="$best" -v b="$d" 'BEGIN { print (b > a) ? b : a }')
+    bestp=$(awk -v a="$bestp" -v b="$p" 'BEGIN { print (b > a) ? b : a }')
+  done
+  st=$($bin info -m $el | awk -v b="$b" '$1 == b { print $2 " | " $3 " | " $6 " " $7 }')
+  echo "| $b | $st | $best | $bestp |" >> $w/speed.md
+done
+
 {
   echo "# Results: the elastic default model against its baselines"
   echo
@@ -79,5 +94,11 @@ done
   echo "| model | params total / active | $(echo $sources | sed 's/ / | /g') | mean loss | acc no-think % | acc think % |"
   echo "|---|---|$(for s in $sources; do printf -- '---|'; done)---|---|---|"
   cat $w/table.md
+  echo
+  echo "Decode speed of each budget of the one checkpoint (\`starling run -n 400 --temp 0 --threads 2\`, best of 3):"
+  echo
+  echo "| budget | total params | active params | bytes read per token | decode tok/s | prefill tok/s |"
+  echo "|---|---|---|---|---|---|"
+  cat $w/speed.md
 } > $w/RESULTS.table.md
 cat $w/RESULTS.table.md
