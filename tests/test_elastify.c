@@ -272,8 +272,43 @@ static void test_bad_config(void **s) {
     free(dir);
 }
 
+/* The shipped elastic default model (models/elastic, make elastic-model):
+ * every budget of models/elastic.json is there, its parameter count is
+ * within 5% of the target, the one at the parent's cost is the parent, and
+ * each smaller budget reads fewer bytes per token (a real trade-off). */
+static void test_shipped_model(void **s) {
+    (void)s;
+    st_model *m;
+    if (st_model_load("models/elastic", &m)) { printf("  models/elastic not present: skipped\n"); skip(); }
+    json_error_t je;
+    json_t *cfg = json_load_file("models/elastic.json", 0, &je);
+    if (!cfg) fail_msg("models/elastic.json: %s", je.text);
+    json_t *bs = json_object_get(cfg, "budgets");
+    assert_int_equal(st_model_n_budgets(m), (int)json_array_size(bs));
+    double prev_bytes = INFINITY;
+    size_t i;
+    json_t *e;
+    json_array_foreach(bs, i, e) {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        double target = json_number_value(json_object_get(e, "params"));
+        st_budget *b;
+        if (st_budget_by_name(m, name, &b)) fail_msg("budget %s: %s", name, st_last_error());
+        st_budget_stats st;
+        st_budget_stats_get(b, &st);
+        printf("  %s: %.0f params (target %.0f), %.2f MiB read per token\n", name, st.total_params, target,
+               st.active_bytes / 1048576.0);
+        assert_true(fabs(st.total_params / target - 1) < 0.05);
+        assert_true(st.active_bytes < prev_bytes);
+        prev_bytes = st.active_bytes;
+        st_budget_free(b);
+    }
+    json_decref(cfg);
+    st_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shipped_model),
         cmocka_unit_test(test_cost_matches_stats),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_run),
