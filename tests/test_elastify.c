@@ -274,8 +274,8 @@ static void test_bad_config(void **s) {
 
 /* The shipped elastic default model (models/elastic, make elastic-model):
  * every budget of models/elastic.json is there, its parameter count is
- * within 5% of the target, the one at the parent's cost is the parent, and
- * each smaller budget reads fewer bytes per token (a real trade-off). */
+ * within 5% of the target, each smaller budget is nested inside the larger
+ * ones on every axis and reads fewer bytes per token (a real trade-off). */
 static void test_shipped_model(void **s) {
     (void)s;
     st_model *m;
@@ -286,6 +286,7 @@ static void test_shipped_model(void **s) {
     json_t *bs = json_object_get(cfg, "budgets");
     assert_int_equal(st_model_n_budgets(m), (int)json_array_size(bs));
     double prev_bytes = INFINITY;
+    st_widths prev = {0};
     size_t i;
     json_t *e;
     json_array_foreach(bs, i, e) {
@@ -299,6 +300,17 @@ static void test_shipped_model(void **s) {
                st.active_bytes / 1048576.0);
         assert_true(fabs(st.total_params / target - 1) < 0.05);
         assert_true(st.active_bytes < prev_bytes);
+        /* nested: every axis of a smaller budget within the larger one's */
+        const st_widths *w = st_budget_widths(b);
+        if (i) {
+            int nested = w->hidden_size <= prev.hidden_size && w->mamba_num_heads <= prev.mamba_num_heads &&
+                         w->mamba_head_dim <= prev.mamba_head_dim && w->num_attention_heads <= prev.num_attention_heads &&
+                         w->n_routed_experts <= prev.n_routed_experts && w->moe_intermediate_size <= prev.moe_intermediate_size &&
+                         w->moe_shared_expert_intermediate_size <= prev.moe_shared_expert_intermediate_size &&
+                         w->intermediate_size <= prev.intermediate_size;
+            if (!nested) fail_msg("budget %s is not nested inside the previous one", name);
+        }
+        prev = *w;
         prev_bytes = st.active_bytes;
         st_budget_free(b);
     }

@@ -330,12 +330,6 @@ static void router_step(router *r, float lr, long t) {
     }
 }
 
-static int argmax(const float *z, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) if (z[i] > z[b]) b = i;
-    return b;
-}
-
 /* ------------------------------------------------------------ budget loss */
 
 /* lambda·|C(w̄)/target − 1| and its gradient with respect to the expected
@@ -364,6 +358,8 @@ typedef struct {
     router R[ST_N_AX];
     int has[ST_N_AX];         /* axis k has a router (>1 choice)                  */
     int fixed[ST_N_AX];       /* width of axes without a router                   */
+    int cap[ST_EL_MAX_BUDGETS][ST_N_AX]; /* widest choice budget j may sample: the next
+                                            wider budget's current choice (nesting)   */
     int whole[ST_EL_MAX_BUDGETS]; /* budget j targets the parent's cost: the parent
                                      itself is the only architecture that meets it,
                                      so it is pinned (no sampling, no router loss)   */
@@ -372,16 +368,41 @@ typedef struct {
 
 /* The router's choice for budget j without noise (what the checkpoint
  * records): widths w[ST_N_AX]. */
-static void chosen_widths(elctx *X, int j, int *w) {
-    for (int k = 0; k < ST_N_AX; k++) {
-        if (!X->has[k] || X->whole[j]) { w[k] = X->fixed[k]; continue; }
-        router *r = &X->R[k];
-        float *hp = malloc(sizeof(float) * (size_t)r->hid), z[ST_EL_MAX_CHOICES];
-        if (!hp) { w[k] = X->c->ch[k][0]; continue; }
-        router_fwd(r, j, hp, z);
-        free(hp);
-        w[k] = X->c->ch[k][argmax(z, r->nc)];
+/* Noise-free choices of every budget, widest target first, each axis capped
+ * at the next wider budget's choice so that the budgets stay nested (every
+ * smaller budget a prefix of the larger ones on every axis): W[nb][ST_N_AX]. */
+static void all_widths(elctx *X, int W[][ST_N_AX]) {
+    const st_el_cfg *c = X->c;
+    int order[ST_EL_MAX_BUDGETS];
+    for (int j = 0; j < c->nb; j++) order[j] = j;
+    for (int a = 1; a < c->nb; a++) /* insertion sort by target, descending */
+        for (int q = a; q > 0 && c->b[order[q]].target > c->b[order[q - 1]].target; q--) {
+            int t = order[q]; order[q] = order[q - 1]; order[q - 1] = t;
+        }
+    for (int o = 0; o < c->nb; o++) {
+        int j = order[o];
+        for (int k = 0; k < ST_N_AX; k++) {
+            int cap = o ? W[order[o - 1]][k] : X->fixed[k];
+            X->cap[j][k] = cap;
+            if (!X->has[k] || X->whole[j]) { W[j][k] = X->fixed[k] < cap ? X->fixed[k] : cap; continue; }
+            router *r = &X->R[k];
+            float *hp = malloc(sizeof(float) * (size_t)r->hid), z[ST_EL_MAX_CHOICES];
+            int best = -1;
+            if (hp) {
+                router_fwd(r, j, hp, z);
+                for (int i = 0; i < r->nc; i++)
+                    if (c->ch[k][i] <= cap && (best < 0 || z[i] > z[best])) best = i;
+            }
+            free(hp);
+            W[j][k] = best >= 0 ? c->ch[k][best] : cap;
+        }
     }
+}
+
+static void chosen_widths(elctx *X, int j, int *w) {
+    int W[ST_EL_MAX_BUDGETS][ST_N_AX];
+    all_widths(X, W);
+    memcpy(w, W[j], sizeof(int) * ST_N_AX);
 }
 
 static void widths_str(const int *w, char *s, size_t n) {
@@ -646,6 +667,10 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
             st_tmodel_zero_grad(m);
             st_tmodel_load_reset(m);
             double kd = 0, bl = 0;
+            {
+                int Wn[ST_EL_MAX_BUDGETS][ST_N_AX];
+                all_widths(&X, Wn); /* sets X.cap from the current choices */
+            }
             for (int mi = 0; mi < tc->accum; mi++) {
                 st_train_sample(&sc, tf, cum, step, mi, x, y);
                 st_tmodel_forward(teacher, x, NULL);
@@ -667,7 +692,9 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
                         for (int i = 0; i < r->nc; i++) {
                             h = mix(h);
                             double g = -log(-log(u01(h)));
-                            a[i] = (scale * z[i] + g) / tau;
+                            /* choices wider than the next wider budget's are out:
+                               the budgets stay nested (the widest always fits) */
+                            a[i] = c->ch[k][i] > X.cap[j][k] ? -INFINITY : (scale * z[i] + g) / tau;
                             if (a[i] > mx) mx = a[i];
                         }
                         for (int i = 0; i < r->nc; i++) { a[i] = exp(a[i] - mx); sum += a[i]; }
