@@ -13,6 +13,7 @@
  * With --gen-model DIR the ~1 GB "bench" synth checkpoint is written to DIR
  * first unless DIR/config.json already exists.
  */
+#include "util/util.h"
 #include "cli.h"
 #include "model/synth.h"
 
@@ -49,12 +50,6 @@ static void usage(FILE *f) {
             "  -h, --help             this help\n");
 }
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -151,7 +146,7 @@ static int run_budget(st_model *m, result *r, int prompt, int gen, int reps, uin
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)(prompt + gen + 8));
     float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
     if (!tok || !logits) { free(tok); free(logits); st_state_free(s); return cli_fail("bench", "out of memory"); }
-    for (int i = 0; i < prompt + gen + 8; i++) tok[i] = (int32_t)(splitmix(&seed) % (uint64_t)c->vocab_size);
+    for (int i = 0; i < prompt + gen + 8; i++) tok[i] = (int32_t)(st_splitmix64(&seed) % (uint64_t)c->vocab_size);
     int fail = 0;
     /* warm-up: a full prefill touches every weight (page faults, caches), then a few decode steps */
     rc = st_forward(b, s, tok, prompt, logits, 0);

@@ -24,73 +24,9 @@
 #include "model/synth.h"
 #include "train/train.h"
 #include "util_test.h"
+#include "util_train.h"
 
 /* ------------------------------------------------------------ helpers */
-
-/* The tiny shape of test_train.c: H 16, 4 Mamba heads in 2 groups of head
- * dim 4, 4 query heads over 2 KV heads, 4 experts top-2, FFNs 12 / 8 / 8. */
-static void make_cfg(st_config *c, const char *pattern) {
-    char js[2048];
-    snprintf(js, sizeof js,
-             "{\"model_type\":\"nemotron_h\",\"vocab_size\":23,\"hidden_size\":16,\"hybrid_override_pattern\":\"%s\","
-             "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":4,"
-             "\"mamba_num_heads\":4,\"mamba_head_dim\":4,\"ssm_state_size\":4,\"n_groups\":2,\"conv_kernel\":4,"
-             "\"intermediate_size\":12,\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":8,"
-             "\"n_shared_experts\":1,\"moe_shared_expert_intermediate_size\":8,\"routed_scaling_factor\":2.5,"
-             "\"norm_topk_prob\":true,\"layer_norm_epsilon\":1e-5}",
-             pattern);
-    json_error_t je;
-    json_t *j = json_loads(js, 0, &je);
-    assert_non_null(j);
-    if (st_config_parse(j, "test", c)) fail_msg("config: %s", st_last_error());
-    json_decref(j);
-}
-
-static uint64_t g_rng = 4242;
-static double urand(void) {
-    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
-    return ((g_rng >> 11) + 0.5) / 9007199254740992.0;
-}
-static float nrand(void) { return (float)(sqrt(-2 * log(urand())) * cos(6.283185307 * urand())); }
-
-/* Larger-than-init random weights so every path carries real gradient. */
-static void randomize(st_tmodel *m) {
-    st_tmodel_init(m, 7);
-    for (int i = 0; i < m->n_p; i++) {
-        st_tparam *t = &m->p[i];
-        float *w = st_tw(m, i);
-        const char *n = t->name;
-        if (strstr(n, "A_log") || strstr(n, "dt_bias") || strstr(n, "conv1d")) continue;
-        for (size_t j = 0; j < t->numel; j++) {
-            if (strstr(n, "e_score_correction_bias")) w[j] = 0.05f * nrand();
-            else if (t->ndim == 1) w[j] = 1.0f + 0.2f * nrand();
-            else w[j] = nrand() * 0.8f / sqrtf((float)t->shape[1]);
-        }
-    }
-}
-
-static void rand_tokens(int32_t *x, int n, int V) { for (int i = 0; i < n; i++) x[i] = (int32_t)(urand() * V) % V; }
-
-static size_t route_len(const st_tmodel *m) {
-    size_t n = 0;
-    for (int l = 0; l < m->cfg.n_layers; l++)
-        if (m->cfg.pattern[l] == 'E') n += (size_t)m->B * m->T * m->cfg.num_experts_per_tok;
-    return n;
-}
-static void routes_save(const st_tmodel *m, int32_t *save) {
-    size_t at = 0, n = (size_t)m->B * m->T * m->cfg.num_experts_per_tok;
-    for (int l = 0; l < m->cfg.n_layers; l++)
-        if (m->cfg.pattern[l] == 'E') { memcpy(save + at, st_tmodel_route(m, l), n * sizeof(int32_t)); at += n; }
-}
-static int routes_equal(const st_tmodel *m, const int32_t *save) {
-    size_t at = 0, n = (size_t)m->B * m->T * m->cfg.num_experts_per_tok;
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        if (m->cfg.pattern[l] != 'E') continue;
-        if (memcmp(st_tmodel_route(m, l), save + at, n * sizeof(int32_t))) return 0;
-        at += n;
-    }
-    return 1;
-}
 
 static void set_w(st_tmask *t, int hid, int mh, int md, int ah, int ex, int ef, int sf, int ff) {
     const int v[ST_N_AX] = {hid, mh, md, ah, ex, ef, sf, ff};
@@ -147,7 +83,7 @@ static void test_masked_matches_budget(void **s) {
             if (st_budget_new(sm, &w, &bud[b])) fail_msg("budget %s: %s", spec, st_last_error());
             st_tmask_from_widths(&ms[b], c, &w);
         }
-        rand_tokens(tok, B * T, V);
+        tt_rand_tokens(tok, B * T, V);
         if (st_tmodel_set_masks(m, ms)) fail_msg("set_masks: %s", st_last_error());
         st_tmodel_forward(m, tok, NULL);
         for (int b = 0; b < B; b++) {
@@ -183,24 +119,24 @@ static float loss_at(st_tmodel *m, const st_tmask *ms, const int32_t *tok, const
  * 3e-2·|fd| per coordinate, aggregate relative error ≤ 1e-2). */
 static void gradcheck_masked(const char *pattern, int B, int T, st_tmask *ms, int kd) {
     st_config c;
-    make_cfg(&c, pattern);
+    tt_make_cfg(&c, pattern);
     st_tmodel *m;
     assert_int_equal(st_tmodel_new(&c, &m), ST_OK);
-    randomize(m);
+    tt_randomize(m);
     assert_int_equal(st_tmodel_reserve(m, B, T), ST_OK);
     const int BT = B * T, V = c.vocab_size;
     int32_t *tok = malloc(sizeof(int32_t) * BT), *tgt = malloc(sizeof(int32_t) * BT);
     float *teacher = malloc(sizeof(float) * (size_t)BT * V);
-    rand_tokens(tok, BT, V);
-    rand_tokens(tgt, BT, V);
+    tt_rand_tokens(tok, BT, V);
+    tt_rand_tokens(tgt, BT, V);
     tgt[1] = -1; /* an ignored position */
-    for (int i = 0; i < BT * V; i++) teacher[i] = 2.0f * nrand();
+    for (int i = 0; i < BT * V; i++) teacher[i] = 2.0f * tt_nrand();
     st_tmodel_set_teacher(m, kd ? teacher : NULL);
     st_tmodel_zero_grad(m);
     float L0 = loss_at(m, ms, tok, tgt);
     st_tmodel_backward(m, 1.0f);
-    int32_t *route = malloc(sizeof(int32_t) * (route_len(m) + 1));
-    routes_save(m, route);
+    int32_t *route = malloc(sizeof(int32_t) * (tt_route_len(m) + 1));
+    tt_routes_save(m, route);
     double gmax = 0;
     for (size_t i = 0; i < m->n_w; i++) if (fabs(m->g[i]) > gmax) gmax = fabs(m->g[i]);
     double *dpi = malloc(sizeof(double) * B * ST_N_AX);
@@ -218,16 +154,16 @@ static void gradcheck_masked(const char *pattern, int B, int T, st_tmask *ms, in
         for (size_t j = 0; j < t->numel; j++) if (fabs(st_tg(m, i)[j]) > tmax) tmax = fabs(st_tg(m, i)[j]);
         int probes = t->numel < 5 ? (int)t->numel : quick ? 2 : 5;
         for (int q = 0; q < probes; q++) {
-            size_t j = q == 0 ? 0 : (size_t)(urand() * t->numel) % t->numel;
+            size_t j = q == 0 ? 0 : (size_t)(tt_urand() * t->numel) % t->numel;
             if (q == 0) for (size_t jj = 0; jj < t->numel; jj++) if (fabs(st_tg(m, i)[jj]) >= 0.5 * tmax) { j = jj; break; }
             float *w = st_tw(m, i) + j, w0 = *w;
             float eps = eps0 * (fabsf(w0) > 1 ? fabsf(w0) : 1.0f);
             *w = w0 + eps;
             float lp = st_tmodel_forward(m, tok, tgt);
-            int ok = routes_equal(m, route);
+            int ok = tt_routes_equal(m, route);
             *w = w0 - eps;
             float lm = st_tmodel_forward(m, tok, tgt);
-            ok = ok && routes_equal(m, route);
+            ok = ok && tt_routes_equal(m, route);
             *w = w0;
             if (!ok) { skipped++; continue; } /* a routing flip: not differentiable there */
             double fd = ((double)lp - lm) / (2.0 * eps), g = st_tg(m, i)[j];
@@ -246,10 +182,10 @@ static void gradcheck_masked(const char *pattern, int B, int T, st_tmask *ms, in
             float p0 = ms[b].pi[k] == 0 ? 1.0f : ms[b].pi[k], eps = eps0 * p0;
             ms[b].pi[k] = p0 + eps;
             float lp = loss_at(m, ms, tok, tgt);
-            int ok = routes_equal(m, route);
+            int ok = tt_routes_equal(m, route);
             ms[b].pi[k] = p0 - eps;
             float lm = loss_at(m, ms, tok, tgt);
-            ok = ok && routes_equal(m, route);
+            ok = ok && tt_routes_equal(m, route);
             ms[b] = save;
             if (!ok) { skipped++; continue; }
             double fd = ((double)lp - lm) / (2.0 * eps), g = dpi[b * ST_N_AX + k];
@@ -333,15 +269,15 @@ static void take_snap(st_tmodel *m, const int32_t *tok, const int32_t *tgt, snap
 static void test_masks_off_restores(void **s) {
     (void)s;
     st_config c;
-    make_cfg(&c, "M*-EM");
+    tt_make_cfg(&c, "M*-EM");
     st_tmodel *m;
     assert_int_equal(st_tmodel_new(&c, &m), ST_OK);
-    randomize(m);
+    tt_randomize(m);
     enum { B = 3, T = 11 };
     assert_int_equal(st_tmodel_reserve(m, B, T), ST_OK);
     int32_t tok[B * T], tgt[B * T];
-    rand_tokens(tok, B * T, c.vocab_size);
-    rand_tokens(tgt, B * T, c.vocab_size);
+    tt_rand_tokens(tok, B * T, c.vocab_size);
+    tt_rand_tokens(tgt, B * T, c.vocab_size);
     const size_t nl = (size_t)B * T * c.vocab_size;
     snap a, b, f;
     take_snap(m, tok, tgt, &a);
@@ -388,7 +324,7 @@ static void test_masks_off_restores(void **s) {
 static void test_bad_masks(void **s) {
     (void)s;
     st_config c;
-    make_cfg(&c, "M*-EM");
+    tt_make_cfg(&c, "M*-EM");
     st_tmodel *m;
     assert_int_equal(st_tmodel_new(&c, &m), ST_OK);
     st_tmodel_init(m, 3);
@@ -445,16 +381,16 @@ static void test_bad_masks(void **s) {
 static void test_row_loss_kl(void **s) {
     (void)s;
     st_config c;
-    make_cfg(&c, "M*E");
+    tt_make_cfg(&c, "M*E");
     st_tmodel *m;
     assert_int_equal(st_tmodel_new(&c, &m), ST_OK);
-    randomize(m);
+    tt_randomize(m);
     enum { B = 2, T = 6 };
     const int V = c.vocab_size, BT = B * T;
     assert_int_equal(st_tmodel_reserve(m, B, T), ST_OK);
     int32_t tok[BT], tgt[BT];
-    rand_tokens(tok, BT, V);
-    rand_tokens(tgt, BT, V);
+    tt_rand_tokens(tok, BT, V);
+    tt_rand_tokens(tgt, BT, V);
     tgt[2] = -1;
     tgt[7] = -1;
     /* cross-entropy rows by hand */
@@ -473,7 +409,7 @@ static void test_row_loss_kl(void **s) {
     /* KL to itself is 0 with (almost) no gradient; KL to a teacher by hand */
     float *self = malloc(sizeof(float) * BT * V), *teach = malloc(sizeof(float) * BT * V);
     memcpy(self, lg, sizeof(float) * BT * V);
-    for (int i = 0; i < BT * V; i++) teach[i] = self[i] + nrand();
+    for (int i = 0; i < BT * V; i++) teach[i] = self[i] + tt_nrand();
     st_tmodel_set_teacher(m, self);
     float L0 = st_tmodel_forward(m, tok, tgt);
     assert_true(fabsf(L0) < 1e-6f);
@@ -505,6 +441,7 @@ static void test_row_loss_kl(void **s) {
 }
 
 int main(void) {
+    tt_seed(4242);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_masked_matches_budget), cmocka_unit_test(test_grad_masked_ce),
         cmocka_unit_test(test_grad_masked_kl),        cmocka_unit_test(test_grad_masked_types),

@@ -23,88 +23,32 @@
 #include "model/synth.h"
 #include "train/train.h"
 #include "util_test.h"
+#include "util_train.h"
 
 /* ------------------------------------------------------------ helpers */
 
-static void make_cfg(st_config *c, const char *pattern) {
-    char js[2048];
-    snprintf(js, sizeof js,
-             "{\"model_type\":\"nemotron_h\",\"vocab_size\":23,\"hidden_size\":16,\"hybrid_override_pattern\":\"%s\","
-             "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":4,"
-             "\"mamba_num_heads\":4,\"mamba_head_dim\":4,\"ssm_state_size\":4,\"n_groups\":2,\"conv_kernel\":4,"
-             "\"intermediate_size\":12,\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":8,"
-             "\"n_shared_experts\":1,\"moe_shared_expert_intermediate_size\":8,\"routed_scaling_factor\":2.5,"
-             "\"norm_topk_prob\":true,\"layer_norm_epsilon\":1e-5}",
-             pattern);
-    json_error_t je;
-    json_t *j = json_loads(js, 0, &je);
-    assert_non_null(j);
-    if (st_config_parse(j, "test", c)) fail_msg("config: %s", st_last_error());
-    json_decref(j);
-}
-
 static float g_eps = 1e-2f;
-static uint64_t g_rng = 42;
-static double urand(void) {
-    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
-    return ((g_rng >> 11) + 0.5) / 9007199254740992.0;
-}
-static float nrand(void) { return (float)(sqrt(-2 * log(urand())) * cos(6.283185307 * urand())); }
-
-/* Larger-than-init random weights so every path carries real gradient. */
-static void randomize(st_tmodel *m) {
-    st_tmodel_init(m, 7);
-    for (int i = 0; i < m->n_p; i++) {
-        st_tparam *t = &m->p[i];
-        float *w = st_tw(m, i);
-        const char *n = t->name;
-        if (strstr(n, "A_log") || strstr(n, "dt_bias") || strstr(n, "conv1d")) continue;
-        for (size_t j = 0; j < t->numel; j++) {
-            if (strstr(n, "e_score_correction_bias")) w[j] = 0.05f * nrand();
-            else if (t->ndim == 1) w[j] = 1.0f + 0.2f * nrand();
-            else w[j] = nrand() * 0.8f / sqrtf((float)t->shape[1]);
-        }
-    }
-}
-
-static void rand_tokens(int32_t *x, int n, int V) { for (int i = 0; i < n; i++) x[i] = (int32_t)(urand() * V) % V; }
-
-static int routes_equal(const st_tmodel *m, const int32_t *save) {
-    size_t at = 0, BT = (size_t)m->B * m->T, k = (size_t)m->cfg.num_experts_per_tok;
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        const int32_t *r = st_tmodel_route(m, l);
-        if (m->cfg.pattern[l] != 'E') continue;
-        if (memcmp(r, save + at, BT * k * sizeof(int32_t))) return 0;
-        at += BT * k;
-    }
-    return 1;
-}
-static void routes_save(const st_tmodel *m, int32_t *save) {
-    size_t at = 0, BT = (size_t)m->B * m->T, k = (size_t)m->cfg.num_experts_per_tok;
-    for (int l = 0; l < m->cfg.n_layers; l++)
-        if (m->cfg.pattern[l] == 'E') { memcpy(save + at, st_tmodel_route(m, l), BT * k * sizeof(int32_t)); at += BT * k; }
-}
 
 /* Analytic gradient vs central differences for every trainable tensor, a few
  * random coordinates each. Bound: |g − fd| ≤ 1e-3·max|g| + 3e-2·|fd| per
  * coordinate, and the aggregated relative error ≤ 1e-2. */
 static void gradcheck(const char *pattern, int B, int T) {
     st_config c;
-    make_cfg(&c, pattern);
+    tt_make_cfg(&c, pattern);
     st_tmodel *m;
     assert_int_equal(st_tmodel_new(&c, &m), ST_OK);
-    randomize(m);
+    tt_randomize(m);
     assert_int_equal(st_tmodel_reserve(m, B, T), ST_OK);
     int BT = B * T;
     int32_t *tok = malloc(sizeof(int32_t) * BT), *tgt = malloc(sizeof(int32_t) * BT);
-    rand_tokens(tok, BT, c.vocab_size);
-    rand_tokens(tgt, BT, c.vocab_size);
+    tt_rand_tokens(tok, BT, c.vocab_size);
+    tt_rand_tokens(tgt, BT, c.vocab_size);
     tgt[1] = -1; /* an ignored position */
     st_tmodel_zero_grad(m);
     float L0 = st_tmodel_forward(m, tok, tgt);
     st_tmodel_backward(m, 1.0f);
     int32_t *route = malloc(sizeof(int32_t) * (size_t)BT * 8 * c.n_layers);
-    routes_save(m, route);
+    tt_routes_save(m, route);
     double gmax = 0;
     for (size_t i = 0; i < m->n_w; i++) if (fabs(m->g[i]) > gmax) gmax = fabs(m->g[i]);
     printf("  %-6s loss %.4f  max|g| %.3e\n", pattern, L0, gmax);
@@ -117,17 +61,17 @@ static void gradcheck(const char *pattern, int B, int T) {
         for (size_t j = 0; j < t->numel; j++) if (fabs(st_tg(m, i)[j]) > tmax) tmax = fabs(st_tg(m, i)[j]);
         int probes = t->numel < 6 ? (int)t->numel : 6;
         for (int q = 0; q < probes; q++) {
-            size_t j = q == 0 ? 0 : (size_t)(urand() * t->numel) % t->numel;
+            size_t j = q == 0 ? 0 : (size_t)(tt_urand() * t->numel) % t->numel;
             /* prefer a coordinate with a visible gradient on the first probe */
             if (q == 0) for (size_t jj = 0; jj < t->numel; jj++) if (fabs(st_tg(m, i)[jj]) >= 0.5 * tmax) { j = jj; break; }
             float *w = st_tw(m, i) + j, w0 = *w;
             float eps = g_eps * (fabsf(w0) > 1 ? fabsf(w0) : 1.0f);
             *w = w0 + eps;
             float lp = st_tmodel_forward(m, tok, tgt);
-            int ok = routes_equal(m, route);
+            int ok = tt_routes_equal(m, route);
             *w = w0 - eps;
             float lm = st_tmodel_forward(m, tok, tgt);
-            ok = ok && routes_equal(m, route);
+            ok = ok && tt_routes_equal(m, route);
             *w = w0;
             if (!ok) { skipped++; continue; } /* a routing flip: the loss is not differentiable there */
             double fd = ((double)lp - lm) / (2.0 * eps), g = st_tg(m, i)[j];
@@ -216,7 +160,7 @@ static void test_forward_matches_inference(void **s) {
 static void test_adamw_hand(void **s) {
     (void)s;
     st_config c;
-    make_cfg(&c, "-");
+    tt_make_cfg(&c, "-");
     st_tmodel *m;
     assert_int_equal(st_tmodel_new(&c, &m), ST_OK);
     st_tmodel_init(m, 3);
@@ -280,7 +224,7 @@ static void test_schedule(void **s) {
 static void test_balance(void **s) {
     (void)s;
     st_config c;
-    make_cfg(&c, "-E");
+    tt_make_cfg(&c, "-E");
     st_tmodel *m;
     assert_int_equal(st_tmodel_new(&c, &m), ST_OK);
     st_tmodel_init(m, 1);
@@ -435,6 +379,7 @@ static void test_bad_config(void **s) {
 }
 
 int main(void) {
+    tt_seed(42);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grad_mamba), cmocka_unit_test(test_grad_attn), cmocka_unit_test(test_grad_mlp),
         cmocka_unit_test(test_grad_moe), cmocka_unit_test(test_grad_all), cmocka_unit_test(test_forward_matches_inference),

@@ -32,26 +32,6 @@
 
 /* ------------------------------------------------------------ axes and cost */
 
-static const char *const axis_key[ST_N_AX] = {
-    "hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads",
-    "n_routed_experts", "moe_intermediate_size", "moe_shared_expert_intermediate_size", "intermediate_size"};
-
-const char *st_el_axis_key(int k) { return k >= 0 && k < ST_N_AX ? axis_key[k] : "?"; }
-
-int st_el_parent_width(const st_config *c, int k) {
-    switch (k) {
-    case ST_AX_HIDDEN: return c->hidden_size;
-    case ST_AX_MAMBA_HEADS: return c->mamba_num_heads;
-    case ST_AX_MAMBA_DIM: return c->mamba_head_dim;
-    case ST_AX_ATTN_HEADS: return c->num_attention_heads;
-    case ST_AX_EXPERTS: return c->n_routed_experts;
-    case ST_AX_EXPERT_FFN: return c->moe_intermediate_size;
-    case ST_AX_SHARED_FFN: return c->moe_shared_expert_intermediate_size;
-    case ST_AX_FFN: return c->intermediate_size;
-    }
-    return 0;
-}
-
 /* Whether the parent has any layer the axis cuts into. */
 static int axis_present(const st_config *c, int k) {
     switch (k) {
@@ -159,7 +139,7 @@ st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
     const char *key; json_t *arr;
     json_object_foreach(chs, key, arr) {
         int k = -1;
-        for (int q = 0; q < ST_N_AX; q++) if (!strcmp(key, axis_key[q])) k = q;
+        for (int q = 0; q < ST_N_AX; q++) if (!strcmp(key, st_tmask_axis_key(q))) k = q;
         if (k < 0) { rc = st_err(ST_ERR_FORMAT, "%s: choices: unknown axis \"%s\"", path, key); goto done; }
         if (!json_is_array(arr) || json_array_size(arr) < 1 || json_array_size(arr) > ST_EL_MAX_CHOICES) {
             rc = st_err(ST_ERR_FORMAT, "%s: choices.%s must be a list of 1..%d widths", path, key, ST_EL_MAX_CHOICES);
@@ -250,18 +230,11 @@ done:
 
 /* ------------------------------------------------------------ routers */
 
-static uint64_t mix(uint64_t z) { /* splitmix64 finaliser: counter-based randomness */
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double u01(uint64_t h) { return ((h >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 static float gauss(uint64_t *s) { /* Box-Muller */
-    *s = mix(*s);
-    double u = u01(*s);
-    *s = mix(*s);
-    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * u01(*s)));
+    *s = st_mix64(*s);
+    double u = st_u01(*s);
+    *s = st_mix64(*s);
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * st_u01(*s)));
 }
 
 /* z = W2·LeakyReLU(W1·onehot(j) + b1) + b2; parameters in one flat array
@@ -289,15 +262,17 @@ static st_status router_new(router *r, int nb, int hid, int nc, uint64_t *rng) {
 }
 static void router_free(router *r) { free(r->p); memset(r, 0, sizeof *r); }
 
-/* z[nc] for budget j; h_pre[hid] kept for the backward */
+/* z[nc] for budget j; h_pre[hid] kept for the backward when hpre is given */
 static void router_fwd(const router *r, int j, float *hpre, float *z) {
     const float *W1 = r->p, *b1 = W1 + (size_t)r->hid * r->nb, *W2 = b1 + r->hid, *b2 = W2 + (size_t)r->nc * r->hid;
-    for (int h = 0; h < r->hid; h++) hpre[h] = W1[(size_t)h * r->nb + j] + b1[h];
-    for (int o = 0; o < r->nc; o++) {
-        double s = b2[o];
-        for (int h = 0; h < r->hid; h++) s += (double)W2[(size_t)o * r->hid + h] * (hpre[h] > 0 ? hpre[h] : LEAK * hpre[h]);
-        z[o] = (float)s;
+    double acc[ST_EL_MAX_CHOICES];
+    for (int o = 0; o < r->nc; o++) acc[o] = b2[o];
+    for (int h = 0; h < r->hid; h++) {
+        float p = W1[(size_t)h * r->nb + j] + b1[h], a = p > 0 ? p : LEAK * p;
+        if (hpre) hpre[h] = p;
+        for (int o = 0; o < r->nc; o++) acc[o] += (double)W2[(size_t)o * r->hid + h] * a;
     }
+    for (int o = 0; o < r->nc; o++) z[o] = (float)acc[o];
 }
 
 static void router_bwd(router *r, int j, const float *hpre, const double *dz) {
@@ -385,24 +360,14 @@ static void all_widths(elctx *X, int W[][ST_N_AX]) {
             int cap = o ? W[order[o - 1]][k] : X->fixed[k];
             X->cap[j][k] = cap;
             if (!X->has[k] || X->whole[j]) { W[j][k] = X->fixed[k] < cap ? X->fixed[k] : cap; continue; }
-            router *r = &X->R[k];
-            float *hp = malloc(sizeof(float) * (size_t)r->hid), z[ST_EL_MAX_CHOICES];
+            float z[ST_EL_MAX_CHOICES];
             int best = -1;
-            if (hp) {
-                router_fwd(r, j, hp, z);
-                for (int i = 0; i < r->nc; i++)
-                    if (c->ch[k][i] <= cap && (best < 0 || z[i] > z[best])) best = i;
-            }
-            free(hp);
-            W[j][k] = best >= 0 ? c->ch[k][best] : cap;
+            router_fwd(&X->R[k], j, NULL, z);
+            for (int i = 0; i < X->R[k].nc; i++)
+                if (c->ch[k][i] <= cap && (best < 0 || z[i] > z[best])) best = i;
+            W[j][k] = c->ch[k][best]; /* the narrowest choice always fits the cap */
         }
     }
-}
-
-static void chosen_widths(elctx *X, int j, int *w) {
-    int W[ST_EL_MAX_BUDGETS][ST_N_AX];
-    all_widths(X, W);
-    memcpy(w, W[j], sizeof(int) * ST_N_AX);
 }
 
 static void widths_str(const int *w, char *s, size_t n) {
@@ -410,14 +375,12 @@ static void widths_str(const int *w, char *s, size_t n) {
     for (int k = 0; k < ST_N_AX && at < n; k++) at += (size_t)snprintf(s + at, n - at, "%s%d", k ? "/" : "", w[k]);
 }
 
-/* CE on the validation windows at budget j's chosen widths (pi = 1). */
-static double val_at(elctx *X, st_tmodel *m, const st_train_cfg *tc, const st_tokfile *vf, int j, int32_t *x, int32_t *y,
+/* CE on the validation windows at widths w (pi = 1). */
+static double val_at(st_tmodel *m, const st_train_cfg *tc, const st_tokfile *vf, const int *w, int32_t *x, int32_t *y,
                      st_tmask *ms, st_status *rc) {
-    int w[ST_N_AX];
-    chosen_widths(X, j, w);
     for (int b = 0; b < tc->batch; b++) {
         memset(&ms[b], 0, sizeof ms[b]);
-        memcpy(ms[b].w, w, sizeof w);
+        memcpy(ms[b].w, w, sizeof ms[b].w);
     }
     if ((*rc = st_tmodel_set_masks(m, ms))) return -1;
     st_tmodel_set_teacher(m, NULL);
@@ -479,8 +442,16 @@ static st_status write_plot(const char *path, const st_el_cfg *c, const double *
     return rc;
 }
 
-/* config.json of the student with the elastic block. */
-static char *elastic_config(elctx *X, const st_config *cfg) {
+/* {"hidden_size": w, ...} over the axes the parent has (config key names). */
+static json_t *widths_json(const st_config *cfg, const int *w) {
+    json_t *o = json_object();
+    for (int k = 0; k < ST_N_AX; k++)
+        if (axis_present(cfg, k)) json_object_set_new(o, st_tmask_axis_key(k), json_integer(w[k]));
+    return o;
+}
+
+/* config.json of the student with the elastic block (W: each budget's widths). */
+static char *elastic_config(elctx *X, const st_config *cfg, int W[][ST_N_AX]) {
     char *cj = st_config_to_json(cfg);
     json_t *root = cj ? json_loads(cj, 0, NULL) : NULL;
     free(cj);
@@ -490,12 +461,10 @@ static char *elastic_config(elctx *X, const st_config *cfg) {
     json_object_set_new(el, "default_budget", json_string(X->c->b[X->c->default_budget].name));
     json_object_set_new(el, "cost", json_string(X->c->active_cost ? "active" : "total"));
     for (int j = 0; j < X->c->nb; j++) {
-        int w[ST_N_AX];
-        chosen_widths(X, j, w);
-        json_t *b = json_object();
+        json_t *b = json_object(), *w = widths_json(cfg, W[j]);
         json_object_set_new(b, "name", json_string(X->c->b[j].name));
-        for (int k = 0; k < ST_N_AX; k++)
-            if (axis_present(cfg, k)) json_object_set_new(b, axis_key[k], json_integer(w[k]));
+        json_object_update(b, w);
+        json_decref(w);
         json_array_append_new(arr, b);
     }
     json_object_set_new(el, "budgets", arr);
@@ -513,14 +482,14 @@ static st_status write_routers(elctx *X, const char *dir) {
         if (!X->has[k]) continue;
         router *r = &X->R[k];
         int64_t s1[2] = {r->hid, r->nb}, s2[1] = {r->hid}, s3[2] = {r->nc, r->hid}, s4[1] = {r->nc};
-        snprintf(name, sizeof name, "router.%s.fc1.weight", axis_key[k]); if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 2, s1);
-        snprintf(name, sizeof name, "router.%s.fc1.bias", axis_key[k]);   if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 1, s2);
-        snprintf(name, sizeof name, "router.%s.fc2.weight", axis_key[k]); if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 2, s3);
-        snprintf(name, sizeof name, "router.%s.fc2.bias", axis_key[k]);   if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 1, s4);
+        snprintf(name, sizeof name, "router.%s.fc1.weight", st_tmask_axis_key(k)); if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 2, s1);
+        snprintf(name, sizeof name, "router.%s.fc1.bias", st_tmask_axis_key(k));   if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 1, s2);
+        snprintf(name, sizeof name, "router.%s.fc2.weight", st_tmask_axis_key(k)); if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 2, s3);
+        snprintf(name, sizeof name, "router.%s.fc2.bias", st_tmask_axis_key(k));   if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 1, s4);
         char ch[512];
         size_t at = 0;
         for (int i = 0; i < r->nc && at < sizeof ch; i++) at += (size_t)snprintf(ch + at, sizeof ch - at, "%s%d", i ? "," : "", X->c->ch[k][i]);
-        snprintf(name, sizeof name, "choices.%s", axis_key[k]);
+        snprintf(name, sizeof name, "choices.%s", st_tmask_axis_key(k));
         if (!rc) rc = st_sf_writer_meta(w, name, ch);
     }
     char bl[512];
@@ -568,15 +537,15 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
 
     /* axes: routers where there is a choice; the widest choice must be the
        parent's so that the full budget exists */
-    uint64_t rng = mix(tc->seed ^ 0x5eed);
+    uint64_t rng = st_mix64(tc->seed ^ 0x5eed);
     int n_routed = 0;
     for (int k = 0; k < ST_N_AX; k++) {
-        int pw = st_el_parent_width(pc, k);
+        int pw = st_tmask_parent_width(pc, k);
         X.fixed[k] = pw;
         if (!c->nch[k]) continue;
-        if (!axis_present(pc, k)) { rc = st_err(ST_ERR_BUDGET, "elastify: choices.%s: the parent has no layer with this axis", axis_key[k]); goto done; }
+        if (!axis_present(pc, k)) { rc = st_err(ST_ERR_BUDGET, "elastify: choices.%s: the parent has no layer with this axis", st_tmask_axis_key(k)); goto done; }
         if (c->ch[k][0] != pw) {
-            rc = st_err(ST_ERR_BUDGET, "elastify: choices.%s must start with the parent's width %d (got %d)", axis_key[k], pw, c->ch[k][0]);
+            rc = st_err(ST_ERR_BUDGET, "elastify: choices.%s must start with the parent's width %d (got %d)", st_tmask_axis_key(k), pw, c->ch[k][0]);
             goto done;
         }
         if (c->nch[k] == 1) continue;
@@ -650,6 +619,8 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
     float pis[64][ST_N_AX][ST_EL_MAX_CHOICES];
     int sel[64][ST_N_AX], bud[64];
     if (B > 64) { rc = st_err(ST_ERR_ARG, "elastify: batch %d > 64", B); goto done; }
+    int W[ST_EL_MAX_BUDGETS][ST_N_AX]; /* each budget's current choice (and the caps) */
+    all_widths(&X, W);
     double tokens = 0, t_start = st_time(), avg_dt = 0;
     long step = 0;
     for (int s = 0; s < c->nst; s++) {
@@ -667,16 +638,12 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
             st_tmodel_zero_grad(m);
             st_tmodel_load_reset(m);
             double kd = 0, bl = 0;
-            {
-                int Wn[ST_EL_MAX_BUDGETS][ST_N_AX];
-                all_widths(&X, Wn); /* sets X.cap from the current choices */
-            }
             for (int mi = 0; mi < tc->accum; mi++) {
                 st_train_sample(&sc, tf, cum, step, mi, x, y);
                 st_tmodel_forward(teacher, x, NULL);
                 for (int b = 0; b < B; b++) {
-                    uint64_t h = mix(tc->seed ^ mix((uint64_t)step * 1000003ull + (uint64_t)mi * 7919ull + (uint64_t)b + 0xe1a5));
-                    double u = u01(h), acc = 0;
+                    uint64_t h = st_mix64(tc->seed ^ st_mix64((uint64_t)step * 1000003ull + (uint64_t)mi * 7919ull + (uint64_t)b + 0xe1a5));
+                    double u = st_u01(h), acc = 0;
                     int j = nb - 1;
                     for (int q = 0; q < nb; q++) { acc += c->st[s].p[q]; if (u < acc) { j = q; break; } }
                     bud[b] = j;
@@ -690,8 +657,8 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
                         router_fwd(r, j, hk, z);
                         double mx = -INFINITY, a[ST_EL_MAX_CHOICES], sum = 0;
                         for (int i = 0; i < r->nc; i++) {
-                            h = mix(h);
-                            double g = -log(-log(u01(h)));
+                            h = st_mix64(h);
+                            double g = -log(-log(st_u01(h)));
                             /* choices wider than the next wider budget's are out:
                                the budgets stay nested (the widest always fits) */
                             a[i] = c->ch[k][i] > X.cap[j][k] ? -INFINITY : (scale * z[i] + g) / tau;
@@ -748,6 +715,7 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
             st_adamw_step(&opt, m, lr);
             if (tc->balance_rate > 0) st_moe_balance(m, tc->balance_rate);
             for (int k = 0; k < ST_N_AX; k++) if (X.has[k]) router_step(&X.R[k], c->router_lr, step + 1);
+            all_widths(&X, W); /* the routers' choices now; caps for the next step */
             st_tmodel_set_masks(m, NULL);
             st_tmodel_set_teacher(m, NULL);
 
@@ -761,7 +729,7 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
             int last = step + 1 == total;
             if (vf.ids && ((step + 1) % tc->eval_every == 0 || last))
                 for (int j = 0; j < nb; j++) {
-                    ev.val[j] = val_at(&X, m, &sc, &vf, j, x, y, ms, &rc);
+                    ev.val[j] = val_at(m, &sc, &vf, W[j], x, y, ms, &rc);
                     if (rc) goto done;
                     vallog[step * nb + j] = ev.val[j];
                 }
@@ -771,12 +739,10 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
                 fprintf(logf, "%ld,%d,%.0f,%.6f,%.6f,%.5f,%.4f,%.6g,%.1f", step + 1, s + 1, tokens, kd, bl, tau, scale, (double)lr,
                         ev.tok_per_s);
                 for (int j = 0; j < nb; j++) {
-                    int w[ST_N_AX];
                     double wd[ST_N_AX];
                     char ws[256];
-                    chosen_widths(&X, j, w);
-                    for (int k = 0; k < ST_N_AX; k++) wd[k] = w[k];
-                    widths_str(w, ws, sizeof ws);
+                    for (int k = 0; k < ST_N_AX; k++) wd[k] = W[j][k];
+                    widths_str(W[j], ws, sizeof ws);
                     fprintf(logf, ",%.6f,%.0f,%s", ev.val[j], st_el_cost(pc, wd, c->active_cost), ws);
                 }
                 fprintf(logf, "\n");
@@ -792,7 +758,7 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
     /* the checkpoint: student weights + elastic config + routers + side files */
     if ((rc = st_tmodel_write_into(m, &od))) goto done;
     {
-        char *cj = elastic_config(&X, pc);
+        char *cj = elastic_config(&X, pc, W);
         if (!cj) { rc = st_err(ST_ERR_NOMEM, "elastify: cannot build config.json"); goto done; }
         rc = st_outdir_write(&od, "config.json", cj, strlen(cj));
         free(cj);
@@ -805,10 +771,7 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
         st_pathf(bd, sizeof bd, "%s/budgets", od.tmp);
         if (mkdir(bd, 0755) != 0 && errno != EEXIST) { rc = st_err(ST_ERR_IO, "%s: %s", bd, strerror(errno)); goto done; }
         for (int j = 0; j < nb; j++) {
-            int w[ST_N_AX];
-            chosen_widths(&X, j, w);
-            json_t *o = json_object();
-            for (int k = 0; k < ST_N_AX; k++) if (axis_present(pc, k)) json_object_set_new(o, axis_key[k], json_integer(w[k]));
+            json_t *o = widths_json(pc, W[j]);
             char *txt = json_dumps(o, JSON_PRESERVE_ORDER);
             json_decref(o);
             char nm[64];

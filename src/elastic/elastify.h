@@ -55,10 +55,6 @@ void st_el_cfg_free(st_el_cfg *c);
  * expected widths of the budget loss) on parent cfg; the same count as
  * st_budget_stats (total_params / active_params) at integer widths. */
 double st_el_cost(const st_config *cfg, const double *w, int active);
-/* The parent's width of axis k. */
-int st_el_parent_width(const st_config *cfg, int k);
-/* Config key of axis k ("hidden_size", ...). */
-const char *st_el_axis_key(int k);
 
 typedef struct {
     long step, steps;

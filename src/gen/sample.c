@@ -47,12 +47,6 @@ st_sampler_params st_sampler_default_params(void) {
 
 /* ------------------------------------------------------------ PRNG */
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
@@ -85,7 +79,7 @@ st_status st_sampler_new(const st_sampler_params *p, int vocab_size, st_sampler 
     s->vocab = vocab_size;
     s->hist_cap = s->p.repeat_last_n;
     uint64_t sm = s->p.seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&sm);
+    for (int i = 0; i < 4; i++) s->rng[i] = st_splitmix64(&sm);
     s->mark = st_calloc((size_t)vocab_size, sizeof *s->mark);
     s->cand = st_malloc((size_t)vocab_size * sizeof *s->cand);
     s->prob = st_malloc((size_t)vocab_size * sizeof *s->prob);

@@ -17,13 +17,7 @@
 #include <sys/stat.h>
 
 /* splitmix64 → uniform / normal draws; fixed seed = identical files everywhere */
-static uint64_t sm64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static float unif(uint64_t *s) { return (float)((sm64(s) >> 40) * (1.0 / 16777216.0)); }
+static float unif(uint64_t *s) { return (float)((st_splitmix64(s) >> 40) * (1.0 / 16777216.0)); }
 static float gauss(uint64_t *s) {
     float u1 = unif(s) + 1e-7f, u2 = unif(s);
     return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);

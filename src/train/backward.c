@@ -1263,12 +1263,14 @@ void st_tmodel_backward(st_tmodel *m, float grad_scale) {
 
 /* ------------------------------------------------------------ masks and teacher */
 
-static const char *const ax_key[ST_N_AX] = {
+static const char *const ax_key[ST_N_AX] = { /* config key of each axis */
     "hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads", "n_routed_experts",
     "moe_intermediate_size", "moe_shared_expert_intermediate_size", "intermediate_size",
 };
 
-static int ax_parent(const st_config *c, int k) {
+const char *st_tmask_axis_key(int k) { return k >= 0 && k < ST_N_AX ? ax_key[k] : "?"; }
+
+int st_tmask_parent_width(const st_config *c, int k) {
     switch (k) {
     case ST_AX_HIDDEN: return c->hidden_size;
     case ST_AX_MAMBA_HEADS: return c->mamba_num_heads;
@@ -1288,7 +1290,7 @@ static int ax_parent(const st_config *c, int k) {
 static st_status mask_check(const st_config *c, int b, const st_tmask *in, st_tmask *o) {
     *o = *in;
     for (int k = 0; k < ST_N_AX; k++) {
-        int v = in->w[k], mx = ax_parent(c, k);
+        int v = in->w[k], mx = st_tmask_parent_width(c, k);
         if (v < 0) RULE("%d: %s = %d must be at least 1", b, ax_key[k], v);
         if (v > mx) RULE("%d: %s = %d is wider than the parent's %d (a budget can only keep a prefix)", b, ax_key[k], v, mx);
         o->w[k] = v ? v : mx;
@@ -1357,7 +1359,7 @@ void st_tmask_from_widths(st_tmask *t, const st_config *parent, const st_widths 
                             w->n_routed_experts, w->moe_intermediate_size, w->moe_shared_expert_intermediate_size,
                             w->intermediate_size};
     for (int k = 0; k < ST_N_AX; k++) {
-        t->w[k] = v[k] ? v[k] : ax_parent(parent, k);
+        t->w[k] = v[k] ? v[k] : st_tmask_parent_width(parent, k);
         t->pi[k] = 1.0f;
     }
     for (int i = 0; i < w->n_skip; i++)

@@ -25,21 +25,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t sm64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 /* uniform in [lo, hi] */
 static int64_t rint_(uint64_t *s, int64_t lo, int64_t hi) {
-    return lo + (int64_t)(sm64(s) % (uint64_t)(hi - lo + 1));
+    return lo + (int64_t)(st_splitmix64(s) % (uint64_t)(hi - lo + 1));
 }
 static uint64_t fnv64(const char *s) {
     uint64_t h = 1469598103934665603ull;
     for (; *s; s++) { h ^= (unsigned char)*s; h *= 1099511628211ull; }
     uint64_t x = h; /* finalize so that key % 8 uses well-mixed bits */
-    return sm64(&x);
+    return st_splitmix64(&x);
 }
 
 typedef struct { char *p; size_t n, cap; int oom; } sbuf;
@@ -225,7 +219,7 @@ st_status st_task_gen(const st_task_opts *o, uint64_t index, st_task *out) {
         /* per-item state: the stream parameters, the index and the attempt */
         uint64_t s = o->seed ^ 0x5ca1ab1e00000000ull;
         uint64_t mixv[4] = {(uint64_t)o->kind, (uint64_t)o->eval_split, index, attempt};
-        for (int i = 0; i < 4; i++) { s ^= mixv[i] + 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1); sm64(&s); }
+        for (int i = 0; i < 4; i++) { s ^= mixv[i] + 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1); st_splitmix64(&s); }
         st_task_kind k = o->kind == ST_TASK_MIX ? (st_task_kind)rint_(&s, 0, 2) : o->kind;
         sbuf canon = {0}, prompt = {0}, why = {0}, ans = {0};
         int r = k == ST_TASK_ADD ? gen_add(&s, o, &canon, &prompt, &why, &ans)

@@ -208,24 +208,18 @@ void st_tokfile_close(st_tokfile *f) {
     memset(f, 0, sizeof *f);
 }
 
-static uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 /* One micro-batch [B][T] of inputs and next-token targets for (step, micro). */
 void st_train_sample(const st_train_cfg *c, const st_tokfile *tf, const double *cum, long step, int micro,
                      int32_t *x, int32_t *y) {
     const int B = c->batch, T = c->seq;
     for (int b = 0; b < B; b++) {
-        uint64_t h = mix64(c->seed ^ mix64((uint64_t)step * 1000003ull + (uint64_t)micro * 7919ull + (uint64_t)b));
+        uint64_t h = st_mix64(c->seed ^ st_mix64((uint64_t)step * 1000003ull + (uint64_t)micro * 7919ull + (uint64_t)b));
         double u = (double)(h >> 11) / 9007199254740992.0 * cum[c->n_train - 1];
         int fi = 0;
         while (fi + 1 < c->n_train && u >= cum[fi]) fi++;
         const st_tokfile *f = &tf[fi];
-        size_t off = (size_t)(mix64(h) % (uint64_t)(f->n - (size_t)T));
+        size_t off = (size_t)(st_mix64(h) % (uint64_t)(f->n - (size_t)T));
         for (int t = 0; t < T; t++) {
             x[b * T + t] = (int32_t)f->ids[off + t];
             y[b * T + t] = (int32_t)f->ids[off + t + 1];

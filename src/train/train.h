@@ -137,6 +137,10 @@ enum {
     ST_N_AX
 };
 
+/* Config key of axis k ("hidden_size", ...) and the parent's width of it. */
+const char *st_tmask_axis_key(int k);
+int st_tmask_parent_width(const st_config *c, int k);
+
 /* One sample's budget for the masked forward. The forward computes exactly
  * what the sliced model of these widths computes (RMSNorm and the grouped
  * Mamba norm over active channels, inactive residual channels held at 0)

@@ -161,13 +161,7 @@ double st_tmodel_active_params(const st_tmodel *m) {
 
 /* ------------------------------------------------------------ init */
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double unif(uint64_t *s) { return ((splitmix(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+static double unif(uint64_t *s) { return st_u01(st_splitmix64(s)); }
 static float gauss(uint64_t *s) {
     double u = unif(s), v = unif(s);
     return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));

@@ -30,6 +30,22 @@ st_status st_read_file(const char *path, char **out, size_t *len);
 st_status st_write_file_atomic(const char *path, const void *data, size_t len);
 
 /* bf16 / f16 <-> f32 (bit-level; gcc 12 has no __bf16). */
+/* splitmix64: st_mix64 hashes a counter (stateless, for draws that depend
+ * only on (seed, step, ...)); st_splitmix64 advances a state. Same stream. */
+static inline uint64_t st_mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static inline uint64_t st_splitmix64(uint64_t *s) {
+    uint64_t z = *s;
+    *s += 0x9e3779b97f4a7c15ull;
+    return st_mix64(z);
+}
+/* uniform in (0, 1) from the top 53 bits of a hash */
+static inline double st_u01(uint64_t h) { return ((h >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+
 static inline float st_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f;
 }
