@@ -54,7 +54,21 @@ static void usage(FILE *f) {
             "noise, while the latencies still compare budgets, caps and switch modes honestly.\n");
 }
 
-typedef struct { char *prompt, *answer; } item;
+typedef struct { char *prompt, *answer; int kind; } item; /* kind: index in g_kinds, -1 none */
+
+/* Task kinds ("kind" in the task file, e.g. add / sort / compare), so that the
+ * table can say which kind of problem the thinking helps with. */
+#define MAX_KINDS 8
+static char g_kinds[MAX_KINDS][32];
+static int g_nkinds;
+
+static int kind_index(const char *k) {
+    if (!k) return -1;
+    for (int i = 0; i < g_nkinds; i++) if (!strcmp(g_kinds[i], k)) return i;
+    if (g_nkinds == MAX_KINDS || strlen(k) >= sizeof g_kinds[0]) return -1; /* counted in the total only */
+    snprintf(g_kinds[g_nkinds], sizeof g_kinds[0], "%s", k);
+    return g_nkinds++;
+}
 
 typedef struct {
     char label[96], family[32];
@@ -64,6 +78,7 @@ typedef struct {
     int ok;                      /* ran (0: n/a) */
     char why[256];
     double acc, lat, lat_p50, toks, think_toks, tps;
+    double acc_kind[MAX_KINDS];  /* accuracy per task kind */
 } row;
 
 static int split(char *s, char **out, int max) {
@@ -140,6 +155,8 @@ static item *load_task(const char *path, int *n_out) {
         if (json_is_integer(a)) snprintf(num, sizeof num, "%lld", (long long)json_integer_value(a));
         it[n].prompt = strdup(json_string_value(p));
         it[n].answer = strdup(json_is_integer(a) ? num : json_string_value(a));
+        json_t *k = json_object_get(j, "kind");
+        it[n].kind = kind_index(json_is_string(k) ? json_string_value(k) : NULL);
         n++;
         json_decref(j);
     }
@@ -160,6 +177,7 @@ static item *gen_arith(int n) {
         snprintf(s, sizeof s, "%d", a + b);
         it[i].prompt = strdup(p);
         it[i].answer = strdup(s);
+        it[i].kind = -1;
     }
     return it;
 }
@@ -425,7 +443,7 @@ int cmd_eval(int argc, char **argv) {
             if (!quiet) fprintf(stderr, "starling eval: %-28s n/a: %s\n", r->label, r->why);
             continue;
         }
-        int right = 0;
+        int right = 0, right_k[MAX_KINDS] = {0}, n_k[MAX_KINDS] = {0};
         double toks = 0, ttoks = 0, tsum = 0;
         for (int i = 0; i < n_items; i++) {
             st_gen *g = NULL;
@@ -438,7 +456,9 @@ int cmd_eval(int argc, char **argv) {
             lat[i] = st_time_now() - t0;
             size_t n;
             const char *c = st_gen_text(g, ST_TEXT_CONTENT, &n);
-            right += correct(c, n, items[i].answer);
+            int ok = correct(c, n, items[i].answer);
+            right += ok;
+            if (items[i].kind >= 0) { right_k[items[i].kind] += ok; n_k[items[i].kind]++; }
             const st_gen_stats *s = st_gen_get_stats(g);
             toks += s->completion_tokens;
             ttoks += s->think_tokens;
@@ -448,6 +468,7 @@ int cmd_eval(int argc, char **argv) {
         qsort(lat, (size_t)n_items, sizeof *lat, cmp_d);
         r->ok = 1;
         r->acc = (double)right / n_items;
+        for (int k = 0; k < g_nkinds; k++) r->acc_kind[k] = n_k[k] ? (double)right_k[k] / n_k[k] : 0;
         r->lat = tsum / n_items;
         r->lat_p50 = lat[n_items / 2];
         r->toks = toks / n_items;
@@ -463,13 +484,20 @@ int cmd_eval(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/eval.tsv", out);
     f = fopen(path, "w");
     if (!f) { cli_fail("eval", "%s: %s", path, strerror(errno)); goto out3; }
-    fprintf(f, "config\tthink\tanswer\tswitch\tcap\taccuracy\tlatency_mean_s\tlatency_p50_s\ttokens\tthinking_tokens\ttok_per_s\tnote\n");
+    fprintf(f, "config\tthink\tanswer\tswitch\tcap\taccuracy\tlatency_mean_s\tlatency_p50_s\ttokens\tthinking_tokens\ttok_per_s\tnote");
+    for (int k = 0; k < g_nkinds; k++) fprintf(f, "\taccuracy_%s", g_kinds[k]);
+    fprintf(f, "\n");
     for (int i = 0; i < nr; i++) {
         row *r = &rows[i];
         fprintf(f, "%s\t%s\t%s\t%s\t%d\t", r->label, r->think, r->answer,
                 r->pair ? (r->mode ? "transplant" : "exact") : "-", r->cap);
-        if (r->ok) fprintf(f, "%.4f\t%.6f\t%.6f\t%.1f\t%.1f\t%.1f\t\n", r->acc, r->lat, r->lat_p50, r->toks, r->think_toks, r->tps);
-        else fprintf(f, "\t\t\t\t\t\tn/a: %s\n", r->why);
+        if (r->ok) fprintf(f, "%.4f\t%.6f\t%.6f\t%.1f\t%.1f\t%.1f\t", r->acc, r->lat, r->lat_p50, r->toks, r->think_toks, r->tps);
+        else fprintf(f, "\t\t\t\t\t\tn/a: %s", r->why);
+        for (int k = 0; k < g_nkinds; k++) {
+            if (r->ok) fprintf(f, "\t%.4f", r->acc_kind[k]);
+            else fprintf(f, "\t");
+        }
+        fprintf(f, "\n");
     }
     fclose(f);
     snprintf(path, sizeof path, "%s/eval.md", out);
@@ -492,6 +520,19 @@ int cmd_eval(int argc, char **argv) {
                 fprintf(o, "%.1f%% | %.1f | %.1f | %.1f | %.1f | %.1f |\n", 100 * r->acc, 1000 * r->lat, 1000 * r->lat_p50,
                         r->toks, r->think_toks, r->tps);
             else fprintf(o, "n/a | | | | | %s |\n", r->why);
+        }
+        if (g_nkinds) {
+            fprintf(o, "\nAccuracy by kind of problem:\n\n| config |");
+            for (int k = 0; k < g_nkinds; k++) fprintf(o, " %s |", g_kinds[k]);
+            fprintf(o, "\n|---|");
+            for (int k = 0; k < g_nkinds; k++) fprintf(o, "---|");
+            fprintf(o, "\n");
+            for (int i = 0; i < nr; i++) {
+                if (!rows[i].ok) continue;
+                fprintf(o, "| %s |", rows[i].label);
+                for (int k = 0; k < g_nkinds; k++) fprintf(o, " %.1f%% |", 100 * rows[i].acc_kind[k]);
+                fprintf(o, "\n");
+            }
         }
         fprintf(o, "\nGreedy decoding, thinking on, max %ld tokens, grace %ld, %d threads, cold state per item (no prompt "
                    "cache).\nAccuracy is meaningful only for a trained checkpoint: on a random model (such as the synthetic "

@@ -16,8 +16,11 @@ scripts/corpus/build.sh build/corpus build/corpus-cache
 mkdir -p $w/tok
 [ -f $w/tok/tokenizer.json ] || $bin tokenizer-train -i build/corpus/train.txt --vocab-size 8192 -o $w/tok/tokenizer.json
 # reasoning tasks: training conversations and a held-out evaluation set
-$bin tasks --kind mix -n 40000 --seed 1 --render -o $w/tasks.txt
-$bin tasks --kind mix -n 300 --seed 2 --split eval -o $w/eval.jsonl
+# 2-4 digit operands; a quarter of the conversations answer without thinking, so
+# that "no thinking" (--caps 0) is a trained mode and the comparison is fair
+$bin tasks --kind mix -n 30000 --seed 1 --digits 2-4 --render -o $w/tasks.txt
+$bin tasks --kind mix -n 10000 --seed 3 --digits 2-4 --render --no-think >> $w/tasks.txt
+$bin tasks --kind mix -n 300 --seed 2 --digits 2-4 --split eval -o $w/eval.jsonl
 $bin tokenize -m $w/tok -f build/corpus/train.txt --no-special --bin $w/corpus.bin --append-eos
 $bin tokenize -m $w/tok -f $w/tasks.txt --bin $w/tasks.bin --append-eos
 $bin tokenize -m $w/tok -f build/corpus/valid.txt --no-special --bin $w/val.bin --append-eos

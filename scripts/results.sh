@@ -54,7 +54,7 @@ for b in $budgets; do
   # (b) the same shape from scratch, on the elastic training's token count
   cat > $w/scratch_$b.json <<JSON
 {"model": "sliced_$b/config.json", "tokenizer": "../model/tok",
- "data": {"train": [{"path": "../model/corpus.bin", "weight": 3}, {"path": "../model/tasks.bin", "weight": 1}],
+ "data": {"train": [{"path": "../model/corpus.bin", "weight": 1}, {"path": "../model/tasks.bin", "weight": 1}],
           "val": "../model/val.bin"},
  "batch": 8, "seq": 256, "accum": 1, "steps": $steps, "lr": 1e-3, "min_lr": 1e-4, "warmup": 20,
  "weight_decay": 0.1, "grad_clip": 1.0, "eval_every": 1000000, "ckpt_every": 0, "log_every": 10, "seed": 1,

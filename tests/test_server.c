@@ -641,6 +641,30 @@ static void test_eval_cli(void **st) {
     assert_int_equal(status, 0);
     assert_non_null(strstr(o, "3 items from"));
     free(o);
+    /* items with a "kind": accuracy per kind in both outputs, one column per kind
+       in order of first appearance; items without a kind count in the total only */
+    snprintf(p, sizeof p, "%s/kinds.jsonl", g_tmp);
+    FILE *kf = fopen(p, "w");
+    assert_non_null(kf);
+    fputs("{\"kind\": \"add\", \"prompt\": \"1 + 2 = ?\", \"answer\": \"3\"}\n"
+          "{\"kind\": \"sort\", \"prompt\": \"Sort 2, 1.\", \"answer\": \"1, 2\"}\n"
+          "{\"prompt\": \"2 + 2 = ?\", \"answer\": 4}\n"
+          "{\"kind\": \"add\", \"prompt\": \"3 + 4 = ?\", \"answer\": \"7\"}\n", kf);
+    fclose(kf);
+    snprintf(cmd, sizeof cmd, "%s eval -m %s --task %s/kinds.jsonl -n 4 --caps 0 --budgets L --pairs '' -o %s/eval3 -q -t 2",
+             starling_bin(), g_model, g_tmp, g_tmp);
+    o = run_capture(cmd, &status);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(o, "Accuracy by kind of problem:\n\n| config | add | sort |\n|---|---|---|\n| L, cap 0 | "));
+    free(o);
+    snprintf(p, sizeof p, "%s/eval3/eval.tsv", g_tmp);
+    tsv = slurp(p);
+    assert_non_null(tsv);
+    assert_non_null(strstr(tsv, "\tnote\taccuracy_add\taccuracy_sort\n"));
+    int tabs = 0;
+    for (const char *c = strchr(tsv, '\n') + 1; *c && *c != '\n'; c++) tabs += *c == '\t';
+    assert_int_equal(tabs, 13); /* 12 columns + 2 kinds - 1 */
+    free(tsv);
     snprintf(cmd, sizeof cmd, "%s eval -m %s --task /nonexistent.jsonl 2>&1", starling_bin(), g_model);
     o = run_capture(cmd, &status);
     assert_int_equal(status, 1);
