@@ -46,5 +46,14 @@ $bin slice -s $w/run/final -t models/parent --budget full --precision bf16 --for
     echo "- $(basename $f .valid.txt): $($bin perplexity -m models/parent -f $f --ctx 256 --max-windows 40 2>/dev/null)"
   done
 } > $w/report.md
-$bin eval -m models/parent --task $w/eval.jsonl --caps 0,none --budgets full -o $w/eval -q || true
+$bin eval -m models/parent --task $w/eval.jsonl --caps 0,none --budgets full -o $w/eval -q > /dev/null
+{
+  echo
+  echo "held-out reasoning problems ($w/eval.jsonl, 300 items, greedy):"
+  echo
+  sed -n '3,$p' $w/eval/eval.md | grep -v "^Accuracy is meaningful"
+} >> $w/report.md
+cp $w/report.md models/parent/report.md
+cp $w/run/loss.svg models/parent/loss.svg
+cp $w/run/log.csv models/parent/train_log.csv
 cat $w/report.md
