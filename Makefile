@@ -110,7 +110,7 @@ run: $(BIN)
 	  ./$(BIN) info -m $(DEFAULT_MODEL) && \
 	  for b in $(RUN_BUDGETS); do \
 	    echo "== budget $$b"; \
-	    ./$(BIN) run -m $(DEFAULT_MODEL) --budget $$b --chat -p "What is 47 + 38?" -n 160 || exit 1; echo; \
+	    ./$(BIN) run -m $(DEFAULT_MODEL) --budget $$b --chat -p "What is 47 + 38?" --temp 0 -n 160 || exit 1; echo; \
 	  done; \
 	else \
 	  [ -f build/synth-default/config.json ] || ./$(BIN) synth --preset default -o build/synth-default; \
