@@ -378,13 +378,57 @@ static void test_bad_config(void **s) {
     free(dir);
 }
 
+/* The shipped parent (make model) solves held-out additions by writing out
+ * the columns, and not without them: the claim of docs/training.md, checked on
+ * the whole inference path (tokenizer, chat template, thinking, Mamba /
+ * attention / MoE decode) against sums the task generator computes itself. */
+static double tsv_accuracy(const char *tsv, int row) { /* column 6 of data row `row` */
+    const char *l = tsv;
+    for (int r = 0; r <= row && l; r++) { l = strchr(l, '\n'); if (l) l++; }
+    if (!l) return -1;
+    for (int c = 0; c < 5 && l; c++) { l = strchr(l, '\t'); if (l) l++; }
+    return l ? atof(l) : -1;
+}
+
+static void test_shipped_parent_reasons(void **st) {
+    (void)st;
+    FILE *f = fopen("models/parent/config.json", "r");
+    if (!f) { print_message("models/parent not present: skipped\n"); skip(); }
+    fclose(f);
+    char *dir = test_tmpdir("parent_reasons");
+    char cmd[2048];
+    int status;
+    snprintf(cmd, sizeof cmd,
+             "%s tasks --kind add -n 24 --seed 7 --digits 2-4 --split eval -o %s/add.jsonl && "
+             "%s eval -m models/parent --task %s/add.jsonl --caps 0,none --budgets full -o %s/ev -q -t 2",
+             starling_bin(), dir, starling_bin(), dir, dir);
+    char *o = run_capture(cmd, &status);
+    if (status) fail_msg("%s: %s", cmd, o);
+    free(o);
+    char p[600];
+    snprintf(p, sizeof p, "%s/ev/eval.tsv", dir);
+    f = fopen(p, "r");
+    assert_non_null(f);
+    char tsv[8192];
+    size_t n = fread(tsv, 1, sizeof tsv - 1, f);
+    fclose(f);
+    tsv[n] = 0;
+    double no_think = tsv_accuracy(tsv, 0), think = tsv_accuracy(tsv, 1);
+    print_message("shipped parent, 24 held-out additions: %.0f%% without thinking, %.0f%% with\n", 100 * no_think,
+                  100 * think);
+    assert_true(no_think >= 0 && no_think <= 0.25);
+    assert_true(think >= 0.8);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void) {
     tt_seed(42);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grad_mamba), cmocka_unit_test(test_grad_attn), cmocka_unit_test(test_grad_mlp),
         cmocka_unit_test(test_grad_moe), cmocka_unit_test(test_grad_all), cmocka_unit_test(test_forward_matches_inference),
         cmocka_unit_test(test_adamw_hand), cmocka_unit_test(test_schedule), cmocka_unit_test(test_balance),
-        cmocka_unit_test(test_loop), cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_loop), cmocka_unit_test(test_bad_config), cmocka_unit_test(test_shipped_parent_reasons),
     };
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
 }
