@@ -50,7 +50,6 @@ static void usage(FILE *f) {
             "  -h, --help             this help\n");
 }
 
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -22,6 +22,7 @@
 #include "model/model.h"
 #include "model/synth.h"
 #include "train/train.h"
+#include "util/util.h"
 #include "util_test.h"
 #include "util_train.h"
 
@@ -405,19 +406,15 @@ static void test_shipped_parent_reasons(void **st) {
     char *o = run_capture(cmd, &status);
     if (status) fail_msg("%s: %s", cmd, o);
     free(o);
-    char p[600];
+    char p[600], *tsv = NULL;
     snprintf(p, sizeof p, "%s/ev/eval.tsv", dir);
-    f = fopen(p, "r");
-    assert_non_null(f);
-    char tsv[8192];
-    size_t n = fread(tsv, 1, sizeof tsv - 1, f);
-    fclose(f);
-    tsv[n] = 0;
+    if (st_read_file(p, &tsv, NULL)) fail_msg("%s", st_last_error());
     double no_think = tsv_accuracy(tsv, 0), think = tsv_accuracy(tsv, 1);
     print_message("shipped parent, 24 held-out additions: %.0f%% without thinking, %.0f%% with\n", 100 * no_think,
                   100 * think);
     assert_true(no_think >= 0 && no_think <= 0.25);
     assert_true(think >= 0.8);
+    free(tsv);
     rm_rf(dir);
     free(dir);
 }

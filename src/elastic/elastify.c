@@ -112,15 +112,16 @@ st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
     json_array_foreach(bs, i, e) {
         const char *nm = json_string_value(json_object_get(e, "name"));
         json_t *p = json_object_get(e, "params");
-        if (!nm || !nm[0] || strlen(nm) >= sizeof c->b[0].name || strchr(nm, ',') || strchr(nm, '=') || !json_is_number(p) ||
-            !(json_number_value(p) > 0)) {
-            rc = st_err(ST_ERR_FORMAT, "%s: budgets[%zu] must be {\"name\": short name without ',' or '=', \"params\": positive number}", path, i);
+        int whole = json_is_string(p) && !strcmp(json_string_value(p), "parent"); /* the parent's own cost */
+        if (!nm || !nm[0] || strlen(nm) >= sizeof c->b[0].name || strchr(nm, ',') || strchr(nm, '=') ||
+            !(whole || (json_is_number(p) && json_number_value(p) > 0))) {
+            rc = st_err(ST_ERR_FORMAT, "%s: budgets[%zu] must be {\"name\": short name without ',' or '=', \"params\": positive number or \"parent\"}", path, i);
             goto done;
         }
         for (int q = 0; q < (int)i; q++)
             if (!strcmp(c->b[q].name, nm)) { rc = st_err(ST_ERR_FORMAT, "%s: budget name \"%s\" appears twice", path, nm); goto done; }
         snprintf(c->b[i].name, sizeof c->b[i].name, "%s", nm);
-        c->b[i].target = json_number_value(p);
+        c->b[i].target = whole ? 0 : json_number_value(p); /* 0: resolved once the parent is loaded */
         c->nb++;
     }
     const char *db = json_string_value(json_object_get(r, "default_budget"));
@@ -507,7 +508,9 @@ static st_status write_routers(elctx *X, const char *dir) {
     return rc;
 }
 
-st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user) {
+st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void *user) {
+    st_el_cfg cfg = *cfg_in; /* shallow: only the "parent" targets are filled in below */
+    const st_el_cfg *c = &cfg;
     const st_train_cfg *tc = &c->t;
     if (tc->threads > 0) st_set_threads(tc->threads);
     st_status rc = ST_OK;
@@ -571,7 +574,10 @@ st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user
         double wmin[ST_N_AX];
         for (int k = 0; k < ST_N_AX; k++) wmin[k] = c->nch[k] ? c->ch[k][c->nch[k] - 1] : X.fixed[k];
         double least = st_el_cost(pc, wmin, c->active_cost);
-        for (int j = 0; j < nb; j++) X.whole[j] = c->b[j].target >= parent_cost * (1 - 1e-6);
+        for (int j = 0; j < nb; j++) {
+            if (cfg.b[j].target == 0) cfg.b[j].target = parent_cost;
+            X.whole[j] = c->b[j].target >= parent_cost * (1 - 1e-6);
+        }
         for (int j = 0; j < nb; j++)
             if (c->b[j].target > parent_cost * 1.0001 || c->b[j].target < least * 0.9999) {
                 rc = st_err(ST_ERR_BUDGET, "elastify: budget %s targets %.4g %s parameters, outside what the choices reach [%.4g, %.4g]",

@@ -24,7 +24,7 @@
 
 typedef struct {
     char name[32];
-    double target;              /* cost target (parameters)                      */
+    double target;              /* cost target (parameters); 0 = "parent"        */
 } st_el_budget;
 
 typedef struct {

@@ -47,7 +47,6 @@ st_sampler_params st_sampler_default_params(void) {
 
 /* ------------------------------------------------------------ PRNG */
 
-
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 static uint64_t xoshiro_next(uint64_t s[4]) {

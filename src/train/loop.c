@@ -208,7 +208,6 @@ void st_tokfile_close(st_tokfile *f) {
     memset(f, 0, sizeof *f);
 }
 
-
 /* One micro-batch [B][T] of inputs and next-token targets for (step, micro). */
 void st_train_sample(const st_train_cfg *c, const st_tokfile *tf, const double *cum, long step, int micro,
                      int32_t *x, int32_t *y) {

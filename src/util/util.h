@@ -29,7 +29,6 @@ st_status st_read_file(const char *path, char **out, size_t *len);
 /* Write data to path atomically (path.tmp.PID, fsync, rename). */
 st_status st_write_file_atomic(const char *path, const void *data, size_t len);
 
-/* bf16 / f16 <-> f32 (bit-level; gcc 12 has no __bf16). */
 /* splitmix64: st_mix64 hashes a counter (stateless, for draws that depend
  * only on (seed, step, ...)); st_splitmix64 advances a state. Same stream. */
 static inline uint64_t st_mix64(uint64_t z) {
@@ -46,6 +45,7 @@ static inline uint64_t st_splitmix64(uint64_t *s) {
 /* uniform in (0, 1) from the top 53 bits of a hash */
 static inline double st_u01(uint64_t h) { return ((h >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 
+/* bf16 / f16 <-> f32 (bit-level; gcc 12 has no __bf16). */
 static inline float st_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f;
 }
