@@ -90,7 +90,7 @@ static void write_cfg(const char *dir, const char *out, int steps1, int steps2, 
             " \"stages\": [{\"steps\": %d, \"seq\": 16}, {\"steps\": %d, \"seq\": 32, \"probs\": [0.7, 0.3]}],\n"
             " \"batch\": 4, \"lr\": 1e-3, \"warmup\": 2, \"router_lr\": 3e-2, \"eval_every\": 10, \"eval_batches\": 2,\n"
             " \"seed\": 3, \"out\": \"%s\"%s}\n",
-            "\"parent\"", steps1, steps2, out, extra ? extra : ""); /* L: the parent itself */
+            "8.58e5", steps1, steps2, out, extra ? extra : "");
     fclose(f);
 }
 
@@ -234,6 +234,7 @@ static void test_bad_config(void **s) {
         "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": 1}, {\"name\": \"A\", \"params\": 2}], \"choices\": {}, \"stages\": [{\"steps\": 1, \"seq\": 8}]}",
         "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": 1}], \"choices\": {}, \"stages\": [{\"steps\": 1, \"seq\": 8}], \"tau\": [1]}",
         "{\"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": 1}], \"choices\": {}, \"stages\": [{\"steps\": 1, \"seq\": 8}]}",
+        "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"budgets\": [{\"name\": \"A\", \"params\": \"half\"}], \"choices\": {}, \"stages\": [{\"steps\": 1, \"seq\": 8}]}",
         "{\"init\": \"parent\""};
     snprintf(p, sizeof p, "%s/el.json", dir);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -267,6 +268,18 @@ static void test_bad_config(void **s) {
         FILE *g = fopen(o, "r");
         if (g) { fclose(g); fail_msg("bad run %zu left an output", i); }
     }
+    /* "params": "parent" resolves to the parent's cost (in range), so only the
+       unreachable budget A is reported */
+    FILE *f = fopen(p, "w");
+    fputs("{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\"}, \"out\": \"o\", \"choices\": {\"hidden_size\": [128, 96]}, "
+          "\"budgets\": [{\"name\": \"F\", \"params\": \"parent\"}, {\"name\": \"A\", \"params\": 1e3}], "
+          "\"stages\": [{\"steps\": 1, \"seq\": 8}], \"batch\": 2}", f);
+    fclose(f);
+    st_el_cfg pc;
+    if (st_el_cfg_load(&pc, p)) fail_msg("parent cfg: %s", st_last_error());
+    assert_int_equal(st_elastify_run(&pc, 1, NULL, NULL), ST_ERR_BUDGET);
+    st_el_cfg_free(&pc);
+    assert_non_null(strstr(st_last_error(), "budget A targets"));
     rm_rf(dir);
     free(ck);
     free(dir);
@@ -304,6 +317,7 @@ static void test_shipped_model(void **s) {
             st_budget_stats fs;
             st_budget_stats_get(full, &fs);
             target = fs.total_params;
+            st_budget_free(full);
         }
         printf("  %s: %.0f params (target %.0f), %.2f MiB read per token\n", name, st.total_params, target,
                st.active_bytes / 1048576.0);
