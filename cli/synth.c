@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: starling synth -o DIR [--preset default|bench|big] [--dtype bf16|f16|f32] [--seed N] [--force]\n\n"
+    fprintf(f, "usage: starling synth -o DIR [--preset default|bench|nano8|big] [--dtype bf16|f16|f32] [--seed N] [--force]\n\n"
                "Write a random but deterministic Nemotron-H checkpoint (config.json with an elastic\n"
                "block of budgets L/M/S, model.safetensors, byte-level tokenizer.json). 'default' is a\n"
                "tiny model with every layer type; 'bench' holds about 1 GB of BF16 weights, 'big' about 3 GB.\n");
@@ -37,7 +37,7 @@ int cmd_synth(int argc, char **argv) {
     }
     if (!out) return cli_usage("synth", "-o DIR is required");
     st_synth_opts o;
-    if (st_synth_preset(preset, &o)) return cli_usage("synth", "unknown preset '%s' (default, bench, big)", preset);
+    if (st_synth_preset(preset, &o)) return cli_usage("synth", "unknown preset '%s' (default, bench, nano8, big)", preset);
     if (!strcmp(dt, "bf16")) o.dtype = ST_DT_BF16;
     else if (!strcmp(dt, "f16")) o.dtype = ST_DT_F16;
     else if (!strcmp(dt, "f32")) o.dtype = ST_DT_F32;

@@ -45,6 +45,16 @@ int st_synth_preset(const char *name, st_synth_opts *o) {
         o->experts = 16; o->top_k = 4; o->moe_ffn = 1024; o->shared_ffn = 2048; o->ffn = 2048;
         return 0;
     }
+    if (!strcmp(name, "nano8")) {
+        /* the real Nemotron-3-Nano layer widths in 8 layers (≈2.75 GB of BF16,
+         * ≈1 GB read per decoded token): the decode/prefill benchmark shape */
+        snprintf(o->pattern, sizeof o->pattern, "MEM*EMEM");
+        o->hidden = 2688; o->vocab = 32768;
+        o->mamba_heads = 64; o->mamba_head_dim = 64; o->state = 128; o->groups = 8;
+        o->attn_heads = 32; o->kv_heads = 2; o->head_dim = 128;
+        o->experts = 32; o->top_k = 6; o->moe_ffn = 1856; o->shared_ffn = 3712; o->ffn = 3712;
+        return 0;
+    }
     if (!strcmp(name, "big")) {
         /* ≈3 GB of BF16: the bench model with more experts (slicing benchmark) */
         st_synth_preset("bench", o);

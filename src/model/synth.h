@@ -14,7 +14,7 @@ typedef struct {
     uint64_t seed;
 } st_synth_opts;
 
-/* Fill o from a preset ("default", "bench"); -1 for an unknown name. */
+/* Fill o from a preset ("default", "bench", "nano8", "big"); -1 for an unknown name. */
 int st_synth_preset(const char *name, st_synth_opts *o);
 /* Write the checkpoint into dir (created if needed; files written atomically). */
 st_status st_synth_write(const char *dir, const st_synth_opts *o);
