@@ -106,54 +106,6 @@ static double time_matmul(const st_mat *W, const st_span *cs, int n_cs, int T, i
     return time_matmul_n(W, 1, cs, n_cs, T, reps);
 }
 
-/* fp32 FMA peak of one core: independent FMA chains, no memory. */
-__attribute__((target("avx512f"))) static double fma_peak_avx512(double seconds) {
-    __m512 a[16], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps((float)i);
-    long iters = 0;
-    double t0 = now(), dt;
-    do {
-        for (int k = 0; k < 4096; k++)
-#pragma GCC unroll 16
-            for (int i = 0; i < 16; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
-        iters += 4096;
-        dt = now() - t0;
-    } while (dt < seconds);
-    float sink = 0;
-    for (int i = 0; i < 16; i++) sink += _mm512_reduce_add_ps(a[i]);
-    if (sink == 12345.0f) puts("");
-    return (double)iters * 16 * 16 * 2 / dt * 1e-9;
-}
-
-__attribute__((target("avx2,fma"))) static double fma_peak_avx2(double seconds) {
-    __m256 a[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
-    long iters = 0;
-    double t0 = now(), dt;
-    do {
-        for (int k = 0; k < 4096; k++)
-#pragma GCC unroll 12
-            for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], b, c);
-        iters += 4096;
-        dt = now() - t0;
-    } while (dt < seconds);
-    float s[8], sink = 0;
-    for (int i = 0; i < 12; i++) {
-        _mm256_storeu_ps(s, a[i]);
-        sink += s[0];
-    }
-    if (sink == 12345.0f) puts("");
-    return (double)iters * 12 * 8 * 2 / dt * 1e-9;
-}
-
-static double fma_peak(int threads) {
-    double tot = 0;
-    st_isa isa = st_isa_get();
-#pragma omp parallel num_threads(threads) reduction(+ : tot)
-    tot += isa == ST_ISA_AVX512 ? fma_peak_avx512(0.3) : isa == ST_ISA_AVX2 ? fma_peak_avx2(0.3) : 0;
-    return tot;
-}
-
 int main(int argc, char **argv) {
     const int quick = argc > 1 && !strcmp(argv[1], "--quick");
     const int reps = quick ? 3 : 10;
@@ -289,7 +241,7 @@ int main(int argc, char **argv) {
                     double t = time_matmul(&W, &cs, 1, Ts[i], reps);
                     gf[i] = 2.0 * R * C * Ts[i] / t * 1e-9;
                 }
-                const double others = others_share(), peak = fma_peak(th);
+                const double others = others_share(), peak = st_measure_fma_gflops(th);
                 printf("  %-6s %d thr: peak (FMA loop) %.0f GFLOP/s;", st_isa_name((st_isa)isa), th, peak);
                 for (int i = 0; i < 6; i++)
                     if (gf[i] > 0) printf("  T=%d %.0f (%.0f%%)", Ts[i], gf[i], 100 * gf[i] / peak);

@@ -16,6 +16,7 @@
 #include "util/util.h"
 #include "cli.h"
 #include "model/synth.h"
+#include "train/train.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -101,6 +102,9 @@ typedef struct {
     char name[64];
     st_budget_stats st;
     double prefill_tps, decode_tps, prefill_s[64], decode_s[64];
+    double bw;                        /* best bandwidth measured just before this budget */
+    st_prof dec, pre;                 /* one profiled run: seconds per op class, per token */
+    double dec_total, pre_total;      /* and its wall time per decoded / prefilled token */
 } result;
 
 /* Size of the bandwidth buffer: 4x the LLC, at least 1 GiB, at most a quarter of RAM. */
@@ -135,28 +139,64 @@ static int gen_model(const char *dir) {
     return 0;
 }
 
-/* One budget: warm-up, then reps × (reset, timed prefill, timed decode). */
+/* Per-token op-class seconds of prof over n tokens, and "other" = the wall
+ * time no class claimed (embedding, residual adds, activations, bookkeeping). */
+static void prof_per_token(st_prof *p, double wall, int n) {
+    double claimed = 0;
+    for (int k = 0; k < ST_PROF_N; k++)
+        if (k != ST_PROF_OTHER) claimed += p->s[k];
+    p->s[ST_PROF_OTHER] = wall > claimed ? wall - claimed : 0;
+    for (int k = 0; k < ST_PROF_N; k++) p->s[k] /= n;
+}
+
+/* Decode gen tokens after the prompt: a forward of one token, then a sample
+ * from its logits (temperature 0.8, top-p 0.95: the full-vocabulary softmax
+ * a chat request pays). The fed tokens stay the fixed random ones, so every
+ * budget and run does the same work. */
+static st_status decode_run(const st_budget *b, st_state *s, st_sampler *smp, const int32_t *tok, int gen,
+                            float *logits, st_prof *prof) {
+    st_status rc = ST_OK;
+    for (int i = 0; !rc && i < gen; i++) {
+        rc = st_forward(b, s, tok + i, 1, logits, 0);
+        double t0 = st_time_now();
+        if (!rc) (void)st_sample(smp, logits);
+        if (prof) prof->s[ST_PROF_SAMPLE] += st_time_now() - t0;
+    }
+    return rc;
+}
+
+/* One budget: warm-up, reps × (reset, timed prefill, timed decode), then one
+ * profiled run for the breakdown (kept apart: the clock reads cost a little). */
 static int run_budget(st_model *m, result *r, int prompt, int gen, int reps, uint64_t seed) {
     const st_config *c = st_model_config(m);
     const st_budget *b = r->b;
-    st_state *s;
+    st_state *s = NULL;
+    st_sampler *smp = NULL;
+    st_sampler_params sp = st_sampler_default_params();
+    sp.temperature = 0.8f;
+    sp.top_p = 0.95f;
+    sp.seed = seed;
     st_status rc = st_state_new(m, prompt + gen + 8, &s);
-    if (rc) return cli_fail_st("bench", rc);
+    if (!rc) rc = st_sampler_new(&sp, c->vocab_size, &smp);
+    if (rc) { st_state_free(s); return cli_fail_st("bench", rc); }
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)(prompt + gen + 8));
     float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
-    if (!tok || !logits) { free(tok); free(logits); st_state_free(s); return cli_fail("bench", "out of memory"); }
+    if (!tok || !logits) {
+        free(tok); free(logits); st_state_free(s); st_sampler_free(smp);
+        return cli_fail("bench", "out of memory");
+    }
     for (int i = 0; i < prompt + gen + 8; i++) tok[i] = (int32_t)(st_splitmix64(&seed) % (uint64_t)c->vocab_size);
     int fail = 0;
     /* warm-up: a full prefill touches every weight (page faults, caches), then a few decode steps */
     rc = st_forward(b, s, tok, prompt, logits, 0);
-    for (int i = 0; !rc && i < 4; i++) rc = st_forward(b, s, tok + prompt + i, 1, logits, 0);
+    if (!rc) rc = decode_run(b, s, smp, tok + prompt, 4, logits, NULL);
     r->prefill_tps = r->decode_tps = 0;
     for (int rep = 0; !rc && rep < reps; rep++) {
         st_state_reset(s);
         double t0 = now_s();
         rc = st_forward(b, s, tok, prompt, logits, 0);
         double t1 = now_s();
-        for (int i = 0; !rc && i < gen; i++) rc = st_forward(b, s, tok + prompt + i, 1, logits, 0);
+        if (!rc) rc = decode_run(b, s, smp, tok + prompt, gen, logits, NULL);
         double t2 = now_s();
         if (rc) break;
         r->prefill_s[rep] = t1 - t0;
@@ -164,14 +204,39 @@ static int run_budget(st_model *m, result *r, int prompt, int gen, int reps, uin
         if (prompt / (t1 - t0) > r->prefill_tps) r->prefill_tps = prompt / (t1 - t0);
         if (gen / (t2 - t1) > r->decode_tps) r->decode_tps = gen / (t2 - t1);
     }
+    if (!rc) {
+        memset(&r->pre, 0, sizeof r->pre);
+        memset(&r->dec, 0, sizeof r->dec);
+        st_state_reset(s);
+        st_prof_attach(&r->pre);
+        double t0 = now_s();
+        rc = st_forward(b, s, tok, prompt, logits, 0);
+        double t1 = now_s();
+        st_prof_attach(&r->dec);
+        if (!rc) rc = decode_run(b, s, smp, tok + prompt, gen, logits, &r->dec);
+        double t2 = now_s();
+        st_prof_attach(NULL);
+        r->pre_total = (t1 - t0) / prompt;
+        r->dec_total = (t2 - t1) / gen;
+        prof_per_token(&r->pre, t1 - t0, prompt);
+        prof_per_token(&r->dec, t2 - t1, gen);
+    }
     if (rc) fail = cli_fail_st("bench", rc);
     free(tok); free(logits);
     st_state_free(s);
+    st_sampler_free(smp);
     return fail;
 }
 
-static int write_json(const char *path, const char *dir, const st_config *c, int threads, double bw, size_t bw_bytes,
-                      int prompt, int gen, int reps, const result *res, int n) {
+static json_t *prof_json(const st_prof *p) {
+    json_t *o = json_object();
+    for (int k = 0; k < ST_PROF_N; k++) json_object_set_new(o, st_prof_name((st_prof_class)k), json_real(1e3 * p->s[k]));
+    return o;
+}
+
+static int write_json(const char *path, const char *dir, const st_config *c, int threads, double bw, double bw_min,
+                      double fma, double gemm, size_t bw_bytes, int prompt, int gen, int reps, const result *res,
+                      int n) {
     json_t *bl = json_array();
     for (int i = 0; i < n; i++) {
         const result *r = &res[i];
@@ -181,24 +246,39 @@ static int write_json(const char *path, const char *dir, const st_config *c, int
             json_array_append_new(dc, json_real(r->decode_s[k]));
         }
         double gbs = r->st.active_bytes * r->decode_tps / 1e9;
-        json_array_append_new(
-            bl, json_pack("{s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:o}", "spec", r->spec, "name",
-                          r->name, "total_params", r->st.total_params, "active_params", r->st.active_params,
-                          "weight_bytes", r->st.weight_bytes, "active_bytes_per_token", r->st.active_bytes,
-                          "prefill_tok_s", r->prefill_tps, "prefill_gflop_s",
-                          2 * r->st.active_params * r->prefill_tps / 1e9, "decode_tok_s", r->decode_tps,
-                          "decode_weight_gb_s", gbs, "decode_fraction_of_bandwidth", bw > 0 ? gbs / bw : 0.0,
-                          "prefill_seconds", pf, "decode_seconds", dc));
+        double mm_s = (r->pre.s[ST_PROF_MATMUL] + r->pre.s[ST_PROF_SYNC]) * prompt;
+        double mgf = mm_s > 0 ? r->pre.flops / mm_s / 1e9 : 0;
+        json_t *o = json_pack("{s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:o}", "spec", r->spec,
+                              "name", r->name, "total_params", r->st.total_params, "active_params",
+                              r->st.active_params, "weight_bytes", r->st.weight_bytes, "active_bytes_per_token",
+                              r->st.active_bytes, "prefill_tok_s", r->prefill_tps, "prefill_gflop_s",
+                              2 * r->st.active_params * r->prefill_tps / 1e9, "decode_tok_s", r->decode_tps,
+                              "decode_weight_gb_s", gbs, "decode_fraction_of_bandwidth", bw > 0 ? gbs / bw : 0.0,
+                              "prefill_seconds", pf, "decode_seconds", dc);
+        json_object_set_new(o, "bandwidth_before_gb_s", json_real(r->bw));
+        json_object_set_new(o, "prefill_matmul_gflop_s", json_real(mgf));
+        json_object_set_new(o, "prefill_matmul_fraction_of_fma_peak", json_real(fma > 0 ? mgf / fma : 0));
+        json_object_set_new(o, "prefill_matmul_fraction_of_gemm_peak", json_real(gemm > 0 ? mgf / gemm : 0));
+        json_object_set_new(o, "decode_ms_per_token", json_real(1e3 * r->dec_total));
+        json_object_set_new(o, "decode_breakdown_ms", prof_json(&r->dec));
+        json_object_set_new(o, "prefill_ms_per_token", json_real(1e3 * r->pre_total));
+        json_object_set_new(o, "prefill_breakdown_ms", prof_json(&r->pre));
+        json_array_append_new(bl, o);
     }
-    json_t *root = json_pack("{s:s, s:s, s:i, s:i, s:f, s:I, s:s, s:s, s:i, s:i, s:i, s:i, s:o}", "starling", ST_VERSION,
-                             "cpu_features", st_cpu_features(), "threads", threads, "cores", omp_get_num_procs(),
-                             "read_bandwidth_gb_s", bw, "bandwidth_buffer_bytes", (json_int_t)bw_bytes, "model", dir,
-                             "pattern", c->pattern, "hidden_size", c->hidden_size, "prompt_tokens", prompt,
-                             "decode_tokens", gen, "reps", reps, "budgets", bl);
+    json_t *root = json_pack("{s:s, s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:s, s:s, s:i, s:i, s:i, s:i, s:o}",
+                             "starling", ST_VERSION, "cpu_features", st_cpu_features(), "threads", threads, "cores",
+                             omp_get_num_procs(), "read_bandwidth_gb_s", bw, "read_bandwidth_worst_gb_s", bw_min,
+                             "fma_peak_gflop_s", fma, "gemm_peak_gflop_s", gemm, "bandwidth_buffer_bytes",
+                             (json_int_t)bw_bytes, "model", dir, "pattern", c->pattern, "hidden_size",
+                             c->hidden_size, "prompt_tokens", prompt, "decode_tokens", gen, "reps", reps, "budgets",
+                             bl);
     if (!root) return cli_fail("bench", "cannot build the JSON report");
-    int rc = json_dump_file(root, path, JSON_INDENT(2));
+    /* atomic: a reader never sees half a report */
+    char *txt = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
-    if (rc) return cli_fail("bench", "%s: cannot write the JSON report", path);
+    st_status st = txt ? st_write_file_atomic(path, txt, strlen(txt)) : ST_ERR_NOMEM;
+    free(txt);
+    if (st) return cli_fail("bench", "%s: cannot write the JSON report", path);
     return 0;
 }
 
@@ -285,56 +365,81 @@ int cmd_bench(int argc, char **argv) {
         if (l > lw) lw = l > 48 ? 48 : l;
     }
 
-    /* bandwidth before any weight is touched, so the two do not compete for memory */
-    for (int i = 0; i < 3; i++) {
-        double v = st_measure_read_bandwidth(bw_bytes, (int)threads);
-        if (v < 0) {
-            rc = cli_fail("bench", "cannot allocate a %zu MiB bandwidth buffer (use --bw-mib)", bw_bytes >> 20);
-            goto out;
-        }
-        if (v > bw) bw = v;
-    }
+    /* The machine's limits. Bandwidth on a shared host moves by tens of
+     * percent from second to second, so it is measured again before every
+     * budget and at the end, and every ratio is taken against the best seen
+     * in the whole run (the conservative choice). */
+    double bw_min = 1e30, fma = st_measure_fma_gflops((int)threads), gemm = st_measure_gemm_gflops(2048, 3);
+    int n_bw = 0;
+#define MEASURE_BW(dst)                                                                                    \
+    do {                                                                                                   \
+        double v_ = st_measure_read_bandwidth(bw_bytes, (int)threads);                                     \
+        if (v_ < 0) {                                                                                      \
+            rc = cli_fail("bench", "cannot allocate a %zu MiB bandwidth buffer (use --bw-mib)", bw_bytes >> 20); \
+            goto out;                                                                                      \
+        }                                                                                                  \
+        n_bw++;                                                                                            \
+        if (v_ > bw) bw = v_;                                                                              \
+        if (v_ < bw_min) bw_min = v_;                                                                      \
+        dst = v_;                                                                                          \
+    } while (0)
+    double bw_here = 0;
+    MEASURE_BW(bw_here);
 
     char p[4096];
     struct stat sb;
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     if (stat(p, &sb) == 0) file_gb = (double)sb.st_size / 1e9;
     printf("starling bench %s\n", ST_VERSION);
-    printf("cpu        %s\n", st_cpu_features());
+    printf("cpu        %s (kernels: %s)\n", st_cpu_features(), st_isa_name(st_isa_get()));
     printf("threads    %ld (of %d cores)\n", threads, cores);
-    printf("bandwidth  %.1f GB/s read, %ld threads, %.0f MiB buffer, best of 3\n", bw, threads,
-           (double)bw_bytes / (1 << 20));
+    printf("fp32 peak  %.1f GFLOP/s FMA loop; %.1f GFLOP/s st_matmul GEMM 2048^3 (F32 weights)\n", fma, gemm);
     printf("model      %s  (%d layers %s, hidden %d, vocab %d%s%.2f GB file, loaded in %.2f s)\n", dir, c->n_layers,
            c->pattern, c->hidden_size, c->vocab_size, file_gb > 0 ? ", " : "", file_gb, t_load);
-    printf("workload   prefill %ld tokens; decode %ld tokens after it; best of %ld runs\n\n", prompt, gen, reps);
+    printf("workload   prefill %ld tokens; decode %ld tokens after it (each sampled: temp 0.8, top-p 0.95); "
+           "best of %ld runs\n\n", prompt, gen, reps);
     fflush(stdout);
 
     for (int i = 0; i < n && !rc; i++) {
+        if (i) MEASURE_BW(bw_here);
+        res[i].bw = bw_here;
         rc = run_budget(m, &res[i], (int)prompt, (int)gen, (int)reps, 0x5eed0000ull + (uint64_t)i);
         if (!rc) done++;
     }
+    if (done) MEASURE_BW(bw_here);
+#undef MEASURE_BW
     if (done) {
-        printf("%-*s %9s %9s %10s %13s %8s %12s %9s %8s %8s\n", lw, "budget", "params", "active", "MB/token",
-               "prefill tok/s", "GFLOP/s", "decode tok/s", "ms/token", "GB/s", "% of bw");
+        printf("bandwidth  best %.1f GB/s read (worst %.1f) over %d measurements in this run, %ld threads, "
+               "%.0f MiB buffer; %% of bw is against the best\n\n", bw, bw_min, n_bw, threads,
+               (double)bw_bytes / (1 << 20));
+        printf("%-*s %8s %8s %8s | %9s %8s %6s %6s | %9s %8s %7s %6s\n", lw, "budget", "params", "active",
+               "MB/tok", "prefill/s", "mm GF/s", "%fma", "%gemm", "decode/s", "ms/tok", "GB/s", "%bw");
         for (int i = 0; i < done; i++) {
             const result *r = &res[i];
             char tp[32], ap[32];
             double gbs = r->st.active_bytes * r->decode_tps / 1e9;
-            printf("%-*.*s %9s %9s %10.1f %13.1f %8.1f %12.2f %9.2f %8.2f %7.1f%%\n", lw, lw,
-                   strcmp(r->name, "custom") ? r->name : r->spec, human(r->st.total_params, tp, sizeof tp), human(r->st.active_params, ap, sizeof ap),
-                   r->st.active_bytes / 1e6, r->prefill_tps, 2 * r->st.active_params * r->prefill_tps / 1e9,
-                   r->decode_tps, 1e3 / r->decode_tps, gbs, bw > 0 ? 100 * gbs / bw : 0);
+            double mm_s = (r->pre.s[ST_PROF_MATMUL] + r->pre.s[ST_PROF_SYNC]) * prompt;
+            double mgf = mm_s > 0 ? r->pre.flops / mm_s / 1e9 : 0;
+            printf("%-*.*s %8s %8s %8.1f | %9.1f %8.1f %5.1f%% %5.1f%% | %9.2f %8.2f %7.2f %5.1f%%\n", lw, lw,
+                   strcmp(r->name, "custom") ? r->name : r->spec, human(r->st.total_params, tp, sizeof tp),
+                   human(r->st.active_params, ap, sizeof ap), r->st.active_bytes / 1e6, r->prefill_tps, mgf,
+                   fma > 0 ? 100 * mgf / fma : 0, gemm > 0 ? 100 * mgf / gemm : 0, r->decode_tps,
+                   1e3 / r->decode_tps, gbs, bw > 0 ? 100 * gbs / bw : 0);
         }
-        for (int i = 0; i < done; i++)
-            if (!strcmp(res[i].name, "full")) {
-                double f = res[i].st.active_bytes * res[i].decode_tps / 1e9 / bw;
-                printf("\nfull-width decode reads weights at %.0f%% of the measured bandwidth (target >= 50%%)\n",
-                       100 * f);
-                break;
-            }
-        printf("(MB/token: weight bytes one decoded token reads, top-k experts only; GB/s = MB/token x decode "
-               "tok/s;\n GFLOP/s = 2 x active params x prefill tok/s)\n");
-        if (json && write_json(json, dir, c, (int)threads, bw, bw_bytes, (int)prompt, (int)gen, (int)reps, res, done))
+        printf("\none decoded token, ms by op class (a profiled run; sync = threads waiting inside matmuls):\n");
+        printf("%-*s %8s", lw, "budget", "total");
+        for (int k = 0; k < ST_PROF_N; k++) printf(" %9s", st_prof_name((st_prof_class)k));
+        printf("\n");
+        for (int i = 0; i < done; i++) {
+            const result *r = &res[i];
+            printf("%-*.*s %8.3f", lw, lw, strcmp(r->name, "custom") ? r->name : r->spec, 1e3 * r->dec_total);
+            for (int k = 0; k < ST_PROF_N; k++) printf(" %9.3f", 1e3 * r->dec.s[k]);
+            printf("\n");
+        }
+        printf("\n(MB/tok: weight bytes one decoded token reads, top-k experts only; GB/s = MB/tok x decode/s;\n"
+               " mm GF/s: matmul FLOPs of the prefill / its matmul wall time, against the FMA loop and the GEMM peak)\n");
+        if (json && write_json(json, dir, c, (int)threads, bw, bw_min, fma, gemm, bw_bytes, (int)prompt, (int)gen,
+                               (int)reps, res, done))
             rc = 1;
     }
 out:

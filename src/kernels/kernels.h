@@ -88,6 +88,28 @@ const char *st_isa_name(st_isa isa);  /* "scalar", "avx2", "avx512" */
  * beyond the last-level cache (>= 256 MiB). Returns a negative value if the
  * buffer cannot be allocated. Takes about 0.5 s. */
 double st_measure_read_bandwidth(size_t bytes, int threads);
+/* fp32 FMA peak (GFLOP/s) of `threads` threads (<= 0: st_get_threads()) at the
+ * ISA level in use: register-only FMA chains, about 0.2 s. 0 on the scalar
+ * level (no vector FMA to measure). */
+double st_measure_fma_gflops(int threads);
+
+/* ---- time per op class (the benchmark's breakdown of one decoded token).
+ * A thread that attaches a profile has its forward passes add the wall time
+ * of each op class to it; st_matmul splits its own time into the work of the
+ * average thread (ST_PROF_MATMUL) and the rest (ST_PROF_SYNC: fork/join,
+ * threads waiting for the slowest). Off (one thread-local load per op) unless
+ * attached. */
+typedef enum {
+    ST_PROF_MATMUL, ST_PROF_SYNC, ST_PROF_MAMBA, ST_PROF_ATTN, ST_PROF_ROUTE, ST_PROF_NORM,
+    ST_PROF_SAMPLE, ST_PROF_OTHER, ST_PROF_N
+} st_prof_class;
+typedef struct {
+    double s[ST_PROF_N]; /* seconds per class                                */
+    double flops;        /* 2·rows·cols·tokens of every st_matmul while attached */
+} st_prof;
+void st_prof_attach(st_prof *p);         /* NULL detaches */
+st_prof *st_prof_attached(void);
+const char *st_prof_name(st_prof_class c); /* "matmul", "sync", ... */
 
 /* ---- internal to src/kernels: the per-ISA kernel tables that matmul.c
  * drives (threading, spans and blocking live in matmul.c). Only touched after

@@ -19,6 +19,7 @@
  */
 #include "kernels/kernels.h"
 #include "starling.h"
+#include "util/util.h"
 
 #include <omp.h>
 #include <pthread.h>
@@ -167,6 +168,30 @@ int st_get_threads(void) {
     return atomic_load(&g_threads);
 }
 
+/* ------------------------------------------------------------ profile */
+
+static _Thread_local st_prof *t_prof;
+void st_prof_attach(st_prof *p) { t_prof = p; }
+st_prof *st_prof_attached(void) { return t_prof; }
+
+const char *st_prof_name(st_prof_class c) {
+    static const char *const n[ST_PROF_N] = {"matmul", "sync", "mamba", "attention", "moe_route",
+                                             "norm", "sampling", "other"};
+    return (unsigned)c < ST_PROF_N ? n[c] : "?";
+}
+
+/* Busy seconds of the threads of one profiled matmul (summed over threads). */
+typedef struct { _Atomic double busy; atomic_int n; } prof_busy;
+
+static double busy_start(const prof_busy *b) { return b ? st_time() : 0; }
+static void busy_add(prof_busy *b, double t0) {
+    if (!b) return;
+    double add = st_time() - t0, cur = atomic_load_explicit(&b->busy, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&b->busy, &cur, cur + add, memory_order_relaxed,
+                                                  memory_order_relaxed)) {}
+    atomic_fetch_add_explicit(&b->n, 1, memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------ scratch */
 
 /* Per-calling-thread scratch, kept between calls: freeing and re-allocating
@@ -311,9 +336,11 @@ static float dot_f32(const float *a, const float *b, int64_t n) {
 
 static void matmul_portable(const st_mat *W, const int64_t *rows, int64_t N, const st_span *cs,
                             int n_cs, int64_t K, const float *x, int ldx, float *y, int ldy, int T,
-                            int accumulate, int nth, float *rowbuf /* [nth][ldr] */, size_t ldr) {
+                            int accumulate, int nth, float *rowbuf /* [nth][ldr] */, size_t ldr,
+                            prof_busy *pb) {
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
+        const double tb = busy_start(pb);
         float *row = rowbuf + (size_t)omp_get_thread_num() * ldr;
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < N; j++) {
@@ -329,6 +356,7 @@ static void matmul_portable(const st_mat *W, const int64_t *rows, int64_t N, con
                 *yp = accumulate ? *yp + v : v;
             }
         }
+        busy_add(pb, tb);
     }
 }
 
@@ -336,16 +364,25 @@ static void matmul_portable(const st_mat *W, const int64_t *rows, int64_t N, con
 
 static void matmul_gemv(const st_mm_ops *o, const st_mat *W, const int64_t *rows, int64_t N,
                         const st_span *cs, int n_cs, const float *x, int ldx, float *y, int ldy,
-                        int T, int accumulate, int nth) {
+                        int T, int accumulate, int nth, prof_busy *pb) {
+    /* Rows are handed out in chunks from a shared counter rather than split
+     * in equal halves: on a shared machine one core is often slowed by other
+     * work, and a static split makes every matmul wait for the slower one.
+     * About 8 chunks per thread (16-row multiples, so threads never share a
+     * cache line of y), at least 64 rows so each chunk is a long stream. */
+    atomic_llong next = 0;
+    int64_t chunk = (N / ((int64_t)nth * 8) + 15) & ~(int64_t)15;
+    if (chunk < 64) chunk = 64;
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
-        const int64_t nt = omp_get_num_threads(), tid = omp_get_thread_num();
-        /* contiguous row ranges, 16-row aligned so threads never share a
-         * cache line of y */
-        const int64_t chunk = ((N + nt - 1) / nt + 15) & ~(int64_t)15;
-        const int64_t j0 = tid * chunk, j1 = j0 + chunk < N ? j0 + chunk : N;
-        if (j0 < j1)
+        const double tb = busy_start(pb);
+        for (;;) {
+            const int64_t j0 = atomic_fetch_add_explicit(&next, chunk, memory_order_relaxed);
+            if (j0 >= N) break;
+            const int64_t j1 = j0 + chunk < N ? j0 + chunk : N;
             o->gemv(W, rows + j0, (int)(j1 - j0), cs, n_cs, x, ldx, y + j0, ldy, T, accumulate);
+        }
+        busy_add(pb, tb);
     }
 }
 
@@ -394,13 +431,14 @@ static void prefetch_panel(const st_mat *W, const int64_t *rows, int n, const st
 static void matmul_gemm(const st_mm_ops *o, const st_mat *W, const int64_t *rows, int64_t N,
                         const st_span *cs, int n_cs, int64_t K, const float *x, int ldx, float *y,
                         int ldy, int T, int accumulate, int nth, unsigned char *scratch,
-                        size_t per_thread) {
+                        size_t per_thread, prof_busy *pb) {
     const int MR = o->mr, NR = o->nr, KC = o->kc;
     const int64_t np = (N + NR - 1) / NR;
     /* split rows unless there are too few panels to go round */
     const int split_rows = np >= 2 * nth || T < 2 * MR * nth;
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
+        const double tbusy = busy_start(pb);
         const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
         int64_t p0 = 0, p1 = np;
         int t0 = 0, t1 = T;
@@ -472,6 +510,7 @@ static void matmul_gemm(const st_mm_ops *o, const st_mat *W, const int64_t *rows
                 }
             }
         }
+        busy_add(pb, tbusy);
     }
 }
 
@@ -566,16 +605,26 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
     }
     cs = csm;
     n_cs = ncm;
+    st_prof *prof = t_prof;
+    prof_busy busy = {0}, *pb = prof ? &busy : NULL;
+    const double t0 = prof ? st_time() : 0;
     if (gemm)
         matmul_gemm(o, W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
-                    scratch + rows_bytes, per);
+                    scratch + rows_bytes, per, pb);
     else if (o && xp_bytes) {
         float *xp = (float *)(scratch + rows_bytes - xp_bytes);
         nvfp4_permute_x(cs, n_cs, K, x, ldx, T, xp);
-        matmul_gemv(o, W, rows, N, cs, n_cs, xp, (int)K, y, ldy, T, accumulate, nth);
+        matmul_gemv(o, W, rows, N, cs, n_cs, xp, (int)K, y, ldy, T, accumulate, nth, pb);
     } else if (o)
-        matmul_gemv(o, W, rows, N, cs, n_cs, x, ldx, y, ldy, T, accumulate, nth);
+        matmul_gemv(o, W, rows, N, cs, n_cs, x, ldx, y, ldy, T, accumulate, nth, pb);
     else
         matmul_portable(W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
-                        (float *)(scratch + rows_bytes), per / sizeof(float));
+                        (float *)(scratch + rows_bytes), per / sizeof(float), pb);
+    if (prof) { /* the average thread's work is matmul, the rest of the wall time sync */
+        const double wall = st_time() - t0, n = atomic_load(&busy.n);
+        const double work = n > 0 ? atomic_load(&busy.busy) / n : wall;
+        prof->s[ST_PROF_MATMUL] += work < wall ? work : wall;
+        prof->s[ST_PROF_SYNC] += work < wall ? wall - work : 0;
+        prof->flops += 2.0 * (double)N * (double)K * T;
+    }
 }

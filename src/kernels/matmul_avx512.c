@@ -117,8 +117,59 @@ AI __m512 ld16_masked(st_dtype DT, const unsigned char *p, __mmask16 m) {
  * with few (row, token) pairs each gets two chains to hide FMA latency.
  * 8 rows in flight stream much faster than 4 (more concurrent DRAM streams:
  * on Zen 5, 1 thread, T=3: 31 vs 18 GB/s), so 8 rows for every T <= 3. */
-AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *const *wr, size_t esz,
-                 const st_span *cs, int n_cs, const float *x, int ldx, float out[8][4]) {
+/* acc += W[rows, k..k+n) · x[t, k..k+n) for 0 < n <= 32 columns, through
+ * masked loads (never touching memory past them): alignment heads and tails. */
+AI void gemv_part(st_dtype DT, const int NR, const int NT, const int A2, const unsigned char *const *p,
+                  size_t esz, const float *xs, int ldx, int k, int n, __m512 acc[8][4][2]) {
+    if (n <= 16) { /* one vector (e.g. the tail of a 48-wide head cut) */
+        const __mmask16 m = (__mmask16)tail_mask32(n);
+        __m512 xl[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) xl[t] = _mm512_maskz_loadu_ps(m, xs + (size_t)t * ldx + k);
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++) {
+            const __m512 lo = ld16_masked(DT, p[r] + (size_t)k * esz, m);
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) acc[r][t][0] = _mm512_fmadd_ps(lo, xl[t], acc[r][t][0]);
+        }
+        return;
+    }
+    const __mmask32 m = tail_mask32(n);
+    __m512 xl[4], xh[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) {
+        xl[t] = _mm512_maskz_loadu_ps((__mmask16)m, xs + (size_t)t * ldx + k);
+        xh[t] = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), xs + (size_t)t * ldx + k + 16);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        __m512 lo, hi;
+        ld32(DT, p[r] + (size_t)k * esz, m, 1, &lo, &hi);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            acc[r][t][0] = _mm512_fmadd_ps(lo, xl[t], acc[r][t][0]);
+            acc[r][t][A2 - 1] = _mm512_fmadd_ps(hi, xh[t], acc[r][t][A2 - 1]);
+        }
+    }
+}
+
+/* Columns to peel off before p's 32-column loads stop straddling cache lines
+ * (safetensors data is only 8-byte aligned, so a BF16 row typically starts
+ * 16 bytes into a line and every full-width load would touch two lines).
+ * Only when every row of the block shares p[0]'s alignment. */
+AI int gemv_head(const int NR, const unsigned char *const *p, size_t esz, int len) {
+    const uintptr_t a = esz >= 2 ? 64 : 32, mis = (uintptr_t)p[0] & (a - 1);
+    if (!mis || mis % esz) return 0;
+#pragma GCC unroll 8
+    for (int r = 1; r < NR; r++)
+        if (((uintptr_t)p[r] & (a - 1)) != mis) return 0;
+    const int h = (int)((a - mis) / esz);
+    return h < len ? h : len;
+}
+
+AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *const *wr,
+                 const unsigned char *const *pf, size_t esz, const st_span *cs, int n_cs, const float *x,
+                 int ldx, float out[8][4]) {
     const int A2 = NR * NT <= 8 ? 2 : 1;
     /* with 8 rows x 3 tokens the accumulators need 24 of the 32 registers */
     const int XMEM = NR * NT > 16;
@@ -130,12 +181,16 @@ AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *c
 
     int xi = 0;
     for (int s = 0; s < n_cs; s++) {
-        const unsigned char *p[8];
+        const unsigned char *p[8], *q[8];
 #pragma GCC unroll 8
-        for (int r = 0; r < NR; r++) p[r] = wr[r] + (size_t)cs[s].off * esz;
+        for (int r = 0; r < NR; r++) {
+            p[r] = wr[r] + (size_t)cs[s].off * esz;
+            q[r] = pf[r] + (size_t)cs[s].off * esz;
+        }
         const float *xs = x + xi;
         const int len = cs[s].len > 0 ? cs[s].len : 0; /* negative = empty */
-        int k = 0;
+        int k = gemv_head(NR, p, esz, len);
+        if (k) gemv_part(DT, NR, NT, A2, p, esz, xs, ldx, 0, k, acc);
         for (; k + 32 <= len; k += 32) {
             __m512 xl[4], xh[4];
             if (!XMEM)
@@ -147,6 +202,11 @@ AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *c
 #pragma GCC unroll 8
             for (int r = 0; r < NR; r++) {
                 __m512 lo, hi;
+                /* the same 32 columns of the next row block: a whole block
+                 * ahead, so each row's first lines are in flight before the
+                 * hardware prefetcher would have found the new streams */
+                _mm_prefetch((const char *)(q[r] + (size_t)k * esz), _MM_HINT_T1);
+                if (esz == 4) _mm_prefetch((const char *)(q[r] + (size_t)k * esz + 64), _MM_HINT_T1);
                 ld32(DT, p[r] + (size_t)k * esz, 0, 0, &lo, &hi);
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
@@ -158,36 +218,7 @@ AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *c
                 }
             }
         }
-        if (k < len && len - k <= 16) { /* short tail (e.g. 48-wide head cuts): one vector */
-            const __mmask16 m = (__mmask16)tail_mask32(len - k);
-            __m512 xl[4];
-#pragma GCC unroll 4
-            for (int t = 0; t < NT; t++) xl[t] = _mm512_maskz_loadu_ps(m, xs + (size_t)t * ldx + k);
-#pragma GCC unroll 8
-            for (int r = 0; r < NR; r++) {
-                const __m512 lo = ld16_masked(DT, p[r] + (size_t)k * esz, m);
-#pragma GCC unroll 4
-                for (int t = 0; t < NT; t++) acc[r][t][0] = _mm512_fmadd_ps(lo, xl[t], acc[r][t][0]);
-            }
-        } else if (k < len) {
-            const __mmask32 m = tail_mask32(len - k);
-            __m512 xl[4], xh[4];
-#pragma GCC unroll 4
-            for (int t = 0; t < NT; t++) {
-                xl[t] = _mm512_maskz_loadu_ps((__mmask16)m, xs + (size_t)t * ldx + k);
-                xh[t] = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), xs + (size_t)t * ldx + k + 16);
-            }
-#pragma GCC unroll 8
-            for (int r = 0; r < NR; r++) {
-                __m512 lo, hi;
-                ld32(DT, p[r] + (size_t)k * esz, m, 1, &lo, &hi);
-#pragma GCC unroll 4
-                for (int t = 0; t < NT; t++) {
-                    acc[r][t][0] = _mm512_fmadd_ps(lo, xl[t], acc[r][t][0]);
-                    acc[r][t][A2 - 1] = _mm512_fmadd_ps(hi, xh[t], acc[r][t][A2 - 1]);
-                }
-            }
-        }
+        if (k < len) gemv_part(DT, NR, NT, A2, p, esz, xs, ldx, k, len - k, acc);
         xi += len;
     }
 #pragma GCC unroll 8
@@ -200,13 +231,14 @@ AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *c
 
 /* One instantiation per (dtype, rows, tokens) so the accumulators are
  * registers: 8 rows x <= 3 tokens, 4 or 1 rows x <= 4 tokens. */
-typedef void (*gemv_fn)(const unsigned char *const *, size_t, const st_span *, int, const float *,
-                        int, float[8][4]);
+typedef void (*gemv_fn)(const unsigned char *const *, const unsigned char *const *, size_t,
+                        const st_span *, int, const float *, int, float[8][4]);
 #define GEMV_FN(DT, NR, NT)                                                                   \
-    static void gemv_##DT##_##NR##_##NT(const unsigned char *const *wr, size_t esz,           \
+    static void gemv_##DT##_##NR##_##NT(const unsigned char *const *wr,                       \
+                                        const unsigned char *const *pf, size_t esz,           \
                                         const st_span *cs, int n_cs, const float *x, int ldx, \
                                         float out[8][4]) {                                    \
-        gemv_blk(ST_DT_##DT, NR, NT, wr, esz, cs, n_cs, x, ldx, out);                         \
+        gemv_blk(ST_DT_##DT, NR, NT, wr, pf, esz, cs, n_cs, x, ldx, out);                     \
     }
 #define GEMV_FNS(DT)                                                                          \
     GEMV_FN(DT, 8, 1) GEMV_FN(DT, 8, 2) GEMV_FN(DT, 8, 3)                                     \
@@ -242,13 +274,17 @@ static void gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs,
     for (int j = 0; j < n;) {
         const int nr = n - j >= nr_big ? nr_big : n - j >= 4 ? 4 : 1;
         const int ti = nr == 8 ? 2 : nr == 4 ? 1 : 0, tstep = nr == 8 ? 3 : 4;
-        const unsigned char *wr[8];
-        for (int r = 0; r < nr; r++) wr[r] = base + (size_t)rows[j + r] * ld;
+        const unsigned char *wr[8], *pf[8];
+        for (int r = 0; r < nr; r++) {
+            wr[r] = base + (size_t)rows[j + r] * ld;
+            /* next block's rows to prefetch (this block's own at the end) */
+            pf[r] = j + nr + r < n ? base + (size_t)rows[j + nr + r] * ld : wr[r];
+        }
         /* token blocks reuse the rows while they are hot in L1/L2 */
         for (int t0 = 0; t0 < T; t0 += tstep) {
             const int nt = T - t0 < tstep ? T - t0 : tstep;
             float out[8][4];
-            tab[ti][nt - 1](wr, esz, cs, n_cs, x + (size_t)t0 * ldx, ldx, out);
+            tab[ti][nt - 1](wr, t0 ? wr : pf, esz, cs, n_cs, x + (size_t)t0 * ldx, ldx, out);
             for (int t = 0; t < nt; t++) {
                 float *yt = y + (size_t)(t0 + t) * ldy + j;
                 for (int r = 0; r < nr; r++)

@@ -1,6 +1,7 @@
 /*
- * membw.c — measured memory read bandwidth: the roofline that decode speed is
- * judged against (decode streams every active weight once per token).
+ * membw.c — the machine's measured limits that speed is judged against: read
+ * bandwidth (decode streams every active weight once per token) and the fp32
+ * FMA peak (prefill is matrix work).
  */
 #include "kernels/kernels.h"
 #include "starling.h"
@@ -132,4 +133,65 @@ double st_measure_read_bandwidth(size_t bytes, int threads) {
     (void)sink;
     free(buf);
     return best * 1e-9;
+}
+
+/* ------------------------------------------------------------ FMA peak */
+
+/* Independent FMA chains in registers, no memory: what one core can compute. */
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static double fma_loop_avx512(double seconds, double *flops) {
+    __m512 a[16], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps((float)i);
+    long iters = 0;
+    double t0 = now_s(), dt;
+    do {
+        for (int k = 0; k < 4096; k++)
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
+        iters += 4096;
+        dt = now_s() - t0;
+    } while (dt < seconds);
+    float sink = 0;
+    for (int i = 0; i < 16; i++) sink += _mm512_reduce_add_ps(a[i]);
+    *flops = (double)iters * 16 * 16 * 2 + (sink == 12345.0f);
+    return dt;
+}
+
+__attribute__((target("avx2,fma"))) static double fma_loop_avx2(double seconds, double *flops) {
+    __m256 a[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
+    long iters = 0;
+    double t0 = now_s(), dt;
+    do {
+        for (int k = 0; k < 4096; k++)
+#pragma GCC unroll 12
+            for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], b, c);
+        iters += 4096;
+        dt = now_s() - t0;
+    } while (dt < seconds);
+    float s[8], sink = 0;
+    for (int i = 0; i < 12; i++) {
+        _mm256_storeu_ps(s, a[i]);
+        sink += s[0];
+    }
+    *flops = (double)iters * 12 * 8 * 2 + (sink == 12345.0f);
+    return dt;
+}
+#endif
+
+double st_measure_fma_gflops(int threads) {
+    if (threads <= 0) threads = st_get_threads();
+    const st_isa isa = st_isa_get();
+    double tot = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : tot)
+    {
+        double flops = 0, dt = 1;
+#if defined(__x86_64__)
+        if (isa == ST_ISA_AVX512) dt = fma_loop_avx512(0.2, &flops);
+        else if (isa == ST_ISA_AVX2) dt = fma_loop_avx2(0.2, &flops);
+#endif
+        tot += flops / dt * 1e-9;
+    }
+    (void)isa;
+    return tot;
 }

@@ -99,6 +99,15 @@ static void mm(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
     st_matmul(W, rs, n_rs, cs, n_cs, x, ldx, y, ldy, T, acc);
 }
 
+/* Op-class timing for st_prof (kernels.h): a clock read per section only
+ * while a profile is attached to this thread. Sections never nest a matmul,
+ * which accounts for itself. */
+static inline double prof_t0(void) { return st_prof_attached() ? st_time() : 0; }
+static inline void prof_add(st_prof_class c, double t0) {
+    st_prof *p = st_prof_attached();
+    if (p) p->s[c] += st_time() - t0;
+}
+
 /* ------------------------------------------------------------ small ops */
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -139,6 +148,7 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
     mm(&L->in_proj, b->m_inproj_rows, b->m_n_inproj_rows, &hcols, 1, u, H, zx, M, T, 0);
 
     /* causal depthwise conv over x, B, C (raw history in the state), then SiLU */
+    const double tp = prof_t0();
     float *cst = s->conv[L->state_idx]; /* [(K−1)][conv_full] */
 #pragma omp parallel for schedule(static) num_threads(st_get_threads()) if (T * convk > 4096)
     for (int ch = 0; ch < convk; ch++) {
@@ -207,6 +217,7 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
             }
         }
     }
+    prof_add(ST_PROF_MAMBA, tp);
     const st_span hrows = {0, H};
     mm(&L->out_proj, &hrows, 1, b->m_cols, b->m_n_cols, y, din, out, H, T, 0);
 }
@@ -228,6 +239,7 @@ static void attn_forward(const st_budget *b, const st_layer *L, st_state *s, con
     mm(&L->wk, &kvrows, 1, &hcols, 1, u, H, K + (size_t)pos * kvd, kvd, T, 0);
     mm(&L->wv, &kvrows, 1, &hcols, 1, u, H, V + (size_t)pos * kvd, kvd, T, 0);
     const float scale = 1.0f / sqrtf((float)hd);
+    const double tp = prof_t0();
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth) if ((size_t)T * nq * ctx > 4096)
     for (int t = 0; t < T; t++)
         for (int i = 0; i < nq; i++) {
@@ -253,6 +265,7 @@ static void attn_forward(const st_budget *b, const st_layer *L, st_state *s, con
                 for (int e = 0; e < hd; e++) oi[e] += p * vj[e];
             }
         }
+    prof_add(ST_PROF_ATTN, tp);
     const st_span hrows = {0, H};
     mm(&L->wo, &hrows, 1, b->a_q_rows, b->a_n_q, o, qd, out, H, T, 0);
 }
@@ -326,6 +339,7 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
     float *tw = take(ws, (size_t)T * k);
     float *xe = take(ws, (size_t)T * H), *he = take(ws, (size_t)T * F), *oe = take(ws, (size_t)T * H);
     mm(&L->gate, &es, 1, &hs, 1, u, H, lg, E, T, 0);
+    double tp = prof_t0();
     for (int t = 0; t < T; t++) moe_route(b, L, lg + (size_t)t * E, idx + (size_t)t * k, wt + (size_t)t * k);
     memset(out, 0, sizeof(float) * (size_t)T * H);
     /* group tokens by expert so each expert's weights are read once per call */
@@ -336,14 +350,17 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
                 if (idx[t * k + j] == e) { tok[n] = t; tw[n] = wt[t * k + j]; n++; }
         if (!n) continue;
         for (int i = 0; i < n; i++) memcpy(xe + (size_t)i * H, u + (size_t)tok[i] * H, sizeof(float) * H);
+        prof_add(ST_PROF_ROUTE, tp);
         mm(&L->exp_up[e], &fs, 1, &hs, 1, xe, H, he, F, n, 0);
         relu2(he, (size_t)n * F);
         mm(&L->exp_down[e], &hs, 1, &fs, 1, he, F, oe, H, n, 0);
+        tp = prof_t0();
         for (int i = 0; i < n; i++) {
             float *o = out + (size_t)tok[i] * H, *src = oe + (size_t)i * H, w = tw[i];
             for (int j = 0; j < H; j++) o[j] += w * src[j];
         }
     }
+    prof_add(ST_PROF_ROUTE, tp);
     if (c->n_shared_experts) {
         const int Fs = b->w.moe_shared_expert_intermediate_size;
         const st_span ss = {0, Fs};
@@ -404,7 +421,9 @@ st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int
     for (int l = 0; l < c->n_layers; l++) {
         if (b->skip[l]) continue;
         const st_layer *L = &m->layers[l];
+        const double tp = prof_t0();
         for (int t = 0; t < T; t++) rmsnorm(u + (size_t)t * H, x + (size_t)t * H, L->norm, H, c->norm_eps);
+        prof_add(ST_PROF_NORM, tp);
         ws.used = mark;
         switch (L->type) {
         case 'M': mamba_forward(b, L, s, u, o, T, &ws); break;
@@ -417,7 +436,9 @@ st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int
     s->pos += n;
     if (logits) {
         int t0 = all_logits ? 0 : T - 1, nt = T - t0;
+        const double tp = prof_t0();
         for (int t = t0; t < T; t++) rmsnorm(u + (size_t)(t - t0) * H, x + (size_t)t * H, m->norm_f, H, c->norm_eps);
+        prof_add(ST_PROF_NORM, tp);
         const st_span vs = {0, c->vocab_size}, hs = {0, H};
         mm(&m->lm_head, &vs, 1, &hs, 1, u, H, logits, c->vocab_size, nt, 0);
     }
