@@ -616,6 +616,84 @@ static void test_membw(void **state) {
     (void)state;
     double bw = st_measure_read_bandwidth(1 << 20, 1);
     assert_true(bw > 0.0);
+    /* the FMA peak exists wherever a vector FMA does, and is a plausible
+     * figure: more than one lane at 0.1 GHz, less than 64 lanes x 2 units x
+     * 2 flops at 10 GHz per core */
+    double fma = st_measure_fma_gflops(1);
+    if (st_isa_get() >= ST_ISA_AVX2) assert_true(fma > 0.2 && fma < 2560.0);
+    else assert_true(fma == 0.0);
+}
+
+static double max_rel(const float *a, const float *ref, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - ref[i]);
+        if (isnan(e)) return INFINITY; /* NaN counts as a failure */
+        if (e > d) d = e;
+        if (fabs(ref[i]) > m) m = fabs(ref[i]);
+    }
+    return m > 0 ? d / m : d;
+}
+
+/* st_ssm_scan on every ISA against the reference: odd state / channel
+ * counts (vector tails), several tokens (the state carries over), x/B/C
+ * interleaved in one row per token as the forward pass lays them out. */
+static void test_ssm_scan(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (int c = 0; c < 40; c++) {
+            const int P = 1 + rndi(70), N = c < 4 ? (int[]){16, 128, 64, 32}[c] : 1 + rndi(140), T = 1 + rndi(9);
+            const int ld = P + 2 * N + rndi(5), ldy = P + rndi(3);
+            float *in = malloc(sizeof(float) * (size_t)T * ld), *dt = malloc(sizeof(float) * (size_t)T * 2);
+            float *S0 = malloc(sizeof(float) * (size_t)P * N), *S1 = malloc(sizeof(float) * (size_t)P * N);
+            float *y0 = calloc((size_t)T * ldy, sizeof(float)), *y1 = calloc((size_t)T * ldy, sizeof(float));
+            for (int i = 0; i < T * ld; i++) in[i] = rndf();
+            for (int i = 0; i < 2 * T; i++) dt[i] = 0.05f + 0.5f * fabsf(rndf());
+            for (int i = 0; i < P * N; i++) S0[i] = S1[i] = rndf();
+            const float A = -0.1f - 2.0f * fabsf(rndf()), D = rndf();
+            st_ssm_scan_ref(S0, P, N, in, in + P, in + P + N, ld, dt, 2, A, D, y0, ldy, T);
+            st_ssm_scan(S1, P, N, in, in + P, in + P + N, ld, dt, 2, A, D, y1, ldy, T);
+            const double ey = max_rel(y1, y0, (size_t)T * ldy), es = max_rel(S1, S0, (size_t)P * N);
+            if (!(ey <= 1e-5 && es <= 1e-5))
+                fail_msg("ssm scan %s P=%d N=%d T=%d: y err %.2e, state err %.2e", st_isa_name((st_isa)isa), P, N, T,
+                         ey, es);
+            g_checked++;
+            free(in); free(dt); free(S0); free(S1); free(y0); free(y1);
+        }
+    }
+    st_isa_set(top);
+}
+
+/* st_attn_head on every ISA against the reference: head dims around the
+ * vector widths (and the real 64 / 128), 1..300 positions, padded rows. */
+static void test_attn_head(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (int c = 0; c < 40; c++) {
+            const int hd = c < 3 ? (int[]){64, 128, 96}[c] : 1 + rndi(200), n = 1 + rndi(300);
+            const int ld = hd + rndi(9);
+            float *q = malloc(sizeof(float) * hd), *K = malloc(sizeof(float) * (size_t)n * ld);
+            float *V = malloc(sizeof(float) * (size_t)n * ld), *sc = malloc(sizeof(float) * n);
+            float *o0 = malloc(sizeof(float) * hd), *o1 = malloc(sizeof(float) * hd);
+            for (int i = 0; i < hd; i++) q[i] = 2 * rndf();
+            for (int i = 0; i < n * ld; i++) { K[i] = rndf(); V[i] = rndf(); }
+            const float scale = 1.0f / sqrtf((float)hd);
+            st_attn_head_ref(q, K, V, ld, n, hd, scale, sc, o0);
+            st_attn_head(q, K, V, ld, n, hd, scale, sc, o1);
+            /* o is a weighted mean of V rows: its error scales with |V| (the
+             * terms summed in fp32), not with |o| (which can cancel to ~0) */
+            double e = 0;
+            for (int i = 0; i < hd; i++) e = fmax(e, fabs((double)o1[i] - o0[i]));
+            if (!(e <= 1e-5)) fail_msg("attention %s hd=%d n=%d: err %.2e (|V| <= 1)", st_isa_name((st_isa)isa), hd, n, e);
+            g_checked++;
+            free(q); free(K); free(V); free(sc); free(o0); free(o1);
+        }
+    }
+    st_isa_set(top);
 }
 
 int main(void) {
@@ -639,9 +717,11 @@ int main(void) {
         cmocka_unit_test(test_nvfp4),
         cmocka_unit_test(test_isa_and_threads),
         cmocka_unit_test(test_membw),
+        cmocka_unit_test(test_ssm_scan),
+        cmocka_unit_test(test_attn_head),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    fprintf(stderr, "test_kernels: %d matmul cases checked (isa levels up to %s)\n", g_checked,
+    fprintf(stderr, "test_kernels: %d kernel cases checked (isa levels up to %s)\n", g_checked,
             st_isa_name(st_isa_detect()));
     return rc;
 }

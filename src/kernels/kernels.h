@@ -93,6 +93,34 @@ double st_measure_read_bandwidth(size_t bytes, int threads);
  * level (no vector FMA to measure). */
 double st_measure_fma_gflops(int threads);
 
+/* ---- recurrent ops (ops.c): per-head kernels of the forward pass, each
+ * with a scalar reference (double accumulation) the tests compare it with.
+ *
+ * Selective scan of one Mamba-2 head over T tokens, in order:
+ *   S ← S·exp(dt_t·A) + dt_t·x_t ⊗ B_t ;   y_t = S·C_t + D·x_t
+ * S: [P][N] (updated in place); x_t[P], B_t[N], C_t[N] at x/B/C + t·ld_in;
+ * dt_t at dt[t·ld_dt]; y_t[P] at y + t·ld_y. */
+void st_ssm_scan(float *S, int P, int N, const float *x, const float *B, const float *C, int ld_in,
+                 const float *dt, int ld_dt, float A, float D, float *y, int ld_y, int T);
+void st_ssm_scan_ref(float *S, int P, int N, const float *x, const float *B, const float *C, int ld_in,
+                     const float *dt, int ld_dt, float A, float D, float *y, int ld_y, int T);
+/* Causal attention of one query head q[hd] over n cached positions (K/V rows
+ * of hd floats at stride ldkv): o = softmax(scale · q·K_jᵀ) · V. sc: n floats
+ * of scratch (left holding the unnormalised weights). */
+void st_attn_head(const float *q, const float *K, const float *V, int ldkv, int n, int hd, float scale, float *sc,
+                  float *o);
+void st_attn_head_ref(const float *q, const float *K, const float *V, int ldkv, int n, int hd, float scale,
+                      float *sc, float *o);
+/* per-ISA versions (ops_avx512.c, ops_avx2.c); call the dispatchers above */
+void st_ssm_scan_avx512(float *S, int P, int N, const float *x, const float *B, const float *C, int ld_in,
+                        const float *dt, int ld_dt, float A, float D, float *y, int ld_y, int T);
+void st_ssm_scan_avx2(float *S, int P, int N, const float *x, const float *B, const float *C, int ld_in,
+                      const float *dt, int ld_dt, float A, float D, float *y, int ld_y, int T);
+void st_attn_head_avx512(const float *q, const float *K, const float *V, int ldkv, int n, int hd, float scale,
+                         float *sc, float *o);
+void st_attn_head_avx2(const float *q, const float *K, const float *V, int ldkv, int n, int hd, float scale,
+                       float *sc, float *o);
+
 /* ---- time per op class (the benchmark's breakdown of one decoded token).
  * A thread that attaches a profile has its forward passes add the wall time
  * of each op class to it; st_matmul splits its own time into the work of the

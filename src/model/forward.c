@@ -183,21 +183,9 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
     for (int i = 0; i < nk; i++) {
         int h = b->m_heads[i], g = h / R;
         float A = L->A[h], Dh = L->D[h];
-        float *S = ssm + (size_t)h * P * N;
-        for (int t = 0; t < T; t++) {
-            const float *xr = xbc + (size_t)t * convk;
-            const float *x = xr + (size_t)i * Pk, *B = xr + din + (size_t)g * N, *C = xr + din + (size_t)G * N + (size_t)g * N;
-            float d = dt[(size_t)t * nk + i], dA = expf(d * A);
-            float *yo = y + (size_t)t * din + (size_t)i * Pk;
-            for (int p = 0; p < Pk; p++) {
-                float *Sp = S + (size_t)p * N, dx = d * x[p], acc = 0;
-                for (int n = 0; n < N; n++) {
-                    Sp[n] = Sp[n] * dA + dx * B[n];
-                    acc += Sp[n] * C[n];
-                }
-                yo[p] = acc + Dh * x[p];
-            }
-        }
+        /* the kept channels are the first Pk rows of the head's [P][N] state */
+        st_ssm_scan(ssm + (size_t)h * P * N, Pk, N, xbc + (size_t)i * Pk, xbc + din + (size_t)g * N,
+                    xbc + din + (size_t)G * N + (size_t)g * N, convk, dt + i, nk, A, Dh, y + (size_t)i * Pk, din, T);
     }
 
     /* gate then grouped RMSNorm: group g = the kept heads of B/C group g */
@@ -243,27 +231,10 @@ static void attn_forward(const st_budget *b, const st_layer *L, st_state *s, con
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth) if ((size_t)T * nq * ctx > 4096)
     for (int t = 0; t < T; t++)
         for (int i = 0; i < nq; i++) {
-            float *sc = scores + (size_t)omp_get_thread_num() * ctx;
-            int kvh = i / qk, n = pos + t + 1; /* causal: positions 0..pos+t */
-            const float *qi = q + (size_t)t * qd + (size_t)i * hd;
-            float mx = -INFINITY;
-            for (int j = 0; j < n; j++) {
-                const float *kj = K + (size_t)j * kvd + (size_t)kvh * hd;
-                float d = 0;
-                for (int e = 0; e < hd; e++) d += qi[e] * kj[e];
-                sc[j] = d * scale;
-                if (sc[j] > mx) mx = sc[j];
-            }
-            float sum = 0;
-            for (int j = 0; j < n; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
-            float inv = 1.0f / sum;
-            float *oi = o + (size_t)t * qd + (size_t)i * hd;
-            for (int e = 0; e < hd; e++) oi[e] = 0;
-            for (int j = 0; j < n; j++) {
-                const float *vj = V + (size_t)j * kvd + (size_t)kvh * hd;
-                float p = sc[j] * inv;
-                for (int e = 0; e < hd; e++) oi[e] += p * vj[e];
-            }
+            const int kvh = i / qk; /* causal: positions 0..pos+t */
+            st_attn_head(q + (size_t)t * qd + (size_t)i * hd, K + (size_t)kvh * hd, V + (size_t)kvh * hd, kvd,
+                         pos + t + 1, hd, scale, scores + (size_t)omp_get_thread_num() * ctx,
+                         o + (size_t)t * qd + (size_t)i * hd);
         }
     prof_add(ST_PROF_ATTN, tp);
     const st_span hrows = {0, H};
