@@ -4,7 +4,8 @@
 #   make test     unit + golden + slicing + tokenizer + bad-input tests, then again
 #                 under ASan+UBSan
 #   make run      the main job on the default model, at two budgets
-#   make bench    bandwidth + decode/prefill benchmark on a generated ~1 GB model
+#   make bench    bandwidth + decode/prefill benchmark on nano8 (real Nano widths, 2.75 GB,
+#                 generated once) in BF16/FP8/NVFP4; make bench-quick: the ~1 GB preset
 #
 # Missing Debian packages are installed on first use (apt-get; sudo when not root).
 
@@ -43,7 +44,7 @@ MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: tests all test test-fast test-asan run bench clean deps
+.PHONY: tests all test test-fast test-asan run bench bench-quick clean deps
 all: $(BIN) $(LIB)
 
 # Install what pkg-config cannot find. Runs once per build dir.
@@ -119,7 +120,21 @@ run: $(BIN)
 	  ./$(BIN) run -m build/synth-default --budget S --chat -p "Hello, starling!" -n 48 --seed 1; \
 	fi
 
+# The benchmark (docs/PERF.md): nano8, the real Nemotron-3-Nano layer widths in
+# 8 layers (2.75 GB BF16, generated once), at full width, at the budget that
+# reads a quarter of the bytes, and at the synth S budget, in BF16, FP8 and
+# NVFP4 (quantized once). `make bench-quick` runs the ~1 GB preset.
+BENCH_DIR     := $(BUILD)/bench-nano8
+BENCH_QUARTER := hidden_size=1344,n_routed_experts=16,num_experts_per_tok=3,num_attention_heads=16,mamba_num_heads=32,moe_intermediate_size=928,moe_shared_expert_intermediate_size=1856
+BENCH_ARGS    ?= --reps 5 --gen 64 --prompt 256
 bench: $(BIN)
+	@[ -f $(BENCH_DIR)/bf16/config.json ] || ./$(BIN) synth --preset nano8 -o $(BENCH_DIR)/bf16
+	@[ -f $(BENCH_DIR)/fp8/config.json ] || ./$(BIN) quantize -m $(BENCH_DIR)/bf16 -o $(BENCH_DIR)/fp8 -p fp8 --calib-tokens 256
+	@[ -f $(BENCH_DIR)/nvfp4/config.json ] || ./$(BIN) quantize -m $(BENCH_DIR)/bf16 -o $(BENCH_DIR)/nvfp4 -p nvfp4 --calib-tokens 256
+	./$(BIN) bench -m $(BENCH_DIR)/bf16 -m $(BENCH_DIR)/fp8 -m $(BENCH_DIR)/nvfp4 -b full,S \
+	  --budget "$(BENCH_QUARTER)" --threads 2 $(BENCH_ARGS) --json $(BUILD)/bench.json --svg $(BUILD)/bench.svg
+
+bench-quick: $(BIN)
 	./$(BIN) bench --gen-model $(BUILD)/bench-model --threads 2
 
 # Public-domain English corpus (docs/DATA.md): pinned Debian/npm packages, sha256-checked.

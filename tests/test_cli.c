@@ -15,6 +15,10 @@
 
 #include "util_test.h"
 
+#include <jansson.h>
+#include "util/util.h"
+#include <math.h>
+
 static char *g_tmp;
 static char g_model[600];
 
@@ -151,10 +155,66 @@ static void test_perplexity(void **st) {
     free(o);
 }
 
+/* `bench` on two copies of the default model (two "formats"), two budgets:
+ * the JSON report's figures must be consistent with each other and with the
+ * budgets (not timed: nothing here depends on how fast the machine is). */
+static void test_bench_report(void **st) {
+    int status;
+    char js[700], svg[700];
+    snprintf(js, sizeof js, "%s/bench.json", g_tmp);
+    snprintf(svg, sizeof svg, "%s/bench.svg", g_tmp);
+    char *o = sh(&status, "%s bench -m %s -m %s -b full,S --reps 1 --gen 3 --prompt 5 --bw-mib 64 --json %s --svg %s 2>&1",
+                 starling_bin(), g_model, g_model, js, svg);
+    if (status) fail_msg("bench: %s", o);
+    assert_non_null(strstr(o, "one decoded token, ms by op class"));
+    free(o);
+    json_error_t err;
+    json_t *r = json_load_file(js, 0, &err);
+    assert_non_null(r);
+    const double bw = json_real_value(json_object_get(r, "read_bandwidth_gb_s"));
+    assert_true(bw > 0 && json_real_value(json_object_get(r, "read_bandwidth_worst_gb_s")) <= bw);
+    json_t *bl = json_object_get(r, "budgets");
+    assert_int_equal(json_array_size(bl), 4); /* 2 models x 2 budgets */
+    for (size_t i = 0; i < 4; i++) {
+        json_t *b = json_array_get(bl, i);
+        const double tps = json_real_value(json_object_get(b, "decode_tok_s"));
+        const double bytes = json_real_value(json_object_get(b, "active_bytes_per_token"));
+        const double gbs = json_real_value(json_object_get(b, "decode_weight_gb_s"));
+        assert_true(tps > 0 && bytes > 0);
+        assert_true(fabs(gbs - bytes * tps / 1e9) <= 1e-9 * (gbs + 1));
+        assert_true(fabs(json_real_value(json_object_get(b, "decode_fraction_of_bandwidth")) - gbs / bw) < 1e-9);
+        /* the op classes split the profiled token's time: none negative, and
+         * together no more than it (a class counted twice would exceed it) */
+        const double total = json_real_value(json_object_get(b, "decode_ms_per_token"));
+        json_t *bd = json_object_get(b, "decode_breakdown_ms");
+        assert_int_equal(json_object_size(bd), 8);
+        double sum = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(bd, k, v) {
+            assert_true(json_real_value(v) >= 0);
+            sum += json_real_value(v);
+        }
+        assert_true(total > 0 && fabs(sum - total) <= 1e-6 * total + 1e-9);
+        assert_true(json_real_value(json_object_get(json_object_get(b, "decode_breakdown_ms"), "matmul")) > 0);
+        assert_true(json_real_value(json_object_get(b, "prefill_matmul_gflop_s")) > 0);
+    }
+    /* S reads fewer bytes than full, in both copies */
+    for (size_t m = 0; m < 2; m++)
+        assert_true(json_real_value(json_object_get(json_array_get(bl, 2 * m + 1), "active_bytes_per_token")) <
+                    json_real_value(json_object_get(json_array_get(bl, 2 * m), "active_bytes_per_token")));
+    json_decref(r);
+    size_t n = 0;
+    char *text = NULL;
+    assert_int_equal(st_read_file(svg, &text, &n), ST_OK);
+    assert_true(n > 100 && !strncmp(text, "<svg", 4) && strstr(text, "roofline") && strstr(text, "</svg>"));
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logits_golden), cmocka_unit_test(test_info), cmocka_unit_test(test_run_deterministic),
-        cmocka_unit_test(test_usage_errors), cmocka_unit_test(test_perplexity),
+        cmocka_unit_test(test_usage_errors), cmocka_unit_test(test_perplexity), cmocka_unit_test(test_bench_report),
     };
     return cmocka_run_group_tests_name("cli", tests, setup, teardown);
 }

@@ -185,12 +185,18 @@ double st_measure_fma_gflops(int threads) {
     double tot = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : tot)
     {
-        double flops = 0, dt = 1;
+        /* best of 6 short rounds per thread: on a shared machine a round in
+         * which this thread lost its core says nothing about the core */
+        double best = 0;
+        for (int r = 0; r < 6; r++) {
+            double flops = 0, dt = 1;
 #if defined(__x86_64__)
-        if (isa == ST_ISA_AVX512) dt = fma_loop_avx512(0.2, &flops);
-        else if (isa == ST_ISA_AVX2) dt = fma_loop_avx2(0.2, &flops);
+            if (isa == ST_ISA_AVX512) dt = fma_loop_avx512(0.04, &flops);
+            else if (isa == ST_ISA_AVX2) dt = fma_loop_avx2(0.04, &flops);
 #endif
-        tot += flops / dt * 1e-9;
+            if (flops / dt * 1e-9 > best) best = flops / dt * 1e-9;
+        }
+        tot += best;
     }
     (void)isa;
     return tot;
