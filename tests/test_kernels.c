@@ -523,8 +523,14 @@ static void test_matmul_nvfp4(void **state) {
     static const int Ts[] = {1, 2, 3, 4, 5, 7, 17, 48, 64, 130};
     static const int Rs[] = {1, 3, 7, 9, 17, 33, 67, 101};
     const st_isa top = st_isa_detect();
-    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+    /* every level, and AVX-512 twice where it has BF16: the fp32 decode
+     * kernel and the one-token BF16 dot-product kernel */
+    const int prev_bf16 = st_isa_bf16_set(1), n_lv = (int)top + 1 + (top == ST_ISA_AVX512 && st_isa_bf16());
+    for (int lv = 0; lv < n_lv; lv++) {
+        const int isa = lv <= (int)top ? lv : (int)top;
         st_isa_set((st_isa)isa);
+        st_isa_bf16_set(lv > (int)top);
+        assert_int_equal(st_isa_bf16(), lv > (int)top);
         for (int pass = 0; pass < 3; pass++) {
             st_set_threads(pass ? 2 : 1);
             const int gmin = st_matmul_gemm_min_t(pass == 2 ? 1 : 0);
@@ -561,6 +567,7 @@ static void test_matmul_nvfp4(void **state) {
         }
     }
     st_isa_set(top);
+    st_isa_bf16_set(prev_bf16);
     st_set_threads(0);
 }
 

@@ -82,6 +82,11 @@ st_isa st_isa_detect(void);
 st_isa st_isa_set(st_isa isa);
 st_isa st_isa_get(void);
 const char *st_isa_name(st_isa isa);  /* "scalar", "avx2", "avx512" */
+/* Whether the AVX512_BF16 decode kernels are in use: the CPU has them, the
+ * level in use is AVX-512, and they are not switched off (ST_BF16DP=0 in the
+ * environment, or st_isa_bf16_set(0) in tests and benchmarks). */
+int st_isa_bf16(void);
+int st_isa_bf16_set(int on); /* returns the previous setting */
 
 /* Best-of-several read bandwidth (GB/s, 1e9 bytes/s) of a bytes-sized buffer
  * streamed by `threads` threads (<= 0: st_get_threads()). Use a buffer well
@@ -158,6 +163,14 @@ typedef struct {
      * block uses the smallest that covers it): C[m*ldc + r] (=|+=)
      * Σ_k a[k*mr_q + m]·b[k*nr + r], m < mr_q, r < nr (load_c: start from C). */
     void (*kernel[3])(int kc, const float *a, const float *b, float *c, int ldc, int load_c);
+    /* Optional one-token decode with its own x layout (NVFP4 on AVX512_BF16):
+     * dp1_prep writes x (packed over the spans) into dp1_bytes(cs) bytes at
+     * xp once per call; dp1_gemv then computes rows[0..n) into y[0..n).
+     * Used only where st_isa_bf16() says the instructions exist. */
+    size_t (*dp1_bytes)(const st_span *cs, int n_cs);
+    void (*dp1_prep)(const st_span *cs, int n_cs, const float *x, void *xp);
+    void (*dp1_gemv)(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs, const void *xp,
+                     float *y, int accumulate);
 } st_mm_ops;
 extern const st_mm_ops st_mm_ops_avx2, st_mm_ops_avx512;
 /* NVFP4 tables, used when every column span is 16-aligned (offset and length

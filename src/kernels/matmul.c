@@ -45,6 +45,8 @@
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static st_isa g_detected = ST_ISA_SCALAR;
+static int g_has_bf16;          /* AVX512_BF16 usable (CPU and OS)   */
+static atomic_int g_bf16_on = 1; /* ST_BF16DP=0 / st_isa_bf16_set(0) */
 static atomic_int g_isa = ST_ISA_SCALAR;
 static char g_features[160];
 
@@ -95,6 +97,9 @@ static void detect_once(void) {
     if (best == ST_ISA_AVX2 && os_avx512 && avx512f && avx512bw && avx512vl && avx512dq)
         best = ST_ISA_AVX512;
     g_detected = best;
+    g_has_bf16 = best == ST_ISA_AVX512 && avx512bf16;
+    const char *bf = getenv("ST_BF16DP");
+    if (bf && !strcmp(bf, "0")) atomic_store(&g_bf16_on, 0);
 
     st_isa cur = best;
     const char *env = getenv("ST_ISA");
@@ -134,6 +139,16 @@ st_isa st_isa_set(st_isa isa) {
     if ((int)isa < ST_ISA_SCALAR) isa = ST_ISA_SCALAR;
     if (isa > det) isa = det;
     return (st_isa)atomic_exchange(&g_isa, (int)isa);
+}
+
+int st_isa_bf16(void) {
+    pthread_once(&g_once, detect_once);
+    return g_has_bf16 && atomic_load(&g_isa) == ST_ISA_AVX512 && atomic_load(&g_bf16_on);
+}
+
+int st_isa_bf16_set(int on) {
+    pthread_once(&g_once, detect_once);
+    return atomic_exchange(&g_bf16_on, on ? 1 : 0);
 }
 
 const char *st_isa_name(st_isa isa) {
@@ -386,6 +401,25 @@ static void matmul_gemv(const st_mm_ops *o, const st_mat *W, const int64_t *rows
     }
 }
 
+/* One token through the table's dp1 kernel (x prepared once, in xp). */
+static void matmul_dp1(const st_mm_ops *o, const st_mat *W, const int64_t *rows, int64_t N, const st_span *cs,
+                       int n_cs, const void *xp, float *y, int accumulate, int nth, prof_busy *pb) {
+    atomic_llong next = 0;
+    int64_t chunk = (N / ((int64_t)nth * 8) + 15) & ~(int64_t)15;
+    if (chunk < 64) chunk = 64;
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        const double tb = busy_start(pb);
+        for (;;) {
+            const int64_t j0 = atomic_fetch_add_explicit(&next, chunk, memory_order_relaxed);
+            if (j0 >= N) break;
+            const int64_t j1 = j0 + chunk < N ? j0 + chunk : N;
+            o->dp1_gemv(W, rows + j0, (int)(j1 - j0), cs, n_cs, xp, y + j0, accumulate);
+        }
+        busy_add(pb, tb);
+    }
+}
+
 /* ------------------------------------------------------------ prefill path */
 
 static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -579,9 +613,13 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
                          : isa == ST_ISA_AVX2     ? &st_mm_ops_avx2
                                                   : NULL;
     const int gemm = o && T >= atomic_load(&g_gemm_min_t);
+    const int dp1 = nvfp4 && o && T == 1 && o->dp1_gemv && st_isa_bf16();
     /* scratch: [rows: N int64][merged column spans][NVFP4 decode: permuted x]
-     * [per thread: GEMM panels or a converted row] */
-    const size_t xp_bytes = nvfp4 && o && !gemm ? up64((size_t)T * (size_t)K * sizeof(float)) : 0;
+     * [per thread: GEMM panels or a converted row]; the dp1 layout is sized
+     * on the unmerged spans (merging only shrinks its padding) */
+    const size_t xp_bytes = dp1                        ? up64(o->dp1_bytes(cs, n_cs))
+                            : nvfp4 && o && !gemm ? up64((size_t)T * (size_t)K * sizeof(float))
+                                                  : 0;
     const size_t rows_bytes = up64((size_t)N * sizeof(int64_t)) + up64((size_t)n_cs * sizeof(st_span)) + xp_bytes;
     const size_t per = gemm ? gemm_scratch(o, T, n_cs) : o ? 0 : up64((size_t)K * sizeof(float));
     unsigned char *scratch = scratch_get(rows_bytes + per * (size_t)nth);
@@ -611,7 +649,11 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
     if (gemm)
         matmul_gemm(o, W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
                     scratch + rows_bytes, per, pb);
-    else if (o && xp_bytes) {
+    else if (dp1) {
+        void *xp = scratch + rows_bytes - xp_bytes;
+        o->dp1_prep(cs, n_cs, x, xp);
+        matmul_dp1(o, W, rows, N, cs, n_cs, xp, y, accumulate, nth, pb);
+    } else if (o && xp_bytes) {
         float *xp = (float *)(scratch + rows_bytes - xp_bytes);
         nvfp4_permute_x(cs, n_cs, K, x, ldx, T, xp);
         matmul_gemv(o, W, rows, N, cs, n_cs, xp, (int)K, y, ldy, T, accumulate, nth, pb);
