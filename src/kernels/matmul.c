@@ -377,14 +377,15 @@ static void matmul_portable(const st_mat *W, const int64_t *rows, int64_t N, con
 
 /* ------------------------------------------------------------ decode path */
 
-static void matmul_gemv(const st_mm_ops *o, const st_mat *W, const int64_t *rows, int64_t N,
-                        const st_span *cs, int n_cs, const float *x, int ldx, float *y, int ldy,
+/* Rows are handed out in chunks from a shared counter rather than split in
+ * equal halves: on a shared machine one core is often slowed by other work,
+ * and a static split makes every matmul wait for the slower one. About 8
+ * chunks per thread (16-row multiples, so threads never share a cache line
+ * of y), at least 64 rows so each chunk is a long stream. dp1: the one-token
+ * kernel with its prepared x (xp) instead of the table's gemv. */
+static void matmul_gemv(const st_mm_ops *o, int dp1, const st_mat *W, const int64_t *rows, int64_t N,
+                        const st_span *cs, int n_cs, const void *xp, const float *x, int ldx, float *y, int ldy,
                         int T, int accumulate, int nth, prof_busy *pb) {
-    /* Rows are handed out in chunks from a shared counter rather than split
-     * in equal halves: on a shared machine one core is often slowed by other
-     * work, and a static split makes every matmul wait for the slower one.
-     * About 8 chunks per thread (16-row multiples, so threads never share a
-     * cache line of y), at least 64 rows so each chunk is a long stream. */
     atomic_llong next = 0;
     int64_t chunk = (N / ((int64_t)nth * 8) + 15) & ~(int64_t)15;
     if (chunk < 64) chunk = 64;
@@ -394,27 +395,9 @@ static void matmul_gemv(const st_mm_ops *o, const st_mat *W, const int64_t *rows
         for (;;) {
             const int64_t j0 = atomic_fetch_add_explicit(&next, chunk, memory_order_relaxed);
             if (j0 >= N) break;
-            const int64_t j1 = j0 + chunk < N ? j0 + chunk : N;
-            o->gemv(W, rows + j0, (int)(j1 - j0), cs, n_cs, x, ldx, y + j0, ldy, T, accumulate);
-        }
-        busy_add(pb, tb);
-    }
-}
-
-/* One token through the table's dp1 kernel (x prepared once, in xp). */
-static void matmul_dp1(const st_mm_ops *o, const st_mat *W, const int64_t *rows, int64_t N, const st_span *cs,
-                       int n_cs, const void *xp, float *y, int accumulate, int nth, prof_busy *pb) {
-    atomic_llong next = 0;
-    int64_t chunk = (N / ((int64_t)nth * 8) + 15) & ~(int64_t)15;
-    if (chunk < 64) chunk = 64;
-#pragma omp parallel num_threads(nth) if (nth > 1)
-    {
-        const double tb = busy_start(pb);
-        for (;;) {
-            const int64_t j0 = atomic_fetch_add_explicit(&next, chunk, memory_order_relaxed);
-            if (j0 >= N) break;
-            const int64_t j1 = j0 + chunk < N ? j0 + chunk : N;
-            o->dp1_gemv(W, rows + j0, (int)(j1 - j0), cs, n_cs, xp, y + j0, accumulate);
+            const int n = (int)((j0 + chunk < N ? j0 + chunk : N) - j0);
+            if (dp1) o->dp1_gemv(W, rows + j0, n, cs, n_cs, xp, y + j0, accumulate);
+            else o->gemv(W, rows + j0, n, cs, n_cs, x, ldx, y + j0, ldy, T, accumulate);
         }
         busy_add(pb, tb);
     }
@@ -652,13 +635,13 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
     else if (dp1) {
         void *xp = scratch + rows_bytes - xp_bytes;
         o->dp1_prep(cs, n_cs, x, xp);
-        matmul_dp1(o, W, rows, N, cs, n_cs, xp, y, accumulate, nth, pb);
+        matmul_gemv(o, 1, W, rows, N, cs, n_cs, xp, NULL, 0, y, ldy, 1, accumulate, nth, pb);
     } else if (o && xp_bytes) {
         float *xp = (float *)(scratch + rows_bytes - xp_bytes);
         nvfp4_permute_x(cs, n_cs, K, x, ldx, T, xp);
-        matmul_gemv(o, W, rows, N, cs, n_cs, xp, (int)K, y, ldy, T, accumulate, nth, pb);
+        matmul_gemv(o, 0, W, rows, N, cs, n_cs, NULL, xp, (int)K, y, ldy, T, accumulate, nth, pb);
     } else if (o)
-        matmul_gemv(o, W, rows, N, cs, n_cs, x, ldx, y, ldy, T, accumulate, nth, pb);
+        matmul_gemv(o, 0, W, rows, N, cs, n_cs, NULL, x, ldx, y, ldy, T, accumulate, nth, pb);
     else
         matmul_portable(W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
                         (float *)(scratch + rows_bytes), per / sizeof(float), pb);
