@@ -25,26 +25,30 @@ static void usage(FILE *f) {
             "      --calib-tokens N     at most N calibration tokens (default 2048)\n"
             "      --quantize-attention also quantize q/k/v/o (kept in high precision by default,\n"
             "                           as in NVIDIA's releases)\n"
+            "      --quantize-lm-head   also quantize lm_head (kept BF16 by default, as in NVIDIA's\n"
+            "                           releases; it is the largest single read of a decoded token)\n"
             "      --shard-size GB      max shard size (default 5)\n"
             "  -f, --force              replace an existing DST\n"
             "  -q, --quiet              no progress bar\n\n"
             "Mamba in/out projections, MLPs, routed and shared experts are quantized; embeddings,\n"
-            "lm_head, norms, conv1d and the router stay as they are. With nvfp4, a weight whose\n"
-            "input dimension one of the checkpoint's budgets would cut inside a 16-wide block is\n"
-            "stored as FP8 instead, so every budget slices without requantizing.\n");
+            "lm_head (unless --quantize-lm-head), norms, conv1d and the router stay as they are.\n"
+            "With nvfp4, a weight whose input dimension one of the checkpoint's budgets would cut\n"
+            "inside a 16-wide block is stored as FP8 instead, so every budget slices without\n"
+            "requantizing.\n");
 }
 
-enum { O_CALIB = 256, O_NCALIB, O_QATTN, O_SHARD };
+enum { O_CALIB = 256, O_NCALIB, O_QATTN, O_QLM, O_SHARD };
 
 int cmd_quantize(int argc, char **argv) {
     const char *src = NULL, *dst = NULL, *prec = NULL, *calib = NULL;
     long ncalib = 2048;
     double shard_gb = 5;
-    int force = 0, quiet = 0, qattn = 0;
+    int force = 0, quiet = 0, qattn = 0, qlm = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
         {"precision", required_argument, 0, 'p'}, {"calib", required_argument, 0, O_CALIB},
         {"calib-tokens", required_argument, 0, O_NCALIB}, {"quantize-attention", no_argument, 0, O_QATTN},
+        {"quantize-lm-head", no_argument, 0, O_QLM},
         {"shard-size", required_argument, 0, O_SHARD}, {"force", no_argument, 0, 'f'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0}};
     int ch;
@@ -58,6 +62,7 @@ int cmd_quantize(int argc, char **argv) {
         case O_CALIB: calib = optarg; break;
         case O_NCALIB: if (cli_int(optarg, 0, 1 << 24, &ncalib)) return cli_usage("quantize", "bad --calib-tokens '%s'", optarg); break;
         case O_QATTN: qattn = 1; break;
+        case O_QLM: qlm = 1; break;
         case O_SHARD: if (cli_float(optarg, 0.001, 1e6, &shard_gb)) return cli_usage("quantize", "bad --shard-size '%s'", optarg); break;
         case 'f': force = 1; break;
         case 'q': quiet = 1; break;
@@ -80,7 +85,7 @@ int cmd_quantize(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    st_quant_opts o = {.precision = prec, .quantize_attention = qattn, .calib = ids, .n_calib = n_ids,
+    st_quant_opts o = {.precision = prec, .quantize_attention = qattn, .quantize_lm_head = qlm, .calib = ids, .n_calib = n_ids,
                        .shard_bytes = (uint64_t)(shard_gb * 1e9), .force = force, .progress = !quiet,
                        .cancel = &g_cancel};
     st_quant_report r;

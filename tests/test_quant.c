@@ -235,10 +235,64 @@ static void test_nested_slice(void **st) {
     st_model_free(m);
 }
 
+/* --quantize-lm-head: lm_head is stored NVFP4 too (codes + block scales),
+ * runs close to BF16, reads fewer bytes, and still slices byte for byte. */
+static void test_lm_head(void **st) {
+    char dst[700], sl[700];
+    snprintf(dst, sizeof dst, "%s/nv-lm", g_dir);
+    st_model *m;
+    assert_int_equal(st_model_load(g_bf16, &m), ST_OK);
+    st_quant_opts q = {.precision = "nvfp4", .quantize_lm_head = 1, .calib = g_tok, .n_calib = NTOK};
+    st_quant_report r;
+    if (st_quantize(m, dst, &q, &r)) fail_msg("quantize: %s", st_last_error());
+    st_model_free(m);
+    const uint8_t *c, *sc;
+    int64_t cols, scols;
+    tensor_bytes(dst, "lm_head.weight", &c, &cols);
+    assert_int_equal(cols, 128 / 2); /* hidden 128: packed nibbles */
+    tensor_bytes(dst, "lm_head.weight_scale", &sc, &scols);
+    assert_int_equal(scols, 128 / 16);
+    float *ref = logits_at(g_bf16, "full"), *a = logits_at(dst, "full");
+    double kl, top;
+    compare(ref, a, 272, &kl, &top);
+    printf("  nvfp4 with lm_head: KL %.2e top-1 %.2f\n", kl, top);
+    assert_true(kl > 0 && kl < 0.5 && top >= 0.2);
+    st_model *mq, *mp;
+    st_budget *bq, *bp;
+    st_budget_stats sq, sp;
+    assert_int_equal(st_model_load(dst, &mq), ST_OK);
+    assert_int_equal(st_model_load(g_nv, &mp), ST_OK);
+    assert_int_equal(st_budget_resolve(mq, "full", &bq), ST_OK);
+    assert_int_equal(st_budget_resolve(mp, "full", &bp), ST_OK);
+    st_budget_stats_get(bq, &sq);
+    st_budget_stats_get(bp, &sp);
+    assert_true(sq.active_bytes < sp.active_bytes);
+    st_budget_free(bq);
+    st_budget_free(bp);
+    st_model_free(mp);
+    /* slicing copies the lm_head's codes of the kept columns */
+    assert_int_equal(st_budget_resolve(mq, "S", &bq), ST_OK);
+    snprintf(sl, sizeof sl, "%s/nv-lm-S", g_dir);
+    st_slice_opts o = {0};
+    if (st_slice(mq, bq, sl, &o)) fail_msg("slice: %s", st_last_error());
+    const int hs = st_budget_widths(bq)->hidden_size;
+    tensor_bytes(dst, "lm_head.weight", &c, &cols);
+    const uint8_t *d;
+    int64_t dcols;
+    tensor_bytes(sl, "lm_head.weight", &d, &dcols);
+    assert_int_equal(dcols, hs / 2);
+    for (int row = 0; row < 272; row++) assert_memory_equal(c + row * cols, d + row * dcols, (size_t)dcols);
+    float *x = logits_at(dst, "S"), *y = logits_at(sl, "full");
+    assert_true(rel_err(y, x, (size_t)NTOK * 272) <= 1e-6);
+    free(ref); free(a); free(x); free(y);
+    st_budget_free(bq);
+    st_model_free(mq);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_e4m3_encode), cmocka_unit_test(test_e2m1_encode), cmocka_unit_test(test_error_bounds),
-        cmocka_unit_test(test_quantized_runs_close), cmocka_unit_test(test_nested_slice),
+        cmocka_unit_test(test_quantized_runs_close), cmocka_unit_test(test_nested_slice), cmocka_unit_test(test_lm_head),
     };
     return cmocka_run_group_tests_name("quant", tests, setup, teardown);
 }

@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-enum { K_NONE, K_IN, K_OUT, K_Q, K_K, K_V, K_O, K_UP, K_DOWN, K_EUP, K_EDOWN, K_SUP, K_SDOWN };
+enum { K_NONE, K_IN, K_OUT, K_Q, K_K, K_V, K_O, K_UP, K_DOWN, K_EUP, K_EDOWN, K_SUP, K_SDOWN, K_LM };
 enum { F_KEEP, F_FP8, F_NVFP4 };
 
 typedef struct {
@@ -31,6 +31,11 @@ static const st_mat *find_mat(const st_model *m, const char *name, int *kind, in
     int l, e, n = 0;
     char rest[160];
     *kind = K_NONE;
+    if (!strcmp(name, "lm_head.weight") && !m->cfg.tie_word_embeddings && m->lm_head.data) {
+        *kind = K_LM;
+        *layer = -1;
+        return &m->lm_head;
+    }
     if (sscanf(name, "backbone.layers.%d.mixer.%159s%n", &l, rest, &n) != 2 || l < 0 || l >= m->cfg.n_layers) return NULL;
     const st_layer *L = &m->layers[l];
     *layer = l;
@@ -61,7 +66,7 @@ static int nvfp4_nests(const st_model *m, int kind, const st_mat *w) {
         st_widths_fill_parent(c, &bw);
         int ok = 1;
         switch (kind) {
-        case K_IN: case K_Q: case K_K: case K_V: case K_UP: case K_EUP: case K_SUP:
+        case K_IN: case K_Q: case K_K: case K_V: case K_UP: case K_EUP: case K_SUP: case K_LM:
             ok = bw.hidden_size % ST_NVFP4_BLOCK == 0; break;
         case K_OUT: ok = bw.mamba_head_dim % ST_NVFP4_BLOCK == 0 && c->mamba_head_dim % ST_NVFP4_BLOCK == 0; break;
         case K_O: ok = c->head_dim % ST_NVFP4_BLOCK == 0; break;
@@ -84,15 +89,19 @@ static st_status calibrate(const st_model *m, const st_quant_opts *o, st_amax_re
     if (!o->calib || o->n_calib <= 0) return ST_OK;
     st_budget *b = NULL;
     st_state *s = NULL;
-    st_status rc = st_budget_by_name(m, "full", &b);
+    /* the lm_head runs only when logits are asked for: every position's, so
+     * its input scale sees all the calibration tokens */
+    float *logits = o->quantize_lm_head ? st_malloc(sizeof(float) * 512 * (size_t)m->cfg.vocab_size) : NULL;
+    st_status rc = o->quantize_lm_head && !logits ? ST_ERR_NOMEM : st_budget_by_name(m, "full", &b);
     if (!rc) rc = st_state_new(m, 512, &s);
     st_amax_record(rec);
     for (int at = 0; !rc && at < o->n_calib; at += 512) {
         int n = o->n_calib - at < 512 ? o->n_calib - at : 512;
         st_state_reset(s);
-        rc = st_forward(b, s, o->calib + at, n, NULL, 0);
+        rc = st_forward(b, s, o->calib + at, n, logits, logits != NULL);
     }
     st_amax_record(NULL);
+    free(logits);
     st_state_free(s);
     st_budget_free(b);
     return rc;
@@ -138,7 +147,10 @@ st_status st_quantize(const st_model *m, const char *dst, const st_quant_opts *o
                      x->t->name);
             x->w = find_mat(m, x->t->name, &x->kind, &x->layer);
             int attn = x->kind == K_Q || x->kind == K_K || x->kind == K_V || x->kind == K_O;
-            if (!x->w || (attn && !o->quantize_attention)) { x->fmt = F_KEEP; continue; }
+            if (!x->w || (attn && !o->quantize_attention) || (x->kind == K_LM && !o->quantize_lm_head)) {
+                x->fmt = F_KEEP;
+                continue;
+            }
             if (x->w->dt != ST_DT_F32 && x->w->dt != ST_DT_F16 && x->w->dt != ST_DT_BF16) {
                 rc = st_err(ST_ERR_UNSUPPORTED, "quantize: %s is already %s", x->t->name, st_dtype_name(x->w->dt));
                 break;

@@ -14,6 +14,8 @@
 typedef struct {
     const char *precision;     /* "fp8" or "nvfp4"                               */
     int quantize_attention;    /* also q/k/v/o (NVIDIA keeps them high precision) */
+    int quantize_lm_head;      /* also lm_head (NVIDIA keeps it BF16; it is the largest
+                                  single read of a decoded token)                 */
     const int32_t *calib;      /* calibration tokens for input scales (may be NULL) */
     int n_calib;
     uint64_t shard_bytes;
