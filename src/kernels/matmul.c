@@ -379,23 +379,35 @@ static void matmul_portable(const st_mat *W, const int64_t *rows, int64_t N, con
 
 /* Rows are handed out in chunks from a shared counter rather than split in
  * equal halves: on a shared machine one core is often slowed by other work,
- * and a static split makes every matmul wait for the slower one. About 8
- * chunks per thread (16-row multiples, so threads never share a cache line
- * of y), at least 64 rows so each chunk is a long stream. dp1: the one-token
- * kernel with its prepared x (xp) instead of the table's gemv. */
+ * and a static split makes every matmul wait for the slower one. Chunks
+ * shrink with the work left (a quarter of a thread's share of it, at least
+ * 32 rows, in 16-row multiples so threads never share a cache line of y):
+ * long streams first, and at the end no thread waits long for another.
+ * dp1: the one-token kernel with its prepared x (xp) instead of the gemv. */
+static int64_t next_chunk(atomic_llong *next, int64_t N, int nth, int64_t *n) {
+    int64_t j0 = atomic_load_explicit(next, memory_order_relaxed), c;
+    do {
+        if (j0 >= N) return -1;
+        c = ((N - j0) / (4 * (int64_t)nth) + 15) & ~(int64_t)15;
+        if (c < 32) c = 32;
+        if (c > N - j0) c = N - j0;
+    } while (!atomic_compare_exchange_weak_explicit(next, &j0, j0 + c, memory_order_relaxed, memory_order_relaxed));
+    *n = c;
+    return j0;
+}
+
 static void matmul_gemv(const st_mm_ops *o, int dp1, const st_mat *W, const int64_t *rows, int64_t N,
                         const st_span *cs, int n_cs, const void *xp, const float *x, int ldx, float *y, int ldy,
                         int T, int accumulate, int nth, prof_busy *pb) {
     atomic_llong next = 0;
-    int64_t chunk = (N / ((int64_t)nth * 8) + 15) & ~(int64_t)15;
-    if (chunk < 64) chunk = 64;
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
         const double tb = busy_start(pb);
         for (;;) {
-            const int64_t j0 = atomic_fetch_add_explicit(&next, chunk, memory_order_relaxed);
-            if (j0 >= N) break;
-            const int n = (int)((j0 + chunk < N ? j0 + chunk : N) - j0);
+            int64_t nn;
+            const int64_t j0 = next_chunk(&next, N, nth, &nn);
+            if (j0 < 0) break;
+            const int n = (int)nn;
             if (dp1) o->dp1_gemv(W, rows + j0, n, cs, n_cs, xp, y + j0, accumulate);
             else o->gemv(W, rows + j0, n, cs, n_cs, x, ldx, y + j0, ldy, T, accumulate);
         }
