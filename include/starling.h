@@ -169,6 +169,26 @@ const char *st_state_budget(const st_state *s);
 st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int n,
                      float *logits, int all_logits);
 
+/* One sequence's share of a batched forward step. */
+typedef struct {
+    st_state *state;        /* distinct for every item of a call             */
+    const int32_t *tokens;  /* its n_tokens new tokens (>= 1)                */
+    int n_tokens;
+    float *logits;          /* NULL, or [n_out × vocab] as for st_forward    */
+    int all_logits;
+} st_batch_item;
+#define ST_BATCH_MAX 256
+
+/* Run several sequences through one forward pass at budget b: decode steps
+ * and prompt chunks of any lengths mixed, each advancing its own state. Every
+ * weight matrix is streamed once for all rows (an MoE expert chosen by several
+ * sequences is read once); conv, SSM scan and attention run per sequence over
+ * its own state. Each item's result equals st_forward of it alone (up to the
+ * rounding of row-blocked products). Sequences at other budgets go in another
+ * call. All items are checked first: on an error no state has changed.
+ * st_forward is the one-item case. */
+st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n_items);
+
 /* Number of threads the kernels use (0 = all cores). */
 void st_set_threads(int n);
 int st_get_threads(void);

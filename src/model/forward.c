@@ -5,9 +5,13 @@
  *   for each layer not skipped:  h += Mixer(RMSNorm_H'(h))
  *   logits = lm_head[:, :H'] · RMSNorm_H'(h)
  *
- * One code path serves batched prefill (T tokens) and decode (T = 1): the
- * matrix products take all T rows at once; the recurrences (conv, SSM scan,
- * causal attention) walk the tokens in order over the per-sequence state.
+ * One code path serves a batch of sequences, each with any number of new
+ * tokens (decode steps and prompt chunks mixed), and the single sequence as
+ * its one-item case: the R = Σ n_i rows of all items form one activation
+ * matrix, so every matrix product streams its weights once for all of them
+ * (the MoE layer groups the rows routed to each expert across sequences);
+ * the recurrences (conv, SSM scan, causal attention) run per sequence over
+ * its own state and rows, in parallel across sequences and heads.
  * Activations, accumulations and states are fp32. Budget views select rows
  * and columns of the full-width weights through spans (budget.c).
  */
@@ -31,8 +35,17 @@ static float *take(bump *a, size_t n) {
 
 static size_t rup(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/* Floats of workspace one forward call of T tokens needs at budget b. */
-static size_t ws_need(const st_budget *b, int T, int ctx) {
+/* The sequences of one pass: item i owns rows [off[i], off[i] + n[i]) of
+ * every activation matrix; row r belongs to item seq_of[r]. */
+typedef struct {
+    int B, R;
+    st_state *const *s;
+    const int *off, *n, *seq_of;
+} batch;
+
+/* Floats of workspace one forward call of T rows needs at budget b (ctx:
+ * the longest context of its sequences; lg: floats of gathered logits). */
+static size_t ws_need(const st_budget *b, int T, int ctx, size_t lg) {
     const st_config *c = &b->m->cfg;
     const st_widths *w = &b->w;
     size_t H = (size_t)w->hidden_size, t = (size_t)T, nth = (size_t)st_get_threads() + 1;
@@ -44,7 +57,7 @@ static size_t ws_need(const st_budget *b, int T, int ctx) {
     }
     if (b->a_n_q) {
         size_t q = (size_t)w->num_attention_heads * c->head_dim;
-        att = 2 * rup(t * q) + rup(nth * (size_t)ctx);
+        att = 2 * rup(t * q) + rup(nth * (size_t)ctx) + 2 * rup(t * (size_t)c->num_key_value_heads * c->head_dim);
     }
     if (strchr(c->pattern, '-')) mlp = rup(t * (size_t)w->intermediate_size);
     if (strchr(c->pattern, 'E')) {
@@ -56,7 +69,7 @@ static size_t ws_need(const st_budget *b, int T, int ctx) {
     if (att > mx) mx = att;
     if (mlp > mx) mx = mlp;
     if (moe > mx) mx = moe;
-    return need + mx;
+    return need + mx + rup(lg);
 }
 
 /* ------------------------------------------------------------ matmul + amax recording */
@@ -132,13 +145,13 @@ static void relu2(float *x, size_t n) {
  * Packed in_proj output row: z [din'] | x [din'] | B [G·N] | C [G·N] | dt [nk]
  * where din' = nk·P', nk = r·G kept heads (first r of each group).
  */
-static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, const float *u, float *out, int T,
+static void mamba_forward(const st_budget *b, const st_layer *L, const batch *bt, const float *u, float *out,
                           bump *ws) {
     const st_config *c = &b->m->cfg;
     const int H = b->w.hidden_size, G = c->n_groups, N = c->ssm_state_size, K = c->conv_kernel;
     const int P = c->mamba_head_dim, Pk = b->m_P, nk = b->m_r * G, din = b->m_din, R = c->mamba_num_heads / G;
     const int Din = c->mamba_num_heads * P, conv_full = Din + 2 * G * N, convk = din + 2 * G * N;
-    const int M = b->m_inproj_n;
+    const int M = b->m_inproj_n, T = bt->R, B = bt->B;
     const st_span hcols = {0, H};
 
     float *zx = take(ws, (size_t)T * M);          /* [T][M]      */
@@ -147,25 +160,27 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
     float *dt = take(ws, (size_t)T * nk);         /* [T][nk]     */
     mm(&L->in_proj, b->m_inproj_rows, b->m_n_inproj_rows, &hcols, 1, u, H, zx, M, T, 0);
 
-    /* causal depthwise conv over x, B, C (raw history in the state), then SiLU */
+    /* causal depthwise conv over x, B, C (raw history in each sequence's
+     * state), then SiLU; channels of all sequences in parallel */
     const double tp = prof_t0();
-    float *cst = s->conv[L->state_idx]; /* [(K−1)][conv_full] */
-#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if (T * convk > 4096)
-    for (int ch = 0; ch < convk; ch++) {
-        int pc = b->m_conv_ch[ch];
-        const float *wk = L->conv_w + (size_t)pc * K;
-        float hist[64];
-        for (int k = 0; k < K - 1; k++) hist[k] = cst[(size_t)k * conv_full + pc];
-        for (int t = 0; t < T; t++) {
-            float xin = zx[(size_t)t * M + din + ch];
-            float acc = L->conv_b[pc] + wk[K - 1] * xin;
-            for (int k = 0; k < K - 1; k++) acc += wk[k] * hist[k];
-            for (int k = 0; k + 1 < K - 1; k++) hist[k] = hist[k + 1];
-            if (K > 1) hist[K - 2] = xin;
-            xbc[(size_t)t * convk + ch] = silu(acc);
+#pragma omp parallel for collapse(2) schedule(static) num_threads(st_get_threads()) if (T * convk > 4096)
+    for (int q = 0; q < B; q++)
+        for (int ch = 0; ch < convk; ch++) {
+            float *cst = bt->s[q]->conv[L->state_idx]; /* [(K−1)][conv_full] */
+            int pc = b->m_conv_ch[ch];
+            const float *wk = L->conv_w + (size_t)pc * K;
+            float hist[64];
+            for (int k = 0; k < K - 1; k++) hist[k] = cst[(size_t)k * conv_full + pc];
+            for (int t = bt->off[q]; t < bt->off[q] + bt->n[q]; t++) {
+                float xin = zx[(size_t)t * M + din + ch];
+                float acc = L->conv_b[pc] + wk[K - 1] * xin;
+                for (int k = 0; k < K - 1; k++) acc += wk[k] * hist[k];
+                for (int k = 0; k + 1 < K - 1; k++) hist[k] = hist[k + 1];
+                if (K > 1) hist[K - 2] = xin;
+                xbc[(size_t)t * convk + ch] = silu(acc);
+            }
+            for (int k = 0; k < K - 1; k++) cst[(size_t)k * conv_full + pc] = hist[k];
         }
-        for (int k = 0; k < K - 1; k++) cst[(size_t)k * conv_full + pc] = hist[k];
-    }
 
     /* dt = softplus(dt_raw + dt_bias), optionally clamped by time_step_limit */
     for (int t = 0; t < T; t++)
@@ -177,16 +192,21 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
             dt[(size_t)t * nk + i] = v;
         }
 
-    /* selective scan: S = S·exp(dt·A) + dt·x⊗B ; y = S·C + D·x (per head, in order) */
-    float *ssm = s->ssm[L->state_idx]; /* [nh][P][N] */
-#pragma omp parallel for schedule(static) num_threads(st_get_threads()) if (nk > 1 && (size_t)T * Pk * N > 2048)
-    for (int i = 0; i < nk; i++) {
-        int h = b->m_heads[i], g = h / R;
-        float A = L->A[h], Dh = L->D[h];
-        /* the kept channels are the first Pk rows of the head's [P][N] state */
-        st_ssm_scan(ssm + (size_t)h * P * N, Pk, N, xbc + (size_t)i * Pk, xbc + din + (size_t)g * N,
-                    xbc + din + (size_t)G * N + (size_t)g * N, convk, dt + i, nk, A, Dh, y + (size_t)i * Pk, din, T);
-    }
+    /* selective scan: S = S·exp(dt·A) + dt·x⊗B ; y = S·C + D·x (per head, in
+     * order over each sequence's rows; heads of all sequences in parallel) */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(st_get_threads()) \
+    if (B * nk > 1 && (size_t)T * Pk * N > 2048)
+    for (int q = 0; q < B; q++)
+        for (int i = 0; i < nk; i++) {
+            int h = b->m_heads[i], g = h / R;
+            float A = L->A[h], Dh = L->D[h];
+            const size_t r0 = (size_t)bt->off[q];
+            const float *xr = xbc + r0 * convk;
+            /* the kept channels are the first Pk rows of the head's [P][N] state */
+            st_ssm_scan(bt->s[q]->ssm[L->state_idx] + (size_t)h * P * N, Pk, N, xr + (size_t)i * Pk,
+                        xr + din + (size_t)g * N, xr + din + (size_t)G * N + (size_t)g * N, convk, dt + r0 * nk + i,
+                        nk, A, Dh, y + r0 * din + (size_t)i * Pk, din, bt->n[q]);
+        }
 
     /* gate then grouped RMSNorm: group g = the kept heads of B/C group g */
     const int gsz = b->m_r * Pk;
@@ -212,29 +232,48 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
 
 /* ------------------------------------------------------------ attention */
 
-static void attn_forward(const st_budget *b, const st_layer *L, st_state *s, const float *u, float *out, int T,
+static void attn_forward(const st_budget *b, const st_layer *L, const batch *bt, const float *u, float *out,
                          bump *ws) {
     const st_config *c = &b->m->cfg;
     const int H = b->w.hidden_size, hd = c->head_dim, nkv = c->num_key_value_heads, qk = b->a_qk;
-    const int nq = qk * nkv, qd = nq * hd, kvd = nkv * hd, pos = s->pos, ctx = pos + T;
+    const int nq = qk * nkv, qd = nq * hd, kvd = nkv * hd, T = bt->R, B = bt->B;
     const st_span hcols = {0, H}, kvrows = {0, kvd};
+    int ctx = 0;
+    for (int q = 0; q < B; q++)
+        if (bt->s[q]->pos + bt->n[q] > ctx) ctx = bt->s[q]->pos + bt->n[q];
     float *q = take(ws, (size_t)T * qd);  /* [T][nq·hd] packed kept heads */
     float *o = take(ws, (size_t)T * qd);  /* [T][nq·hd] */
     int nth = st_get_threads();
     float *scores = take(ws, (size_t)(nth + 1) * ctx);
-    float *K = s->k_cache[L->state_idx], *V = s->v_cache[L->state_idx]; /* [cap][nkv·hd] */
     mm(&L->wq, b->a_q_rows, b->a_n_q, &hcols, 1, u, H, q, qd, T, 0);
-    mm(&L->wk, &kvrows, 1, &hcols, 1, u, H, K + (size_t)pos * kvd, kvd, T, 0);
-    mm(&L->wv, &kvrows, 1, &hcols, 1, u, H, V + (size_t)pos * kvd, kvd, T, 0);
+    if (B == 1) { /* straight into the sequence's cache [cap][nkv·hd] */
+        st_state *s = bt->s[0];
+        mm(&L->wk, &kvrows, 1, &hcols, 1, u, H, s->k_cache[L->state_idx] + (size_t)s->pos * kvd, kvd, T, 0);
+        mm(&L->wv, &kvrows, 1, &hcols, 1, u, H, s->v_cache[L->state_idx] + (size_t)s->pos * kvd, kvd, T, 0);
+    } else { /* all rows at once, then each sequence's rows to its cache */
+        float *kt = take(ws, (size_t)T * kvd), *vt = take(ws, (size_t)T * kvd);
+        mm(&L->wk, &kvrows, 1, &hcols, 1, u, H, kt, kvd, T, 0);
+        mm(&L->wv, &kvrows, 1, &hcols, 1, u, H, vt, kvd, T, 0);
+        for (int i = 0; i < B; i++) {
+            st_state *s = bt->s[i];
+            const size_t n = (size_t)bt->n[i] * kvd, r0 = (size_t)bt->off[i] * kvd;
+            memcpy(s->k_cache[L->state_idx] + (size_t)s->pos * kvd, kt + r0, sizeof(float) * n);
+            memcpy(s->v_cache[L->state_idx] + (size_t)s->pos * kvd, vt + r0, sizeof(float) * n);
+        }
+    }
     const float scale = 1.0f / sqrtf((float)hd);
     const double tp = prof_t0();
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth) if ((size_t)T * nq * ctx > 4096)
+    size_t work = 0;
+    for (int i = 0; i < B; i++) work += (size_t)bt->n[i] * nq * (bt->s[i]->pos + bt->n[i]);
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth) if (work > 4096)
     for (int t = 0; t < T; t++)
         for (int i = 0; i < nq; i++) {
-            const int kvh = i / qk; /* causal: positions 0..pos+t */
-            st_attn_head(q + (size_t)t * qd + (size_t)i * hd, K + (size_t)kvh * hd, V + (size_t)kvh * hd, kvd,
-                         pos + t + 1, hd, scale, scores + (size_t)omp_get_thread_num() * ctx,
-                         o + (size_t)t * qd + (size_t)i * hd);
+            const int sq = bt->seq_of[t], kvh = i / qk;
+            const st_state *s = bt->s[sq];
+            /* causal: positions 0 .. pos + (row within its sequence) */
+            st_attn_head(q + (size_t)t * qd + (size_t)i * hd, s->k_cache[L->state_idx] + (size_t)kvh * hd,
+                         s->v_cache[L->state_idx] + (size_t)kvh * hd, kvd, s->pos + (t - bt->off[sq]) + 1, hd, scale,
+                         scores + (size_t)omp_get_thread_num() * ctx, o + (size_t)t * qd + (size_t)i * hd);
         }
     prof_add(ST_PROF_ATTN, tp);
     const st_span hrows = {0, H};
@@ -353,42 +392,80 @@ void st_budget_key(const st_budget *b, char *key, size_t n) {
              w->intermediate_size, b->top_k, w->n_skip, (unsigned long long)h);
 }
 
-st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int n, float *logits, int all_logits) {
+/* At most ST_BATCH_MAX items per call (the index arrays live on the stack). */
+st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n_items) {
     const st_model *m = b->m;
     const st_config *c = &m->cfg;
-    if (s->m != m) return st_err(ST_ERR_ARG, "st_forward: state and budget belong to different models");
-    if (n <= 0) return st_err(ST_ERR_ARG, "st_forward: no tokens");
-    char key[sizeof s->budget_key];
+    if (n_items <= 0 || n_items > ST_BATCH_MAX)
+        return st_err(ST_ERR_ARG, "st_forward_batch: %d sequences (1 to %d)", n_items, ST_BATCH_MAX);
+    char key[sizeof items[0].state->budget_key];
     st_budget_key(b, key, sizeof key);
-    if (s->has_budget && strcmp(key, s->budget_key))
-        return st_err(ST_ERR_ARG, "st_forward: this state was computed at another budget (reset it first)");
-    if (s->pos + n > s->max_ctx)
-        return st_err(ST_ERR_RANGE, "context full: %d + %d tokens exceed the %d-token limit", s->pos, n, s->max_ctx);
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return st_err(ST_ERR_RANGE, "token id %d at position %d is outside the vocabulary [0, %d)", tokens[i], i,
-                          c->vocab_size);
-    st_status rc = st_state_reserve(s, s->pos + n);
-    if (rc) return rc;
-    size_t need = ws_need(b, n, s->pos + n);
-    if (need > s->ws_cap) {
-        free(s->ws);
-        s->ws = st_aligned_alloc(need * sizeof(float));
-        s->ws_cap = s->ws ? need : 0;
-        if (!s->ws) return ST_ERR_NOMEM;
+    /* everything is checked before any state changes */
+    int R = 0, ctx = 0, n_lg = 0;
+    for (int q = 0; q < n_items; q++) {
+        const st_batch_item *it = &items[q];
+        const st_state *s = it->state;
+        const int n = it->n_tokens;
+        if (!s || s->m != m) return st_err(ST_ERR_ARG, "st_forward: state and budget belong to different models");
+        if (n <= 0 || !it->tokens) return st_err(ST_ERR_ARG, "st_forward: no tokens");
+        for (int k = 0; k < q; k++)
+            if (items[k].state == s) return st_err(ST_ERR_ARG, "st_forward_batch: sequence %d appears twice", q);
+        if (s->has_budget && strcmp(key, s->budget_key))
+            return st_err(ST_ERR_ARG, "st_forward: this state was computed at another budget (reset it first)");
+        if (s->pos + n > s->max_ctx)
+            return st_err(ST_ERR_RANGE, "context full: %d + %d tokens exceed the %d-token limit", s->pos, n, s->max_ctx);
+        for (int i = 0; i < n; i++)
+            if (it->tokens[i] < 0 || it->tokens[i] >= c->vocab_size)
+                return st_err(ST_ERR_RANGE, "token id %d at position %d is outside the vocabulary [0, %d)",
+                              it->tokens[i], i, c->vocab_size);
+        if (n > INT32_MAX / 2 - R) return st_err(ST_ERR_RANGE, "st_forward_batch: too many tokens");
+        R += n;
+        if (s->pos + n > ctx) ctx = s->pos + n;
+        if (it->logits) n_lg += it->all_logits ? n : 1;
     }
-    memcpy(s->budget_key, key, sizeof key);
-    snprintf(s->budget_name, sizeof s->budget_name, "%s", b->name);
-    s->budget_w = b->w;
-    s->has_budget = 1;
+    for (int q = 0; q < n_items; q++) {
+        st_status rc = st_state_reserve(items[q].state, items[q].state->pos + items[q].n_tokens);
+        if (rc) return rc;
+    }
+    /* the workspace lives in the first sequence's state; logits of several
+     * sequences come out of one lm_head product, gathered in it first */
+    st_state *ws_owner = items[0].state;
+    const size_t lg = n_items > 1 ? (size_t)n_lg * (size_t)c->vocab_size : 0;
+    size_t need = ws_need(b, R, ctx, lg) + 2 * rup((size_t)R + (size_t)n_items);
+    if (need > ws_owner->ws_cap) {
+        free(ws_owner->ws);
+        ws_owner->ws = st_aligned_alloc(need * sizeof(float));
+        ws_owner->ws_cap = ws_owner->ws ? need : 0;
+        if (!ws_owner->ws) return ST_ERR_NOMEM;
+    }
+    st_state *states[ST_BATCH_MAX];
+    int off[ST_BATCH_MAX], nn[ST_BATCH_MAX];
+    for (int q = 0, r = 0; q < n_items; q++) {
+        st_state *s = items[q].state;
+        memcpy(s->budget_key, key, sizeof key);
+        snprintf(s->budget_name, sizeof s->budget_name, "%s", b->name);
+        s->budget_w = b->w;
+        s->has_budget = 1;
+        states[q] = s;
+        off[q] = r;
+        nn[q] = items[q].n_tokens;
+        r += nn[q];
+    }
 
-    const int H = b->w.hidden_size, T = n;
-    bump ws = {s->ws, 0, s->ws_cap};
+    const int H = b->w.hidden_size, T = R;
+    bump ws = {ws_owner->ws, 0, ws_owner->ws_cap};
+    int *seq_of = (int *)take(&ws, (size_t)T);  /* row -> its sequence */
     float *x = take(&ws, (size_t)T * H);  /* residual stream [T][H'] */
     float *u = take(&ws, (size_t)T * H);  /* normed input    [T][H'] */
     float *o = take(&ws, (size_t)T * H);  /* mixer output    [T][H'] */
+    float *lgt = lg ? take(&ws, lg) : NULL; /* gathered logits [n_lg][V] */
     size_t mark = ws.used;
-    for (int t = 0; t < T; t++) st_mat_row_f32(&m->embed, tokens[t], 0, H, x + (size_t)t * H);
+    for (int q = 0; q < n_items; q++)
+        for (int t = 0; t < nn[q]; t++) {
+            seq_of[off[q] + t] = q;
+            st_mat_row_f32(&m->embed, items[q].tokens[t], 0, H, x + (size_t)(off[q] + t) * H);
+        }
+    const batch bt = {n_items, R, states, off, nn, seq_of};
     for (int l = 0; l < c->n_layers; l++) {
         if (b->skip[l]) continue;
         const st_layer *L = &m->layers[l];
@@ -397,21 +474,41 @@ st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int
         prof_add(ST_PROF_NORM, tp);
         ws.used = mark;
         switch (L->type) {
-        case 'M': mamba_forward(b, L, s, u, o, T, &ws); break;
-        case '*': attn_forward(b, L, s, u, o, T, &ws); break;
+        case 'M': mamba_forward(b, L, &bt, u, o, &ws); break;
+        case '*': attn_forward(b, L, &bt, u, o, &ws); break;
         case '-': mlp_forward(b, L, u, o, T, &ws); break;
         case 'E': moe_forward(b, L, u, o, T, &ws); break;
         }
         for (size_t i = 0; i < (size_t)T * H; i++) x[i] += o[i];
     }
-    s->pos += n;
-    if (logits) {
-        int t0 = all_logits ? 0 : T - 1, nt = T - t0;
+    for (int q = 0; q < n_items; q++) states[q]->pos += nn[q];
+    if (n_lg) { /* the rows that want logits, normed into u, through one lm_head product */
         const double tp = prof_t0();
-        for (int t = t0; t < T; t++) rmsnorm(u + (size_t)(t - t0) * H, x + (size_t)t * H, m->norm_f, H, c->norm_eps);
+        int nt = 0;
+        for (int q = 0; q < n_items; q++) {
+            if (!items[q].logits) continue;
+            for (int t = items[q].all_logits ? 0 : nn[q] - 1; t < nn[q]; t++, nt++)
+                rmsnorm(u + (size_t)nt * H, x + (size_t)(off[q] + t) * H, m->norm_f, H, c->norm_eps);
+        }
         prof_add(ST_PROF_NORM, tp);
         const st_span vs = {0, c->vocab_size}, hs = {0, H};
-        mm(&m->lm_head, &vs, 1, &hs, 1, u, H, logits, c->vocab_size, nt, 0);
+        const size_t V = (size_t)c->vocab_size;
+        if (!lgt) { /* one sequence: straight into its buffer */
+            mm(&m->lm_head, &vs, 1, &hs, 1, u, H, items[0].logits, c->vocab_size, nt, 0);
+        } else {
+            mm(&m->lm_head, &vs, 1, &hs, 1, u, H, lgt, c->vocab_size, nt, 0);
+            for (int q = 0, k = 0; q < n_items; q++) {
+                if (!items[q].logits) continue;
+                const int rows = items[q].all_logits ? nn[q] : 1;
+                memcpy(items[q].logits, lgt + (size_t)k * V, sizeof(float) * rows * V);
+                k += rows;
+            }
+        }
     }
     return ST_OK;
+}
+
+st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int n, float *logits, int all_logits) {
+    const st_batch_item it = {s, tokens, n, logits, all_logits};
+    return st_forward_batch(b, &it, 1);
 }
