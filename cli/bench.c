@@ -57,6 +57,8 @@ static void usage(FILE *f) {
             "                         at least 1024)\n"
             "      --json FILE        also write the results as JSON\n"
             "      --svg FILE         plot decode tok/s against MB per token, with the roofline\n"
+            "      --batch LIST       also decode LIST (e.g. 1,2,4,8) sequences at once through one\n"
+            "                         batched forward pass: aggregate tok/s and bytes per step\n"
             "  -h, --help             this help\n\n"
             "Bandwidth is measured before every budget and at the end; ratios use the best value.\n");
 }
@@ -240,6 +242,60 @@ static int run_budget(st_model *m, result *r, int prompt, int gen, int reps, uin
     return fail;
 }
 
+/* --batch: B sequences decoding together through st_forward_batch, each
+ * after its own --prompt tokens; aggregate tok/s of the gen steps (each with
+ * B logits rows and B samples), best of reps, and the weight bytes one step
+ * reads (measured by the profile: the union of the experts the B rows chose). */
+typedef struct {
+    int model, budget, B;
+    double step_s, tok_s, bytes;
+} bresult;
+
+static int run_batch(st_model *m, const st_budget *b, int B, int prompt, int gen, int reps, uint64_t seed,
+                     bresult *out) {
+    const st_config *c = st_model_config(m);
+    const size_t V = (size_t)c->vocab_size;
+    st_state *s[64] = {0};
+    st_sampler *smp = NULL;
+    st_sampler_params sp = st_sampler_default_params();
+    sp.temperature = 0.8f;
+    sp.top_p = 0.95f;
+    sp.seed = seed;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)B * (size_t)(prompt + gen));
+    float *logits = malloc(sizeof(float) * (size_t)B * V);
+    st_status rc = tok && logits ? st_sampler_new(&sp, c->vocab_size, &smp) : ST_ERR_NOMEM;
+    for (int q = 0; !rc && q < B; q++) rc = st_state_new(m, prompt + gen + 8, &s[q]);
+    for (int i = 0; !rc && i < B * (prompt + gen); i++) tok[i] = (int32_t)(st_splitmix64(&seed) % V);
+    out->tok_s = 0;
+    st_prof prof;
+    for (int rep = 0; !rc && rep <= reps; rep++) { /* run 0 warms up; the last is profiled */
+        for (int q = 0; !rc && q < B; q++) {
+            st_state_reset(s[q]);
+            rc = st_forward(b, s[q], tok + (size_t)q * (prompt + gen), prompt, NULL, 0);
+        }
+        const int profiled = rep == reps;
+        if (profiled) { memset(&prof, 0, sizeof prof); st_prof_attach(&prof); }
+        double t0 = now_s();
+        for (int i = 0; !rc && i < gen; i++) {
+            st_batch_item it[64];
+            for (int q = 0; q < B; q++)
+                it[q] = (st_batch_item){s[q], tok + (size_t)q * (prompt + gen) + prompt + i, 1, logits + q * V, 0};
+            rc = st_forward_batch(b, it, B);
+            for (int q = 0; !rc && q < B; q++) (void)st_sample(smp, logits + q * V);
+        }
+        double dt = now_s() - t0;
+        st_prof_attach(NULL);
+        if (profiled) out->bytes = prof.bytes / gen;
+        else if (rep && B * gen / dt > out->tok_s) { out->tok_s = B * gen / dt; out->step_s = dt / gen; }
+    }
+    if (reps == 0 && !rc) { out->tok_s = 0; }
+    for (int q = 0; q < B; q++) st_state_free(s[q]);
+    st_sampler_free(smp);
+    free(tok);
+    free(logits);
+    return rc ? cli_fail_st("bench", rc) : 0;
+}
+
 static json_t *prof_json(const st_prof *p) {
     json_t *o = json_object();
     for (int k = 0; k < ST_PROF_N; k++) json_object_set_new(o, st_prof_name((st_prof_class)k), json_real(1e3 * p->s[k]));
@@ -298,7 +354,7 @@ static int write_json(const char *path, const char *const *dirs, const char *con
     return 0;
 }
 
-enum { O_GEN_MODEL = 256, O_BUDGET, O_PROMPT, O_GEN, O_REPS, O_JSON, O_BW, O_SVG, O_PRESET };
+enum { O_GEN_MODEL = 256, O_BUDGET, O_PROMPT, O_GEN, O_REPS, O_JSON, O_BW, O_SVG, O_PRESET, O_BATCH };
 
 #define MAX_MODELS 4
 
@@ -341,7 +397,7 @@ static int write_svg(const char *path, const result *res, int n, const char *con
 int cmd_bench(int argc, char **argv) {
     const char *dirs[MAX_MODELS], *gen_dir = NULL, *budgets = NULL, *json = NULL, *svg = NULL, *preset = "bench";
     const char *extra[MAX_BUDGETS];
-    int n_extra = 0, n_dirs = 0;
+    int n_extra = 0, n_dirs = 0, n_bs = 0, bsizes[8];
     long threads = 2, prompt = 256, gen = 64, reps = 3, bw_mib = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"gen-model", required_argument, 0, O_GEN_MODEL},
@@ -350,7 +406,8 @@ int cmd_bench(int argc, char **argv) {
         {"threads", required_argument, 0, 't'}, {"prompt", required_argument, 0, O_PROMPT},
         {"gen", required_argument, 0, O_GEN}, {"reps", required_argument, 0, O_REPS},
         {"json", required_argument, 0, O_JSON}, {"svg", required_argument, 0, O_SVG},
-        {"bw-mib", required_argument, 0, O_BW}, {"help", no_argument, 0, 'h'}, {0}};
+        {"bw-mib", required_argument, 0, O_BW}, {"batch", required_argument, 0, O_BATCH},
+        {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
     optind = 1;
@@ -373,6 +430,18 @@ int cmd_bench(int argc, char **argv) {
         case O_REPS: if (cli_int(optarg, 1, 64, &reps)) return cli_usage("bench", "bad --reps '%s' (1..64)", optarg); break;
         case O_JSON: json = optarg; break;
         case O_SVG: svg = optarg; break;
+        case O_BATCH: {
+            char *save = NULL, *dup = strdup(optarg);
+            n_bs = 0;
+            for (char *t = dup ? strtok_r(dup, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save)) {
+                long v;
+                if (n_bs == 8 || cli_int(t, 1, 64, &v)) { free(dup); return cli_usage("bench", "bad --batch '%s' (up to 8 sizes, 1..64)", optarg); }
+                bsizes[n_bs++] = (int)v;
+            }
+            free(dup);
+            if (!n_bs) return cli_usage("bench", "bad --batch '%s'", optarg);
+            break;
+        }
         case O_BW: if (cli_int(optarg, 1, 1 << 20, &bw_mib)) return cli_usage("bench", "bad --bw-mib '%s'", optarg); break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage("bench", "option %s needs a value", argv[optind - 1]);
@@ -497,6 +566,21 @@ int cmd_bench(int argc, char **argv) {
         rc = run_budget(models[res[i].model], &res[i], (int)prompt, (int)gen, (int)reps, 0x5eed0000ull + (uint64_t)(i % n));
         if (!rc) done++;
     }
+    /* --batch: for every model and budget, each batch size */
+    bresult bres[MAX_MODELS * MAX_BUDGETS * 8];
+    int nb = 0;
+    for (int i = 0; i < nr && !rc && n_bs; i++) {
+        MEASURE_BW(bw_here);
+        for (int k = 0; k < n_bs && !rc; k++) {
+            bresult *br = &bres[nb];
+            br->model = res[i].model;
+            br->budget = i;
+            br->B = bsizes[k];
+            rc = run_batch(models[res[i].model], res[i].b, bsizes[k], (int)(prompt < 64 ? prompt : 64), (int)gen,
+                           (int)reps, 0xba7c0000ull + (uint64_t)i, br);
+            if (!rc) nb++;
+        }
+    }
     if (done) MEASURE_BW(bw_here);
 #undef MEASURE_BW
     if (done) { /* the peaks once more: best of the two */
@@ -536,6 +620,24 @@ int cmd_bench(int argc, char **argv) {
             printf("%-*s %8.3f", lw, nm, 1e3 * r->dec_total);
             for (int k = 0; k < ST_PROF_N; k++) printf(" %9.3f", 1e3 * r->dec.s[k]);
             printf("\n");
+        }
+        if (nb) {
+            printf("\nbatched decode (st_forward_batch; each sequence after its own %ld-token prompt):\n",
+                   prompt < 64 ? prompt : 64);
+            printf("%-*s %5s %9s %12s %8s %9s %8s %6s\n", lw, "budget", "batch", "step ms", "agg tok/s", "vs B=1",
+                   "MB/step", "GB/s", "%bw");
+            for (int k = 0; k < nb; k++) {
+                const bresult *br = &bres[k];
+                const result *r = &res[br->budget];
+                double one = 0;
+                for (int j = 0; j < nb; j++)
+                    if (bres[j].budget == br->budget && bres[j].B == 1) one = bres[j].tok_s;
+                char nm[96];
+                snprintf(nm, sizeof nm, "%s %s", mlabel[r->model], r->label);
+                const double gbs = br->bytes / br->step_s / 1e9;
+                printf("%-*s %5d %9.2f %12.2f %7.2fx %9.1f %8.2f %5.1f%%\n", lw, nm, br->B, 1e3 * br->step_s, br->tok_s,
+                       one > 0 ? br->tok_s / one : 0, br->bytes / 1e6, gbs, bw > 0 ? 100 * gbs / bw : 0);
+            }
         }
         printf("\n(MB/tok: weight bytes one decoded token reads, top-k experts only; GB/s = MB/tok x decode/s;\n"
                " mm GF/s: matmul FLOPs of the prefill / its matmul wall time, against the FMA loop and the GEMM peak)\n");

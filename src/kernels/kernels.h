@@ -139,6 +139,7 @@ typedef enum {
 typedef struct {
     double s[ST_PROF_N]; /* seconds per class                                */
     double flops;        /* 2·rows·cols·tokens of every st_matmul while attached */
+    double bytes;        /* weight bytes those products read (rows·cols·size)    */
 } st_prof;
 void st_prof_attach(st_prof *p);         /* NULL detaches */
 st_prof *st_prof_attached(void);

@@ -663,5 +663,7 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
         prof->s[ST_PROF_MATMUL] += work < wall ? work : wall;
         prof->s[ST_PROF_SYNC] += work < wall ? wall - work : 0;
         prof->flops += 2.0 * (double)N * (double)K * T;
+        prof->bytes += (double)N * (double)K *
+                       (W->dt == ST_DT_NVFP4 ? 0.5 + 1.0 / 16 : (double)st_dtype_size(W->dt));
     }
 }
