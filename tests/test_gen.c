@@ -8,7 +8,8 @@
  *   equal Mamba widths and equal to transplanting by hand;
  *   stop strings, UTF-8-valid pieces, streaming == accumulated text;
  *   prompt cache hits give the cold run's tokens and logits, snapshots every
- *   N tokens serve shared prefixes, LRU eviction under the byte cap.
+ *   N tokens and at each chat message's end serve shared prefixes, LRU
+ *   eviction under the byte cap.
  */
 #include <setjmp.h>
 #include <stdarg.h>

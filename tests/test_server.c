@@ -6,7 +6,10 @@
  * unknown model, impossible transplant, wrong method, queue full, API key,
  * time limit), /health, /metrics, /v1/models, a load test of 16 concurrent
  * streams that must each equal the single-request greedy result, and the
- * same greedy request through the server and through `starling run`.
+ * same greedy request through the server and through `starling run`, and
+ * 5-turn conversations (thinking on/off, two budgets, think_with/answer_with,
+ * the synthetic and the shipped model) whose later turns must restore their
+ * history from the prompt cache and answer as a cache-less server does.
  *
  * Servers run in this process on 127.0.0.1 with an OS-chosen port; the
  * `starling serve` command itself is checked for a clean SIGTERM exit.
@@ -662,6 +665,16 @@ static void test_multiturn_cache(void **st) {
     assert_true(bytes > 0 && bytes <= metric(pw, "starling_prompt_cache_max_bytes"));
     assert_true(metric(pw, "starling_prompt_cache_stores_total") >= metric(pw, "starling_prompt_cache_entries"));
     assert_int_equal(metric(pc, "starling_prompt_cache_hits_total"), 0);
+    /* the help states the cache's size and policy */
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "%s serve --help", starling_bin());
+    int status;
+    char *help = run_capture(cmd, &status);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(help, "--cache-mb N"));
+    assert_non_null(strstr(help, "least recently used"));
+    assert_non_null(strstr(help, "end of every\nchat message"));
+    free(help);
     st_server_stop(warm);
     st_server_stop(cold);
 }
