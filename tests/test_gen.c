@@ -22,6 +22,7 @@
 
 #include "gen/cache.h"
 #include "gen/generate.h"
+#include "model/model.h"
 #include "model/synth.h"
 #include "util_test.h"
 
@@ -445,6 +446,68 @@ static void test_cache_hits(void **st) {
     st_pcache_free(c);
 }
 
+/* max |a-b| / max |b| over n floats must be below tol */
+static void close_to(const float *a, const float *b, size_t n, double tol, const char *what) {
+    double e = rel_err(a, b, n);
+    if (!(e < tol)) fail_msg("%s: relative error %.3g (tolerance %.1g)", what, e, tol);
+}
+
+/* Two states hold the same thing: position, budget, every conv/SSM value
+ * and the KV rows in use. Not bit for bit: a pass over T tokens rounds its
+ * matrix products differently for different T (the kernels block by rows),
+ * so stopping at a position and passing over it differ in the last bits. */
+static void same_state(const st_state *a, const st_state *b) {
+    const st_config *c = st_model_config(g_m);
+    size_t din = (size_t)c->mamba_num_heads * (size_t)c->mamba_head_dim;
+    size_t conv = (size_t)(c->conv_kernel - 1) * (din + 2 * (size_t)c->n_groups * (size_t)c->ssm_state_size);
+    size_t ssm = din * (size_t)c->ssm_state_size, row = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    assert_int_equal(a->pos, b->pos);
+    assert_string_equal(a->budget_key, b->budget_key);
+    for (int i = 0; i < g_m->n_mamba; i++) {
+        close_to(a->conv[i], b->conv[i], conv, 1e-5, "conv state");
+        close_to(a->ssm[i], b->ssm[i], ssm, 1e-5, "SSM state");
+    }
+    for (int i = 0; i < g_m->n_attn && a->pos; i++) {
+        close_to(a->k_cache[i], b->k_cache[i], row * (size_t)a->pos, 1e-5, "K cache");
+        close_to(a->v_cache[i], b->v_cache[i], row * (size_t)a->pos, 1e-5, "V cache");
+    }
+}
+
+/* A snapshot taken inside a pass equals stopping the pass there, at a budget
+ * that cuts Mamba heads and channels (the uncut parts must stay as they
+ * were) and from a state that already holds tokens. */
+static void test_forward_snap(void **st) {
+    const st_budget *bs[2] = {g_L, g_S};
+    for (int bi = 0; bi < 2; bi++) {
+        const st_budget *b = bs[bi];
+        st_state *whole, *split, *snap[2];
+        assert_int_equal(st_state_new(g_m, 0, &whole), ST_OK);
+        assert_int_equal(st_state_new(g_m, 0, &split), ST_OK);
+        assert_int_equal(st_state_new(g_m, 0, &snap[0]), ST_OK);
+        assert_int_equal(st_state_new(g_m, 0, &snap[1]), ST_OK);
+        const int pre = 5, n = g_np - pre, at[2] = {3, n / 2};
+        assert_true(n / 2 > 3);
+        assert_int_equal(st_forward(b, whole, g_prompt, pre, NULL, 0), ST_OK);
+        assert_int_equal(st_forward(b, split, g_prompt, pre, NULL, 0), ST_OK);
+        float *la = malloc(sizeof(float) * (size_t)g_V), *lb = malloc(sizeof(float) * (size_t)g_V);
+        assert_int_equal(st_forward_snap(b, whole, g_prompt + pre, n, la, 0, at, 2, snap), ST_OK);
+        assert_int_equal(st_forward(b, split, g_prompt + pre, at[0], NULL, 0), ST_OK);
+        same_state(snap[0], split);
+        assert_int_equal(st_forward(b, split, g_prompt + pre + at[0], at[1] - at[0], NULL, 0), ST_OK);
+        same_state(snap[1], split);
+        assert_int_equal(st_forward(b, split, g_prompt + pre + at[1], n - at[1], lb, 0), ST_OK);
+        same_state(whole, split);
+        close_to(la, lb, (size_t)g_V, 1e-5, "logits");
+        /* marks out of order or at the end are refused */
+        const int bad[2] = {4, 4};
+        assert_int_equal(st_forward_snap(b, whole, g_prompt, 8, NULL, 0, bad, 2, snap), ST_ERR_ARG);
+        const int end[1] = {8};
+        assert_int_equal(st_forward_snap(b, whole, g_prompt, 8, NULL, 0, end, 1, snap), ST_ERR_ARG);
+        free(la); free(lb);
+        st_state_free(whole); st_state_free(split); st_state_free(snap[0]); st_state_free(snap[1]);
+    }
+}
+
 static void test_cache_evicts(void **st) {
     /* size one snapshot, then allow about 2.5 of them */
     st_state *s;
@@ -521,6 +584,7 @@ int main(void) {
         cmocka_unit_test(test_think_grace),        cmocka_unit_test(test_switch_exact),
         cmocka_unit_test(test_switch_transplant),  cmocka_unit_test(test_stop_and_stream),
         cmocka_unit_test(test_cache_hits),         cmocka_unit_test(test_cache_evicts),
+        cmocka_unit_test(test_forward_snap),
         cmocka_unit_test(test_bad_params),
     };
     return cmocka_run_group_tests_name("gen", tests, setup, teardown);

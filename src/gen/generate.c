@@ -439,23 +439,46 @@ static st_status job_step(st_gen *g, int *job_done) {
     int q = j->n - j->done;
     if (q > g->p.prefill_chunk) q = g->p.prefill_chunk;
     int iv = g->cache ? st_pcache_interval(g->cache) : 0;
-    int turn_end = INT_MAX; /* the next snapshot point at a chat turn boundary */
+    int at0 = j->off + j->done; /* prompt offset of this chunk */
+    int marks[ST_FWD_MAX_SNAP], n_marks = 0; /* chat turn ends inside the chunk, as prompt offsets */
     if (j->cacheable && g->cache) {
-        int at = j->off + j->done;
-        if (iv > 0 && (at / iv + 1) * iv - at < q) q = (at / iv + 1) * iv - at;
-        turn_end = next_turn_end(g, at);
-        if (turn_end - at < q) q = turn_end - at;
+        if (iv > 0 && (at0 / iv + 1) * iv - at0 < q) q = (at0 / iv + 1) * iv - at0;
+        /* turn ends are taken inside the pass (no split, no extra weight
+         * read); past ST_FWD_MAX_SNAP of them the chunk ends at the next */
+        for (int e = next_turn_end(g, at0); e < at0 + q; e = next_turn_end(g, e)) {
+            if (n_marks == ST_FWD_MAX_SNAP) { q = e - at0; break; }
+            marks[n_marks++] = e;
+        }
     }
-    const int32_t *toks = (j->src ? g->out : g->prompt) + j->off + j->done;
+    const int32_t *toks = (j->src ? g->out : g->prompt) + at0;
     int last = j->done + q == j->n;
-    if (q > 0) {
-        if ((rc = st_forward(j->b, j->s, toks, q, last && j->logits ? g->logits : NULL, 0))) return rc;
-        j->done += q;
+    st_state *snap[ST_FWD_MAX_SNAP] = {0};
+    int rel[ST_FWD_MAX_SNAP];
+    for (int k = 0; k < n_marks; k++) {
+        rel[k] = marks[k] - at0;
+        if (!snap[k] && (rc = st_state_new(g->m, marks[k], &snap[k]))) {
+            /* no memory for a snapshot: prefill without them */
+            st_err_clear();
+            n_marks = k;
+            break;
+        }
     }
+    rc = ST_OK;
+    if (q > 0) {
+        rc = st_forward_snap(j->b, j->s, toks, q, last && j->logits ? g->logits : NULL, 0, rel, n_marks, snap);
+        if (!rc) j->done += q;
+    }
+    for (int k = 0; k < n_marks && !rc; k++) {
+        st_status sr = st_pcache_store(g->cache, j->b, g->prompt, marks[k], snap[k], NULL);
+        if (sr == ST_ERR_NOMEM) st_err_clear(); /* a full cache is not the request's failure */
+        else rc = sr;
+    }
+    for (int k = 0; k < ST_FWD_MAX_SNAP; k++) st_state_free(snap[k]);
+    if (rc) return rc;
     if (last && j->logits) g->have_logits = 1;
     if (j->cacheable && g->cache) {
         int at = j->off + j->done;
-        if (last || (iv > 0 && at % iv == 0) || at == turn_end) {
+        if (last || (iv > 0 && at % iv == 0)) {
             rc = st_pcache_store(g->cache, j->b, g->prompt, at, j->s, last && j->logits ? g->logits : NULL);
             if (rc == ST_ERR_NOMEM) st_err_clear(); /* a full cache is not the request's failure */
             else if (rc) return rc;

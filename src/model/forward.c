@@ -123,8 +123,11 @@ static void relu2(float *x, size_t n) {
  * Packed in_proj output row: z [din'] | x [din'] | B [G·N] | C [G·N] | dt [nk]
  * where din' = nk·P', nk = r·G kept heads (first r of each group).
  */
+/* Snapshots to take inside a pass: after token at[k]-1 of the pass. */
+typedef struct { const int *at; int n; st_state **snap; } marks;
+
 static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, const float *u, float *out, int T,
-                          bump *ws) {
+                          bump *ws, const marks *mk) {
     const st_config *c = &b->m->cfg;
     const int H = b->w.hidden_size, G = c->n_groups, N = c->ssm_state_size, K = c->conv_kernel;
     const int P = c->mamba_head_dim, Pk = b->m_P, nk = b->m_r * G, din = b->m_din, R = c->mamba_num_heads / G;
@@ -146,13 +149,17 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
         const float *wk = L->conv_w + (size_t)pc * K;
         float hist[64];
         for (int k = 0; k < K - 1; k++) hist[k] = cst[(size_t)k * conv_full + pc];
-        for (int t = 0; t < T; t++) {
+        for (int t = 0, mi = 0; t < T; t++) {
             float xin = zx[(size_t)t * M + din + ch];
             float acc = L->conv_b[pc] + wk[K - 1] * xin;
             for (int k = 0; k < K - 1; k++) acc += wk[k] * hist[k];
             for (int k = 0; k + 1 < K - 1; k++) hist[k] = hist[k + 1];
             if (K > 1) hist[K - 2] = xin;
             xbc[(size_t)t * convk + ch] = silu(acc);
+            if (mi < mk->n && t + 1 == mk->at[mi]) {
+                float *sc = mk->snap[mi++]->conv[L->state_idx];
+                for (int k = 0; k < K - 1; k++) sc[(size_t)k * conv_full + pc] = hist[k];
+            }
         }
         for (int k = 0; k < K - 1; k++) cst[(size_t)k * conv_full + pc] = hist[k];
     }
@@ -174,7 +181,7 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
         int h = b->m_heads[i], g = h / R;
         float A = L->A[h], Dh = L->D[h];
         float *S = ssm + (size_t)h * P * N;
-        for (int t = 0; t < T; t++) {
+        for (int t = 0, mi = 0; t < T; t++) {
             const float *xr = xbc + (size_t)t * convk;
             const float *x = xr + (size_t)i * Pk, *B = xr + din + (size_t)g * N, *C = xr + din + (size_t)G * N + (size_t)g * N;
             float d = dt[(size_t)t * nk + i], dA = expf(d * A);
@@ -187,6 +194,8 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
                 }
                 yo[p] = acc + Dh * x[p];
             }
+            if (mi < mk->n && t + 1 == mk->at[mi]) /* rows p >= Pk are untouched, as in the copy */
+                memcpy(mk->snap[mi++]->ssm[L->state_idx] + (size_t)h * P * N, S, sizeof(float) * (size_t)P * N);
         }
     }
 
@@ -214,7 +223,7 @@ static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, co
 /* ------------------------------------------------------------ attention */
 
 static void attn_forward(const st_budget *b, const st_layer *L, st_state *s, const float *u, float *out, int T,
-                         bump *ws) {
+                         bump *ws, const marks *mk) {
     const st_config *c = &b->m->cfg;
     const int H = b->w.hidden_size, hd = c->head_dim, nkv = c->num_key_value_heads, qk = b->a_qk;
     const int nq = qk * nkv, qd = nq * hd, kvd = nkv * hd, pos = s->pos, ctx = pos + T;
@@ -227,6 +236,11 @@ static void attn_forward(const st_budget *b, const st_layer *L, st_state *s, con
     mm(&L->wq, b->a_q_rows, b->a_n_q, &hcols, 1, u, H, q, qd, T, 0);
     mm(&L->wk, &kvrows, 1, &hcols, 1, u, H, K + (size_t)pos * kvd, kvd, T, 0);
     mm(&L->wv, &kvrows, 1, &hcols, 1, u, H, V + (size_t)pos * kvd, kvd, T, 0);
+    for (int k = 0; k < mk->n; k++) { /* the new K/V rows before the mark */
+        st_state *sn = mk->snap[k];
+        memcpy(sn->k_cache[L->state_idx] + (size_t)pos * kvd, K + (size_t)pos * kvd, sizeof(float) * (size_t)mk->at[k] * kvd);
+        memcpy(sn->v_cache[L->state_idx] + (size_t)pos * kvd, V + (size_t)pos * kvd, sizeof(float) * (size_t)mk->at[k] * kvd);
+    }
     const float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth) if ((size_t)T * nq * ctx > 4096)
     for (int t = 0; t < T; t++)
@@ -366,6 +380,11 @@ void st_budget_key(const st_budget *b, char *key, size_t n) {
 }
 
 st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int n, float *logits, int all_logits) {
+    return st_forward_snap(b, s, tokens, n, logits, all_logits, NULL, 0, NULL);
+}
+
+st_status st_forward_snap(const st_budget *b, st_state *s, const int32_t *tokens, int n, float *logits, int all_logits,
+                          const int *at, int n_at, st_state **snap) {
     const st_model *m = b->m;
     const st_config *c = &m->cfg;
     if (s->m != m) return st_err(ST_ERR_ARG, "st_forward: state and budget belong to different models");
@@ -389,10 +408,25 @@ st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int
         s->ws_cap = s->ws ? need : 0;
         if (!s->ws) return ST_ERR_NOMEM;
     }
+    if (n_at < 0 || n_at > ST_FWD_MAX_SNAP) return st_err(ST_ERR_ARG, "st_forward: %d snapshots (at most %d)", n_at, ST_FWD_MAX_SNAP);
+    for (int k = 0; k < n_at; k++)
+        if (at[k] <= (k ? at[k - 1] : 0) || at[k] >= n || snap[k]->m != m || snap[k] == s)
+            return st_err(ST_ERR_ARG, "st_forward: bad snapshot %d at %d of %d tokens", k, at[k], n);
     memcpy(s->budget_key, key, sizeof key);
     snprintf(s->budget_name, sizeof s->budget_name, "%s", b->name);
     s->budget_w = b->w;
     s->has_budget = 1;
+    /* each snapshot starts as the state before the pass (what the pass does
+     * not touch stays so); the layers then write what they computed up to it */
+    for (int k = 0; k < n_at; k++) {
+        st_state *sn = snap[k];
+        if (s->pos + at[k] > sn->max_ctx)
+            return st_err(ST_ERR_RANGE, "st_forward: a snapshot of %d positions exceeds its %d-position limit",
+                          s->pos + at[k], sn->max_ctx);
+        if ((rc = st_state_reserve(sn, s->pos + at[k])) || (rc = st_state_copy(sn, s))) return rc;
+        sn->pos = s->pos + at[k];
+    }
+    const marks mk = {at, n_at, snap};
 
     const int H = b->w.hidden_size, T = n;
     bump ws = {s->ws, 0, s->ws_cap};
@@ -407,8 +441,8 @@ st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int
         for (int t = 0; t < T; t++) rmsnorm(u + (size_t)t * H, x + (size_t)t * H, L->norm, H, c->norm_eps);
         ws.used = mark;
         switch (L->type) {
-        case 'M': mamba_forward(b, L, s, u, o, T, &ws); break;
-        case '*': attn_forward(b, L, s, u, o, T, &ws); break;
+        case 'M': mamba_forward(b, L, s, u, o, T, &ws, &mk); break;
+        case '*': attn_forward(b, L, s, u, o, T, &ws, &mk); break;
         case '-': mlp_forward(b, L, u, o, T, &ws); break;
         case 'E': moe_forward(b, L, u, o, T, &ws); break;
         }
