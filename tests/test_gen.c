@@ -421,6 +421,21 @@ static void test_cache_hits(void **st) {
     const int32_t *u1 = st_gen_tokens(c2, &m1), *u2 = st_gen_tokens(w2, &m2);
     assert_int_equal(m1, m2);
     assert_memory_equal(u1, u2, sizeof(int32_t) * (size_t)m1);
+    /* a turn end that closes a prefill chunk is kept too: chunks of exactly
+     * the first message's length, no interval snapshots */
+    {
+        st_pcache *c1;
+        assert_int_equal(st_pcache_new((size_t)64 << 20, 0, &c1), ST_OK);
+        st_gen_params pc = p;
+        pc.prefill_chunk = ends[1];
+        st_gen_free(gen(&pc, g_prompt, g_np, c1));
+        st_pcache_stats_get(c1, &s);
+        assert_int_equal(s.entries, 3); /* system end (inside the pass), user end (the chunk's end), prompt end */
+        st_gen *h = gen(&p, ids, n, c1);
+        assert_int_equal(st_gen_get_stats(h)->cached_tokens, ends[1]);
+        st_gen_free(h);
+        st_pcache_free(c1);
+    }
     /* another budget never sees M's snapshots */
     p.answer_with = g_S;
     st_gen *sb = gen(&p, g_prompt, g_np, c);

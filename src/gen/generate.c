@@ -478,7 +478,9 @@ static st_status job_step(st_gen *g, int *job_done) {
     if (last && j->logits) g->have_logits = 1;
     if (j->cacheable && g->cache) {
         int at = j->off + j->done;
-        if (last || (iv > 0 && at % iv == 0)) {
+        /* a turn end can also close the chunk (the chunk size, or more turn
+         * ends than one pass snapshots) */
+        if (last || (iv > 0 && at % iv == 0) || next_turn_end(g, at - 1) == at) {
             rc = st_pcache_store(g->cache, j->b, g->prompt, at, j->s, last && j->logits ? g->logits : NULL);
             if (rc == ST_ERR_NOMEM) st_err_clear(); /* a full cache is not the request's failure */
             else if (rc) return rc;
