@@ -428,7 +428,8 @@ static int next_turn_end(const st_gen *g, int at) {
 }
 
 /* One chunk of the current job; chunks end on cache-interval boundaries so
- * the snapshots land where later lookups expect them. */
+ * the snapshots land where later lookups expect them, and chat turn ends
+ * inside a chunk are snapshotted within its pass. */
 static st_status job_step(st_gen *g, int *job_done) {
     job *j = &g->jobs[g->cur_job];
     st_status rc;
