@@ -616,6 +616,17 @@ static int conversation(const st_tokenizer *tok, int warm, int cold, const char 
         g_conv_cached += cached;
         g_conv_hits += cached > 0;
         beyond += t > 0 && cached > prev_user_end;
+        /* an exact switch prefills the prompt again at the answer budget: that
+         * budget's own snapshots must spare the history there too (what it
+         * prefilled is the prompt past its hit plus the thought so far) */
+        json_t *sj = json_object_get(a, "starling");
+        if (t > 0 && json_is_true(json_object_get(sj, "switched"))) {
+            long sw = (long)json_integer_value(json_object_get(sj, "switch_tokens"));
+            long comp = (long)json_integer_value(json_object_get(ua, "completion_tokens"));
+            if (sw > np - prev_user_end + comp)
+                fail_msg("%s%s turn %d: the answer budget prefilled %ld tokens, more than the %d after the previous "
+                         "user message and the %ld generated", model, extra, t + 1, sw, np - prev_user_end, comp);
+        }
         turn_end_hits += t > 0 && cached >= prev_turn_end;
         char *sa = json_dumps(json_object_get(a, "choices"), JSON_COMPACT | JSON_SORT_KEYS);
         char *sb = json_dumps(json_object_get(b, "choices"), JSON_COMPACT | JSON_SORT_KEYS);
