@@ -116,16 +116,17 @@ static void relu2(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) { float v = x[i] > 0 ? x[i] : 0; x[i] = v * v; }
 }
 
+/* Snapshots to take inside a pass: after token at[k]-1 of the pass. */
+typedef struct { const int *at; int n; st_state **snap; } marks;
+
 /* ------------------------------------------------------------ Mamba-2 */
 
 /*
  * u: [T][H'] normed input; out: [T][H'] mixer output.
  * Packed in_proj output row: z [din'] | x [din'] | B [G·N] | C [G·N] | dt [nk]
  * where din' = nk·P', nk = r·G kept heads (first r of each group).
+ * Snapshots in mk get the conv history and SSM state after their token.
  */
-/* Snapshots to take inside a pass: after token at[k]-1 of the pass. */
-typedef struct { const int *at; int n; st_state **snap; } marks;
-
 static void mamba_forward(const st_budget *b, const st_layer *L, st_state *s, const float *u, float *out, int T,
                           bump *ws, const marks *mk) {
     const st_config *c = &b->m->cfg;
@@ -412,10 +413,6 @@ st_status st_forward_snap(const st_budget *b, st_state *s, const int32_t *tokens
     for (int k = 0; k < n_at; k++)
         if (at[k] <= (k ? at[k - 1] : 0) || at[k] >= n || snap[k]->m != m || snap[k] == s)
             return st_err(ST_ERR_ARG, "st_forward: bad snapshot %d at %d of %d tokens", k, at[k], n);
-    memcpy(s->budget_key, key, sizeof key);
-    snprintf(s->budget_name, sizeof s->budget_name, "%s", b->name);
-    s->budget_w = b->w;
-    s->has_budget = 1;
     /* each snapshot starts as the state before the pass (what the pass does
      * not touch stays so); the layers then write what they computed up to it */
     for (int k = 0; k < n_at; k++) {
@@ -425,6 +422,16 @@ st_status st_forward_snap(const st_budget *b, st_state *s, const int32_t *tokens
                           s->pos + at[k], sn->max_ctx);
         if ((rc = st_state_reserve(sn, s->pos + at[k])) || (rc = st_state_copy(sn, s))) return rc;
         sn->pos = s->pos + at[k];
+    }
+    memcpy(s->budget_key, key, sizeof key);
+    snprintf(s->budget_name, sizeof s->budget_name, "%s", b->name);
+    s->budget_w = b->w;
+    s->has_budget = 1;
+    for (int k = 0; k < n_at; k++) {
+        memcpy(snap[k]->budget_key, s->budget_key, sizeof s->budget_key);
+        memcpy(snap[k]->budget_name, s->budget_name, sizeof s->budget_name);
+        snap[k]->budget_w = s->budget_w;
+        snap[k]->has_budget = 1;
     }
     const marks mk = {at, n_at, snap};
 
