@@ -39,7 +39,16 @@ static void usage(FILE *f) {
             "POST /v1/completions (stream: true for server-sent events).\n"
             "model ids: 'starling' (the default budget), 'starling:NAME' per budget, 'starling:full'.\n"
             "elastic request fields: thinking_budget, think_grace, think_message, think_with,\n"
-            "answer_with (budget names), switch_mode (exact|transplant), enable_thinking.\n");
+            "answer_with (budget names), switch_mode (exact|transplant), enable_thinking.\n\n"
+            "prompt cache: a Mamba state cannot be cut back to an earlier token, so the server keeps whole-state\n"
+            "snapshots at the points a later request is likely to share: each prompt's end, the end of every\n"
+            "chat message in it (\"<|im_end|>\\n\": the next turn of a conversation repeats them all, earlier\n"
+            "answers without their reasoning), the end of an answer given with thinking off (as the next turn\n"
+            "renders it), and every --cache-every tokens. A request restores the longest snapshot of its prefix\n"
+            "computed at its own budget (snapshots are kept per budget) and reports it as\n"
+            "usage.prompt_tokens_details.cached_tokens. Snapshots share --cache-mb; the least recently used\n"
+            "goes first when a new one needs room, and one larger than the whole cache is not kept. /metrics:\n"
+            "starling_prompt_cache_{hits,hit_tokens,lookups,stores,evictions}_total, _entries, _bytes, _max_bytes.\n");
 }
 
 static void log_line(const char *s) { fprintf(stderr, "starling serve: %s\n", s); }

@@ -8,7 +8,8 @@
  *   equal Mamba widths and equal to transplanting by hand;
  *   stop strings, UTF-8-valid pieces, streaming == accumulated text;
  *   prompt cache hits give the cold run's tokens and logits, snapshots every
- *   N tokens serve shared prefixes, LRU eviction under the byte cap.
+ *   N tokens and at each chat message's end serve shared prefixes, LRU
+ *   eviction under the byte cap.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +22,7 @@
 
 #include "gen/cache.h"
 #include "gen/generate.h"
+#include "model/model.h"
 #include "model/synth.h"
 #include "util_test.h"
 
@@ -41,6 +43,19 @@ static int32_t *chat_prompt(const char *user, int *n) {
     assert_int_equal(st_tokenize(g_tok, text, strlen(text), 1, &ids, n), ST_OK);
     free(text);
     return ids;
+}
+
+/* Tokens of the first k messages rendered without a generation prompt: the
+ * prefix every later turn repeats. */
+static int rendered_len(const st_chat_msg *msgs, int k) {
+    char *text;
+    int32_t *ids;
+    int n;
+    assert_int_equal(st_chat_render(msgs, k, 0, 1, &text), ST_OK);
+    assert_int_equal(st_tokenize(g_tok, text, strlen(text), 1, &ids, &n), ST_OK);
+    free(text);
+    free(ids);
+    return n;
 }
 
 static int setup(void **st) {
@@ -377,7 +392,15 @@ static void test_cache_hits(void **st) {
     assert_memory_equal(t0, t2, sizeof(int32_t) * (size_t)n0);
     st_pcache_stats s;
     st_pcache_stats_get(c, &s);
-    assert_int_equal(s.entries, g_np / 8 + (g_np % 8 != 0)); /* every 8 tokens + the end */
+    /* every 8 tokens, the end of each message (the empty system one and the
+     * user's: the rendered messages alone, without the generation prompt), and
+     * the prompt's end; positions that coincide are one snapshot */
+    st_chat_msg user = {"user", "What is 2+3?", NULL};
+    int ends[2] = {rendered_len(&user, 0), rendered_len(&user, 1)};
+    int want = g_np / 8 + (g_np % 8 != 0);
+    for (int i = 0; i < 2; i++) want += ends[i] % 8 != 0 && ends[i] < g_np;
+    assert_true(ends[0] > 0 && ends[1] > ends[0] && ends[1] < g_np);
+    assert_int_equal(s.entries, want);
     /* the next turn: the previous prompt is a prefix */
     st_chat_msg msgs[3] = {{"user", "What is 2+3?", NULL}, {"assistant", "5", NULL}, {"user", "And 4+4?", NULL}};
     char *text;
@@ -386,17 +409,33 @@ static void test_cache_hits(void **st) {
     assert_int_equal(st_chat_render(msgs, 3, 1, 1, &text), ST_OK);
     assert_int_equal(st_tokenize(g_tok, text, strlen(text), 1, &ids, &n), ST_OK);
     free(text);
-    /* the longest stored prefix: an interval snapshot (the rendered history differs after it) */
+    /* the longest stored prefix: the end of the first user message or a later
+     * interval snapshot (the rendered history differs after the shared part) */
     int shared = 0;
     while (shared < g_np && shared < n && ids[shared] == g_prompt[shared]) shared++;
+    assert_true(shared >= ends[1]);
     st_gen *c2 = gen(&p, ids, n, NULL);
     st_gen *w2 = gen(&p, ids, n, c);
-    assert_int_equal(st_gen_get_stats(w2)->cached_tokens, shared / 8 * 8);
-    assert_true(shared / 8 * 8 > 0);
+    assert_int_equal(st_gen_get_stats(w2)->cached_tokens, shared / 8 * 8 > ends[1] ? shared / 8 * 8 : ends[1]);
     int m1, m2;
     const int32_t *u1 = st_gen_tokens(c2, &m1), *u2 = st_gen_tokens(w2, &m2);
     assert_int_equal(m1, m2);
     assert_memory_equal(u1, u2, sizeof(int32_t) * (size_t)m1);
+    /* a turn end that closes a prefill chunk is kept too: chunks of exactly
+     * the first message's length, no interval snapshots */
+    {
+        st_pcache *c1;
+        assert_int_equal(st_pcache_new((size_t)64 << 20, 0, &c1), ST_OK);
+        st_gen_params pc = p;
+        pc.prefill_chunk = ends[1];
+        st_gen_free(gen(&pc, g_prompt, g_np, c1));
+        st_pcache_stats_get(c1, &s);
+        assert_int_equal(s.entries, 3); /* system end (inside the pass), user end (the chunk's end), prompt end */
+        st_gen *h = gen(&p, ids, n, c1);
+        assert_int_equal(st_gen_get_stats(h)->cached_tokens, ends[1]);
+        st_gen_free(h);
+        st_pcache_free(c1);
+    }
     /* another budget never sees M's snapshots */
     p.answer_with = g_S;
     st_gen *sb = gen(&p, g_prompt, g_np, c);
@@ -420,6 +459,68 @@ static void test_cache_hits(void **st) {
     st_gen_free(cold); st_gen_free(a); st_gen_free(b); st_gen_free(c2); st_gen_free(w2);
     free(ids);
     st_pcache_free(c);
+}
+
+/* max |a-b| / max |b| over n floats must be below tol */
+static void close_to(const float *a, const float *b, size_t n, double tol, const char *what) {
+    double e = rel_err(a, b, n);
+    if (!(e < tol)) fail_msg("%s: relative error %.3g (tolerance %.1g)", what, e, tol);
+}
+
+/* Two states hold the same thing: position, budget, every conv/SSM value
+ * and the KV rows in use. Not bit for bit: a pass over T tokens rounds its
+ * matrix products differently for different T (the kernels block by rows),
+ * so stopping at a position and passing over it differ in the last bits. */
+static void same_state(const st_state *a, const st_state *b) {
+    const st_config *c = st_model_config(g_m);
+    size_t din = (size_t)c->mamba_num_heads * (size_t)c->mamba_head_dim;
+    size_t conv = (size_t)(c->conv_kernel - 1) * (din + 2 * (size_t)c->n_groups * (size_t)c->ssm_state_size);
+    size_t ssm = din * (size_t)c->ssm_state_size, row = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    assert_int_equal(a->pos, b->pos);
+    assert_string_equal(a->budget_key, b->budget_key);
+    for (int i = 0; i < g_m->n_mamba; i++) {
+        close_to(a->conv[i], b->conv[i], conv, 1e-5, "conv state");
+        close_to(a->ssm[i], b->ssm[i], ssm, 1e-5, "SSM state");
+    }
+    for (int i = 0; i < g_m->n_attn && a->pos; i++) {
+        close_to(a->k_cache[i], b->k_cache[i], row * (size_t)a->pos, 1e-5, "K cache");
+        close_to(a->v_cache[i], b->v_cache[i], row * (size_t)a->pos, 1e-5, "V cache");
+    }
+}
+
+/* A snapshot taken inside a pass equals stopping the pass there, at a budget
+ * that cuts Mamba heads and channels (the uncut parts must stay as they
+ * were) and from a state that already holds tokens. */
+static void test_forward_snap(void **st) {
+    const st_budget *bs[2] = {g_L, g_S};
+    for (int bi = 0; bi < 2; bi++) {
+        const st_budget *b = bs[bi];
+        st_state *whole, *split, *snap[2];
+        assert_int_equal(st_state_new(g_m, 0, &whole), ST_OK);
+        assert_int_equal(st_state_new(g_m, 0, &split), ST_OK);
+        assert_int_equal(st_state_new(g_m, 0, &snap[0]), ST_OK);
+        assert_int_equal(st_state_new(g_m, 0, &snap[1]), ST_OK);
+        const int pre = 5, n = g_np - pre, at[2] = {3, n / 2};
+        assert_true(n / 2 > 3);
+        assert_int_equal(st_forward(b, whole, g_prompt, pre, NULL, 0), ST_OK);
+        assert_int_equal(st_forward(b, split, g_prompt, pre, NULL, 0), ST_OK);
+        float *la = malloc(sizeof(float) * (size_t)g_V), *lb = malloc(sizeof(float) * (size_t)g_V);
+        assert_int_equal(st_forward_snap(b, whole, g_prompt + pre, n, la, 0, at, 2, snap), ST_OK);
+        assert_int_equal(st_forward(b, split, g_prompt + pre, at[0], NULL, 0), ST_OK);
+        same_state(snap[0], split);
+        assert_int_equal(st_forward(b, split, g_prompt + pre + at[0], at[1] - at[0], NULL, 0), ST_OK);
+        same_state(snap[1], split);
+        assert_int_equal(st_forward(b, split, g_prompt + pre + at[1], n - at[1], lb, 0), ST_OK);
+        same_state(whole, split);
+        close_to(la, lb, (size_t)g_V, 1e-5, "logits");
+        /* marks out of order or at the end are refused */
+        const int bad[2] = {4, 4};
+        assert_int_equal(st_forward_snap(b, whole, g_prompt, 8, NULL, 0, bad, 2, snap), ST_ERR_ARG);
+        const int end[1] = {8};
+        assert_int_equal(st_forward_snap(b, whole, g_prompt, 8, NULL, 0, end, 1, snap), ST_ERR_ARG);
+        free(la); free(lb);
+        st_state_free(whole); st_state_free(split); st_state_free(snap[0]); st_state_free(snap[1]);
+    }
 }
 
 static void test_cache_evicts(void **st) {
@@ -498,6 +599,7 @@ int main(void) {
         cmocka_unit_test(test_think_grace),        cmocka_unit_test(test_switch_exact),
         cmocka_unit_test(test_switch_transplant),  cmocka_unit_test(test_stop_and_stream),
         cmocka_unit_test(test_cache_hits),         cmocka_unit_test(test_cache_evicts),
+        cmocka_unit_test(test_forward_snap),
         cmocka_unit_test(test_bad_params),
     };
     return cmocka_run_group_tests_name("gen", tests, setup, teardown);

@@ -6,8 +6,10 @@
  * was taken exactly at the end of that prefix. The cache keeps such snapshots
  * (st_state_copy) keyed by (budget widths, token prefix): the generation
  * engine stores one at the end of every prompt (with the logits there, so an
- * identical prompt needs no forward at all) and one every `interval` tokens
- * inside it. A lookup returns the longest stored prefix of a new prompt at
+ * identical prompt needs no forward at all), one at the end of every chat
+ * message in it and after a finished reasoning-free answer (where the next
+ * turn of the conversation shares the prefix; see generate.c), and one every
+ * `interval` tokens inside it. A lookup returns the longest stored prefix of a new prompt at
  * the same budget. Memory is bounded by a byte budget with LRU eviction.
  * All functions are thread-safe (one mutex; snapshots are copied in and out).
  */

@@ -13,6 +13,7 @@
 #include "model/model.h"
 #include "util/util.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -61,6 +62,8 @@ struct st_gen {
     float *bias;
     int32_t *prompt;
     int n_prompt, max_ctx;
+    int *bounds;          /* prompt offsets just after each "<|im_end|>\n" (ascending) */
+    int n_bounds;
     st_pcache *cache;
     st_gen_emit_fn emit;
     void *ud;
@@ -294,6 +297,7 @@ void st_gen_free(st_gen *g) {
     free(g->bias_ids);
     free(g->bias);
     free(g->prompt);
+    free(g->bounds);
     st_state_free(g->s);
     st_state_free(g->s_ans);
     st_sampler_free(g->smp);
@@ -304,6 +308,8 @@ void st_gen_free(st_gen *g) {
     for (int k = 0; k < 3; k++) { free(g->ch[k].pend.p); free(g->all[k].p); }
     free(g);
 }
+
+static st_status find_turn_ends(st_gen *g);
 
 st_status st_gen_new(const st_model *m, const st_tokenizer *tok, const st_gen_params *p, const int32_t *prompt,
                      int n_prompt, int max_ctx, st_pcache *cache, st_gen_emit_fn emit, void *ud, st_gen **out) {
@@ -360,6 +366,7 @@ st_status st_gen_new(const st_model *m, const st_tokenizer *tok, const st_gen_pa
     g->id_im_end = st_token_id(tok, "<|im_end|>");
     if ((rc = st_tokenize(tok, "</think>", 8, 1, &g->close_ids, &g->n_close))) goto fail;
     if ((rc = st_tokenize(tok, "\n", 1, 0, &g->nl_ids, &g->n_nl))) goto fail;
+    if ((rc = find_turn_ends(g))) goto fail;
     g->last_nl = 1; /* the generation prompt ends "<think>\n" */
     g->st.prompt_tokens = n_prompt;
     g->phase = PH_PREFILL;
@@ -391,8 +398,38 @@ const char *st_gen_budget_name(const st_gen *g) { return st_budget_name(g->b_cur
 
 /* ------------------------------------------------------------ steps */
 
+/* Where the next turn of a chat will share this prompt's prefix. A Mamba
+ * state cannot be cut back, so a snapshot only helps if it sits exactly
+ * where the next request stops agreeing with this one. The chat template
+ * renders every finished message as "...<|im_end|>\n" and the next turn
+ * repeats all of them (earlier assistant turns in their reasoning-free form,
+ * which is how this prompt already holds them), but not the generation
+ * prompt after the last one. So the end of each message, the last user
+ * message above all, is the point to keep. */
+static st_status find_turn_ends(st_gen *g) {
+    if (g->id_im_end < 0) return ST_OK;
+    for (int i = 0; i < g->n_prompt; i++) {
+        if (g->prompt[i] != g->id_im_end) continue;
+        int at = i + 1;
+        if (g->n_nl == 1 && at < g->n_prompt && g->prompt[at] == g->nl_ids[0]) at++;
+        if (at >= g->n_prompt) break; /* the prompt's end is stored anyway */
+        if (!g->bounds && !(g->bounds = st_malloc(sizeof(int) * (size_t)g->n_prompt)))
+            return st_err(ST_ERR_NOMEM, "generate: out of memory");
+        g->bounds[g->n_bounds++] = at;
+    }
+    return ST_OK;
+}
+
+/* The first turn end after prompt offset at, or INT_MAX. */
+static int next_turn_end(const st_gen *g, int at) {
+    for (int i = 0; i < g->n_bounds; i++)
+        if (g->bounds[i] > at) return g->bounds[i];
+    return INT_MAX;
+}
+
 /* One chunk of the current job; chunks end on cache-interval boundaries so
- * the snapshots land where later lookups expect them. */
+ * the snapshots land where later lookups expect them, and chat turn ends
+ * inside a chunk are snapshotted within its pass. */
 static st_status job_step(st_gen *g, int *job_done) {
     job *j = &g->jobs[g->cur_job];
     st_status rc;
@@ -403,20 +440,48 @@ static st_status job_step(st_gen *g, int *job_done) {
     int q = j->n - j->done;
     if (q > g->p.prefill_chunk) q = g->p.prefill_chunk;
     int iv = g->cache ? st_pcache_interval(g->cache) : 0;
-    if (j->cacheable && iv > 0) {
-        int at = j->off + j->done, next = (at / iv + 1) * iv;
-        if (next - at < q) q = next - at;
+    int at0 = j->off + j->done; /* prompt offset of this chunk */
+    int marks[ST_FWD_MAX_SNAP], n_marks = 0; /* chat turn ends inside the chunk, as prompt offsets */
+    if (j->cacheable && g->cache) {
+        if (iv > 0 && (at0 / iv + 1) * iv - at0 < q) q = (at0 / iv + 1) * iv - at0;
+        /* turn ends are taken inside the pass (no split, no extra weight
+         * read); past ST_FWD_MAX_SNAP of them the chunk ends at the next */
+        for (int e = next_turn_end(g, at0); e < at0 + q; e = next_turn_end(g, e)) {
+            if (n_marks == ST_FWD_MAX_SNAP) { q = e - at0; break; }
+            marks[n_marks++] = e;
+        }
     }
-    const int32_t *toks = (j->src ? g->out : g->prompt) + j->off + j->done;
+    const int32_t *toks = (j->src ? g->out : g->prompt) + at0;
     int last = j->done + q == j->n;
-    if (q > 0) {
-        if ((rc = st_forward(j->b, j->s, toks, q, last && j->logits ? g->logits : NULL, 0))) return rc;
-        j->done += q;
+    st_state *snap[ST_FWD_MAX_SNAP] = {0};
+    int rel[ST_FWD_MAX_SNAP];
+    for (int k = 0; k < n_marks; k++) {
+        rel[k] = marks[k] - at0;
+        if (!snap[k] && (rc = st_state_new(g->m, marks[k], &snap[k]))) {
+            /* no memory for a snapshot: prefill without them */
+            st_err_clear();
+            n_marks = k;
+            break;
+        }
     }
+    rc = ST_OK;
+    if (q > 0) {
+        rc = st_forward_snap(j->b, j->s, toks, q, last && j->logits ? g->logits : NULL, 0, rel, n_marks, snap);
+        if (!rc) j->done += q;
+    }
+    for (int k = 0; k < n_marks && !rc; k++) {
+        st_status sr = st_pcache_store(g->cache, j->b, g->prompt, marks[k], snap[k], NULL);
+        if (sr == ST_ERR_NOMEM) st_err_clear(); /* a full cache is not the request's failure */
+        else rc = sr;
+    }
+    for (int k = 0; k < ST_FWD_MAX_SNAP; k++) st_state_free(snap[k]);
+    if (rc) return rc;
     if (last && j->logits) g->have_logits = 1;
     if (j->cacheable && g->cache) {
         int at = j->off + j->done;
-        if (last || (iv > 0 && at % iv == 0)) {
+        /* a turn end can also close the chunk (the chunk size, or more turn
+         * ends than one pass snapshots) */
+        if (last || (iv > 0 && at % iv == 0) || next_turn_end(g, at - 1) == at) {
             rc = st_pcache_store(g->cache, j->b, g->prompt, at, j->s, last && j->logits ? g->logits : NULL);
             if (rc == ST_ERR_NOMEM) st_err_clear(); /* a full cache is not the request's failure */
             else if (rc) return rc;
@@ -510,6 +575,43 @@ static st_status close_thought(st_gen *g, int forced) {
     return ST_OK;
 }
 
+/* The answer is finished (stop or length): keep the state after the whole
+ * turn as the next request will render it, "<|im_end|>\n" included, so the
+ * next turn prefills only its new message. Only when that rendering holds
+ * exactly these tokens: no reasoning in the state (the template drops it
+ * from earlier turns), nothing the template trims or rewrites, and the text
+ * tokenizes back to the sampled tokens. Costs one forward of 2-3 tokens. */
+static st_status store_turn_end(st_gen *g) {
+    size_t nc;
+    const char *content = st_gen_text(g, ST_TEXT_CONTENT, &nc);
+    int fed = st_state_pos(g->s) - g->n_prompt; /* a length stop leaves the last token unfed */
+    if (!g->cache || g->p.thinking || g->n_nl != 1 || g->id_im_end < 0 || !g->n_out || !nc ||
+        strlen(content) != nc || strstr(content, "<think>") || strstr(content, "</think>") ||
+        strchr(" \t\n\r\v\f", content[nc - 1]) || fed < g->n_out - 1 || fed > g->n_out ||
+        g->n_prompt + g->n_out + 2 > g->max_ctx)
+        return ST_OK;
+    int32_t *ids = NULL;
+    int n = 0;
+    if (st_tokenize(g->tok, content, nc, 1, &ids, &n)) { st_err_clear(); return ST_OK; }
+    int same = n == g->n_out && !memcmp(ids, g->out, sizeof(int32_t) * (size_t)n);
+    free(ids);
+    if (!same) return ST_OK;
+    int total = g->n_prompt + g->n_out + 2;
+    int32_t *key = st_malloc(sizeof(int32_t) * (size_t)total);
+    if (!key) { st_err_clear(); return ST_OK; }
+    memcpy(key, g->prompt, sizeof(int32_t) * (size_t)g->n_prompt);
+    memcpy(key + g->n_prompt, g->out, sizeof(int32_t) * (size_t)g->n_out);
+    key[total - 2] = g->id_im_end;
+    key[total - 1] = g->nl_ids[0];
+    st_status rc = st_forward(g->b_cur, g->s, key + g->n_prompt + fed, total - g->n_prompt - fed, NULL, 0);
+    if (!rc) rc = st_pcache_store(g->cache, g->b_cur, key, total, g->s, NULL);
+    free(key);
+    /* the answer is complete: an optional snapshot must not fail it (a wrong
+     * guess above only costs memory, as lookups match tokens exactly) */
+    if (rc) st_err_clear();
+    return ST_OK;
+}
+
 static st_status decode_step(st_gen *g) {
     st_status rc;
     int thinking = g->phase == PH_THINK;
@@ -571,6 +673,8 @@ st_status st_gen_step(st_gen *g, int *done) {
         }
     } else {
         rc = decode_step(g);
+        if (!rc && g->phase == PH_DONE && (g->st.finish == ST_FINISH_STOP || g->st.finish == ST_FINISH_LENGTH))
+            rc = store_turn_end(g);
     }
     if (rc) {
         /* keep the message: finish() may not touch the library */

@@ -5,7 +5,8 @@
  * One st_gen is one request: a prompt, a state per budget it uses, a sampler,
  * stop conditions and the thinking state machine:
  *
- *   PREFILL ── prompt at the thinking budget (chunked, prompt cache aware)
+ *   PREFILL ── prompt at the thinking budget (chunked, prompt cache aware;
+ *              snapshots at the end of each chat message, for the next turn)
  *   THINK   ── tokens are reasoning until </think> is sampled or the think
  *              budget closes the thought (see below); runs at `think_with`
  *   ANSWER  ── tokens are content; runs at `answer_with`

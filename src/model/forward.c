@@ -35,12 +35,17 @@ static float *take(bump *a, size_t n) {
 
 static size_t rup(size_t n) { return (n + 15) & ~(size_t)15; }
 
+/* Snapshots to take inside a pass: after token at[k]-1 of the item's rows. */
+typedef struct { const int *at; int n; st_state **snap; } marks;
+
 /* The sequences of one pass: item i owns rows [off[i], off[i] + n[i]) of
- * every activation matrix; row r belongs to item seq_of[r]. */
+ * every activation matrix; row r belongs to item seq_of[r]; mk[i] are its
+ * in-pass snapshots. */
 typedef struct {
     int B, R;
     st_state *const *s;
     const int *off, *n, *seq_of;
+    const marks *mk;
 } batch;
 
 /* Floats of workspace one forward call of T rows needs at budget b (ctx:
@@ -171,13 +176,18 @@ static void mamba_forward(const st_budget *b, const st_layer *L, const batch *bt
             const float *wk = L->conv_w + (size_t)pc * K;
             float hist[64];
             for (int k = 0; k < K - 1; k++) hist[k] = cst[(size_t)k * conv_full + pc];
-            for (int t = bt->off[q]; t < bt->off[q] + bt->n[q]; t++) {
+            const marks *mk = &bt->mk[q];
+            for (int t = bt->off[q], mi = 0; t < bt->off[q] + bt->n[q]; t++) {
                 float xin = zx[(size_t)t * M + din + ch];
                 float acc = L->conv_b[pc] + wk[K - 1] * xin;
                 for (int k = 0; k < K - 1; k++) acc += wk[k] * hist[k];
                 for (int k = 0; k + 1 < K - 1; k++) hist[k] = hist[k + 1];
                 if (K > 1) hist[K - 2] = xin;
                 xbc[(size_t)t * convk + ch] = silu(acc);
+                if (mi < mk->n && t - bt->off[q] + 1 == mk->at[mi]) {
+                    float *sc = mk->snap[mi++]->conv[L->state_idx];
+                    for (int k = 0; k < K - 1; k++) sc[(size_t)k * conv_full + pc] = hist[k];
+                }
             }
             for (int k = 0; k < K - 1; k++) cst[(size_t)k * conv_full + pc] = hist[k];
         }
@@ -200,12 +210,21 @@ static void mamba_forward(const st_budget *b, const st_layer *L, const batch *bt
         for (int i = 0; i < nk; i++) {
             int h = b->m_heads[i], g = h / R;
             float A = L->A[h], Dh = L->D[h];
-            const size_t r0 = (size_t)bt->off[q];
-            const float *xr = xbc + r0 * convk;
-            /* the kept channels are the first Pk rows of the head's [P][N] state */
-            st_ssm_scan(bt->s[q]->ssm[L->state_idx] + (size_t)h * P * N, Pk, N, xr + (size_t)i * Pk,
-                        xr + din + (size_t)g * N, xr + din + (size_t)G * N + (size_t)g * N, convk, dt + r0 * nk + i,
-                        nk, A, Dh, y + r0 * din + (size_t)i * Pk, din, bt->n[q]);
+            float *S = bt->s[q]->ssm[L->state_idx] + (size_t)h * P * N;
+            const marks *mk = &bt->mk[q];
+            /* in segments between the item's snapshot marks */
+            for (int t0 = 0, mi = 0; t0 < bt->n[q]; mi++) {
+                const int t1 = mi < mk->n ? mk->at[mi] : bt->n[q];
+                const size_t r0 = (size_t)bt->off[q] + (size_t)t0;
+                const float *xr = xbc + r0 * convk;
+                /* the kept channels are the first Pk rows of the head's [P][N] state */
+                st_ssm_scan(S, Pk, N, xr + (size_t)i * Pk, xr + din + (size_t)g * N,
+                            xr + din + (size_t)G * N + (size_t)g * N, convk, dt + r0 * nk + i, nk, A, Dh,
+                            y + r0 * din + (size_t)i * Pk, din, t1 - t0);
+                if (mi < mk->n) /* rows p >= Pk are untouched, as in the copy */
+                    memcpy(mk->snap[mi]->ssm[L->state_idx] + (size_t)h * P * N, S, sizeof(float) * (size_t)P * N);
+                t0 = t1;
+            }
         }
 
     /* gate then grouped RMSNorm: group g = the kept heads of B/C group g */
@@ -259,6 +278,16 @@ static void attn_forward(const st_budget *b, const st_layer *L, const batch *bt,
             const size_t n = (size_t)bt->n[i] * kvd, r0 = (size_t)bt->off[i] * kvd;
             memcpy(s->k_cache[L->state_idx] + (size_t)s->pos * kvd, kt + r0, sizeof(float) * n);
             memcpy(s->v_cache[L->state_idx] + (size_t)s->pos * kvd, vt + r0, sizeof(float) * n);
+        }
+    }
+    for (int i = 0; i < B; i++) { /* snapshots: the new K/V rows before each mark */
+        const st_state *s = bt->s[i];
+        const marks *mk = &bt->mk[i];
+        for (int k = 0; k < mk->n; k++) {
+            st_state *sn = mk->snap[k];
+            const size_t at = (size_t)s->pos * kvd, len = sizeof(float) * (size_t)mk->at[k] * kvd;
+            memcpy(sn->k_cache[L->state_idx] + at, s->k_cache[L->state_idx] + at, len);
+            memcpy(sn->v_cache[L->state_idx] + at, s->v_cache[L->state_idx] + at, len);
         }
     }
     const float scale = 1.0f / sqrtf((float)hd);
@@ -392,8 +421,9 @@ void st_budget_key(const st_budget *b, char *key, size_t n) {
              w->intermediate_size, b->top_k, w->n_skip, (unsigned long long)h);
 }
 
-/* At most ST_BATCH_MAX items per call (the index arrays live on the stack). */
-st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n_items) {
+/* At most ST_BATCH_MAX items per call (the index arrays live on the stack).
+ * mk: NULL, or in-pass snapshots per item (st_forward_snap). */
+static st_status forward_batch(const st_budget *b, const st_batch_item *items, int n_items, const marks *mk_in) {
     const st_model *m = b->m;
     const st_config *c = &m->cfg;
     if (n_items <= 0 || n_items > ST_BATCH_MAX)
@@ -423,10 +453,38 @@ st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n
         if (s->pos + n > ctx) ctx = s->pos + n;
         if (it->logits) n_lg += it->all_logits ? n : 1;
     }
+    static const marks none = {NULL, 0, NULL};
+    marks mks[ST_BATCH_MAX];
+    for (int q = 0; q < n_items; q++) {
+        const marks *mk = mk_in ? &mk_in[q] : &none;
+        const st_state *s = items[q].state;
+        const int n = items[q].n_tokens;
+        if (mk->n < 0 || mk->n > ST_FWD_MAX_SNAP)
+            return st_err(ST_ERR_ARG, "st_forward: %d snapshots (at most %d)", mk->n, ST_FWD_MAX_SNAP);
+        for (int k = 0; k < mk->n; k++)
+            if (mk->at[k] <= (k ? mk->at[k - 1] : 0) || mk->at[k] >= n || mk->snap[k]->m != m || mk->snap[k] == s)
+                return st_err(ST_ERR_ARG, "st_forward: bad snapshot %d at %d of %d tokens", k, mk->at[k], n);
+        mks[q] = *mk;
+    }
     for (int q = 0; q < n_items; q++) {
         st_status rc = st_state_reserve(items[q].state, items[q].state->pos + items[q].n_tokens);
         if (rc) return rc;
     }
+    /* each snapshot starts as the state before the pass (what the pass does
+     * not touch stays so); the layers then write what they computed up to it.
+     * Prepared before the states take the budget: a failure leaves them as
+     * they were. */
+    for (int q = 0; q < n_items; q++)
+        for (int k = 0; k < mks[q].n; k++) {
+            st_state *sn = mks[q].snap[k], *s = items[q].state;
+            if (s->pos + mks[q].at[k] > sn->max_ctx)
+                return st_err(ST_ERR_RANGE, "st_forward: a snapshot of %d positions exceeds its %d-position limit",
+                              s->pos + mks[q].at[k], sn->max_ctx);
+            st_status rc = st_state_reserve(sn, s->pos + mks[q].at[k]);
+            if (!rc) rc = st_state_copy(sn, s);
+            if (rc) return rc;
+            sn->pos = s->pos + mks[q].at[k];
+        }
     /* the workspace lives in the first sequence's state; logits of several
      * sequences come out of one lm_head product, gathered in it first */
     st_state *ws_owner = items[0].state;
@@ -446,6 +504,13 @@ st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n
         snprintf(s->budget_name, sizeof s->budget_name, "%s", b->name);
         s->budget_w = b->w;
         s->has_budget = 1;
+        for (int k = 0; k < mks[q].n; k++) {
+            st_state *sn = mks[q].snap[k];
+            memcpy(sn->budget_key, s->budget_key, sizeof s->budget_key);
+            memcpy(sn->budget_name, s->budget_name, sizeof s->budget_name);
+            sn->budget_w = s->budget_w;
+            sn->has_budget = 1;
+        }
         states[q] = s;
         off[q] = r;
         nn[q] = items[q].n_tokens;
@@ -465,7 +530,7 @@ st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n
             seq_of[off[q] + t] = q;
             st_mat_row_f32(&m->embed, items[q].tokens[t], 0, H, x + (size_t)(off[q] + t) * H);
         }
-    const batch bt = {n_items, R, states, off, nn, seq_of};
+    const batch bt = {n_items, R, states, off, nn, seq_of, mks};
     for (int l = 0; l < c->n_layers; l++) {
         if (b->skip[l]) continue;
         const st_layer *L = &m->layers[l];
@@ -508,7 +573,18 @@ st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n
     return ST_OK;
 }
 
+st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n_items) {
+    return forward_batch(b, items, n_items, NULL);
+}
+
+st_status st_forward_snap(const st_budget *b, st_state *s, const int32_t *tokens, int n, float *logits, int all_logits,
+                          const int *at, int n_at, st_state **snap) {
+    const st_batch_item it = {s, tokens, n, logits, all_logits};
+    const marks mk = {at, n_at, snap};
+    return forward_batch(b, &it, 1, &mk);
+}
+
 st_status st_forward(const st_budget *b, st_state *s, const int32_t *tokens, int n, float *logits, int all_logits) {
     const st_batch_item it = {s, tokens, n, logits, all_logits};
-    return st_forward_batch(b, &it, 1);
+    return forward_batch(b, &it, 1, NULL);
 }

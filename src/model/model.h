@@ -128,6 +128,16 @@ float st_amax_get(const st_amax_rec *r, const st_mat *W); /* -1 if never seen */
 /* forward.c: a string that identifies a budget's widths */
 void st_budget_key(const st_budget *b, char *key, size_t n);
 
+/* forward.c: st_forward that also leaves in snap[k] a copy of the whole
+ * state as it stands after tokens[0..at[k]) (0 < at[0] < ... < at[n_at-1] <
+ * n, at most ST_FWD_MAX_SNAP): what stopping the pass there would leave,
+ * bit for bit, without splitting the pass (every pass reads all weights, so
+ * a split costs a weight read; the prompt cache snapshots chat turn ends
+ * this way). snap[k] is any state of the same model. */
+#define ST_FWD_MAX_SNAP 8
+st_status st_forward_snap(const st_budget *b, st_state *s, const int32_t *tokens, int n, float *logits, int all_logits,
+                          const int *at, int n_at, st_state **snap);
+
 /* state.c */
 st_status st_state_reserve(st_state *s, int n);
 

@@ -784,6 +784,7 @@ static char *metrics_text(st_server *S) {
     M("prompt_cache_hit_tokens_total", "counter", "Prompt tokens restored from cached states.%s", "%llu", (unsigned long long)cs.hit_tokens);
     M("prompt_cache_lookups_total", "counter", "Prompt cache lookups.%s", "%llu", (unsigned long long)cs.lookups);
     M("prompt_cache_hits_total", "counter", "Prompt cache lookups that found a prefix.%s", "%llu", (unsigned long long)cs.hits);
+    M("prompt_cache_stores_total", "counter", "Snapshots stored (prompt ends, chat turn ends, every N tokens).%s", "%llu", (unsigned long long)cs.stores);
     M("prompt_cache_evictions_total", "counter", "Snapshots evicted (LRU).%s", "%llu", (unsigned long long)cs.evictions);
     M("prompt_cache_entries", "gauge", "Snapshots held.%s", "%d", cs.entries);
     M("prompt_cache_bytes", "gauge", "Bytes held by snapshots.%s", "%zu", cs.bytes);
