@@ -87,6 +87,12 @@ struct st_gen {
     sbuf all[3];
     atomic_int cancel;
     st_gen_stats st;
+    /* a step in progress (st_gen_step_begin .. _end) */
+    st_gen_fwd *defer;    /* where to describe the decode forward instead of running it */
+    int32_t pend_tok;     /* its token (the item points here)                           */
+    int step_ph;
+    double step_t0;
+    st_status step_rc;
 };
 
 st_gen_params st_gen_default_params(void) {
@@ -646,15 +652,23 @@ static st_status decode_step(st_gen *g) {
         return ST_OK;
     }
     if (st_state_pos(g->s) >= g->max_ctx) { finish(g, ST_FINISH_LENGTH); return ST_OK; }
+    if (g->defer) { /* the caller runs it, maybe batched with other requests */
+        g->pend_tok = t;
+        *g->defer = (st_gen_fwd){g->b_cur, {g->s, &g->pend_tok, 1, g->logits, 0}};
+        g->defer = NULL;
+        return ST_OK;
+    }
     return st_forward(g->b_cur, g->s, &t, 1, g->logits, 0);
 }
 
-st_status st_gen_step(st_gen *g, int *done) {
+int st_gen_step_begin(st_gen *g, st_gen_fwd *fwd) {
     st_status rc = ST_OK;
+    g->step_rc = ST_OK;
+    g->step_ph = -1;
     if (g->phase != PH_DONE && atomic_load(&g->cancel)) finish(g, ST_FINISH_CANCEL);
-    if (g->phase == PH_DONE) { *done = 1; return ST_OK; }
-    double t0 = st_time_now();
-    int ph = g->phase;
+    if (g->phase == PH_DONE) return 0;
+    g->step_t0 = st_time_now();
+    int ph = g->step_ph = g->phase;
     if (ph == PH_PREFILL || ph == PH_SWITCH) {
         int jd = 1;
         if (g->cur_job < g->n_jobs) rc = job_step(g, &jd);
@@ -672,22 +686,43 @@ st_status st_gen_step(st_gen *g, int *done) {
             }
         }
     } else {
+        fwd->budget = NULL;
+        g->defer = fwd;
         rc = decode_step(g);
+        g->defer = NULL;
+        if (fwd->budget) return 1; /* the forward is the caller's */
         if (!rc && g->phase == PH_DONE && (g->st.finish == ST_FINISH_STOP || g->st.finish == ST_FINISH_LENGTH))
             rc = store_turn_end(g);
     }
+    g->step_rc = rc;
+    return 0;
+}
+
+st_status st_gen_step_end(st_gen *g, st_status fwd_rc, int *done) {
+    st_status rc = g->step_rc ? g->step_rc : fwd_rc;
+    const int ph = g->step_ph;
+    if (ph < 0) { *done = g->phase == PH_DONE; return ST_OK; } /* finished before the step began */
     if (rc) {
         /* keep the message: finish() may not touch the library */
         finish(g, ST_FINISH_ERROR);
     }
-    double dt = st_time_now() - t0;
+    double dt = st_time_now() - g->step_t0;
     if (ph == PH_PREFILL) g->st.t_prefill += dt;
     else if (ph == PH_THINK) g->st.t_think += dt;
     else if (ph == PH_SWITCH) *(g->switching ? &g->st.t_switch : &g->st.t_think) += dt;
     else g->st.t_answer += dt;
     if (g->phase != PH_DONE && atomic_load(&g->cancel)) finish(g, ST_FINISH_CANCEL);
     *done = g->phase == PH_DONE;
+    g->step_ph = -1;
+    g->step_rc = ST_OK;
     return rc;
+}
+
+st_status st_gen_step(st_gen *g, int *done) {
+    st_gen_fwd f;
+    st_status rc = ST_OK;
+    if (st_gen_step_begin(g, &f)) rc = st_forward_batch(f.budget, &f.item, 1);
+    return st_gen_step_end(g, rc, done);
 }
 
 st_status st_gen_run(st_gen *g) {

@@ -110,6 +110,20 @@ void st_gen_free(st_gen *g);
 /* One unit of work. Returns non-OK only for a library error (then the
  * request is finished with ST_FINISH_ERROR). *done = 1 once finished. */
 st_status st_gen_step(st_gen *g, int *done);
+
+/* st_gen_step in two halves, so that a scheduler can run the decode steps of
+ * many requests as one st_forward_batch: begin does all of the step but the
+ * one-token forward that ends a decode step, which it describes in *fwd
+ * (returning 1) instead of running; the caller runs it (batched with others
+ * at the same budget), then end takes its status. When begin returns 0 the
+ * step is complete apart from end (call it with ST_OK). st_gen_step is
+ * begin + the forward + end. */
+typedef struct {
+    const st_budget *budget;
+    st_batch_item item;       /* one token into the request's state, logits out */
+} st_gen_fwd;
+int st_gen_step_begin(st_gen *g, st_gen_fwd *fwd);
+st_status st_gen_step_end(st_gen *g, st_status fwd_rc, int *done);
 /* Step until finished. */
 st_status st_gen_run(st_gen *g);
 /* Ask the request to finish (ST_FINISH_CANCEL) at its next step. */

@@ -1,8 +1,10 @@
 /*
- * sched.c — one scheduler thread stepping every active request round-robin
- * (see sched.h for why this is interleaving rather than fused batching).
+ * sched.c — one scheduler thread stepping every active request, the decode
+ * steps of all of them fused into one batched forward pass per budget
+ * (continuous batching; see sched.h).
  */
 #include "server/sched.h"
+#include "model/model.h"
 #include "util/util.h"
 
 #include <stdio.h>
@@ -66,6 +68,9 @@ struct st_sched {
     int stopping;
     int n_active;           /* read by stats under mu */
     st_sched_stats st;
+    st_gen_fwd *fw;         /* per active slot: this pass's decode forward */
+    int *has;
+    st_status *rc;
 };
 
 static int emit(void *ud, st_text_kind k, const char *text, size_t len) {
@@ -106,6 +111,67 @@ static void complete(st_sched *s, st_sreq *r, st_gen *g, st_status err, const ch
     st_sreq_release(r);
 }
 
+const double st_sched_ttft_bounds[ST_HIST_N] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+const double st_sched_itl_bounds[ST_HIST_N] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+
+static void hist_add(st_hist *h, const double *bounds, double v, uint64_t times) {
+    int k = 0;
+    while (k < ST_HIST_N && v > bounds[k]) k++;
+    h->bucket[k] += times;
+    h->n += times;
+    h->sum += v * (double)times;
+}
+
+/* After a pass: the time to a request's first token, and between tokens. */
+static void note_tokens(st_sched *s, st_sreq *r, const st_gen *g, double now) {
+    const int n = st_gen_get_stats(g)->completion_tokens;
+    if (n <= r->n_seen) return;
+    pthread_mutex_lock(&s->mu);
+    if (r->n_seen == 0) {
+        hist_add(&s->st.ttft, st_sched_ttft_bounds, now - r->t_submit, 1);
+        if (n > 1) hist_add(&s->st.itl, st_sched_itl_bounds, 0, (uint64_t)(n - 1)); /* forced text: at once */
+    } else {
+        hist_add(&s->st.itl, st_sched_itl_bounds, (now - r->t_last) / (n - r->n_seen), (uint64_t)(n - r->n_seen));
+    }
+    pthread_mutex_unlock(&s->mu);
+    r->n_seen = n;
+    r->t_last = now;
+}
+
+/* The pass's pending decode forwards (has[i]) as one st_forward_batch per
+ * budget; each item's status in s->rc[i]. A failed batch is retried item by
+ * item, so one sequence's error stays its own. Returns the rows batched. */
+static int run_decodes(st_sched *s, const st_gen_fwd *fw, const int *has, int n) {
+    int rows = 0;
+    char key[ST_BATCH_MAX][160];
+    int left[ST_BATCH_MAX], nl = 0;
+    for (int i = 0; i < n; i++)
+        if (has[i]) {
+            st_budget_key(fw[i].budget, key[i], sizeof key[i]);
+            left[nl++] = i;
+        }
+    while (nl) {
+        st_batch_item it[ST_BATCH_MAX];
+        int who[ST_BATCH_MAX], nb = 0, rest = 0;
+        const st_budget *b = fw[left[0]].budget;
+        for (int k = 0; k < nl; k++) {
+            const int i = left[k];
+            if (!strcmp(key[i], key[left[0]])) { who[nb] = i; it[nb++] = fw[i].item; }
+            else left[rest++] = i;
+        }
+        nl = rest;
+        st_status rc = st_forward_batch(b, it, nb);
+        if (rc && nb > 1) {
+            st_err_clear();
+            for (int k = 0; k < nb; k++) s->rc[who[k]] = st_forward_batch(fw[who[k]].budget, &it[k], 1);
+        } else {
+            for (int k = 0; k < nb; k++) s->rc[who[k]] = rc;
+        }
+        if (nb > rows) rows = nb;
+    }
+    return rows;
+}
+
 static void *sched_main(void *arg) {
     st_sched *s = arg;
     slot *act = calloc((size_t)s->parallel, sizeof *act);
@@ -140,26 +206,45 @@ static void *sched_main(void *arg) {
         pthread_mutex_lock(&s->mu);
         s->n_active = s->st.active = n;
         pthread_mutex_unlock(&s->mu);
-        /* one pass: each active sequence does one unit of work */
+        /* one pass: each active sequence does one unit of work. Prefill
+         * chunks run as they come; the decode steps are collected and run as
+         * one st_forward_batch per budget, so the weights are read once per
+         * pass for all of them. */
         double t0 = st_time_now();
-        for (int i = 0; i < n;) {
+        st_gen_fwd *fw = s->fw;
+        int *has = s->has;
+        for (int i = 0; i < n; i++) {
             slot *a = &act[i];
             if (a->r->deadline > 0 && t0 > a->r->deadline && !a->r->timed_out) {
                 a->r->timed_out = 1;
                 st_gen_cancel(a->g);
             }
-            int done = 0;
-            st_status rc = st_gen_step(a->g, &done);
-            if (done) {
-                complete(s, a->r, a->g, rc, rc ? st_last_error() : NULL);
-                st_gen_free(a->g);
-                act[i] = act[--n];
-                continue;
-            }
-            i++;
+            has[i] = st_gen_step_begin(a->g, &fw[i]);
         }
+        int batched = run_decodes(s, fw, has, n);
+        int kept = 0;
+        const double t1 = st_time_now();
+        for (int k = 0; k < n; k++) { /* finished sequences leave at once */
+            int done = 0;
+            st_status rc = st_gen_step_end(act[k].g, has[k] ? s->rc[k] : ST_OK, &done);
+            note_tokens(s, act[k].r, act[k].g, t1);
+            if (done) {
+                complete(s, act[k].r, act[k].g, rc, rc ? st_last_error() : NULL);
+                st_gen_free(act[k].g);
+            } else {
+                act[kept++] = act[k];
+            }
+        }
+        n = kept;
         pthread_mutex_lock(&s->mu);
         s->st.busy_s += st_time_now() - t0;
+        if (batched) {
+            s->st.batch_steps++;
+            s->st.batch_rows += (uint64_t)batched;
+            int bk = 0;
+            while (bk < ST_SCHED_BATCH_BUCKETS - 1 && batched > (1 << bk)) bk++;
+            s->st.batch_hist[bk]++;
+        }
         s->n_active = s->st.active = n;
         pthread_mutex_unlock(&s->mu);
     }
@@ -198,12 +283,19 @@ st_status st_sched_start(const st_model *m, const st_tokenizer *tok, st_pcache *
     s->parallel = parallel;
     s->queue_cap = queue_cap;
     s->max_ctx = max_ctx;
+    if (parallel > ST_BATCH_MAX) parallel = s->parallel = ST_BATCH_MAX; /* one batch holds every active sequence */
     s->q = st_calloc((size_t)queue_cap, sizeof *s->q);
-    if (!s->q) { free(s); return ST_ERR_NOMEM; }
+    s->fw = st_calloc((size_t)parallel, sizeof *s->fw);
+    s->has = st_calloc((size_t)parallel, sizeof *s->has);
+    s->rc = st_calloc((size_t)parallel, sizeof *s->rc);
+    if (!s->q || !s->fw || !s->has || !s->rc) {
+        free(s->q); free(s->fw); free(s->has); free(s->rc); free(s);
+        return ST_ERR_NOMEM;
+    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if (pthread_create(&s->th, NULL, sched_main, s)) {
-        free(s->q);
+        free(s->q); free(s->fw); free(s->has); free(s->rc);
         free(s);
         return st_err(ST_ERR_NOMEM, "scheduler: cannot start a thread");
     }
@@ -219,6 +311,7 @@ int st_sched_submit(st_sched *s, st_sreq *r) {
         return -1;
     }
     atomic_fetch_add(&r->refs, 1);
+    r->t_submit = st_time_now();
     s->q[(s->qhead + s->qn) % s->queue_cap] = r;
     s->qn++;
     s->st.admitted++;
@@ -243,7 +336,7 @@ void st_sched_free(st_sched *s) {
     st_sched_stop(s);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    free(s->q);
+    free(s->q); free(s->fw); free(s->has); free(s->rc);
     free(s);
 }
 

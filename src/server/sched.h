@@ -1,12 +1,13 @@
 /*
  * sched.h — the server's scheduler: one thread owns all model compute. It
- * admits queued requests up to `parallel` active sequences and steps them
- * round-robin, one unit each per pass (a prefill chunk or one decoded token);
- * every step is one st_forward over that sequence's own state, using all the
- * kernel threads. There is no multi-sequence forward in libstarling yet, so
- * decode is interleaved, not fused into one batched matmul: the weights are
- * read once per sequence per token. The bounded queue refuses work when full
- * (the HTTP layer answers 429).
+ * admits queued requests up to `parallel` active sequences at every pass
+ * (continuous batching: new requests join at a pass boundary, finished or
+ * cancelled ones leave at once) and gives each one unit of work per pass: a
+ * prefill chunk (gen params' prefill_chunk tokens, so running streams keep
+ * flowing while a long prompt is read) or one decoded token. The decode
+ * steps of a pass run as one st_forward_batch per budget, so the weights
+ * are read once per pass for all the sequences decoding at that budget. The
+ * bounded queue refuses work when full (the HTTP layer answers 429).
  *
  * A request (st_sreq) is shared by the HTTP connection that made it and the
  * scheduler; text pieces arrive under its mutex and wake the connection.
@@ -34,6 +35,9 @@ struct st_sreq {
     int32_t *prompt;
     int n_prompt;
     double deadline;          /* st_time_now() seconds; 0 = none */
+    /* the scheduler's, for latency metrics */
+    double t_submit, t_last;
+    int n_seen;               /* completion tokens seen so far          */
     /* output, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -54,11 +58,28 @@ void st_sreq_release(st_sreq *r);
 
 typedef struct st_sched st_sched;
 
+/* A latency histogram: counts per bucket (the last one past every bound),
+ * with the sum and count of what went in (Prometheus histogram semantics). */
+#define ST_HIST_N 11
+typedef struct {
+    uint64_t bucket[ST_HIST_N + 1];
+    uint64_t n;
+    double sum;
+} st_hist;
+/* Upper bounds (seconds) of the buckets of the TTFT and inter-token histograms. */
+extern const double st_sched_ttft_bounds[ST_HIST_N], st_sched_itl_bounds[ST_HIST_N];
+
 typedef struct {
     uint64_t admitted, rejected, completed, failed, timeouts;
     uint64_t prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens;
     int active, queued;
     double busy_s;            /* seconds spent stepping sequences */
+    uint64_t batch_steps;     /* passes that ran decode steps              */
+    uint64_t batch_rows;      /* rows of the largest batch of each, summed */
+#define ST_SCHED_BATCH_BUCKETS 8
+    uint64_t batch_hist[ST_SCHED_BATCH_BUCKETS]; /* batch size <= 1,2,4,..,64, more */
+    st_hist ttft;             /* submit -> first generated token           */
+    st_hist itl;              /* between a request's generated tokens      */
 } st_sched_stats;
 
 st_status st_sched_start(const st_model *m, const st_tokenizer *tok, st_pcache *cache, int parallel, int queue_cap,

@@ -791,6 +791,48 @@ static char *metrics_text(st_server *S) {
     M("prompt_cache_max_bytes", "gauge", "Byte budget of the prompt cache.%s", "%zu", cs.max_bytes);
     M("uptime_seconds", "gauge", "Seconds since the server started.%s", "%.3f", st_time_now() - S->t_start);
 #undef M
+    /* histograms: cumulative buckets, +Inf, sum, count */
+    {
+        snprintf(line, sizeof line, "# HELP starling_batch_size Sequences decoded together in one forward pass.\n"
+                                    "# TYPE starling_batch_size histogram\n");
+        st_sbuf_put(&b, line, strlen(line));
+        uint64_t cum = 0;
+        for (int k = 0; k < ST_SCHED_BATCH_BUCKETS; k++) {
+            cum += ss.batch_hist[k];
+            if (k < ST_SCHED_BATCH_BUCKETS - 1)
+                snprintf(line, sizeof line, "starling_batch_size_bucket{le=\"%d\"} %llu\n", 1 << k, (unsigned long long)cum);
+            else
+                snprintf(line, sizeof line, "starling_batch_size_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+            st_sbuf_put(&b, line, strlen(line));
+        }
+        snprintf(line, sizeof line, "starling_batch_size_sum %llu\nstarling_batch_size_count %llu\n",
+                 (unsigned long long)ss.batch_rows, (unsigned long long)ss.batch_steps);
+        st_sbuf_put(&b, line, strlen(line));
+    }
+    const struct { const char *name, *help; const st_hist *h; const double *bounds; } hs[2] = {
+        {"time_to_first_token_seconds", "Seconds from a request's arrival to its first generated token.", &ss.ttft,
+         st_sched_ttft_bounds},
+        {"inter_token_latency_seconds", "Seconds between a request's generated tokens.", &ss.itl, st_sched_itl_bounds},
+    };
+    for (int i = 0; i < 2; i++) {
+        snprintf(line, sizeof line, "# HELP starling_%s %s\n# TYPE starling_%s histogram\n", hs[i].name, hs[i].help,
+                 hs[i].name);
+        st_sbuf_put(&b, line, strlen(line));
+        uint64_t cum = 0;
+        for (int k = 0; k <= ST_HIST_N; k++) {
+            cum += hs[i].h->bucket[k];
+            if (k < ST_HIST_N)
+                snprintf(line, sizeof line, "starling_%s_bucket{le=\"%g\"} %llu\n", hs[i].name, hs[i].bounds[k],
+                         (unsigned long long)cum);
+            else
+                snprintf(line, sizeof line, "starling_%s_bucket{le=\"+Inf\"} %llu\n", hs[i].name,
+                         (unsigned long long)cum);
+            st_sbuf_put(&b, line, strlen(line));
+        }
+        snprintf(line, sizeof line, "starling_%s_sum %.6f\nstarling_%s_count %llu\n", hs[i].name, hs[i].h->sum,
+                 hs[i].name, (unsigned long long)hs[i].h->n);
+        st_sbuf_put(&b, line, strlen(line));
+    }
     return b.p ? b.p : strdup("");
 }
 
