@@ -23,7 +23,8 @@ static void usage(FILE *f) {
             "      --port-file F      write the bound port to F once listening\n"
             "      --api-key KEY      require 'Authorization: Bearer KEY' on /v1/ (default: none;\n"
             "                         also read from $STARLING_API_KEY)\n"
-            "      --parallel N       sequences generated at once (default 8)\n"
+            "      --parallel N       sequences generated at once, their decode steps fused into one\n"
+            "                         batched forward pass per budget (default 8)\n"
             "      --queue N          requests waiting for a slot before 429 (default 32)\n"
             "      --max-body BYTES   largest request body (default 1048576; larger: 413)\n"
             "      --max-prompt N     longest prompt in tokens (default: the context)\n"
@@ -32,6 +33,8 @@ static void usage(FILE *f) {
             "      --timeout S        seconds a request may take, queueing included (default 300)\n"
             "      --cache-mb N       prompt cache memory in MiB (default 256, 0 = off)\n"
             "      --cache-every N    prompt cache snapshot interval in tokens (default 256)\n"
+            "      --prefill-chunk N  prompt tokens prefilled per scheduler pass (default 256): a long\n"
+            "                         prompt is read in chunks while the running streams keep decoding\n"
             "  -t, --threads N        kernel threads (default: all cores)\n"
             "  -q, --quiet            no log lines\n"
             "  -h, --help             this help\n\n"
@@ -53,7 +56,7 @@ static void usage(FILE *f) {
 
 static void log_line(const char *s) { fprintf(stderr, "starling serve: %s\n", s); }
 
-enum { O_HOST = 256, O_PORT, O_PORTFILE, O_KEY, O_PAR, O_QUEUE, O_BODY, O_MAXP, O_MAXT, O_TIMEOUT, O_CMB, O_CEVERY };
+enum { O_HOST = 256, O_PORT, O_PORTFILE, O_KEY, O_PAR, O_QUEUE, O_BODY, O_MAXP, O_MAXT, O_TIMEOUT, O_CMB, O_CEVERY, O_CHUNK };
 
 int cmd_serve(int argc, char **argv) {
     const char *dir = NULL, *port_file = NULL;
@@ -70,6 +73,7 @@ int cmd_serve(int argc, char **argv) {
         {"max-prompt", required_argument, 0, O_MAXP}, {"ctx", required_argument, 0, 'c'},
         {"max-tokens", required_argument, 0, O_MAXT}, {"timeout", required_argument, 0, O_TIMEOUT},
         {"cache-mb", required_argument, 0, O_CMB}, {"cache-every", required_argument, 0, O_CEVERY},
+        {"prefill-chunk", required_argument, 0, O_CHUNK},
         {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
@@ -91,6 +95,7 @@ int cmd_serve(int argc, char **argv) {
         case O_TIMEOUT: if (cli_float(optarg, 0.001, 1e7, &d)) BAD("--timeout"); o.timeout_s = d; break;
         case O_CMB: if (cli_int(optarg, 0, 1 << 24, &v)) BAD("--cache-mb"); o.cache_bytes = (size_t)v << 20; break;
         case O_CEVERY: if (cli_int(optarg, 0, 1 << 24, &v)) BAD("--cache-every"); o.cache_interval = (int)v; break;
+        case O_CHUNK: if (cli_int(optarg, 1, 1 << 24, &v)) BAD("--prefill-chunk"); o.prefill_chunk = (int)v; break;
         case 't': if (cli_int(optarg, 0, 1024, &threads)) BAD("--threads"); break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;

@@ -56,6 +56,7 @@ st_server_opts st_server_default_opts(void) {
     o.timeout_s = 300;
     o.cache_bytes = (size_t)256 << 20;
     o.cache_interval = 256;
+    o.prefill_chunk = 256;
     return o;
 }
 
@@ -288,6 +289,7 @@ static int parse_request(st_server *S, const char *body, size_t len, int chat, s
     ri->answer_b = mi->b;
     st_gen_params *p = &r->gp;
     *p = st_gen_default_params();
+    if (S->o.prefill_chunk > 0) p->prefill_chunk = S->o.prefill_chunk;
     p->sampling.temperature = 1.0f;
     p->sampling.top_p = 1.0f;
     p->sampling.top_k = 0;

@@ -32,6 +32,8 @@ typedef struct {
     const char *api_key;     /* NULL: no authentication                      */
     size_t cache_bytes;      /* prompt cache (256 MiB; 0 = off)              */
     int cache_interval;      /* snapshot every N prompt tokens (256)         */
+    int prefill_chunk;       /* prompt tokens per pass, so running streams keep
+                                decoding while a long prompt is read (256)   */
     void (*log)(const char *line); /* request log lines, or NULL            */
 } st_server_opts;
 
