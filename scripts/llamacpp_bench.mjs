@@ -4,10 +4,13 @@
 // with `starling bench` on the same model, threads and workload.
 //
 //   node scripts/llamacpp_bench.mjs MODEL.gguf [--threads 2] [--prompt 256] [--gen 64] [--reps 3]
+//        [--streams 1,4]
 //
 // Workload as `starling bench`: a prompt of fixed random token ids prefilled
-// in one batch, then --gen greedy decode steps; best of --reps runs. Prints
-// one JSON line. NODE_LLAMA_CPP may point at node-llama-cpp's dist/index.js
+// in one batch, then --gen greedy decode steps; best of --reps runs. With
+// --streams, also N sequences decoding at once in one context (llama.cpp
+// batches them, as llama-server -np N does), each after a 32-token prompt:
+// aggregate tok/s. Prints one JSON line. NODE_LLAMA_CPP may point at node-llama-cpp's dist/index.js
 // (default: build/llamacpp-node, where the Makefile installs it).
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -23,6 +26,8 @@ if (!file || file.startsWith("--")) {
     process.exit(2);
 }
 const threads = opt("--threads", 2), prompt = opt("--prompt", 256), gen = opt("--gen", 64), reps = opt("--reps", 3);
+const si = args.indexOf("--streams");
+const streams = si >= 0 ? args[si + 1].split(",").map(Number) : [];
 const mod = process.env.NODE_LLAMA_CPP ||
     path.resolve("build/llamacpp-node/node_modules/node-llama-cpp/dist/index.js");
 const { getLlama } = await import(pathToFileURL(mod).href);
@@ -57,8 +62,31 @@ for (let r = 0; r < reps + 1; r++) { // the first run warms up (page faults, cac
     bestPre = Math.max(bestPre, prompt / ((t1 - t0) / 1e3));
     bestDec = Math.max(bestDec, gen / ((t2 - t1) / 1e3));
 }
-console.log(JSON.stringify({ engine: "llama.cpp (node-llama-cpp prebuilt)", model: file, threads, prompt, gen, reps,
-                             prefill_tok_s: bestPre, decode_tok_s: bestDec }));
 await ctx.dispose();
+
+// N sequences decoding together
+const multi = {};
+for (const n of streams) {
+    const c = await model.createContext({ contextSize: n * (32 + gen + 16), batchSize: 512, sequences: n, threads });
+    const seqs = Array.from({ length: n }, () => c.getSequence());
+    let best = 0;
+    for (let r = 0; r < reps + 1; r++) {
+        for (let k = 0; k < n; k++) {
+            await seqs[k].clearHistory();
+            await seqs[k].evaluateWithoutGeneratingNewTokens(toks.slice(k, k + 32));
+        }
+        const t0 = performance.now();
+        await Promise.all(seqs.map(async (q, k) => {
+            let m = 0;
+            for await (const _ of q.evaluate([toks[32 + k]], { temperature: 0 })) if (++m >= gen) break;
+        }));
+        const dt = (performance.now() - t0) / 1e3;
+        if (r > 0) best = Math.max(best, (n * gen) / dt);
+    }
+    multi[n] = best;
+    await c.dispose();
+}
+console.log(JSON.stringify({ engine: "llama.cpp (node-llama-cpp prebuilt)", model: file, threads, prompt, gen, reps,
+                             prefill_tok_s: bestPre, decode_tok_s: bestDec, streams_agg_tok_s: multi }));
 await model.dispose();
 await llama.dispose();
