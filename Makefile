@@ -99,6 +99,29 @@ test-asan:
 	  STARLING_BIN=build/asan/starling ST_TEST_QUICK=1 tests/run.sh $(TEST_SRC:%.c=build/asan/%)
 
 test: test-fast test-asan
+	$(MAKE) --no-print-directory fuzz
+
+# libFuzzer harnesses fuzz/fuzz_*.c (docs/RELIABILITY.md): the library built
+# again with clang and ASan+UBSan in build/fuzz, each target run FUZZ_SECONDS
+# from its seed corpus fuzz/corpus/NAME (new inputs go to build/fuzz/work).
+FUZZ_DIR   := build/fuzz
+FUZZ_SRC   := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_BINS  := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_DIR)/bin/%)
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 8
+.PHONY: fuzz fuzz-build
+fuzz-build: $(DEPS_STAMP)
+	@command -v clang >/dev/null && [ -f "$$(clang -print-resource-dir)/lib/linux/libclang_rt.fuzzer-x86_64.a" ] || { \
+	  echo "installing clang + libFuzzer"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends clang libclang-rt-dev libomp-dev; }
+	$(MAKE) --no-print-directory BUILD=$(FUZZ_DIR) CC=clang OPT=-O1 SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" \
+	  $(FUZZ_DIR)/libstarling.a
+	$(MAKE) --no-print-directory $(FUZZ_BINS)
+$(FUZZ_DIR)/bin/%: fuzz/%.c fuzz/fuzz_util.h $(FUZZ_DIR)/libstarling.a
+	@mkdir -p $(dir $@)
+	clang $(CFLAGS_BASE) -O1 $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< $(FUZZ_DIR)/libstarling.a $(LDLIBS)
+fuzz: fuzz-build
+	scripts/fuzz_run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
 # The main job: the shipped elastic default model (models/elastic, made by
 # make elastic-model from models/parent), one question at each nested budget.

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "elastic/slice.h"
+#include "model/model.h"
 #include "model/synth.h"
 #include "starling.h"
 #include "util_test.h"
@@ -205,6 +206,55 @@ static void test_precision(void **st) {
     }
 }
 
+/* --precision bf16 on a BF16 parent whose routers, A_log, D and dt_bias are F32
+ * (as in Nemotron-H MoE releases): the F32 tensors stay F32, so the slice equals
+ * the budget view. 52 layers, 26 of them MoE: rounding the routers would flip
+ * expert choices somewhere along the depth, and rounding A_log/D/dt_bias alone
+ * already moves the logits far beyond 1e-5. */
+static void test_precision_keeps_f32(void **st) {
+    st_synth_opts so;
+    assert_int_equal(st_synth_preset("default", &so), 0);
+    memset(so.pattern, 0, sizeof so.pattern);
+    for (int l = 0; l < 52; l++) so.pattern[l] = l % 13 == 6 ? '*' : l % 2 ? 'E' : 'M';
+    so.hidden = 64; so.mamba_heads = 4; so.mamba_head_dim = 8; so.state = 8; so.groups = 2;
+    so.attn_heads = 4; so.kv_heads = 2; so.head_dim = 16;
+    so.experts = 8; so.top_k = 2; so.moe_ffn = 32; so.shared_ffn = 32; so.ffn = 64;
+    char *dir = test_tmpdir("precf32");
+    char src[600], dst[600];
+    snprintf(src, sizeof src, "%s/parent", dir);
+    snprintf(dst, sizeof dst, "%s/out", dir);
+    assert_int_equal(st_synth_write(src, &so), ST_OK);
+    st_model *m, *sm;
+    st_budget *b, *full;
+    assert_int_equal(st_model_load(src, &m), ST_OK);
+    if (st_budget_resolve(m, "hidden_size=48,n_routed_experts=6,moe_intermediate_size=16,mamba_num_heads=2", &b))
+        fail_msg("budget: %s", st_last_error());
+    st_slice_opts o = {.precision = "bf16"};
+    if (st_slice(m, b, dst, &o)) fail_msg("slice: %s", st_last_error());
+    assert_int_equal(st_model_load(dst, &sm), ST_OK);
+    /* the precision-critical tensors are F32 in the output, the rest BF16 */
+    static const char *const f32_names[] = {"backbone.layers.1.mixer.gate.weight",
+                                            "backbone.layers.51.mixer.gate.e_score_correction_bias",
+                                            "backbone.layers.0.mixer.A_log", "backbone.layers.0.mixer.D",
+                                            "backbone.layers.50.mixer.dt_bias"};
+    for (size_t i = 0; i < sizeof f32_names / sizeof f32_names[0]; i++) {
+        const st_sf_tensor *t = st_model_tensor(sm, f32_names[i]);
+        assert_non_null(t);
+        assert_int_equal(t->dt, ST_DT_F32);
+    }
+    assert_int_equal(st_model_tensor(sm, "backbone.layers.1.mixer.experts.0.up_proj.weight")->dt, ST_DT_BF16);
+    assert_int_equal(st_budget_by_name(sm, "full", &full), ST_OK);
+    float *a = logits_of(m, b), *c = logits_of(sm, full);
+    double e = rel_err(c, a, (size_t)NTOK * st_model_config(m)->vocab_size);
+    printf("  52-layer MoE, bf16 slice with F32 routers kept: rel err %.2e\n", e);
+    if (!(e <= 1e-5)) fail_msg("bf16 slice differs from the budget view: rel err %.3e", e);
+    free(a); free(c);
+    st_budget_free(full); st_budget_free(b);
+    st_model_free(sm); st_model_free(m);
+    rm_rf(dir);
+    free(dir);
+}
+
 /* an interrupted slice leaves neither the target nor the temporary directory */
 static void test_cancel(void **st) {
     char p[512];
@@ -236,6 +286,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_axes), cmocka_unit_test(test_moe_axes), cmocka_unit_test(test_groups3_axes),
         cmocka_unit_test(test_synth_all_types), cmocka_unit_test(test_reslice), cmocka_unit_test(test_precision),
+        cmocka_unit_test(test_precision_keeps_f32),
         cmocka_unit_test(test_cancel),
     };
     return cmocka_run_group_tests_name("slice", tests, NULL, NULL);

@@ -20,6 +20,7 @@
 #include "io/outdir.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "util/killsafe.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -755,6 +756,7 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
                 fflush(logf);
             }
             if (cb) cb(&ev, user);
+            st_killpoint();
         }
     }
     fclose(logf);

@@ -49,6 +49,23 @@ static st_span *dup_spans(const st_span *s, int n) {
     return d;
 }
 
+/* Tensors the architecture keeps in F32 for numerics: the MoE router weight and
+ * its score-correction bias (top-k choices flip on small margins), the Mamba
+ * dt_bias / A_log / D (exponentiated or accumulated over the whole sequence) and
+ * every norm weight. Converting a checkpoint to a 16-bit precision keeps these
+ * at F32 when the source stores them at F32, as ModelOpt and llama.cpp's
+ * converter do: rounding them makes the slice differ from the budget view. */
+static int precision_critical(const char *name) {
+    static const char *const suffix[] = {".gate.weight", ".e_score_correction_bias", ".dt_bias", ".A_log", ".D",
+                                         "norm.weight", "norm_f.weight"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+        size_t k = strlen(suffix[i]);
+        if (n >= k && !strcmp(name + n - k, suffix[i])) return 1;
+    }
+    return 0;
+}
+
 /* Add a job: source `src_name` viewed as [rows][cols_full], keeping rs × cs,
  * output shape given by ndim/shape (its element count must equal |rs|·|cs|). */
 static st_status add(plan *p, const char *out_name, const char *src_name, int64_t cols_full, const st_span *rs,
@@ -77,6 +94,7 @@ static st_status add(plan *p, const char *out_name, const char *src_name, int64_
     j->out_dt = t->dt;
     /* converting precision applies to float weights, not to integer or packed data */
     if (p->out_dt >= 0 && (t->dt == ST_DT_F32 || t->dt == ST_DT_F16 || t->dt == ST_DT_BF16)) j->out_dt = p->out_dt;
+    if (t->dt == ST_DT_F32 && j->out_dt != ST_DT_F32 && precision_critical(t->name)) j->out_dt = ST_DT_F32;
     j->bytes = (uint64_t)numel * st_dtype_size(j->out_dt);
     p->n++;
     return ST_OK;

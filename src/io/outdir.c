@@ -1,8 +1,10 @@
 /* outdir.c — see outdir.h. */
 #include "io/outdir.h"
+#include "util/killsafe.h"
 #include "util/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,16 @@ st_status st_outdir_begin(st_outdir *o, const char *dst, int force) {
         return st_err(ST_ERR_ARG, "target path too long");
     size_t n = strlen(o->dst);
     while (n > 1 && o->dst[n - 1] == '/') o->dst[--n] = 0;
+    /* a run killed with -9 left DST.tmp.PID / DST.old.PID: remove them */
+    {
+        char dir[3200];
+        snprintf(dir, sizeof dir, "%s", o->dst);
+        char *slash = strrchr(dir, '/');
+        const char *base = slash ? slash + 1 : dir;
+        if (slash == dir) { st_clean_stale("/", base); }
+        else if (slash) { *slash = 0; st_clean_stale(dir, base); }
+        else st_clean_stale(".", base);
+    }
     struct stat sb;
     if (stat(o->dst, &sb) == 0 && !force)
         return st_err(ST_ERR_ARG, "%s already exists (use --force to replace it)", o->dst);
@@ -67,10 +79,19 @@ st_status st_outdir_copy_side_files(const st_outdir *o, const char *src) {
 
 st_status st_outdir_commit(st_outdir *o) {
     struct stat sb;
-    if (stat(o->dst, &sb) == 0) {
+    st_killpoint();
+    /* Replacing: swap the finished dir and the old one in one step, so that a
+       kill at any moment leaves either the old or the new target under the
+       final name; the old one, now DST.tmp.PID, is removed (or, after a kill,
+       by the next run). */
+    if (stat(o->dst, &sb) == 0 && renameat2(AT_FDCWD, o->tmp, AT_FDCWD, o->dst, RENAME_EXCHANGE) == 0) {
+        st_killpoint();
+        rm_tree(o->tmp);
+    } else if (stat(o->dst, &sb) == 0) { /* a file system without RENAME_EXCHANGE */
         char old[3400];
         snprintf(old, sizeof old, "%s.old.%ld", o->dst, (long)getpid());
         if (rename(o->dst, old) != 0) return st_err(ST_ERR_IO, "rename %s: %s", o->dst, strerror(errno));
+        st_killpoint(); /* the window this path cannot close: no target until the next rename */
         if (rename(o->tmp, o->dst) != 0) {
             int e = errno;
             if (rename(old, o->dst) != 0) { /* keep both; report the first error */ }
@@ -81,6 +102,7 @@ st_status st_outdir_commit(st_outdir *o) {
         return st_err(ST_ERR_IO, "rename %s -> %s: %s", o->tmp, o->dst, strerror(errno));
     }
     o->made = 0;
+    st_killpoint();
     return ST_OK;
 }
 

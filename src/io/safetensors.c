@@ -5,6 +5,7 @@
  * the buffer contiguously from 0, and the last span ending at EOF.
  */
 #include "io/safetensors.h"
+#include "util/killsafe.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -287,6 +288,7 @@ st_status st_sf_writer_write(st_sf_writer *w, const void *data, size_t n) {
         return st_err(ST_ERR_ARG, "safetensors writer: %llu bytes written exceeds the declared %llu",
                       (unsigned long long)(w->written + n), (unsigned long long)w->total);
     }
+    st_killpoint();
     if (n && fwrite(data, 1, n, w->fp) != n) {
         w->failed = 1;
         return st_err(ST_ERR_IO, "%s: write failed: %s", w->tmp, strerror(errno));
@@ -302,6 +304,7 @@ st_status st_sf_writer_copy(st_sf_writer *w, int fd, uint64_t off, size_t n) {
         return st_err(ST_ERR_ARG, "safetensors writer: %llu bytes written exceeds the declared %llu",
                       (unsigned long long)(w->written + n), (unsigned long long)w->total);
     }
+    st_killpoint();
     if (fflush(w->fp) != 0) { w->failed = 1; return st_err(ST_ERR_IO, "%s: %s", w->tmp, strerror(errno)); }
     int out = fileno(w->fp);
     off_t o = (off_t)off;

@@ -1166,14 +1166,16 @@ static st_status decode_to(const st_tokenizer *t, const int32_t *ids, int n, int
     if (!st) {
         if (!t->decoder) { /* HF joins with spaces when there is no decoder */
             for (size_t i = 0; i < in.v.n && !st; i++)
-                if ((i && sb_putc(o, ' ')) || sb_put(o, in.buf.p + in.v.p[i].off, in.v.p[i].len)) st = nomem();
+                if ((i && sb_putc(o, ' ')) || (in.v.p[i].len && sb_put(o, in.buf.p + in.v.p[i].off, in.v.p[i].len)))
+                    st = nomem();
         } else {
             tctx c;
             tlist out = {0};
             st = ctx_init(&c, t, NULL);
             if (!st) st = dec_apply(&c, t, t->decoder, &in, added, &out, stream);
             for (size_t i = 0; i < out.v.n && !st; i++)
-                if (sb_put(o, out.buf.p + out.v.p[i].off, out.v.p[i].len)) st = nomem();
+                /* empty pieces (no ids, empty tokens) may come with no buffer at all */
+                if (out.v.p[i].len && sb_put(o, out.buf.p + out.v.p[i].off, out.v.p[i].len)) st = nomem();
             ctx_free(&c);
             tl_free(&out);
         }

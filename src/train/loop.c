@@ -20,6 +20,7 @@
 #include "io/outdir.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "util/killsafe.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -447,6 +448,7 @@ st_status st_train_run(const st_train_cfg *c, const char *resume_dir, st_train_c
     y = st_malloc(sizeof(int32_t) * (size_t)c->batch * c->seq);
     if (!x || !y) { rc = ST_ERR_NOMEM; goto done; }
     if (mkdir(c->out_dir, 0755) != 0 && errno != EEXIST) { rc = st_err(ST_ERR_IO, "%s: %s", c->out_dir, strerror(errno)); goto done; }
+    st_clean_stale(c->out_dir, NULL); /* temp dirs/files of a run killed with -9 */
     char csv[3400], svg[3400];
     st_pathf(csv, sizeof csv, "%s/log.csv", c->out_dir);
     st_pathf(svg, sizeof svg, "%s/loss.svg", c->out_dir);
@@ -492,6 +494,7 @@ st_status st_train_run(const st_train_cfg *c, const char *resume_dir, st_train_c
         }
         if (ev.val_loss >= 0 || ev.saved || last) write_svg(csv, svg);
         if (cb) cb(&ev, user);
+        st_killpoint();
     }
 done:
     if (log) fclose(log);

@@ -6,6 +6,7 @@
  * fault spelled out). Callers up the stack may prefix context.
  */
 #include "util/util.h"
+#include "util/killsafe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -114,6 +115,10 @@ st_status st_read_file(const char *path, char **out, size_t *len) {
 
 st_status st_write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    char *slash = strrchr(tmp, '/');
+    if (slash && slash != tmp) { *slash = 0; st_clean_stale(tmp, slash + 1); }
+    else if (!slash) st_clean_stale(".", path);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return st_err(ST_ERR_IO, "%s: %s", tmp, strerror(errno));
@@ -132,6 +137,7 @@ st_status st_write_file_atomic(const char *path, const void *data, size_t len) {
         int e = errno; unlink(tmp);
         return st_err(ST_ERR_IO, "%s: %s", tmp, strerror(e));
     }
+    st_killpoint();
     if (rename(tmp, path) != 0) {
         int e = errno; unlink(tmp);
         return st_err(ST_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(e));
