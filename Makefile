@@ -87,6 +87,16 @@ tokcache:
 
 test-fast: tokcache
 test-asan: tokcache
+
+# llama.cpp (prebuilt CPU build from npm's node-llama-cpp, pinned in
+# scripts/llamacpp) for tests/test_gguf.c, which skips its llama.cpp checks
+# with a message when this could not be installed.
+.PHONY: llamacpp-node
+llamacpp-node: tokcache
+	@scripts/llamacpp/install.sh build/llamacpp-node || \
+	  echo "llamacpp-node: could not install node-llama-cpp; test_gguf will skip the llama.cpp checks"
+test-fast: llamacpp-node
+test-asan: llamacpp-node
 test-fast: $(TEST_BINS) $(BIN)
 	STARLING_BIN=$(BIN) tests/run.sh $(TEST_BINS)
 
