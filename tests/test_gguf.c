@@ -393,6 +393,17 @@ static void test_llamacpp(void **st) {
         for (int i = 0; i < npk; i++) json_array_append_new(pj, json_integer(p[i]));
         json_array_append_new(jobs, json_pack("{s:s, s:s, s:o, s:i}", "model", path, "text", MIXED, "prompt", pj, "n", N));
     }
+    /* the other precisions load and generate; how far their greedy run follows
+       starling's F32 run is printed (rounding may move an argmax, so it is not asserted) */
+    static const char *precs[] = {"f16", "bf16", "q8_0"};
+    const int np_ = test_quick() ? 0 : 3;
+    for (int k = 0; k < np_; k++) {
+        snprintf(path, sizeof path, "%s/p%d.gguf", dir, k);
+        assert_int_equal(export("models/elastic", "9.5M", precs[k], path), 0);
+        json_t *pj = json_array();
+        for (int i = 0; i < np; i++) json_array_append_new(pj, json_integer(prompt[i]));
+        json_array_append_new(jobs, json_pack("{s:s, s:o, s:i}", "model", path, "prompt", pj, "n", N));
+    }
     char jp[700];
     snprintf(jp, sizeof jp, "%s/jobs.json", dir);
     assert_int_equal(json_dump_file(jobs, jp, 0), 0);
@@ -407,7 +418,16 @@ static void test_llamacpp(void **st) {
     if (!res) fprintf(stderr, "node said: %s\n", o);
     assert_non_null(res);
     free(o);
-    assert_int_equal(json_array_size(res), nc);
+    assert_int_equal(json_array_size(res), nc + np_);
+    for (int k = 0; k < np_; k++) {
+        json_t *r = json_array_get(res, nc + k), *cont = json_object_get(r, "continuation");
+        assert_null(json_object_get(r, "error"));
+        assert_int_equal(json_array_size(cont), N);
+        int agree = 0;
+        while (agree < N && json_integer_value(json_array_get(cont, agree)) == want[agree]) agree++;
+        fprintf(stderr, "llama.cpp %-5s default model 9.5M: greedy follows starling's F32 run for %d/%d tokens\n",
+                precs[k], agree, N);
+    }
     for (int k = 0; k < nc; k++) {
         json_t *r = json_array_get(res, k), *cont = json_object_get(r, "continuation");
         if (json_object_get(r, "error")) fprintf(stderr, "%s %s: %s\n", all[k].model, all[k].spec,
