@@ -33,6 +33,8 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
+# The chat page served at / (src/server/ui/chat.html), compiled in as a byte array.
+LIB_OBJ  += $(BUILD)/gen/ui_chat.o
 TEST_BINS := $(TEST_SRC:%.c=$(BUILD)/%)
 
 LIB := $(BUILD)/libstarling.a
@@ -60,6 +62,12 @@ deps: $(DEPS_STAMP)
 $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ISA_$(lastword $(subst _, ,$(basename $(notdir $<))))) -MMD -MP -c $< -o $@
+
+$(BUILD)/gen/ui_chat.c: src/server/ui/chat.html scripts/embed.sh
+	@mkdir -p $(dir $@)
+	scripts/embed.sh st_ui_chat_html $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/gen/ui_chat.o: $(BUILD)/gen/ui_chat.c | $(DEPS_STAMP)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
