@@ -34,6 +34,8 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/%.o)
+# The chat page served at / (src/server/ui/chat.html), compiled in as a byte array.
+LIB_OBJ  += $(BUILD)/gen/ui_chat.o
 TEST_BINS := $(TEST_SRC:%.c=$(BUILD)/%)
 
 LIB := $(BUILD)/libstarling.a
@@ -62,6 +64,12 @@ $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ISA_$(lastword $(subst _, ,$(basename $(notdir $<))))) -MMD -MP -c $< -o $@
 
+$(BUILD)/gen/ui_chat.c: src/server/ui/chat.html scripts/embed.sh
+	@mkdir -p $(dir $@)
+	scripts/embed.sh st_ui_chat_html $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/gen/ui_chat.o: $(BUILD)/gen/ui_chat.c | $(DEPS_STAMP)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -88,6 +96,16 @@ tokcache:
 
 test-fast: tokcache
 test-asan: tokcache
+
+# llama.cpp (prebuilt CPU build from npm's node-llama-cpp, pinned in
+# scripts/llamacpp) for tests/test_gguf.c, which skips its llama.cpp checks
+# with a message when this could not be installed.
+.PHONY: llamacpp-node
+llamacpp-node: tokcache
+	@scripts/llamacpp/install.sh build/llamacpp-node || \
+	  echo "llamacpp-node: could not install node-llama-cpp; test_gguf will skip the llama.cpp checks"
+test-fast: llamacpp-node
+test-asan: llamacpp-node
 test-fast: $(TEST_BINS) $(BIN)
 	STARLING_BIN=$(BIN) tests/run.sh $(TEST_BINS)
 

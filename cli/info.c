@@ -2,14 +2,16 @@
 #include "cli.h"
 
 #include <getopt.h>
+int cli_info_gguf(const char *path); /* info_gguf.c */
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: starling info -m DIR [--budget B]\n\n"
+    fprintf(f, "usage: starling info -m DIR [--budget B]\n       starling info -m FILE.gguf\n\n"
                "Print the checkpoint's config, its layer pattern, and for the full model and each\n"
                "budget (named in config.json's elastic block, or given with --budget) the widths,\n"
                "total and active parameters and weight bytes.\n\n"
-               "  -m, --model DIR    Hugging Face checkpoint directory\n"
+               "  -m, --model DIR    Hugging Face checkpoint directory (or a .gguf file: its keys,\n"
+               "                     tokenizer and tensors)\n"
                "  -b, --budget B     also show this budget (name, k=v list or @file.json)\n"
                "      --budget-file F    budget widths from a JSON file\n"
                "  -h, --help         this help\n");
@@ -70,6 +72,8 @@ int cmd_info(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage("info", "unexpected argument '%s'", argv[optind]);
     if (!dir) return cli_usage("info", "-m DIR is required");
+    size_t dl = strlen(dir);
+    if (dl > 5 && !strcmp(dir + dl - 5, ".gguf")) return cli_info_gguf(dir); /* a GGUF export */
     st_model *m;
     if (cli_load("info", dir, NULL, &m, NULL)) return 1;
     const st_config *c = st_model_config(m);

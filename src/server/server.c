@@ -60,6 +60,10 @@ st_server_opts st_server_default_opts(void) {
     return o;
 }
 
+/* The chat page, embedded at build time (Makefile: build/gen/ui_chat.c). */
+extern const char st_ui_chat_html[];
+extern const unsigned st_ui_chat_html_len;
+
 /* ------------------------------------------------------------ responses */
 
 static enum MHD_Result send_text(st_server *S, struct MHD_Connection *c, unsigned status, const char *type,
@@ -139,10 +143,14 @@ static const st_budget *find_budget(const st_server *S, const char *name) {
 
 static json_t *models_json(const st_server *S, long created) {
     json_t *data = json_array();
-    for (int i = 0; i < S->n_ids; i++)
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", S->ids[i].id, "object", "model", "created",
-                                              (json_int_t)created, "owned_by", "starling", "budget",
-                                              st_budget_name(S->ids[i].b)));
+    for (int i = 0; i < S->n_ids; i++) {
+        st_budget_stats bs; /* sizes of each nested budget, for clients such as the chat page's chart */
+        st_budget_stats_get(S->ids[i].b, &bs);
+        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s,s:s,s:{s:f,s:f,s:f}}", "id", S->ids[i].id, "object",
+                                              "model", "created", (json_int_t)created, "owned_by", "starling", "budget",
+                                              st_budget_name(S->ids[i].b), "starling", "total_params", bs.total_params,
+                                              "active_params", bs.active_params, "active_bytes", bs.active_bytes));
+    }
     return json_pack("{s:s,s:o}", "object", "list", "data", data);
 }
 
@@ -658,6 +666,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                                           st->ri.chat ? "chat.completion.chunk" : "text_completion", "created",
                                           (json_int_t)st->created, "model", st->ri.model, "choices", "usage",
                                           usage_json(&r->stats));
+                    json_object_set_new(u, "starling", phases_json(&st->ri, r));
                     sse(st, u);
                 }
             }
@@ -876,6 +885,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (!strcmp(url, "/metrics")) {
         if (!get) goto not_allowed;
         return send_text(S, c, 200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(S));
+    }
+    if (!strcmp(url, "/")) { /* the chat page (src/server/ui/chat.html, compiled in); it asks for the key itself */
+        if (!get) goto not_allowed;
+        char *page = strndup(st_ui_chat_html, st_ui_chat_html_len);
+        return page ? send_text(S, c, 200, "text/html; charset=utf-8", page) : MHD_NO;
     }
     if (!strncmp(url, "/v1/", 4) && S->api_key) {
         const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
