@@ -81,8 +81,7 @@ int st_pcache_interval(const st_pcache *c) { return c->interval; }
 
 int st_pcache_lookup(st_pcache *c, const st_budget *b, const int32_t *toks, int n, st_state *s, float *logits) {
     if (n <= 0) return 0;
-    char key[160];
-    st_budget_key(b, key, sizeof key);
+    const char *key = st_budget_key(b);
     uint64_t *ph = malloc(sizeof(uint64_t) * ((size_t)n + 1)); /* ph[i]: hash of toks[0..i) */
     if (!ph) return 0;
     ph[0] = FNV0;
@@ -127,7 +126,7 @@ st_status st_pcache_store(st_pcache *c, const st_budget *b, const int32_t *toks,
                           const float *logits) {
     if (n <= 0 || st_state_pos(s) != n) return st_err(ST_ERR_ARG, "prompt cache: state is at %d, not %d", st_state_pos(s), n);
     entry e = {0};
-    st_budget_key(b, e.key, sizeof e.key);
+    snprintf(e.key, sizeof e.key, "%s", st_budget_key(b));
     e.n = n;
     e.hash = FNV0;
     for (int i = 0; i < n; i++) e.hash = fnv_step(e.hash, toks[i]);

@@ -120,13 +120,6 @@ const char *st_finish_name(st_finish f) {
 
 /* ------------------------------------------------------------ checks */
 
-static int same_budget(const st_budget *a, const st_budget *b) {
-    if (a == b) return 1;
-    char ka[160], kb[160];
-    st_budget_key(a, ka, sizeof ka);
-    st_budget_key(b, kb, sizeof kb);
-    return !strcmp(ka, kb);
-}
 
 st_status st_gen_check(const st_model *m, const st_gen_params *p) {
     if (!p->answer_with) return st_err(ST_ERR_ARG, "generate: no answer budget");
@@ -147,7 +140,7 @@ st_status st_gen_check(const st_model *m, const st_gen_params *p) {
     if (p->mode != ST_SWITCH_EXACT && p->mode != ST_SWITCH_TRANSPLANT)
         return st_err(ST_ERR_ARG, "generate: unknown switch mode %d", (int)p->mode);
     const st_budget *a = p->think_with, *b = p->answer_with;
-    if (p->thinking && a && p->mode == ST_SWITCH_TRANSPLANT && !same_budget(a, b)) {
+    if (p->thinking && a && p->mode == ST_SWITCH_TRANSPLANT && !st_budget_same(a, b)) {
         /* the rule st_state_transplant applies, checked before any work */
         const st_widths *wa = st_budget_widths(a), *wb = st_budget_widths(b);
         if (strchr(m->cfg.pattern, 'M') &&
@@ -363,7 +356,7 @@ st_status st_gen_new(const st_model *m, const st_tokenizer *tok, const st_gen_pa
     g->n_prompt = n_prompt;
     g->b_ans = p->answer_with;
     g->b_think = p->thinking && p->think_with ? p->think_with : p->answer_with;
-    g->switching = !same_budget(g->b_think, g->b_ans);
+    g->switching = !st_budget_same(g->b_think, g->b_ans);
     g->b_cur = g->b_think;
     if ((rc = st_state_new(m, max_ctx, &g->s))) goto fail;
     if ((rc = st_sampler_new(&p->sampling, c->vocab_size, &g->smp))) goto fail;

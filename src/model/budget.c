@@ -111,6 +111,18 @@ static st_status build_spans(st_budget *b) {
     return ST_OK;
 }
 
+/* Every width that shapes the computation, and a hash of the skipped layers. */
+static void make_key(st_budget *b) {
+    const st_widths *w = &b->w;
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < w->n_skip; i++) h = (h ^ (uint64_t)w->skip_layers[i]) * 1099511628211ull;
+    snprintf(b->key, sizeof b->key, "%d/%d/%d/%d/%d/%d/%d/%d/%d/%d:%llx", w->hidden_size, w->num_attention_heads,
+             w->mamba_num_heads, w->mamba_head_dim, w->n_routed_experts, w->moe_intermediate_size,
+             w->moe_shared_expert_intermediate_size, w->intermediate_size, b->top_k, w->n_skip, (unsigned long long)h);
+}
+
+const char *st_budget_key(const st_budget *b) { return b->key; }
+
 st_status st_budget_new(const st_model *m, const st_widths *win, st_budget **out) {
     *out = NULL;
     const st_config *c = &m->cfg;
@@ -126,6 +138,7 @@ st_status st_budget_new(const st_model *m, const st_widths *win, st_budget **out
     b->w.num_experts_per_tok = b->top_k;
     for (int i = 0; i < b->w.n_skip; i++) b->skip[b->w.skip_layers[i]] = true;
     snprintf(b->name, sizeof b->name, "custom");
+    make_key(b);
     rc = build_spans(b);
     if (rc) { st_budget_free(b); return rc; }
     *out = b;

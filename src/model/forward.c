@@ -412,14 +412,6 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
 
 /* ------------------------------------------------------------ driver */
 
-void st_budget_key(const st_budget *b, char *key, size_t n) {
-    const st_widths *w = &b->w;
-    uint64_t h = 1469598103934665603ull;
-    for (int i = 0; i < w->n_skip; i++) h = (h ^ (uint64_t)w->skip_layers[i]) * 1099511628211ull;
-    snprintf(key, n, "%d/%d/%d/%d/%d/%d/%d/%d/%d/%d:%llx", w->hidden_size, w->num_attention_heads, w->mamba_num_heads,
-             w->mamba_head_dim, w->n_routed_experts, w->moe_intermediate_size, w->moe_shared_expert_intermediate_size,
-             w->intermediate_size, b->top_k, w->n_skip, (unsigned long long)h);
-}
 
 /* At most ST_BATCH_MAX items per call (the index arrays live on the stack).
  * mk: NULL, or in-pass snapshots per item (st_forward_snap). */
@@ -428,8 +420,7 @@ static st_status forward_batch(const st_budget *b, const st_batch_item *items, i
     const st_config *c = &m->cfg;
     if (n_items <= 0 || n_items > ST_BATCH_MAX)
         return st_err(ST_ERR_ARG, "st_forward_batch: %d sequences (1 to %d)", n_items, ST_BATCH_MAX);
-    char key[sizeof items[0].state->budget_key];
-    st_budget_key(b, key, sizeof key);
+    const char *key = st_budget_key(b);
     /* everything is checked before any state changes */
     int R = 0, ctx = 0, n_lg = 0;
     for (int q = 0; q < n_items; q++) {
@@ -500,7 +491,7 @@ static st_status forward_batch(const st_budget *b, const st_batch_item *items, i
     int off[ST_BATCH_MAX], nn[ST_BATCH_MAX];
     for (int q = 0, r = 0; q < n_items; q++) {
         st_state *s = items[q].state;
-        memcpy(s->budget_key, key, sizeof key);
+        snprintf(s->budget_key, sizeof s->budget_key, "%s", key);
         snprintf(s->budget_name, sizeof s->budget_name, "%s", b->name);
         s->budget_w = b->w;
         s->has_budget = 1;

@@ -10,6 +10,7 @@
 #include "starling.h"
 #include <jansson.h>
 #include <stdbool.h>
+#include <string.h>
 
 /* One layer: a pre-norm and exactly one mixer (docs/architecture.md §2.1). */
 typedef struct {
@@ -84,6 +85,7 @@ struct st_budget {
     int a_qk;
     st_span *a_q_rows;         /* per KV group: rows of kept heads (×hd)      */
     int a_n_q;
+    char key[160];             /* identity: equal keys compute the same model  */
 };
 
 /* Per-sequence state, shaped like the parent so any budget's subset fits. */
@@ -125,8 +127,13 @@ typedef struct {
 void st_amax_record(st_amax_rec *r); /* NULL stops recording */
 float st_amax_get(const st_amax_rec *r, const st_mat *W); /* -1 if never seen */
 
-/* forward.c: a string that identifies a budget's widths */
-void st_budget_key(const st_budget *b, char *key, size_t n);
+/* budget.c: the string that identifies a budget's widths (made once, when
+ * the budget is built): two budgets with equal keys compute the same model,
+ * so states, cached snapshots and batches may be shared between them. */
+const char *st_budget_key(const st_budget *b);
+static inline int st_budget_same(const st_budget *a, const st_budget *b) {
+    return a == b || !strcmp(st_budget_key(a), st_budget_key(b));
+}
 
 /* forward.c: st_forward that also leaves in snap[k] a copy of the whole
  * state as it stands after tokens[0..at[k]) (0 < at[0] < ... < at[n_at-1] <

@@ -121,7 +121,7 @@ st_status st_state_transplant(st_state *s, const st_budget *to) {
     if (a->n_skip != b->n_skip || memcmp(a->skip_layers, b->skip_layers, sizeof(int) * (size_t)a->n_skip))
         return st_err(ST_ERR_BUDGET, "transplant: budgets %s and %s skip different layers, whose states were never "
                       "computed (use exact mode)", s->budget_name, to->name);
-    st_budget_key(to, s->budget_key, sizeof s->budget_key);
+    snprintf(s->budget_key, sizeof s->budget_key, "%s", st_budget_key(to));
     snprintf(s->budget_name, sizeof s->budget_name, "%s", to->name);
     s->budget_w = to->w;
     return ST_OK;

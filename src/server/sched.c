@@ -143,20 +143,16 @@ static void note_tokens(st_sched *s, st_sreq *r, const st_gen *g, double now) {
  * item, so one sequence's error stays its own. Returns the rows batched. */
 static int run_decodes(st_sched *s, const st_gen_fwd *fw, const int *has, int n) {
     int rows = 0;
-    char key[ST_BATCH_MAX][160];
     int left[ST_BATCH_MAX], nl = 0;
     for (int i = 0; i < n; i++)
-        if (has[i]) {
-            st_budget_key(fw[i].budget, key[i], sizeof key[i]);
-            left[nl++] = i;
-        }
+        if (has[i]) left[nl++] = i;
     while (nl) {
         st_batch_item it[ST_BATCH_MAX];
         int who[ST_BATCH_MAX], nb = 0, rest = 0;
         const st_budget *b = fw[left[0]].budget;
         for (int k = 0; k < nl; k++) {
             const int i = left[k];
-            if (!strcmp(key[i], key[left[0]])) { who[nb] = i; it[nb++] = fw[i].item; }
+            if (st_budget_same(fw[i].budget, b)) { who[nb] = i; it[nb++] = fw[i].item; }
             else left[rest++] = i;
         }
         nl = rest;
