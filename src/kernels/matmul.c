@@ -292,6 +292,19 @@ static int64_t span_total(const st_span *s, int n) {
 }
 
 /* The absolute row of each packed output j. */
+/* 0, 1, 2, ...: the rows of a single span [off, off+N) are ident + off, so
+ * the common case needs no per-call table (writing one was ~1.5 MB per
+ * decoded nano8 token). Built once; spans past it are filled per call. */
+#define ST_IDENT_ROWS (1 << 18)
+static int64_t *g_ident;
+static pthread_once_t g_ident_once = PTHREAD_ONCE_INIT;
+static void ident_init(void) {
+    int64_t *p = malloc(sizeof(int64_t) * ST_IDENT_ROWS);
+    if (p)
+        for (int64_t i = 0; i < ST_IDENT_ROWS; i++) p[i] = i;
+    g_ident = p;
+}
+
 static void fill_rows(const st_span *rs, int n_rs, int64_t *rows) {
     int64_t j = 0;
     for (int s = 0; s < n_rs; s++)
@@ -622,8 +635,10 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
         st_matmul_ref(W, rs, n_rs, cs, n_cs, x, ldx, y, ldy, T, accumulate);
         return;
     }
-    int64_t *rows = (int64_t *)scratch;
-    fill_rows(rs, n_rs, rows);
+    const int64_t *rows = (const int64_t *)scratch;
+    pthread_once(&g_ident_once, ident_init);
+    if (n_rs == 1 && g_ident && (int64_t)rs[0].off + N <= ST_IDENT_ROWS) rows = g_ident + rs[0].off;
+    else fill_rows(rs, n_rs, (int64_t *)scratch);
     /* Adjacent column spans (a full-width budget given as one span per head)
      * merge into one: fewer, longer runs for the kernels. x is packed the
      * same either way. */
