@@ -48,12 +48,17 @@ static void usage(FILE *f) {
             "      --switch MODE      exact (answer budget re-reads prompt + thinking, batched) or\n"
             "                         transplant (continue from the thinking state; needs equal\n"
             "                         Mamba widths) (default exact)\n"
+            "\nspeculative decoding (greedy, --temp 0; output identical to decoding without it):\n"
+            "      --draft D          drafter: a smaller budget of the same checkpoint (the nested\n"
+            "                         self-drafter: no extra weights) or 'ngram' (prompt lookup)\n"
+            "      --draft-n K        draft up to K tokens per step (default 4, 1..8); adapts to the\n"
+            "                         acceptance rate and stops drafting while it does not pay\n"
             "  -v, --verbose          print the prompt's token count and the seed\n"
             "  -h, --help             this help\n");
 }
 
 enum { O_CHAT = 256, O_SYSTEM, O_NOTHINK, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_RPEN, O_RLAST, O_IGNEOS,
-       O_TBUDGET, O_TGRACE, O_TMSG, O_TWITH, O_AWITH, O_SWITCH };
+       O_TBUDGET, O_TGRACE, O_TMSG, O_TWITH, O_AWITH, O_SWITCH, O_DRAFT, O_DRAFTN };
 
 static int emit_stdout(void *ud, st_text_kind k, const char *text, size_t len) {
     fwrite(text, 1, len, stdout);
@@ -69,7 +74,8 @@ int cmd_run(int argc, char **argv) {
     double temp = 0.8, topp = 0.95, minp = 0.05, rpen = 1.0;
     int chat = 0, think = 1, ignore_eos = 0, verbose = 0;
     long tbudget = -1, tgrace = 16;
-    const char *tmsg = NULL, *twith = NULL, *awith = NULL;
+    const char *tmsg = NULL, *twith = NULL, *awith = NULL, *draft = NULL;
+    long draft_n = 4;
     st_switch_mode mode = ST_SWITCH_EXACT;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"budget", required_argument, 0, 'b'}, {"budget-file", required_argument, 0, 'B'},
@@ -84,6 +90,7 @@ int cmd_run(int argc, char **argv) {
         {"think-budget", required_argument, 0, O_TBUDGET}, {"think-grace", required_argument, 0, O_TGRACE},
         {"think-message", required_argument, 0, O_TMSG}, {"think-with", required_argument, 0, O_TWITH},
         {"answer-with", required_argument, 0, O_AWITH}, {"switch", required_argument, 0, O_SWITCH},
+        {"draft", required_argument, 0, O_DRAFT}, {"draft-n", required_argument, 0, O_DRAFTN},
         {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
@@ -120,6 +127,8 @@ int cmd_run(int argc, char **argv) {
             else if (!strcmp(optarg, "transplant")) mode = ST_SWITCH_TRANSPLANT;
             else BAD("--switch");
             break;
+        case O_DRAFT: draft = optarg; break;
+        case O_DRAFTN: if (cli_int(optarg, 1, 8, &draft_n)) BAD("--draft-n"); break;
         case 'v': verbose = 1; break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage("run", "option %s needs a value", argv[optind - 1]);
@@ -142,7 +151,7 @@ int cmd_run(int argc, char **argv) {
     st_model *m = NULL;
     st_budget *b = NULL;
     st_tokenizer *tok = NULL;
-    st_budget *bt = NULL;
+    st_budget *bt = NULL, *bd = NULL;
     st_gen *g = NULL;
     int32_t *ids = NULL;
     char *rendered = NULL;
@@ -176,6 +185,7 @@ int cmd_run(int argc, char **argv) {
     sp.repeat_penalty = (float)rpen; sp.repeat_last_n = (int)rlast;
     sp.seed = seed >= 0 ? (uint64_t)seed : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
     if (twith && (e = st_budget_resolve(m, twith, &bt))) { cli_fail_st("run", e); goto out; }
+    if (draft && strcmp(draft, "ngram") && (e = st_budget_resolve(m, draft, &bd))) { cli_fail_st("run", e); goto out; }
     st_gen_params gp = st_gen_default_params();
     gp.max_tokens = (int)n_predict;
     gp.thinking = chat && think;
@@ -187,6 +197,9 @@ int cmd_run(int argc, char **argv) {
     gp.mode = mode;
     gp.ignore_eos = ignore_eos;
     gp.sampling = sp;
+    gp.draft = bd;
+    gp.draft_ngram = draft && !bd;
+    gp.draft_n = (int)draft_n;
     if (verbose)
         fprintf(stderr, "budget %s, prompt %d tokens, seed %llu, %d threads, %s\n", st_budget_name(b), n_ids,
                 (unsigned long long)sp.seed, st_get_threads(), st_cpu_features());
@@ -214,11 +227,16 @@ int cmd_run(int argc, char **argv) {
                 gs->completion_tokens, gs->t_prefill + gs->t_think + gs->t_switch + gs->t_answer,
                 st_finish_name(gs->finish));
     }
+    if (draft)
+        fprintf(stderr, "[draft %s] %d of %d drafted tokens accepted (%.0f%%) in %d verify steps\n", draft,
+                gs->draft_accepted, gs->draft_proposed,
+                gs->draft_proposed ? 100.0 * gs->draft_accepted / gs->draft_proposed : 0.0, gs->draft_steps);
     rc = 0;
 out:
     free(text); free(rendered); free(ids);
     st_gen_free(g);
     st_budget_free(bt);
+    st_budget_free(bd);
     st_tokenizer_free(tok);
     st_budget_free(b);
     st_model_free(m);

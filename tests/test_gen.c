@@ -111,6 +111,150 @@ static int has_nl(int32_t t) {
     return n > 0 && memchr(b, '\n', (size_t)n) != NULL;
 }
 
+/* ---------------------------------------------------------------- speculative decoding */
+
+/* p with drafter d (a budget, or NULL with ngram) gives exactly the tokens,
+ * texts and finish of p without one. Returns the drafter's stats. */
+static st_gen_stats spec_same_on(const st_model *m, const st_tokenizer *tok, st_gen_params p, const st_budget *d,
+                                 int ngram, int k, const int32_t *prompt, int n, int max_ctx) {
+    st_gen *a = NULL, *b = NULL;
+    if (st_gen_new(m, tok, &p, prompt, n, max_ctx, NULL, NULL, NULL, &a) || st_gen_run(a))
+        fail_msg("plain: %s", st_last_error());
+    p.draft = d;
+    p.draft_ngram = ngram;
+    p.draft_n = k;
+    p.draft_fixed = 1;
+    if (st_gen_new(m, tok, &p, prompt, n, max_ctx, NULL, NULL, NULL, &b) || st_gen_run(b))
+        fail_msg("speculative: %s", st_last_error());
+    int na, nb;
+    const int32_t *ta = st_gen_tokens(a, &na), *tb = st_gen_tokens(b, &nb);
+    if (na != nb || memcmp(ta, tb, sizeof(int32_t) * (size_t)na))
+        fail_msg("drafter %s k=%d: %d tokens vs %d without drafting", d ? d->name : "ngram", k, nb, na);
+    for (int t = 0; t < 3; t++) assert_string_equal(st_gen_text(a, (st_text_kind)t, NULL), st_gen_text(b, (st_text_kind)t, NULL));
+    const st_gen_stats *sa = st_gen_get_stats(a), *sb = st_gen_get_stats(b);
+    assert_int_equal(sa->finish, sb->finish);
+    assert_int_equal(sa->think_tokens, sb->think_tokens);
+    assert_int_equal(sa->completion_tokens, sb->completion_tokens);
+    st_gen_stats out = *sb;
+    st_gen_free(a);
+    st_gen_free(b);
+    return out;
+}
+
+static st_gen_stats spec_same(st_gen_params p, const st_budget *d, int ngram, int k, const int32_t *prompt, int n,
+                              int max_ctx) {
+    return spec_same_on(g_m, g_tok, p, d, ngram, k, prompt, n, max_ctx);
+}
+
+/* The shipped elastic model (a real text model: its small budget agrees with
+ * the full one often but not always, so drafts are accepted in part): the
+ * nested self-drafter and prompt lookup, with and without thinking. */
+static void test_speculative_shipped(void **st) {
+    st_model *m;
+    st_tokenizer *tok;
+    if (st_model_load("models/elastic", &m)) { print_message("models/elastic not present: skipped\n"); return; }
+    assert_int_equal(st_tokenizer_load("models/elastic/tokenizer.json", &tok), ST_OK);
+    st_budget *full, *small;
+    assert_int_equal(st_budget_by_name(m, "9.5M", &full), ST_OK);
+    assert_int_equal(st_budget_by_name(m, "4M", &small), ST_OK);
+    const char *qs[3] = {"What is 47 + 38?", "Sort 9 3 7 1.", "Tell me about the sea."};
+    int acc = 0, prop = 0, partial = 0;
+    for (int q = 0; q < (test_quick() ? 1 : 3); q++) {
+        st_chat_msg msg = {"user", qs[q], NULL};
+        for (int think = 0; think < 2; think++) {
+            char *text;
+            int32_t *ids;
+            int n;
+            assert_int_equal(st_chat_render(&msg, 1, 1, think, &text), ST_OK);
+            assert_int_equal(st_tokenize(tok, text, strlen(text), 1, &ids, &n), ST_OK);
+            free(text);
+            st_gen_params p = st_gen_default_params();
+            p.sampling.temperature = 0;
+            p.answer_with = full;
+            p.thinking = think;
+            p.max_tokens = 96;
+            for (int k = 2; k <= 6; k += 4) {
+                st_gen_stats s = spec_same_on(m, tok, p, small, 0, k, ids, n, 0);
+                acc += s.draft_accepted;
+                prop += s.draft_proposed;
+                partial += s.draft_accepted > 0 && s.draft_accepted < s.draft_proposed;
+                s = spec_same_on(m, tok, p, NULL, 1, k, ids, n, 0);
+                acc += s.draft_accepted;
+                prop += s.draft_proposed;
+            }
+            free(ids);
+        }
+    }
+    print_message("shipped model: %d of %d drafted tokens accepted, output identical\n", acc, prop);
+    assert_true(acc > 0 && acc < prop && partial > 0);
+    st_budget_free(full);
+    st_budget_free(small);
+    st_tokenizer_free(tok);
+    st_model_free(m);
+}
+
+static void test_speculative_greedy_identical(void **st) {
+    int n2;
+    int32_t *p2 = chat_prompt("Tell me about rivers and rivers and rivers.", &n2);
+    int tot_acc = 0, tot_rej = 0;
+    for (int k = 1; k <= 8; k += (k < 4 ? 1 : 4)) {
+        /* drafting with the target itself: everything accepted */
+        st_gen_params p = greedy(g_L);
+        p.thinking = 0;
+        p.max_tokens = 40;
+        st_gen_stats s = spec_same(p, g_L, 0, k, g_prompt, g_np, 0);
+        assert_true(s.draft_proposed > 0 && s.draft_accepted == s.draft_proposed);
+        /* a smaller budget and prompt lookup: some rejected */
+        s = spec_same(p, g_S, 0, k, p2, n2, 0);
+        tot_acc += s.draft_accepted;
+        tot_rej += s.draft_proposed - s.draft_accepted;
+        s = spec_same(p, NULL, 1, k, p2, n2, 0);
+        tot_acc += s.draft_accepted;
+        tot_rej += s.draft_proposed - s.draft_accepted;
+        /* thinking with a budget close, a think -> answer switch, a stop string */
+        p = greedy(g_L);
+        p.think_budget = 5;
+        p.think_grace = 2;
+        p.think_message = "Answer now.";
+        p.think_with = g_S;
+        spec_same(p, g_S, 0, k, g_prompt, g_np, 0);
+        p.mode = ST_SWITCH_TRANSPLANT;
+        p.think_with = g_Mx;
+        p.answer_with = g_M;
+        spec_same(p, g_S, 0, k, g_prompt, g_np, 0);
+        p = greedy(g_M);
+        p.thinking = 0;
+        p.stop[0] = "e";
+        p.n_stop = 1;
+        spec_same(p, NULL, 1, k, p2, n2, 0);
+        /* limits inside a drafted run: max_tokens and the context */
+        p = greedy(g_L);
+        p.thinking = 0;
+        p.max_tokens = 7;
+        spec_same(p, g_L, 0, k, g_prompt, g_np, 0);
+        p.max_tokens = 64;
+        spec_same(p, g_L, 0, k, g_prompt, g_np, g_np + 9);
+    }
+    print_message("speculative: %d drafted tokens accepted, %d rejected, output identical\n", tot_acc, tot_rej);
+    assert_true(tot_rej > 0);
+    free(p2);
+}
+
+static void test_speculative_refused(void **st) {
+    st_gen_params p = greedy(g_L);
+    p.draft = g_S;
+    p.sampling.temperature = 0.8f;
+    assert_int_equal(st_gen_check(g_m, &p), ST_ERR_UNSUPPORTED);
+    p.sampling.temperature = 0;
+    p.draft_n = 9;
+    assert_int_equal(st_gen_check(g_m, &p), ST_ERR_RANGE);
+    p.draft_n = 4;
+    p.draft_ngram = 1;
+    assert_int_equal(st_gen_check(g_m, &p), ST_ERR_ARG);
+    p.draft_ngram = 0;
+    assert_int_equal(st_gen_check(g_m, &p), ST_OK);
+}
+
 /* ---------------------------------------------------------------- think budget */
 
 static void test_think_budget_exact(void **st) {
@@ -595,6 +739,9 @@ static void test_bad_params(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_speculative_greedy_identical),
+        cmocka_unit_test(test_speculative_refused),
+        cmocka_unit_test(test_speculative_shipped),
         cmocka_unit_test(test_think_budget_exact), cmocka_unit_test(test_think_message),
         cmocka_unit_test(test_think_grace),        cmocka_unit_test(test_switch_exact),
         cmocka_unit_test(test_switch_transplant),  cmocka_unit_test(test_stop_and_stream),

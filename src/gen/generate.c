@@ -14,6 +14,7 @@
 #include "util/util.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -87,6 +88,13 @@ struct st_gen {
     sbuf all[3];
     atomic_int cancel;
     st_gen_stats st;
+    /* speculative decoding */
+    st_state *s_draft;    /* the draft budget's state                          */
+    int draft_fed;        /* tokens of prompt + out it has consumed             */
+    float *spec_logits;   /* [draft_n + 1][vocab] of one verify pass            */
+    st_state *spec_snap[ST_FWD_MAX_SNAP];
+    double alpha;         /* running acceptance rate of drafted tokens          */
+    int k_cur, probe;     /* tokens to draft next; steps until drafting is tried again */
     /* a step in progress (st_gen_step_begin .. _end) */
     st_gen_fwd *defer;    /* where to describe the decode forward instead of running it */
     int32_t pend_tok;     /* its token (the item points here)                           */
@@ -103,6 +111,7 @@ st_gen_params st_gen_default_params(void) {
     p.think_grace = 16;
     p.mode = ST_SWITCH_EXACT;
     p.prefill_chunk = 512;
+    p.draft_n = 4;
     p.sampling = st_sampler_default_params();
     return p;
 }
@@ -139,6 +148,14 @@ st_status st_gen_check(const st_model *m, const st_gen_params *p) {
                           m->cfg.vocab_size);
     if (p->mode != ST_SWITCH_EXACT && p->mode != ST_SWITCH_TRANSPLANT)
         return st_err(ST_ERR_ARG, "generate: unknown switch mode %d", (int)p->mode);
+    if (p->draft || p->draft_ngram) {
+        if (p->draft && p->draft_ngram) return st_err(ST_ERR_ARG, "speculative decoding: one drafter, not two");
+        if (p->draft && p->draft->m != m) return st_err(ST_ERR_ARG, "generate: draft budget of another model");
+        if (p->draft_n < 1 || p->draft_n > ST_FWD_MAX_SNAP)
+            return st_err(ST_ERR_RANGE, "speculative decoding: draft_n %d (1 to %d)", p->draft_n, ST_FWD_MAX_SNAP);
+        if (p->sampling.temperature > 0 && p->sampling.top_k != 1)
+            return st_err(ST_ERR_UNSUPPORTED, "speculative decoding needs greedy sampling (temperature 0) so far");
+    }
     const st_budget *a = p->think_with, *b = p->answer_with;
     if (p->thinking && a && p->mode == ST_SWITCH_TRANSPLANT && !st_budget_same(a, b)) {
         /* the rule st_state_transplant applies, checked before any work */
@@ -299,6 +316,9 @@ void st_gen_free(st_gen *g) {
     free(g->bounds);
     st_state_free(g->s);
     st_state_free(g->s_ans);
+    st_state_free(g->s_draft);
+    for (int k = 0; k < ST_FWD_MAX_SNAP; k++) st_state_free(g->spec_snap[k]);
+    free(g->spec_logits);
     st_sampler_free(g->smp);
     free(g->logits);
     free(g->out);
@@ -376,6 +396,7 @@ st_status st_gen_new(const st_model *m, const st_tokenizer *tok, const st_gen_pa
     g->n_jobs = hit < n_prompt;
     g->cur_job = 0;
     g->have_logits = hit == n_prompt;
+    g->alpha = 0.7; /* drafting starts on; the measured rate takes over */
     *out = g;
     return ST_OK;
 nomem:
@@ -611,21 +632,32 @@ static st_status store_turn_end(st_gen *g) {
     return ST_OK;
 }
 
-static st_status decode_step(st_gen *g) {
-    st_status rc;
+/* The checks before a token is sampled: a think budget that closes the
+ * thought now, or max_tokens. Returns 1 when one of them ended the step. */
+static int pre_sample(st_gen *g, st_status *rc) {
+    *rc = ST_OK;
+    if (g->phase == PH_THINK && g->p.think_budget >= 0 && g->st.think_sampled >= g->p.think_budget &&
+        (g->last_nl || g->st.think_sampled >= g->p.think_budget + g->p.think_grace)) {
+        *rc = close_thought(g, 1);
+        return 1;
+    }
+    if (g->st.completion_tokens >= g->p.max_tokens) { finish(g, ST_FINISH_LENGTH); return 1; }
+    return 0;
+}
+
+/* Token t was sampled: emit it. Returns 1 when it is to be fed to the state
+ * and decoding goes on, 0 when it ended the request or closed the thought
+ * (then it is not fed: EOS, </think>, a stop string, a length limit). */
+static int take_token(st_gen *g, int32_t t, st_status *rc) {
+    *rc = ST_OK;
     int thinking = g->phase == PH_THINK;
-    if (thinking && g->p.think_budget >= 0 && g->st.think_sampled >= g->p.think_budget &&
-        (g->last_nl || g->st.think_sampled >= g->p.think_budget + g->p.think_grace))
-        return close_thought(g, 1);
-    if (g->st.completion_tokens >= g->p.max_tokens) { finish(g, ST_FINISH_LENGTH); return ST_OK; }
-    for (int i = 0; i < g->p.n_bias; i++) g->logits[g->bias_ids[i]] += g->bias[i];
-    int32_t t = st_sample(g->smp, g->logits);
-    if (!g->p.ignore_eos && is_eos(g, t)) { finish(g, ST_FINISH_STOP); return ST_OK; }
+    if (!g->p.ignore_eos && is_eos(g, t)) { finish(g, ST_FINISH_STOP); return 0; }
     st_sampler_accept(g->smp, t);
     if (thinking && g->n_close == 1 && t == g->close_ids[0]) {
-        return close_thought(g, 0);
+        *rc = close_thought(g, 0);
+        return 0;
     }
-    if ((rc = push_out(g, t))) return rc;
+    if ((*rc = push_out(g, t))) return 0;
     g->st.completion_tokens++;
     if (thinking) {
         g->st.think_sampled++;
@@ -639,12 +671,168 @@ static st_status decode_step(st_gen *g) {
         if (sep) put_text(g, ST_TEXT_CONTROL, "\n", 1);
         else put_token_text(g, ST_TEXT_CONTENT, t, NULL);
     }
-    if (g->phase == PH_DONE) return ST_OK; /* a stop string */
+    if (g->phase == PH_DONE) return 0; /* a stop string */
     if (g->st.completion_tokens >= g->p.max_tokens) {
         finish(g, ST_FINISH_LENGTH);
-        return ST_OK;
+        return 0;
     }
-    if (st_state_pos(g->s) >= g->max_ctx) { finish(g, ST_FINISH_LENGTH); return ST_OK; }
+    if (st_state_pos(g->s) >= g->max_ctx) { finish(g, ST_FINISH_LENGTH); return 0; }
+    return 1;
+}
+
+/* ---- speculative decoding (greedy): draft, verify in one pass, keep the
+ * agreed prefix. The state after every prefix of the verify pass is a
+ * snapshot taken inside it (st_forward_snap), so a rejection costs a copy,
+ * not another pass over the weights. */
+
+static int32_t stream_at(const st_gen *g, int i) { return i < g->n_prompt ? g->prompt[i] : g->out[i - g->n_prompt]; }
+
+/* Prompt lookup: the tokens after the latest earlier occurrence of the last
+ * m tokens (m = 3, 2, 1, longest first) of the stream, up to k of them. */
+static int draft_ngram(const st_gen *g, int k, int32_t *d) {
+    const int n = g->n_prompt + g->n_out;
+    for (int m = 3; m >= 1; m--) {
+        if (n <= m) continue;
+        for (int at = n - m - 1; at >= 0; at--) { /* match ends at at+m-1 < n-1 */
+            int ok = 1;
+            for (int i = 0; i < m && ok; i++) ok = stream_at(g, at + i) == stream_at(g, n - m + i);
+            if (!ok) continue;
+            int c = 0;
+            while (c < k && at + m + c < n) { d[c] = stream_at(g, at + m + c); c++; }
+            return c;
+        }
+    }
+    return 0;
+}
+
+/* The draft budget, greedy from its own state (brought up to the stream
+ * first, in one pass). Leaves the state after the stream, not the drafts:
+ * what the drafts fed is thrown away by restoring a copy, and the accepted
+ * ones are fed with the next step's catch-up. */
+static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
+    const st_config *c = st_model_config(g->m);
+    const int n = g->n_prompt + g->n_out;
+    st_status rc;
+    *nd = 0;
+    if (!g->s_draft && (rc = st_state_new(g->m, g->max_ctx, &g->s_draft))) return rc;
+    if (g->draft_fed > n) { st_state_reset(g->s_draft); g->draft_fed = 0; } /* out of step: start over */
+    float *lg = g->spec_logits; /* its first row is free until the verify pass */
+    int32_t *tk = st_malloc(sizeof(int32_t) * (size_t)(n - g->draft_fed));
+    if (!tk) return ST_ERR_NOMEM;
+    for (int i = g->draft_fed; i < n; i++) tk[i - g->draft_fed] = stream_at(g, i);
+    rc = st_forward(g->p.draft, g->s_draft, tk, n - g->draft_fed, lg, 0);
+    free(tk);
+    if (rc) return rc;
+    g->draft_fed = n;
+    if (k > 1 && !g->spec_snap[ST_FWD_MAX_SNAP - 1] &&
+        (rc = st_state_new(g->m, g->max_ctx, &g->spec_snap[ST_FWD_MAX_SNAP - 1])))
+        return rc;
+    if (k > 1 && (rc = st_state_copy(g->spec_snap[ST_FWD_MAX_SNAP - 1], g->s_draft))) return rc;
+    for (int i = 0; i < k; i++) {
+        int32_t best = 0;
+        for (int v = 1; v < c->vocab_size; v++)
+            if (lg[v] > lg[best]) best = v;
+        d[(*nd)++] = best;
+        if (i + 1 < k && (rc = st_forward(g->p.draft, g->s_draft, &best, 1, lg, 0))) return rc;
+        if (st_state_pos(g->s_draft) + 1 >= g->max_ctx) break;
+    }
+    if (k > 1) rc = st_state_copy(g->s_draft, g->spec_snap[ST_FWD_MAX_SNAP - 1]);
+    return rc;
+}
+
+/* How many to draft: the k that maximises expected tokens per unit of cost,
+ * (1 - a^(k+1)) / (1 - a) over 1 + k·r (r: a draft step's cost relative to
+ * a target step, from the bytes each reads; 0 for prompt lookup) plus a
+ * little per verified token. 0 when even one does not pay; then it probes
+ * again every 16 steps so the rate can recover. */
+static int draft_count(st_gen *g) {
+    if (g->p.draft_fixed) return g->p.draft_n;
+    if (g->probe > 0) { g->probe--; return 0; }
+    double r = 0;
+    if (g->p.draft) {
+        st_budget_stats sd, st;
+        st_budget_stats_get(g->p.draft, &sd);
+        st_budget_stats_get(g->b_cur, &st);
+        r = st.active_bytes > 0 ? sd.active_bytes / st.active_bytes : 1;
+    }
+    const double a = g->alpha, eps = 0.02;
+    int best = 0;
+    double best_v = 1.0; /* no drafting: one token per unit */
+    for (int k = 1; k <= g->p.draft_n; k++) {
+        double e = a >= 1 ? k + 1 : (1 - pow(a, k + 1)) / (1 - a), v = e / (1 + k * r + k * eps);
+        if (v > best_v * 1.05) { best_v = v; best = k; }
+    }
+    if (!best) g->probe = 16;
+    return best;
+}
+
+/* t was taken (fed next). Draft after it, verify t + drafts in one pass,
+ * emit the agreed drafts; leave the state and logits after the last token
+ * kept. Returns ST_OK with *ran = 0 when there was nothing to draft. */
+static st_status speculate(st_gen *g, int32_t t, int *ran) {
+    const st_config *c = st_model_config(g->m);
+    const size_t V = (size_t)c->vocab_size;
+    st_status rc;
+    *ran = 0;
+    int k = draft_count(g);
+    /* the pass (t and the drafts) must leave the state short of the context
+     * limit, or the limit would end the request earlier than plain decoding */
+    const int room = g->max_ctx - st_state_pos(g->s) - 2, left = g->p.max_tokens - g->st.completion_tokens;
+    if (k > room) k = room;
+    if (k > left) k = left;
+    if (k <= 0) return ST_OK;
+    if (!g->spec_logits && !(g->spec_logits = st_malloc(sizeof(float) * V * (ST_FWD_MAX_SNAP + 1))))
+        return ST_ERR_NOMEM;
+    int32_t d[ST_FWD_MAX_SNAP + 1];
+    int nd = 0;
+    if (g->p.draft_ngram) nd = draft_ngram(g, k, d + 1);
+    else if ((rc = draft_model(g, k, d + 1, &nd))) return rc;
+    if (nd <= 0) return ST_OK;
+    d[0] = t;
+    int at[ST_FWD_MAX_SNAP];
+    for (int i = 0; i < nd; i++) {
+        at[i] = i + 1;
+        if (!g->spec_snap[i] && (rc = st_state_new(g->m, g->max_ctx, &g->spec_snap[i]))) return rc;
+    }
+    /* the logits of every position: L[i] follows t, d1 .. di */
+    if ((rc = st_forward_snap(g->b_cur, g->s, d, nd + 1, g->spec_logits, 1, at, nd, g->spec_snap))) return rc;
+    *ran = 1;
+    g->st.draft_steps++;
+    g->st.draft_proposed += nd;
+    int kept = nd + 1; /* tokens of the pass the state keeps */
+    int i = 1, acc = 0;
+    for (; i <= nd; i++) {
+        float *L = g->spec_logits + (size_t)(i - 1) * V;
+        memcpy(g->logits, L, sizeof(float) * V); /* what a plain step would sample from */
+        if (pre_sample(g, &rc)) { kept = i; break; }
+        for (int b = 0; b < g->p.n_bias; b++) L[g->bias_ids[b]] += g->bias[b];
+        const int32_t pick = st_sample(g->smp, L);
+        if (pick != d[i]) { kept = i; break; } /* the next step samples it from g->logits */
+        acc++;
+        if (!take_token(g, pick, &rc)) { kept = i; break; }
+    }
+    g->st.draft_accepted += acc;
+    g->alpha = 0.9 * g->alpha + 0.1 * ((double)acc / nd);
+    if (rc) return rc;
+    if (kept <= nd) { /* back to the state after the first `kept` tokens */
+        if ((rc = st_state_copy(g->s, g->spec_snap[kept - 1]))) return rc;
+    } else {
+        memcpy(g->logits, g->spec_logits + (size_t)nd * V, sizeof(float) * V);
+    }
+    /* g->logits: set by the loop to the row after the kept tokens */
+    return ST_OK;
+}
+
+static st_status decode_step(st_gen *g) {
+    st_status rc;
+    if (pre_sample(g, &rc)) return rc;
+    for (int i = 0; i < g->p.n_bias; i++) g->logits[g->bias_ids[i]] += g->bias[i];
+    int32_t t = st_sample(g->smp, g->logits);
+    if (!take_token(g, t, &rc)) return rc;
+    if (g->p.draft || g->p.draft_ngram) {
+        int ran = 0;
+        if ((rc = speculate(g, t, &ran)) || ran) return rc;
+    }
     if (g->defer) { /* the caller runs it, maybe batched with other requests */
         g->pend_tok = t;
         *g->defer = (st_gen_fwd){g->b_cur, {g->s, &g->pend_tok, 1, g->logits, 0}};

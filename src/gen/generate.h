@@ -76,6 +76,18 @@ typedef struct {
     const float *bias;           /*   these tokens' logits before sampling    */
     int n_bias;
     st_sampler_params sampling;
+    /* Speculative decoding (greedy sampling only): each decode step drafts up
+     * to draft_n tokens, then the decoding budget checks them all in one
+     * forward pass and keeps the longest prefix it agrees with, so the output
+     * is token for token what decoding without a drafter gives. Drafters: a
+     * (smaller) nested budget of the same checkpoint (draft: its own state,
+     * no extra weights), or prompt lookup (draft_ngram: the tokens that
+     * followed the latest earlier occurrence of the last few). The number
+     * drafted adapts to the acceptance rate (0 while drafting would not pay). */
+    const st_budget *draft;
+    int draft_ngram;
+    int draft_n;                 /* at most this many per step (4; 1..8)       */
+    int draft_fixed;             /* always draft_n, no adaptation (tests, benchmarks) */
 } st_gen_params;
 
 typedef struct {
@@ -89,6 +101,8 @@ typedef struct {
     int switch_tokens;           /* tokens prefilled at the answer budget then */
     int forced_close;            /* the think budget closed the thought        */
     double t_prefill, t_think, t_switch, t_answer; /* seconds per phase        */
+    int draft_steps;             /* decode steps that verified drafted tokens  */
+    int draft_proposed, draft_accepted;
     st_finish finish;
 } st_gen_stats;
 
