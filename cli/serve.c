@@ -35,6 +35,10 @@ static void usage(FILE *f) {
             "      --cache-every N    prompt cache snapshot interval in tokens (default 256)\n"
             "      --prefill-chunk N  prompt tokens prefilled per scheduler pass (default 256): a long\n"
             "                         prompt is read in chunks while the running streams keep decoding\n"
+            "      --draft D          speculative decoding for greedy requests by default: a smaller\n"
+            "                         budget (the nested self-drafter) or 'ngram'; a request's\n"
+            "                         \"speculative\": {\"draft\": D, \"n\": K} overrides it, null turns it off\n"
+            "      --draft-n K        tokens drafted per step at most (default 4, 1..8)\n"
             "  -t, --threads N        kernel threads (default: all cores)\n"
             "  -q, --quiet            no log lines\n"
             "  -h, --help             this help\n\n"
@@ -42,7 +46,8 @@ static void usage(FILE *f) {
             "POST /v1/completions (stream: true for server-sent events).\n"
             "model ids: 'starling' (the default budget), 'starling:NAME' per budget, 'starling:full'.\n"
             "elastic request fields: thinking_budget, think_grace, think_message, think_with,\n"
-            "answer_with (budget names), switch_mode (exact|transplant), enable_thinking.\n\n"
+            "answer_with (budget names), switch_mode (exact|transplant), enable_thinking,\n"
+            "speculative ({\"draft\": budget or \"ngram\", \"n\": 1..8}, greedy requests only).\n\n"
             "prompt cache: a Mamba state cannot be cut back to an earlier token, so the server keeps whole-state\n"
             "snapshots at the points a later request is likely to share: each prompt's end, the end of every\n"
             "chat message in it (\"<|im_end|>\\n\": the next turn of a conversation repeats them all, earlier\n"
@@ -56,7 +61,7 @@ static void usage(FILE *f) {
 
 static void log_line(const char *s) { fprintf(stderr, "starling serve: %s\n", s); }
 
-enum { O_HOST = 256, O_PORT, O_PORTFILE, O_KEY, O_PAR, O_QUEUE, O_BODY, O_MAXP, O_MAXT, O_TIMEOUT, O_CMB, O_CEVERY, O_CHUNK };
+enum { O_HOST = 256, O_PORT, O_PORTFILE, O_KEY, O_PAR, O_QUEUE, O_BODY, O_MAXP, O_MAXT, O_TIMEOUT, O_CMB, O_CEVERY, O_CHUNK, O_DRAFT, O_DRAFTN };
 
 int cmd_serve(int argc, char **argv) {
     const char *dir = NULL, *port_file = NULL;
@@ -73,7 +78,8 @@ int cmd_serve(int argc, char **argv) {
         {"max-prompt", required_argument, 0, O_MAXP}, {"ctx", required_argument, 0, 'c'},
         {"max-tokens", required_argument, 0, O_MAXT}, {"timeout", required_argument, 0, O_TIMEOUT},
         {"cache-mb", required_argument, 0, O_CMB}, {"cache-every", required_argument, 0, O_CEVERY},
-        {"prefill-chunk", required_argument, 0, O_CHUNK},
+        {"prefill-chunk", required_argument, 0, O_CHUNK}, {"draft", required_argument, 0, O_DRAFT},
+        {"draft-n", required_argument, 0, O_DRAFTN},
         {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
@@ -96,6 +102,8 @@ int cmd_serve(int argc, char **argv) {
         case O_CMB: if (cli_int(optarg, 0, 1 << 24, &v)) BAD("--cache-mb"); o.cache_bytes = (size_t)v << 20; break;
         case O_CEVERY: if (cli_int(optarg, 0, 1 << 24, &v)) BAD("--cache-every"); o.cache_interval = (int)v; break;
         case O_CHUNK: if (cli_int(optarg, 1, 1 << 24, &v)) BAD("--prefill-chunk"); o.prefill_chunk = (int)v; break;
+        case O_DRAFT: o.draft = optarg; break;
+        case O_DRAFTN: if (cli_int(optarg, 1, 8, &v)) BAD("--draft-n"); o.draft_n = (int)v; break;
         case 't': if (cli_int(optarg, 0, 1024, &threads)) BAD("--threads"); break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;

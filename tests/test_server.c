@@ -604,6 +604,41 @@ static void test_batched_same_as_run(void **st) {
     for (int k = 0; k < 3; k++) free(want[k]);
 }
 
+/* "speculative" per request: greedy output identical to no drafting, the
+ * drafter's work reported, misuse answered 400. */
+static void test_speculative_field(void **st) {
+    const char *base = "{\"model\":\"starling:L\",\"prompt\":\"The river\",\"max_tokens\":24,\"temperature\":0%s}";
+    char b[800];
+    snprintf(b, sizeof b, base, "");
+    resp r0 = http(g_port, "POST", "/v1/completions", b, NULL);
+    assert_int_equal(r0.code, 200);
+    result want = nonstream(r0.body);
+    const char *drafts[3] = {",\"speculative\":{\"draft\":\"S\",\"n\":3}", ",\"speculative\":{\"draft\":\"ngram\"}",
+                             ",\"speculative\":{\"draft\":\"starling:L\",\"n\":8}"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(b, sizeof b, base, drafts[i]);
+        resp r = http(g_port, "POST", "/v1/completions", b, NULL);
+        assert_int_equal(r.code, 200);
+        result got = nonstream(r.body);
+        assert_string_equal(got.content, want.content);
+        assert_non_null(strstr(r.body, "\"speculative\""));
+        result_free(&got);
+        free(r.body);
+    }
+    const char *bad[3] = {",\"speculative\":{\"draft\":\"nope\"}", ",\"speculative\":{\"draft\":\"S\",\"n\":9}",
+                          ",\"speculative\":7"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(b, sizeof b, base, bad[i]);
+        json_t *e = expect_error(http(g_port, "POST", "/v1/completions", b, NULL), 400, "invalid_value");
+        json_decref(e);
+    }
+    snprintf(b, sizeof b, "{\"model\":\"starling\",\"prompt\":\"x\",\"temperature\":0.8,\"speculative\":{\"draft\":\"S\"}}");
+    json_t *e = expect_error(http(g_port, "POST", "/v1/completions", b, NULL), 400, "invalid_value");
+    json_decref(e);
+    result_free(&want);
+    free(r0.body);
+}
+
 /* ---------------------------------------------------------------- multi-turn cache */
 
 /* Tokens of msgs[0..k) rendered as the template does, with or without the
@@ -906,6 +941,7 @@ int main(void) {
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_same_as_run),
         cmocka_unit_test(test_batched_same_as_run),
+        cmocka_unit_test(test_speculative_field),
         cmocka_unit_test(test_multiturn_cache),
         cmocka_unit_test(test_multiturn_shipped),
         cmocka_unit_test(test_openai_npm),

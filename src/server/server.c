@@ -35,6 +35,8 @@ struct st_server {
     int port;
     st_sched *sched;
     st_pcache *cache;
+    const st_budget *draft_b; /* --draft: the default drafter (or draft_ngram) */
+    int draft_ngram;
     model_id *ids;
     int n_ids;
     atomic_int stopping;
@@ -57,6 +59,7 @@ st_server_opts st_server_default_opts(void) {
     o.cache_bytes = (size_t)256 << 20;
     o.cache_interval = 256;
     o.prefill_chunk = 256;
+    o.draft_n = 4;
     return o;
 }
 
@@ -184,17 +187,18 @@ static const char *k_chat[] = {"model", "messages", "max_tokens", "max_completio
                                "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "n",
                                "stream", "stream_options", "stop", "seed", "user", "logit_bias", "thinking_budget",
                                "think_grace", "think_message", "think_with", "answer_with", "switch_mode",
-                               "enable_thinking", "chat_template_kwargs", NULL};
+                               "enable_thinking", "chat_template_kwargs", "speculative", NULL};
 static const char *k_cmpl[] = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p",
                                "repetition_penalty", "presence_penalty", "frequency_penalty", "n", "stream",
                                "stream_options", "stop", "seed", "user", "logit_bias", "echo", "suffix", "logprobs",
                                "best_of", "thinking_budget", "think_grace", "think_message", "think_with",
-                               "answer_with", "switch_mode", NULL};
+                               "answer_with", "switch_mode", "speculative", NULL};
 
 typedef struct {
     int chat, stream, include_usage, thinking;
     char model[160];
     const st_budget *think_b, *answer_b;
+    int spec_explicit;        /* the request asked for speculative decoding */
 } reqinfo;
 
 static int set_str(char **dst, const char *s) {
@@ -452,6 +456,34 @@ static int parse_request(st_server *S, const char *body, size_t len, int chat, s
             if (!b) { BADREQ(e, bk[i], "invalid_value", "'%s' must name a budget (see /v1/models: S, starling:S, full, ...)", bk[i]); goto out; }
             *bp[i] = b;
         }
+    /* speculative decoding: {"draft": "4M" | "ngram", "n": 4}, or the
+     * server's default drafter for greedy requests; null turns it off */
+    v = json_object_get(j, "speculative");
+    if (v && !json_is_null(v)) {
+        json_t *dj = json_object_get(v, "draft"), *nv = json_object_get(v, "n");
+        const char *ds = json_is_string(dj) ? json_string_value(dj) : NULL;
+        if (!json_is_object(v) || !ds || (json_object_size(v) > 1 + (nv != NULL))) {
+            BADREQ(e, "speculative", "invalid_value",
+                   "'speculative' must be {\"draft\": BUDGET or \"ngram\", \"n\": 1..8}");
+            goto out;
+        }
+        if (strcmp(ds, "ngram") && !(p->draft = find_budget(S, ds))) {
+            BADREQ(e, "speculative", "invalid_value", "speculative.draft must name a budget or be \"ngram\"");
+            goto out;
+        }
+        p->draft_ngram = !strcmp(ds, "ngram");
+        p->draft_n = S->o.draft_n > 0 ? S->o.draft_n : 4;
+        if (nv && !(json_is_integer(nv) && json_integer_value(nv) >= 1 && json_integer_value(nv) <= 8)) {
+            BADREQ(e, "speculative", "invalid_value", "speculative.n must be an integer from 1 to 8");
+            goto out;
+        }
+        if (nv) p->draft_n = (int)json_integer_value(nv);
+        ri->spec_explicit = 1;
+    } else if (!v && (S->draft_b || S->draft_ngram) && p->sampling.temperature <= 0) {
+        p->draft = S->draft_b;
+        p->draft_ngram = S->draft_ngram;
+        p->draft_n = S->o.draft_n > 0 ? S->o.draft_n : 4;
+    }
     if ((v = json_object_get(j, "switch_mode")) && !json_is_null(v)) {
         const char *sm = json_is_string(v) ? json_string_value(v) : "";
         if (!strcmp(sm, "exact")) p->mode = ST_SWITCH_EXACT;
@@ -497,7 +529,8 @@ static int parse_request(st_server *S, const char *body, size_t len, int chat, s
     p->answer_with = ri->answer_b;
     p->think_with = ri->think_b;
     if (st_gen_check(S->m, p)) {
-        BADREQ(e, p->think_with ? "switch_mode" : NULL, "invalid_value", "%s", st_last_error());
+        BADREQ(e, ri->spec_explicit && (p->draft || p->draft_ngram) ? "speculative" : p->think_with ? "switch_mode" : NULL,
+               "invalid_value", "%s", st_last_error());
         goto out;
     }
     if (!ri->think_b) ri->think_b = ri->answer_b;
@@ -523,12 +556,18 @@ static json_t *usage_json(const st_gen_stats *g) {
 /* starling's own per-phase report, beside the OpenAI fields */
 static json_t *phases_json(const reqinfo *ri, const st_sreq *r) {
     const st_gen_stats *g = &r->stats;
-    return json_pack("{s:s,s:s,s:s,s:b,s:b,s:i,s:i,s:i,s:f,s:f,s:f,s:f}", "think_budget", st_budget_name(ri->think_b),
-                     "answer_budget", st_budget_name(ri->answer_b), "switch_mode",
-                     r->gp.mode == ST_SWITCH_EXACT ? "exact" : "transplant", "switched", g->switched, "forced_close",
-                     g->forced_close, "think_sampled", g->think_sampled, "switch_tokens", g->switch_tokens,
-                     "answer_tokens", g->answer_tokens, "prefill_s", g->t_prefill, "think_s", g->t_think, "switch_s",
-                     g->t_switch, "answer_s", g->t_answer);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:b,s:i,s:i,s:i,s:f,s:f,s:f,s:f}", "think_budget", st_budget_name(ri->think_b),
+                          "answer_budget", st_budget_name(ri->answer_b), "switch_mode",
+                          r->gp.mode == ST_SWITCH_EXACT ? "exact" : "transplant", "switched", g->switched,
+                          "forced_close", g->forced_close, "think_sampled", g->think_sampled, "switch_tokens",
+                          g->switch_tokens, "answer_tokens", g->answer_tokens, "prefill_s", g->t_prefill, "think_s",
+                          g->t_think, "switch_s", g->t_switch, "answer_s", g->t_answer);
+    if (o && (r->gp.draft || r->gp.draft_ngram))
+        json_object_set_new(o, "speculative", json_pack("{s:s,s:i,s:i,s:i}", "draft",
+                                                        r->gp.draft ? st_budget_name(r->gp.draft) : "ngram",
+                                                        "steps", g->draft_steps, "proposed", g->draft_proposed,
+                                                        "accepted", g->draft_accepted));
+    return o;
 }
 
 static const char *finish_reason(const st_sreq *r) {
@@ -979,6 +1018,13 @@ st_status st_server_start(const st_model *m, const st_tokenizer *tok, const st_s
         if ((rc = add_id(S, id, st_model_budget_name(m, i)))) goto fail;
     }
     if (!find_model(S, "starling:full") && (rc = add_id(S, "starling:full", "full"))) goto fail;
+    if (o->draft) {
+        S->draft_ngram = !strcmp(o->draft, "ngram");
+        if (!S->draft_ngram && !(S->draft_b = find_budget(S, o->draft))) {
+            rc = st_err(ST_ERR_ARG, "serve: --draft '%s' is neither a budget of the model nor 'ngram'", o->draft);
+            goto fail;
+        }
+    }
     if (o->cache_bytes && (rc = st_pcache_new(o->cache_bytes, o->cache_interval, &S->cache))) goto fail;
     if ((rc = st_sched_start(m, tok, S->cache, o->parallel, o->queue, S->ctx, &S->sched))) goto fail;
     struct sockaddr_in sa = {0};

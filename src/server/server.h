@@ -34,6 +34,9 @@ typedef struct {
     int cache_interval;      /* snapshot every N prompt tokens (256)         */
     int prefill_chunk;       /* prompt tokens per pass, so running streams keep
                                 decoding while a long prompt is read (256)   */
+    const char *draft;       /* default drafter of greedy requests: a budget
+                                name or "ngram" (NULL: none)                  */
+    int draft_n;             /* tokens drafted per step at most (4)          */
     void (*log)(const char *line); /* request log lines, or NULL            */
 } st_server_opts;
 
