@@ -47,6 +47,9 @@ static void usage(FILE *f) {
             "      --grace N          think grace (default 16)\n"
             "      --message TEXT     think message at a budget close\n"
             "      --system TEXT      system message for every item\n"
+            "      --draft D          speculative decoding (greedy: the accuracy is unchanged, the\n"
+            "                         latency shows the speedup): a budget or 'ngram'\n"
+            "      --draft-n K        tokens drafted per step at most (default 4)\n"
             "  -t, --threads N        kernel threads (default: all cores)\n"
             "  -q, --quiet            no progress lines\n"
             "  -h, --help             this help\n\n"
@@ -265,7 +268,9 @@ static int write_svg(const char *path, const row *r, int n, const char *title) {
 int cmd_eval(int argc, char **argv) {
     const char *dir = NULL, *task = NULL, *write_task = NULL, *out = "eval-out", *msg = NULL, *system = NULL;
     char caps_s[256] = "0,32,128,none", pairs_s[256] = "S:L,M:L,L:M,L:S", budgets_s[256] = "";
-    long arith = 0, max_tokens = 256, grace = 16, threads = 0, pair_cap = -2;
+    long arith = 0, max_tokens = 256, grace = 16, threads = 0, pair_cap = -2, draft_n = 4;
+    const char *draft = NULL;
+    st_budget *bdraft = NULL;
     int quiet = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"task", required_argument, 0, 'T'}, {"arith", required_argument, 0, 'A'},
@@ -273,6 +278,7 @@ int cmd_eval(int argc, char **argv) {
         {"pairs", required_argument, 0, 'P'}, {"pair-cap", required_argument, 0, 'K'}, {"budgets", required_argument, 0, 'B'},
         {"max-tokens", required_argument, 0, 'n'}, {"grace", required_argument, 0, 'G'}, {"message", required_argument, 0, 'M'},
         {"system", required_argument, 0, 'S'}, {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
+        {"draft", required_argument, 0, 'D'}, {"draft-n", required_argument, 0, 'k'},
         {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
@@ -296,6 +302,8 @@ int cmd_eval(int argc, char **argv) {
         case 'G': if (cli_int(optarg, 0, 1 << 20, &grace)) BAD("--grace"); break;
         case 'M': msg = optarg; break;
         case 'S': system = optarg; break;
+        case 'D': draft = optarg; break;
+        case 'k': if (cli_int(optarg, 1, 8, &draft_n)) BAD("--draft-n"); break;
         case 't': if (cli_int(optarg, 0, 1024, &threads)) BAD("--threads"); break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;
@@ -420,6 +428,10 @@ int cmd_eval(int argc, char **argv) {
         }
         free(text);
     }
+    if (draft && strcmp(draft, "ngram")) {
+        st_status se = st_budget_resolve(m, draft, &bdraft);
+        if (se) { cli_fail_st("eval", se); goto out2; }
+    }
     double *lat = calloc((size_t)n_items, sizeof *lat);
     for (int ri = 0; ri < nr; ri++) {
         row *r = &rows[ri];
@@ -438,6 +450,9 @@ int cmd_eval(int argc, char **argv) {
         p.think_with = bt;
         p.answer_with = ba;
         p.mode = (st_switch_mode)r->mode;
+        p.draft = bdraft;
+        p.draft_ngram = draft && !bdraft;
+        p.draft_n = (int)draft_n;
         if (st_gen_check(m, &p)) {
             snprintf(r->why, sizeof r->why, "%s", st_last_error());
             if (!quiet) fprintf(stderr, "starling eval: %-28s n/a: %s\n", r->label, r->why);
@@ -557,6 +572,7 @@ out:
     free(items);
     free(rows);
     for (int i = 0; i < nb; i++) st_budget_free(budgets[i]);
+    st_budget_free(bdraft);
     st_tokenizer_free(tok);
     st_model_free(m);
     return rc;
