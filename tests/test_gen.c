@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 #include "gen/cache.h"
 #include "gen/generate.h"
@@ -240,12 +241,82 @@ static void test_speculative_greedy_identical(void **st) {
     free(p2);
 }
 
+/* Two-sample chi-square statistic of token counts a[], b[] (n draws each),
+ * bins with fewer than 10 expected merged into one; *df its degrees. */
+static double chi2(const int *a, const int *b, int V, int *df) {
+    double x = 0, ra = 0, rb = 0;
+    int bins = 0;
+    for (int t = 0; t < V; t++) {
+        if (a[t] + b[t] < 20) { ra += a[t]; rb += b[t]; continue; }
+        x += (double)(a[t] - b[t]) * (a[t] - b[t]) / (a[t] + b[t]);
+        bins++;
+    }
+    if (ra + rb > 0) { x += (ra - rb) * (ra - rb) / (ra + rb); bins++; }
+    *df = bins - 1;
+    return x;
+}
+
+/* The chi-square value a statistic exceeds with probability 1e-4 (Wilson-Hilferty). */
+static double chi2_crit(int df) {
+    const double z = 3.719, h = 2.0 / (9.0 * df);
+    return df * pow(1 - h + z * sqrt(h), 3);
+}
+
+/* Speculative sampling keeps the target's distribution: the 2nd, 3rd and 4th
+ * sampled tokens (all after drafted ones) over many seeds, with the S budget
+ * drafting for L (and prompt lookup, which rarely finds anything to draft on
+ * this random model), against L sampling alone; and the test can tell
+ * distributions apart (L against S alone differs; not asserted in the short
+ * sanitizer run, whose sample is too small for it). */
+static void test_speculative_sampling_distribution(void **st) {
+    const int N = test_quick() ? 600 : 3000, V = g_V;
+    int *cnt[4][3];
+    for (int c = 0; c < 4; c++)
+        for (int k = 0; k < 3; k++) cnt[c][k] = calloc((size_t)V, sizeof(int));
+    int acc = 0, prop = 0;
+    for (int c = 0; c < 4; c++) { /* 0: L alone, 1: L drafted by S, 2: L drafted by lookup, 3: S alone */
+        for (int i = 0; i < N; i++) {
+            st_gen_params p = st_gen_default_params();
+            p.answer_with = c == 3 ? g_S : g_L;
+            p.max_tokens = 4;
+            p.ignore_eos = 1;
+            p.sampling.temperature = 1.0f;
+            p.sampling.top_k = 0;
+            p.sampling.top_p = 1.0f;
+            p.sampling.min_p = 0.0f;
+            p.sampling.seed = 1000 + (uint64_t)i * 7919;
+            if (c == 1) p.draft = g_S;
+            if (c == 2) p.draft_ngram = 1;
+            p.draft_n = 3;
+            p.draft_fixed = 1;
+            st_gen *g = gen(&p, g_prompt, 8, NULL);
+            int n;
+            const int32_t *t = st_gen_tokens(g, &n);
+            assert_int_equal(n, 4);
+            for (int k = 0; k < 3; k++) cnt[c][k][t[k + 1]]++;
+            if (c == 1) { acc += st_gen_get_stats(g)->draft_accepted; prop += st_gen_get_stats(g)->draft_proposed; }
+            st_gen_free(g);
+        }
+    }
+    for (int k = 0; k < 3; k++) {
+        int df1, df2, df3;
+        const double x1 = chi2(cnt[0][k], cnt[1][k], V, &df1), x2 = chi2(cnt[0][k], cnt[2][k], V, &df2),
+                     x3 = chi2(cnt[0][k], cnt[3][k], V, &df3);
+        print_message("token %d: chi2 L vs L+draft S %.0f (df %d, crit %.0f), vs L+lookup %.0f (df %d), "
+                      "L vs S alone %.0f (df %d)\n", k + 2, x1, df1, chi2_crit(df1), x2, df2, x3, df3);
+        assert_true(x1 < chi2_crit(df1));
+        assert_true(x2 < chi2_crit(df2));
+        if (!test_quick()) assert_true(x3 > chi2_crit(df3)); /* the test has the power to see a different law */
+    }
+    print_message("S drafting for L: %d of %d drafted tokens accepted\n", acc, prop);
+    assert_true(acc > 0 && acc < prop);
+    for (int c = 0; c < 4; c++)
+        for (int k = 0; k < 3; k++) free(cnt[c][k]);
+}
+
 static void test_speculative_refused(void **st) {
     st_gen_params p = greedy(g_L);
     p.draft = g_S;
-    p.sampling.temperature = 0.8f;
-    assert_int_equal(st_gen_check(g_m, &p), ST_ERR_UNSUPPORTED);
-    p.sampling.temperature = 0;
     p.draft_n = 9;
     assert_int_equal(st_gen_check(g_m, &p), ST_ERR_RANGE);
     p.draft_n = 4;
@@ -741,6 +812,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_speculative_greedy_identical),
         cmocka_unit_test(test_speculative_refused),
+        cmocka_unit_test(test_speculative_sampling_distribution),
         cmocka_unit_test(test_speculative_shipped),
         cmocka_unit_test(test_think_budget_exact), cmocka_unit_test(test_think_message),
         cmocka_unit_test(test_think_grace),        cmocka_unit_test(test_switch_exact),

@@ -363,6 +363,9 @@ static void test_matmul_big(void **state) {
         {64, 512, 48, 1}, {96, 777, 60, 1}, {17, 600, 67, 1}, {33, 300, 130, 3},
         {512, 384, 1, 1}, {300, 256, 3, 4}, {129, 1024, 12, 6}, {40, 2048, 2, 32},
         {200, 530, 52, 2}, {64, 256, 96, 1},
+        /* past the size from which st_matmul splits rows across threads
+         * (odd cases run with 2): decode, small-T and GEMM shapes */
+        {700, 520, 1, 3}, {700, 520, 1, 3}, {610, 450, 5, 1}, {610, 450, 60, 2}, {530, 540, 7, 5}, {530, 540, 7, 5},
     };
     for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
         st_isa_set((st_isa)isa);
@@ -560,8 +563,8 @@ static void test_matmul_nvfp4(void **state) {
         /* a bigger one: every path of the 8-row decode and full GEMM tiles */
         {
             st_set_threads(2);
-            nvmat m = make_nv(203, 1024);
-            st_span rs = {1, 200}, cs[2] = {{0, 512}, {528, 496}};
+            nvmat m = make_nv(303, 1024); /* past the threading threshold */
+            st_span rs = {1, 300}, cs[2] = {{0, 512}, {528, 496}};
             for (int ti = 0; ti < 10; ti++) check_case(&m.W, &rs, 1, cs, 2, Ts[ti], ti & 1, 0, 0);
             free(m.alloc);
         }

@@ -94,7 +94,16 @@ struct st_gen {
     float *spec_logits;   /* [draft_n + 1][vocab] of one verify pass            */
     st_state *spec_snap[ST_FWD_MAX_SNAP];
     double alpha;         /* running acceptance rate of drafted tokens          */
-    int k_cur, probe;     /* tokens to draft next; steps until drafting is tried again */
+    st_sampler *smp_draft;/* sampling: draws the drafts (no penalty)            */
+    int32_t *q_ids;       /* sampling: each draft's distribution q, [draft_n][vocab] */
+    float *q_p, *q_dense; /* ... and one dense copy [vocab]                      */
+    int32_t *p_ids;       /* sampling: the target's distribution at one position [vocab] */
+    float *p_p;
+    int q_n[ST_FWD_MAX_SNAP];
+    int32_t pending;      /* sampling: the token a rejection drew, taken next step (-1: none) */
+    int probe;            /* steps until drafting is tried again                */
+    const st_budget *r_for; /* the budget r_cost was measured against            */
+    double r_cost;        /* a draft step's cost relative to a target step (bytes) */
     /* a step in progress (st_gen_step_begin .. _end) */
     st_gen_fwd *defer;    /* where to describe the decode forward instead of running it */
     int32_t pend_tok;     /* its token (the item points here)                           */
@@ -153,8 +162,6 @@ st_status st_gen_check(const st_model *m, const st_gen_params *p) {
         if (p->draft && p->draft->m != m) return st_err(ST_ERR_ARG, "generate: draft budget of another model");
         if (p->draft_n < 1 || p->draft_n > ST_FWD_MAX_SNAP)
             return st_err(ST_ERR_RANGE, "speculative decoding: draft_n %d (1 to %d)", p->draft_n, ST_FWD_MAX_SNAP);
-        if (p->sampling.temperature > 0 && p->sampling.top_k != 1)
-            return st_err(ST_ERR_UNSUPPORTED, "speculative decoding needs greedy sampling (temperature 0) so far");
     }
     const st_budget *a = p->think_with, *b = p->answer_with;
     if (p->thinking && a && p->mode == ST_SWITCH_TRANSPLANT && !st_budget_same(a, b)) {
@@ -319,6 +326,12 @@ void st_gen_free(st_gen *g) {
     st_state_free(g->s_draft);
     for (int k = 0; k < ST_FWD_MAX_SNAP; k++) st_state_free(g->spec_snap[k]);
     free(g->spec_logits);
+    st_sampler_free(g->smp_draft);
+    free(g->q_ids);
+    free(g->q_p);
+    free(g->q_dense);
+    free(g->p_ids);
+    free(g->p_p);
     st_sampler_free(g->smp);
     free(g->logits);
     free(g->out);
@@ -397,6 +410,7 @@ st_status st_gen_new(const st_model *m, const st_tokenizer *tok, const st_gen_pa
     g->cur_job = 0;
     g->have_logits = hit == n_prompt;
     g->alpha = 0.7; /* drafting starts on; the measured rate takes over */
+    g->pending = -1;
     *out = g;
     return ST_OK;
 nomem:
@@ -685,6 +699,11 @@ static int take_token(st_gen *g, int32_t t, st_status *rc) {
  * snapshot taken inside it (st_forward_snap), so a rejection costs a copy,
  * not another pass over the weights. */
 
+/* Sampling rather than greedy: drafts are then accepted with probability
+ * min(1, p/q) and a rejection draws from max(0, p - q) (standard speculative
+ * sampling: the output is distributed as sampling without drafts). */
+static int spec_sampling(const st_gen *g) { return g->p.sampling.temperature > 0 && g->p.sampling.top_k != 1; }
+
 static int32_t stream_at(const st_gen *g, int i) { return i < g->n_prompt ? g->prompt[i] : g->out[i - g->n_prompt]; }
 
 /* Prompt lookup: the tokens after the latest earlier occurrence of the last
@@ -728,10 +747,20 @@ static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
         (rc = st_state_new(g->m, g->max_ctx, &g->spec_snap[ST_FWD_MAX_SNAP - 1])))
         return rc;
     if (k > 1 && (rc = st_state_copy(g->spec_snap[ST_FWD_MAX_SNAP - 1], g->s_draft))) return rc;
+    const int sampling = spec_sampling(g);
     for (int i = 0; i < k; i++) {
         int32_t best = 0;
-        for (int v = 1; v < c->vocab_size; v++)
-            if (lg[v] > lg[best]) best = v;
+        if (sampling) { /* d_i ~ q_i, and q_i kept for the acceptance test */
+            const size_t V = (size_t)c->vocab_size;
+            g->q_n[i] = st_sampler_dist(g->smp_draft, lg, g->q_ids + i * V, g->q_p + i * V);
+            double u = st_sampler_uniform(g->smp_draft), cum = 0;
+            best = g->q_ids[i * V + g->q_n[i] - 1];
+            for (int j = 0; j < g->q_n[i]; j++)
+                if (u < (cum += g->q_p[i * V + j])) { best = g->q_ids[i * V + j]; break; }
+        } else {
+            for (int v = 1; v < c->vocab_size; v++)
+                if (lg[v] > lg[best]) best = v;
+        }
         d[(*nd)++] = best;
         if (i + 1 < k && (rc = st_forward(g->p.draft, g->s_draft, &best, 1, lg, 0))) return rc;
         if (st_state_pos(g->s_draft) + 1 >= g->max_ctx) break;
@@ -748,13 +777,14 @@ static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
 static int draft_count(st_gen *g) {
     if (g->p.draft_fixed) return g->p.draft_n;
     if (g->probe > 0) { g->probe--; return 0; }
-    double r = 0;
-    if (g->p.draft) {
+    if (g->p.draft && g->r_for != g->b_cur) { /* once per decoding budget */
         st_budget_stats sd, st;
         st_budget_stats_get(g->p.draft, &sd);
         st_budget_stats_get(g->b_cur, &st);
-        r = st.active_bytes > 0 ? sd.active_bytes / st.active_bytes : 1;
+        g->r_cost = st.active_bytes > 0 ? sd.active_bytes / st.active_bytes : 1;
+        g->r_for = g->b_cur;
     }
+    const double r = g->p.draft ? g->r_cost : 0;
     const double a = g->alpha, eps = 0.02;
     int best = 0;
     double best_v = 1.0; /* no drafting: one token per unit */
@@ -783,10 +813,35 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
     if (k <= 0) return ST_OK;
     if (!g->spec_logits && !(g->spec_logits = st_malloc(sizeof(float) * V * (ST_FWD_MAX_SNAP + 1))))
         return ST_ERR_NOMEM;
+    const int sampling = spec_sampling(g);
+    if (sampling && !g->q_dense) {
+        st_sampler_params dp = g->p.sampling;
+        dp.repeat_penalty = 1.0f;
+        dp.seed ^= 0x5bd1e995ull;
+        g->q_ids = st_malloc(sizeof(int32_t) * V * ST_FWD_MAX_SNAP);
+        g->q_p = st_malloc(sizeof(float) * V * ST_FWD_MAX_SNAP);
+        g->q_dense = st_calloc(V, sizeof(float));
+        g->p_ids = st_malloc(sizeof(int32_t) * V);
+        g->p_p = st_malloc(sizeof(float) * V);
+        if (!g->q_ids || !g->q_p || !g->q_dense || !g->p_ids || !g->p_p ||
+            (rc = st_sampler_new(&dp, c->vocab_size, &g->smp_draft))) {
+            free(g->q_dense);
+            g->q_dense = NULL; /* the rest is freed with g */
+            return ST_ERR_NOMEM;
+        }
+    }
     int32_t d[ST_FWD_MAX_SNAP + 1];
     int nd = 0;
-    if (g->p.draft_ngram) nd = draft_ngram(g, k, d + 1);
-    else if ((rc = draft_model(g, k, d + 1, &nd))) return rc;
+    if (g->p.draft_ngram) {
+        nd = draft_ngram(g, k, d + 1);
+        for (int i = 0; sampling && i < nd; i++) { /* a lookup proposes one token: q is a point mass */
+            g->q_n[i] = 1;
+            g->q_ids[i * V] = d[i + 1];
+            g->q_p[i * V] = 1.0f;
+        }
+    } else if ((rc = draft_model(g, k, d + 1, &nd))) {
+        return rc;
+    }
     if (nd <= 0) return ST_OK;
     d[0] = t;
     int at[ST_FWD_MAX_SNAP];
@@ -806,6 +861,47 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
         memcpy(g->logits, L, sizeof(float) * V); /* what a plain step would sample from */
         if (pre_sample(g, &rc)) { kept = i; break; }
         for (int b = 0; b < g->p.n_bias; b++) L[g->bias_ids[b]] += g->bias[b];
+        if (sampling) {
+            /* p: the target's distribution here (penalty and all, as st_sample) */
+            int32_t *pid = g->p_ids;
+            const float *P = g->p_p;
+            const int np = st_sampler_dist(g->smp, L, g->p_ids, g->p_p);
+            const int qi = i - 1;
+            double pd = 0, qd = 0;
+            for (int j = 0; j < np; j++) if (pid[j] == d[i]) pd = P[j];
+            for (int j = 0; j < g->q_n[qi]; j++) if (g->q_ids[qi * V + j] == d[i]) qd = g->q_p[qi * V + j];
+            const double u = st_sampler_uniform(g->smp);
+            if (qd > 0 && u * qd < pd) { /* accepted with probability min(1, p/q) */
+                acc++;
+                if (!take_token(g, d[i], &rc)) { kept = i; break; }
+                continue;
+            }
+            /* rejected: draw from max(0, p - q), normalised; taken at the next step */
+            for (int j = 0; j < g->q_n[qi]; j++) g->q_dense[g->q_ids[qi * V + j]] = g->q_p[qi * V + j];
+            double tot = 0;
+            for (int j = 0; j < np; j++) tot += fmax(0.0, (double)P[j] - g->q_dense[pid[j]]);
+            int32_t pick = pid[np - 1];
+            double cum = 0;
+            if (tot > 0) {
+                const double v = st_sampler_uniform(g->smp) * tot;
+                for (int j = 0; j < np; j++) {
+                    const double r = fmax(0.0, (double)P[j] - g->q_dense[pid[j]]);
+                    if (r <= 0) continue;
+                    pick = pid[j];
+                    if (v < (cum += r)) break;
+                }
+            } else { /* p <= q everywhere only by rounding: then p itself */
+                const double w = st_sampler_uniform(g->smp);
+                for (int j = 0; j < np; j++) {
+                    pick = pid[j];
+                    if (w < (cum += P[j])) break;
+                }
+            }
+            for (int j = 0; j < g->q_n[qi]; j++) g->q_dense[g->q_ids[qi * V + j]] = 0;
+            g->pending = pick;
+            kept = i;
+            break;
+        }
         const int32_t pick = st_sample(g->smp, L);
         if (pick != d[i]) { kept = i; break; } /* the next step samples it from g->logits */
         acc++;
@@ -825,9 +921,14 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
 
 static st_status decode_step(st_gen *g) {
     st_status rc;
+    const int32_t pend = g->pending;
+    g->pending = -1;
     if (pre_sample(g, &rc)) return rc;
-    for (int i = 0; i < g->p.n_bias; i++) g->logits[g->bias_ids[i]] += g->bias[i];
-    int32_t t = st_sample(g->smp, g->logits);
+    int32_t t = pend;
+    if (t < 0) { /* (a speculative rejection already drew this step's token) */
+        for (int i = 0; i < g->p.n_bias; i++) g->logits[g->bias_ids[i]] += g->bias[i];
+        t = st_sample(g->smp, g->logits);
+    }
     if (!take_token(g, t, &rc)) return rc;
     if (g->p.draft || g->p.draft_ngram) {
         int ran = 0;

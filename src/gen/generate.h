@@ -143,6 +143,13 @@ st_status st_gen_run(st_gen *g);
 /* Ask the request to finish (ST_FINISH_CANCEL) at its next step. */
 void st_gen_cancel(st_gen *g);
 
+/* sample.c, for speculative sampling: the distribution st_sample would draw
+ * from (ids[0..n), probs summing to 1; one token with 1 when it would not
+ * draw), with the penalty applied as st_sample does; and the next number of
+ * the sampler's uniform stream. ids/probs hold the vocabulary size. */
+int st_sampler_dist(st_sampler *s, float *logits, int32_t *ids, float *probs);
+double st_sampler_uniform(st_sampler *s);
+
 const st_gen_stats *st_gen_get_stats(const st_gen *g);
 /* Everything emitted so far of one kind (NUL-terminated, owned by g; the
  * text itself may hold NUL bytes: *len, when non-NULL, is its length). */

@@ -223,7 +223,51 @@ static int top_p_bucketed(st_sampler *s, const float *logits, float m, float inv
     return n;
 }
 
+/* The distribution st_sample draws from, left in s->cand / s->prob[0..n)
+ * (unnormalised). Returns n; 0 when the draw is not random (greedy, top-k 1,
+ * no finite logit, nothing past min-p): then *top is the token. */
+static int dist(st_sampler *s, float *logits, int32_t *topp);
+
 int32_t st_sample(st_sampler *s, float *logits) {
+    int32_t top;
+    const int n = dist(s, logits, &top);
+    if (!n) return top;
+    const int32_t *cand = s->cand;
+    const float *prob = s->prob;
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += prob[i];
+    const double u = uniform01(s->rng) * total;
+    double cum = 0.0;
+    int32_t last = top;
+    for (int i = 0; i < n; i++) {
+        if (prob[i] <= 0.0f) continue;
+        cum += prob[i];
+        last = cand[i];
+        if (u < cum) return cand[i];
+    }
+    return last; /* rounding left u just past the end */
+}
+
+int st_sampler_dist(st_sampler *s, float *logits, int32_t *ids, float *probs) {
+    int32_t top;
+    const int n = dist(s, logits, &top);
+    if (!n) {
+        ids[0] = top;
+        probs[0] = 1.0f;
+        return 1;
+    }
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += s->prob[i];
+    for (int i = 0; i < n; i++) {
+        ids[i] = s->cand[i];
+        probs[i] = (float)(s->prob[i] / total);
+    }
+    return n;
+}
+
+double st_sampler_uniform(st_sampler *s) { return uniform01(s->rng); }
+
+static int dist(st_sampler *s, float *logits, int32_t *topp) {
     const int V = s->vocab;
     apply_penalty(s, logits);
     int32_t top = 0;
@@ -236,8 +280,9 @@ int32_t st_sample(st_sampler *s, float *logits) {
             top = i;
         }
     }
+    *topp = top;
     const int k = s->p.top_k > 0 && s->p.top_k < V ? s->p.top_k : V;
-    if (s->p.temperature <= 0.0f || k == 1 || m == -INFINITY || m == INFINITY) return top;
+    if (s->p.temperature <= 0.0f || k == 1 || m == -INFINITY || m == INFINITY) return 0;
 
     /* weights exp((l - m)/T): the best token weighs 1, so min-p compares with 1 */
     const float inv_t = 1.0f / s->p.temperature, top_p = s->p.top_p, min_p = s->p.min_p;
@@ -276,19 +321,7 @@ int32_t st_sample(st_sampler *s, float *logits) {
                 prob[w++] = prob[i];
             }
         n = w;
-        if (n == 0) return top; /* min_p > 1: only the best can stay */
+        if (n == 0) return 0; /* min_p > 1: only the best can stay */
     }
-
-    double total = 0.0;
-    for (int i = 0; i < n; i++) total += prob[i];
-    const double u = uniform01(s->rng) * total;
-    double cum = 0.0;
-    int32_t last = top;
-    for (int i = 0; i < n; i++) {
-        if (prob[i] <= 0.0f) continue;
-        cum += prob[i];
-        last = cand[i];
-        if (u < cum) return cand[i];
-    }
-    return last; /* rounding left u just past the end */
+    return n;
 }

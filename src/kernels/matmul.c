@@ -33,8 +33,11 @@
 #define ST_X86 1
 #endif
 
-/* Below this many weight elements a parallel region costs more than it saves. */
-#define ST_PAR_MIN_ELEMS 32768
+/* Below this many weight elements a parallel region costs more than it
+ * saves: 256K BF16 elements stream in ~25 us on one core, a fork/join costs a
+ * few us when the machine is quiet and far more when another job holds a
+ * core (the spinning team then waits for a descheduled thread). */
+#define ST_PAR_MIN_ELEMS 262144
 /* From this many tokens on, packing weights for the GEMM pays off. Below it
  * the gemv (4x4 register blocks, weights converted on the fly, each row
  * block re-read from L1 per 4 tokens) is as fast or faster: measured on Zen 5

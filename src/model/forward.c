@@ -168,7 +168,7 @@ static void mamba_forward(const st_budget *b, const st_layer *L, const batch *bt
     /* causal depthwise conv over x, B, C (raw history in each sequence's
      * state), then SiLU; channels of all sequences in parallel */
     const double tp = prof_t0();
-#pragma omp parallel for collapse(2) schedule(static) num_threads(st_get_threads()) if (T * convk > 4096)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(st_get_threads()) if (T * convk > 32768)
     for (int q = 0; q < B; q++)
         for (int ch = 0; ch < convk; ch++) {
             float *cst = bt->s[q]->conv[L->state_idx]; /* [(K−1)][conv_full] */
@@ -205,7 +205,7 @@ static void mamba_forward(const st_budget *b, const st_layer *L, const batch *bt
     /* selective scan: S = S·exp(dt·A) + dt·x⊗B ; y = S·C + D·x (per head, in
      * order over each sequence's rows; heads of all sequences in parallel) */
 #pragma omp parallel for collapse(2) schedule(static) num_threads(st_get_threads()) \
-    if (B * nk > 1 && (size_t)T * Pk * N > 2048)
+    if (B * nk > 1 && (size_t)T * Pk * N * nk > 65536)
     for (int q = 0; q < B; q++)
         for (int i = 0; i < nk; i++) {
             int h = b->m_heads[i], g = h / R;
@@ -294,7 +294,7 @@ static void attn_forward(const st_budget *b, const st_layer *L, const batch *bt,
     const double tp = prof_t0();
     size_t work = 0;
     for (int i = 0; i < B; i++) work += (size_t)bt->n[i] * nq * (bt->s[i]->pos + bt->n[i]);
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth) if (work > 4096)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nth) if (work * hd > 262144)
     for (int t = 0; t < T; t++)
         for (int i = 0; i < nq; i++) {
             const int sq = bt->seq_of[t], kvh = i / qk;
