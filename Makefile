@@ -99,12 +99,18 @@ test-asan: tokcache
 # llama.cpp (prebuilt CPU build from npm's node-llama-cpp, pinned in
 # scripts/llamacpp) for tests/test_gguf.c, which skips its llama.cpp checks
 # with a message when this could not be installed.
-.PHONY: llamacpp-node
+# Likewise Debian's chromium + puppeteer-core (scripts/browser) for tests/test_chat_ui.c.
+.PHONY: llamacpp-node browser-node
 llamacpp-node: tokcache
-	@scripts/llamacpp/install.sh build/llamacpp-node || \
+	@scripts/npm_install.sh scripts/llamacpp build/llamacpp-node || \
 	  echo "llamacpp-node: could not install node-llama-cpp; test_gguf will skip the llama.cpp checks"
-test-fast: llamacpp-node
-test-asan: llamacpp-node
+browser-node: tokcache
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; } || true
+	@scripts/npm_install.sh scripts/browser build/browser-node || \
+	  echo "browser-node: could not install puppeteer-core; test_chat_ui will skip the browser checks"
+test-fast: llamacpp-node browser-node
+test-asan: llamacpp-node browser-node
 test-fast: $(TEST_BINS) $(BIN)
 	STARLING_BIN=$(BIN) tests/run.sh $(TEST_BINS)
 
