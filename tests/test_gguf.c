@@ -113,13 +113,26 @@ static void test_container(void **st) {
         free(x);
     }
     st_gguf_close(g);
-    /* a truncated file is refused, not read past its end */
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "head -c 200 %s > %s.cut", path, path);
+    /* damaged files are refused with one error line, never read past their end:
+       cut short, empty, a tensor count larger than the file could hold */
+    char cmd[1200], bad[600];
     int status;
-    free(run_capture(cmd, &status));
-    snprintf(cmd, sizeof cmd, "%s.cut", path);
-    assert_int_not_equal(st_gguf_open(cmd, &g), ST_OK);
+    const char *damage[] = {"head -c 200 %s > %s", ": < %s > %s",
+                            "{ printf 'GGUF\\003\\000\\000\\000\\377\\377\\377\\377\\377\\377\\377\\017'; "
+                            "tail -c +17 %s; } > %s"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(bad, sizeof bad, "%s/bad%d.gguf", dir, k);
+        snprintf(cmd, sizeof cmd, damage[k], path, bad);
+        free(run_capture(cmd, &status));
+        assert_int_equal(status, 0);
+        assert_int_not_equal(st_gguf_open(bad, &g), ST_OK);
+        snprintf(cmd, sizeof cmd, "%s info -m %s 2>&1", starling_bin(), bad);
+        char *o = run_capture(cmd, &status);
+        assert_int_equal(status, 1);
+        assert_non_null(strstr(o, "starling info:"));
+        assert_int_equal(strchr(o, '\n') - o + 1, (long)strlen(o)); /* one line */
+        free(o);
+    }
     rm_rf(dir);
     free(dir);
 }
