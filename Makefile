@@ -136,6 +136,10 @@ run: $(BIN)
 	    echo "== budget $$b"; \
 	    ./$(BIN) run -m $(DEFAULT_MODEL) --budget $$b --chat -p "What is 47 + 38?" --temp 0 -n 160 || exit 1; echo; \
 	  done; \
+	  echo "== the 4M budget as a GGUF file for llama.cpp (docs/gguf.md)"; \
+	  ./$(BIN) slice -s $(DEFAULT_MODEL) -t $(BUILD)/elastic-4M.gguf --size 4M --format gguf --force -q && \
+	  ./$(BIN) info -m $(BUILD)/elastic-4M.gguf | grep -E '^(gguf|arch|tensors)|feed_forward_length|head_count_kv|tokenizer.ggml.pre' && \
+	  echo "== chat page: ./$(BIN) serve -m $(DEFAULT_MODEL), then open http://127.0.0.1:8080/"; \
 	else \
 	  [ -f build/synth-default/config.json ] || ./$(BIN) synth --preset default -o build/synth-default; \
 	  ./$(BIN) info -m build/synth-default && \
