@@ -100,12 +100,18 @@ test-asan: tokcache
 # llama.cpp (prebuilt CPU build from npm's node-llama-cpp, pinned in
 # scripts/llamacpp) for tests/test_gguf.c, which skips its llama.cpp checks
 # with a message when this could not be installed.
-.PHONY: llamacpp-node
+# Likewise Debian's chromium + puppeteer-core (scripts/browser) for tests/test_chat_ui.c.
+.PHONY: llamacpp-node browser-node
 llamacpp-node: tokcache
-	@scripts/llamacpp/install.sh build/llamacpp-node || \
+	@scripts/npm_install.sh scripts/llamacpp build/llamacpp-node || \
 	  echo "llamacpp-node: could not install node-llama-cpp; test_gguf will skip the llama.cpp checks"
-test-fast: llamacpp-node
-test-asan: llamacpp-node
+browser-node: tokcache
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; } || true
+	@scripts/npm_install.sh scripts/browser build/browser-node || \
+	  echo "browser-node: could not install puppeteer-core; test_chat_ui will skip the browser checks"
+test-fast: llamacpp-node browser-node
+test-asan: llamacpp-node browser-node
 test-fast: $(TEST_BINS) $(BIN)
 	STARLING_BIN=$(BIN) tests/run.sh $(TEST_BINS)
 
@@ -154,6 +160,10 @@ run: $(BIN)
 	    echo "== budget $$b"; \
 	    ./$(BIN) run -m $(DEFAULT_MODEL) --budget $$b --chat -p "What is 47 + 38?" --temp 0 -n 160 || exit 1; echo; \
 	  done; \
+	  echo "== the 4M budget as a GGUF file for llama.cpp (docs/gguf.md)"; \
+	  ./$(BIN) slice -s $(DEFAULT_MODEL) -t $(BUILD)/elastic-4M.gguf --size 4M --format gguf --force -q && \
+	  ./$(BIN) info -m $(BUILD)/elastic-4M.gguf | grep -E '^(gguf|arch|tensors)|feed_forward_length|head_count_kv|tokenizer.ggml.pre' && \
+	  echo "== chat page: ./$(BIN) serve -m $(DEFAULT_MODEL), then open http://127.0.0.1:8080/"; \
 	else \
 	  [ -f build/synth-default/config.json ] || ./$(BIN) synth --preset default -o build/synth-default; \
 	  ./$(BIN) info -m build/synth-default && \

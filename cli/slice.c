@@ -48,7 +48,7 @@ static void usage(FILE *f) {
 enum { O_BFILE = 256, O_SHARD, O_CALIB, O_FORMAT };
 
 static int rm_mid(const char *mid);
-static int slice_gguf(st_model *m, st_budget *b, const char *dst, const char *prec, int force, int quiet);
+static int slice_gguf(st_model *m, st_budget *b, const char *dst, const char *prec, int quiet);
 
 int cmd_slice(int argc, char **argv) {
     const char *src = NULL, *dst = NULL, *spec = NULL, *prec = NULL, *calib = NULL, *format = "hf";
@@ -96,12 +96,13 @@ int cmd_slice(int argc, char **argv) {
     int gguf = !strcmp(format, "gguf");
     if (gguf && prec && strcmp(prec, "f32") && strcmp(prec, "f16") && strcmp(prec, "bf16") && strcmp(prec, "q8_0"))
         return cli_usage("slice", "--format gguf takes --precision f32, f16, bf16 or q8_0, not '%s'", prec);
+    if (gguf && calib) return cli_usage("slice", "--calib is for fp8/nvfp4 checkpoints, not --format gguf");
     if (gguf && !force && access(dst, F_OK) == 0) return cli_fail("slice", "%s exists (use --force to replace it)", dst);
     st_model *m;
     st_budget *b;
     if (cli_load("slice", src, spec, &m, &b)) return 1;
     if (gguf) {
-        int r = slice_gguf(m, b, dst, prec, force, quiet);
+        int r = slice_gguf(m, b, dst, prec, quiet);
         st_budget_free(b);
         st_model_free(m);
         return r;
@@ -159,7 +160,7 @@ static int rm_mid(const char *mid) {
 /* GGUF: slice the budget into a temporary float checkpoint beside the target
  * (the safetensors slicer does the cutting), then write that as one GGUF file
  * (written as DST.tmp.PID and renamed when complete). */
-static int slice_gguf(st_model *m, st_budget *b, const char *dst, const char *prec, int force, int quiet) {
+static int slice_gguf(st_model *m, st_budget *b, const char *dst, const char *prec, int quiet) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -176,7 +177,6 @@ static int slice_gguf(st_model *m, st_budget *b, const char *dst, const char *pr
         char name[128];
         snprintf(name, sizeof name, "starling %s", st_budget_name(b));
         st_gguf_export_opts g = {.precision = prec, .name = name, .progress = !quiet, .cancel = &g_cancel};
-        (void)force;
         rc = st_gguf_export(sm, dst, &g);
         if (rc) ret = cli_fail_st("slice", rc);
     }
