@@ -102,6 +102,10 @@ struct st_gen {
     int q_n[ST_FWD_MAX_SNAP];
     int32_t pending;      /* sampling: the token a rejection drew, taken next step (-1: none) */
     int probe;            /* steps until drafting is tried again                */
+    int plain_left;       /* plain steps to run before drafting again           */
+    double t_plain, t_spec; /* running seconds per emitted token, plain / drafted steps */
+    int n_plain, n_spec;
+    int step_kind;        /* this step: 0 other, 1 plain decode, 2 + k verified with k drafts kept */
     const st_budget *r_for; /* the budget r_cost was measured against            */
     double r_cost;        /* a draft step's cost relative to a target step (bytes) */
     /* a step in progress (st_gen_step_begin .. _end) */
@@ -410,6 +414,7 @@ st_status st_gen_new(const st_model *m, const st_tokenizer *tok, const st_gen_pa
     g->cur_job = 0;
     g->have_logits = hit == n_prompt;
     g->alpha = 0.7; /* drafting starts on; the measured rate takes over */
+    g->plain_left = 4; /* a plain figure to compare with first */
     g->pending = -1;
     *out = g;
     return ST_OK;
@@ -776,6 +781,16 @@ static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
  * again every 16 steps so the rate can recover. */
 static int draft_count(st_gen *g) {
     if (g->p.draft_fixed) return g->p.draft_n;
+    /* measured: drafting stops for 32 steps when its time per emitted token
+     * is not clearly below a plain step's; a few plain steps now and then
+     * keep the plain figure fresh */
+    if (g->plain_left > 0) { g->plain_left--; return 0; }
+    if (g->n_spec >= 4 && g->n_plain >= 2 && g->t_spec > 0.97 * g->t_plain) {
+        g->plain_left = 32;
+        g->n_spec = 0;
+        return 0;
+    }
+    if (g->n_spec && g->n_spec % 64 == 0) g->plain_left = 4;
     if (g->probe > 0) { g->probe--; return 0; }
     if (g->p.draft && g->r_for != g->b_cur) { /* once per decoding budget */
         st_budget_stats sd, st;
@@ -908,6 +923,7 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
         if (!take_token(g, pick, &rc)) { kept = i; break; }
     }
     g->st.draft_accepted += acc;
+    g->step_kind = 2 + acc;
     g->alpha = 0.9 * g->alpha + 0.1 * ((double)acc / nd);
     if (rc) return rc;
     if (kept <= nd) { /* back to the state after the first `kept` tokens */
@@ -934,6 +950,7 @@ static st_status decode_step(st_gen *g) {
         int ran = 0;
         if ((rc = speculate(g, t, &ran)) || ran) return rc;
     }
+    g->step_kind = 1;
     if (g->defer) { /* the caller runs it, maybe batched with other requests */
         g->pend_tok = t;
         *g->defer = (st_gen_fwd){g->b_cur, {g->s, &g->pend_tok, 1, g->logits, 0}};
@@ -950,6 +967,7 @@ int st_gen_step_begin(st_gen *g, st_gen_fwd *fwd) {
     if (g->phase != PH_DONE && atomic_load(&g->cancel)) finish(g, ST_FINISH_CANCEL);
     if (g->phase == PH_DONE) return 0;
     g->step_t0 = st_time_now();
+    g->step_kind = 0;
     int ph = g->step_ph = g->phase;
     if (ph == PH_PREFILL || ph == PH_SWITCH) {
         int jd = 1;
@@ -989,6 +1007,12 @@ st_status st_gen_step_end(st_gen *g, st_status fwd_rc, int *done) {
         finish(g, ST_FINISH_ERROR);
     }
     double dt = st_time_now() - g->step_t0;
+    if (g->step_kind == 1 && (g->p.draft || g->p.draft_ngram)) { /* the figures speculation is judged by */
+        g->t_plain = g->n_plain++ ? 0.8 * g->t_plain + 0.2 * dt : dt;
+    } else if (g->step_kind >= 2) {
+        const double per = dt / (g->step_kind - 1); /* t and the kept drafts */
+        g->t_spec = g->n_spec++ ? 0.8 * g->t_spec + 0.2 * per : per;
+    }
     if (ph == PH_PREFILL) g->st.t_prefill += dt;
     else if (ph == PH_THINK) g->st.t_think += dt;
     else if (ph == PH_SWITCH) *(g->switching ? &g->st.t_switch : &g->st.t_think) += dt;
