@@ -21,6 +21,7 @@
 #include "util/plot.h"
 
 #include <getopt.h>
+#include <math.h>
 #include <jansson.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -59,6 +60,8 @@ static void usage(FILE *f) {
             "      --svg FILE         plot decode tok/s against MB per token, with the roofline\n"
             "      --batch LIST       also decode LIST (e.g. 1,2,4,8) sequences at once through one\n"
             "                         batched forward pass: aggregate tok/s and bytes per step\n"
+            "      --verify K         also time one forward of 1..K tokens (speculative verification)\n"
+            "                         and the speedup it predicts for a free drafter\n"
             "  -h, --help             this help\n\n"
             "Bandwidth is measured before every budget and at the end; ratios use the best value.\n");
 }
@@ -296,6 +299,35 @@ static int run_batch(st_model *m, const st_budget *b, int B, int prompt, int gen
     return rc ? cli_fail_st("bench", rc) : 0;
 }
 
+/* --verify K: the cost of one forward of k = 1..K tokens after the prompt
+ * (what verifying k-1 drafted tokens costs), best of reps, from a copy of the
+ * same state each time. */
+static int run_verify(st_model *m, const st_budget *b, int K, int prompt, int reps, uint64_t seed, double *sec) {
+    const st_config *c = st_model_config(m);
+    st_state *base = NULL, *s = NULL;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(prompt + K));
+    float *logits = malloc(sizeof(float) * (size_t)c->vocab_size * (size_t)K);
+    st_status rc = tok && logits ? st_state_new(m, prompt + K + 8, &base) : ST_ERR_NOMEM;
+    if (!rc) rc = st_state_new(m, prompt + K + 8, &s);
+    for (int i = 0; !rc && i < prompt + K; i++) tok[i] = (int32_t)(st_splitmix64(&seed) % (uint64_t)c->vocab_size);
+    if (!rc) rc = st_forward(b, base, tok, prompt, NULL, 0);
+    for (int k = 1; !rc && k <= K; k++) {
+        sec[k] = 1e30;
+        for (int r = 0; !rc && r <= reps; r++) {
+            rc = st_state_copy(s, base);
+            double t0 = now_s();
+            if (!rc) rc = st_forward(b, s, tok + prompt, k, logits, 1);
+            double dt = now_s() - t0;
+            if (r && dt < sec[k]) sec[k] = dt; /* run 0 warms up */
+        }
+    }
+    st_state_free(base);
+    st_state_free(s);
+    free(tok);
+    free(logits);
+    return rc ? cli_fail_st("bench", rc) : 0;
+}
+
 static json_t *prof_json(const st_prof *p) {
     json_t *o = json_object();
     for (int k = 0; k < ST_PROF_N; k++) json_object_set_new(o, st_prof_name((st_prof_class)k), json_real(1e3 * p->s[k]));
@@ -354,7 +386,7 @@ static int write_json(const char *path, const char *const *dirs, const char *con
     return 0;
 }
 
-enum { O_GEN_MODEL = 256, O_BUDGET, O_PROMPT, O_GEN, O_REPS, O_JSON, O_BW, O_SVG, O_PRESET, O_BATCH };
+enum { O_GEN_MODEL = 256, O_BUDGET, O_PROMPT, O_GEN, O_REPS, O_JSON, O_BW, O_SVG, O_PRESET, O_BATCH, O_VERIFY };
 
 #define MAX_MODELS 4
 
@@ -398,7 +430,7 @@ int cmd_bench(int argc, char **argv) {
     const char *dirs[MAX_MODELS], *gen_dir = NULL, *budgets = NULL, *json = NULL, *svg = NULL, *preset = "bench";
     const char *extra[MAX_BUDGETS];
     int n_extra = 0, n_dirs = 0, n_bs = 0, bsizes[8];
-    long threads = 2, prompt = 256, gen = 64, reps = 3, bw_mib = 0;
+    long threads = 2, prompt = 256, gen = 64, reps = 3, bw_mib = 0, verify_k = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"gen-model", required_argument, 0, O_GEN_MODEL},
         {"preset", required_argument, 0, O_PRESET},
@@ -407,6 +439,7 @@ int cmd_bench(int argc, char **argv) {
         {"gen", required_argument, 0, O_GEN}, {"reps", required_argument, 0, O_REPS},
         {"json", required_argument, 0, O_JSON}, {"svg", required_argument, 0, O_SVG},
         {"bw-mib", required_argument, 0, O_BW}, {"batch", required_argument, 0, O_BATCH},
+        {"verify", required_argument, 0, O_VERIFY},
         {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
@@ -430,6 +463,7 @@ int cmd_bench(int argc, char **argv) {
         case O_REPS: if (cli_int(optarg, 1, 64, &reps)) return cli_usage("bench", "bad --reps '%s' (1..64)", optarg); break;
         case O_JSON: json = optarg; break;
         case O_SVG: svg = optarg; break;
+        case O_VERIFY: if (cli_int(optarg, 1, 16, &verify_k)) return cli_usage("bench", "bad --verify '%s' (1..16)", optarg); break;
         case O_BATCH: {
             char *save = NULL, *dup = strdup(optarg);
             n_bs = 0;
@@ -581,6 +615,12 @@ int cmd_bench(int argc, char **argv) {
             if (!rc) nb++;
         }
     }
+    /* --verify: per budget, the cost of a k-token pass relative to one token */
+    double vsec[MAX_MODELS * MAX_BUDGETS][17];
+    int nv = 0;
+    for (int i = 0; i < nr && !rc && verify_k; i++, nv++)
+        rc = run_verify(models[res[i].model], res[i].b, (int)verify_k, (int)(prompt < 64 ? prompt : 64), (int)reps,
+                        0x7e71f000ull + (uint64_t)i, vsec[i]);
     if (done) MEASURE_BW(bw_here);
 #undef MEASURE_BW
     if (done) { /* the peaks once more: best of the two */
@@ -637,6 +677,32 @@ int cmd_bench(int argc, char **argv) {
                 const double gbs = br->bytes / br->step_s / 1e9;
                 printf("%-*s %5d %9.2f %12.2f %7.2fx %9.1f %8.2f %5.1f%%\n", lw, nm, br->B, 1e3 * br->step_s, br->tok_s,
                        one > 0 ? br->tok_s / one : 0, br->bytes / 1e6, gbs, bw > 0 ? 100 * gbs / bw : 0);
+            }
+        }
+        if (nv) {
+            printf("\nverify cost (one forward of k tokens after a %ld-token prompt, relative to k = 1), and the\n"
+                   "speedup speculative decoding would give with a free drafter (prompt lookup) that drafts k-1\n"
+                   "tokens accepted with probability a each: (1 - a^k) / (1 - a) tokens per pass of cost(k):\n",
+                   prompt < 64 ? prompt : 64);
+            printf("%-*s", lw, "budget");
+            for (int k = 1; k <= verify_k; k++) printf("   k=%-4d", k);
+            printf("  | a=0.5  a=0.7  a=0.9 (best k)\n");
+            for (int i = 0; i < nv; i++) {
+                char nm[96];
+                snprintf(nm, sizeof nm, "%s %s", mlabel[res[i].model], res[i].label);
+                printf("%-*s", lw, nm);
+                for (int k = 1; k <= verify_k; k++) printf(" %7.2fx", vsec[i][k] / vsec[i][1]);
+                printf("  |");
+                const double as[3] = {0.5, 0.7, 0.9};
+                for (int q = 0; q < 3; q++) {
+                    double best = 1;
+                    for (int k = 2; k <= verify_k; k++) {
+                        const double e = (1 - pow(as[q], k)) / (1 - as[q]), v = e / (vsec[i][k] / vsec[i][1]);
+                        if (v > best) best = v;
+                    }
+                    printf(" %5.2fx", best);
+                }
+                printf("\n");
             }
         }
         printf("\n(MB/tok: weight bytes one decoded token reads, top-k experts only; GB/s = MB/tok x decode/s;\n"
