@@ -76,10 +76,12 @@ typedef struct {
     const float *bias;           /*   these tokens' logits before sampling    */
     int n_bias;
     st_sampler_params sampling;
-    /* Speculative decoding (greedy sampling only): each decode step drafts up
-     * to draft_n tokens, then the decoding budget checks them all in one
-     * forward pass and keeps the longest prefix it agrees with, so the output
-     * is token for token what decoding without a drafter gives. Drafters: a
+    /* Speculative decoding: each decode step drafts up to draft_n tokens,
+     * then the decoding budget checks them all in one forward pass. Greedy:
+     * it keeps the longest prefix it agrees with, so the output is token for
+     * token what decoding without a drafter gives. Sampling: speculative
+     * sampling (accept with min(1, p/q), else draw from max(0, p - q)), so
+     * the output has the distribution of sampling without one. Drafters: a
      * (smaller) nested budget of the same checkpoint (draft: its own state,
      * no extra weights), or prompt lookup (draft_ngram: the tokens that
      * followed the latest earlier occurrence of the last few). The number
