@@ -85,7 +85,7 @@ AI void gemv_step(st_dtype DT, const int NR, const int NT, const int A2,
  * 8 rows in flight stream faster than 4 (more concurrent DRAM streams). */
 AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *const *wr, size_t esz,
                  const st_span *cs, int n_cs, const float *x, int ldx, float out[8][2]) {
-    const int A2 = NR * NT <= 4 ? 2 : 1;
+    const int A2 = 1; /* the same summation order for every token count (see matmul_avx512.c) */
     __m256 acc[8][2][2];
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++)

@@ -170,7 +170,11 @@ AI int gemv_head(const int NR, const unsigned char *const *p, size_t esz, int le
 AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *const *wr,
                  const unsigned char *const *pf, size_t esz, const st_span *cs, int n_cs, const float *x,
                  int ldx, float out[8][4]) {
-    const int A2 = NR * NT <= 8 ? 2 : 1;
+    /* one accumulator per row and token, whatever the block shape: a row's
+     * sum then runs in the same order for every token count, so a sequence
+     * decoded in a batch gets bit for bit the logits it gets alone (greedy
+     * output identical at any concurrency) */
+    const int A2 = 1;
     /* with 8 rows x 3 tokens the accumulators need 24 of the 32 registers */
     const int XMEM = NR * NT > 16;
     __m512 acc[8][4][2];
