@@ -374,9 +374,25 @@ static usage idle_usage(long want_threads, long want_fds) {
     return u;
 }
 
-static void start_server(const char *model, const char *dir) {
-    char port_file[700];
+/* A free port, chosen here. The server gets it as an explicit --port: a
+ * socket bound to a port it asked for keeps that port when the drain shuts it
+ * down, while one bound to port 0 releases it at once, and a server of another
+ * test on this machine could get it and answer the "refused" check. */
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len)) return 0;
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int try_start_server(const char *model, const char *dir) {
+    char port_file[700], port[16];
     snprintf(port_file, sizeof port_file, "%s/port", dir);
+    snprintf(port, sizeof port, "%d", free_port());
+    unlink(port_file);
     fflush(stdout);
     g_pid = fork();
     assert_true(g_pid >= 0);
@@ -384,7 +400,7 @@ static void start_server(const char *model, const char *dir) {
         FILE *dn = freopen("/dev/null", "w", stdout);
         if (!getenv("ST_TEST_VERBOSE")) dn = freopen("/dev/null", "w", stderr);
         (void)dn;
-        execl(starling_bin(), starling_bin(), "serve", "-m", model, "--port", "0", "--port-file", port_file, "-q",
+        execl(starling_bin(), starling_bin(), "serve", "-m", model, "--port", port, "--port-file", port_file, "-q",
               "--parallel", "4", "--queue", "8", "--max-body", "65536", "--cache-mb", "16", "--threads", "1",
               "--ctx", "32768", (char *)NULL);
         _exit(127);
@@ -394,9 +410,15 @@ static void start_server(const char *model, const char *dir) {
         if (st_read_file(port_file, &s, NULL) == ST_OK) { g_port = atoi(s); free(s); }
         else usleep(50000);
         int st;
-        if (waitpid(g_pid, &st, WNOHANG) == g_pid) fail_msg("starling serve exited early (status %#x)", st);
+        if (waitpid(g_pid, &st, WNOHANG) == g_pid) { g_pid = 0; return 0; } /* e.g. the port was taken meanwhile */
     }
-    assert_true(g_port > 0);
+    return g_port > 0;
+}
+
+static void start_server(const char *model, const char *dir) {
+    for (int i = 0; i < 5; i++)
+        if (try_start_server(model, dir)) return;
+    fail_msg("starling serve did not start (5 tries)");
 }
 
 /* ------------------------------------------------------------ SIGTERM drain */
@@ -405,15 +427,19 @@ typedef struct { int i; atomic_int started; resp r; } drain_arg;
 
 static void *long_stream(void *arg) {
     drain_arg *d = arg;
-    char *b = request_body(5, 1, 30000);
+    /* end-of-text ids (the synthetic model's generation_config: 2, 11) banned,
+       so that the stream is still running when SIGTERM comes, and ends by the
+       drain rather than by itself */
+    char b[300];
+    snprintf(b, sizeof b, "{\"model\": \"starling:S\", \"prompt\": \"Once upon a time\", \"max_tokens\": 30000,"
+             " \"temperature\": 0, \"stream\": true, \"logit_bias\": {\"2\": -100, \"11\": -100}}");
     int fd = dial();
-    if (fd < 0) { free(b); d->r.status = -1; atomic_store(&d->started, -1); return NULL; }
+    if (fd < 0) { d->r.status = -1; atomic_store(&d->started, -1); return NULL; }
     char hdr[512];
     int hn = snprintf(hdr, sizeof hdr, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", strlen(b));
     send_all(fd, hdr, (size_t)hn);
     send_all(fd, b, strlen(b));
-    free(b);
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     for (;;) {
@@ -504,17 +530,19 @@ static void test_soak(void **state) {
     for (int i = 0; i < 4; i++) {
         int ferr;
         char *t = d[i].r.status == 200 ? text_of_sse(5, d[i].r.body, &ferr) : NULL;
-        if (!t) fail_msg("drain: stream %d did not end with a final event and [DONE] (status %d): ...%s", i,
+        /* the final event is the drain's error object ("shutting_down"): the
+           stream was cut by SIGTERM, not finished on its own */
+        if (!t || !ferr || !strstr(d[i].r.body, "shutting_down")) fail_msg("drain: stream %d did not end with a final event and [DONE] (status %d): ...%s", i,
                          d[i].r.status, d[i].r.body && d[i].r.n > 300 ? d[i].r.body + d[i].r.n - 300 : "");
         free(t);
         resp_free(&d[i].r);
     }
-    /* new connections are refused (or, in the moment before the listening
-       socket closes, answered 503) */
+    /* the listening socket was shut down before the running requests were
+       ended: a new connection is refused */
     resp r;
     http("GET", "/health", "", 0, 0, &r);
     int refused = r.status == -1;
-    if (!refused) assert_int_equal(r.status, 503);
+    if (!refused) fail_msg("after SIGTERM, a new connection got status %d: %s", r.status, r.body ? r.body : "");
     resp_free(&r);
     int ws = 0;
     for (int i = 0; i < 3000 && waitpid(g_pid, &ws, WNOHANG) == 0; i++) usleep(10000);
@@ -523,8 +551,7 @@ static void test_soak(void **state) {
         waitpid(g_pid, &ws, 0);
         fail_msg("starling serve did not exit 0 after SIGTERM (status %#x)", ws);
     }
-    printf("  SIGTERM: 4 running streams ended with a final event + [DONE], new connection %s, exit 0\n",
-           refused ? "refused" : "answered 503");
+    printf("  SIGTERM: 4 running streams ended with a final event + [DONE], new connection refused, exit 0\n");
     for (int k = 0; k < N_KINDS; k++) free(g_ref[k]);
     rm_rf(dir);
     free(dir);
