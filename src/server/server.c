@@ -1035,7 +1035,9 @@ st_status st_server_start(const st_model *m, const st_tokenizer *tok, const st_s
         goto fail;
     }
     unsigned limit = (unsigned)(o->parallel + o->queue + 32);
-    S->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)o->port, NULL,
+    /* MHD_USE_ITC: MHD_quiesce_daemon (the SIGTERM drain) needs it */
+    S->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC,
+                            (uint16_t)o->port, NULL,
                             NULL, handler, S, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, S, MHD_OPTION_CONNECTION_LIMIT, limit,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
@@ -1058,12 +1060,18 @@ int st_server_port(const st_server *s) { return s->port; }
 void st_server_stop(st_server *S) {
     if (!S) return;
     atomic_store(&S->stopping, 1);
+    /* No new connections: MHD stops accepting, and shutting the listening
+       socket down makes the kernel refuse them instead of queueing them in
+       the backlog, where they would wait for an accept that never comes. The
+       socket is closed only after MHD_stop_daemon (libmicrohttpd's rule). */
+    MHD_socket ls = MHD_quiesce_daemon(S->d);
+    if (ls != MHD_INVALID_SOCKET) shutdown(ls, SHUT_RDWR);
     st_sched_stop(S->sched);    /* every request ends; waiting connections wake */
-    MHD_quiesce_daemon(S->d);   /* no new connections */
     /* let the woken connections send their final responses (503 for the queued,
        the closing chunk for streams) before the daemon closes the sockets */
     for (int i = 0; i < 300 && atomic_load(&S->open_reqs) > 0; i++) usleep(10000);
     MHD_stop_daemon(S->d);      /* joins the connection threads */
+    if (ls != MHD_INVALID_SOCKET) close(ls);
     st_sched_free(S->sched);
     free_server(S);
 }
