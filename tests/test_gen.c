@@ -298,14 +298,18 @@ static void test_speculative_sampling_distribution(void **st) {
             st_gen_free(g);
         }
     }
+    if (test_quick()) /* too few draws per token: test the law on 16 classes of ids instead */
+        for (int c = 0; c < 4; c++)
+            for (int k = 0; k < 3; k++)
+                for (int t = 16; t < V; t++) { cnt[c][k][t % 16] += cnt[c][k][t]; cnt[c][k][t] = 0; }
     for (int k = 0; k < 3; k++) {
         int df1, df2, df3;
         const double x1 = chi2(cnt[0][k], cnt[1][k], V, &df1), x2 = chi2(cnt[0][k], cnt[2][k], V, &df2),
                      x3 = chi2(cnt[0][k], cnt[3][k], V, &df3);
         print_message("token %d: chi2 L vs L+draft S %.0f (df %d, crit %.0f), vs L+lookup %.0f (df %d), "
                       "L vs S alone %.0f (df %d)\n", k + 2, x1, df1, chi2_crit(df1), x2, df2, x3, df3);
-        assert_true(x1 < chi2_crit(df1));
-        assert_true(x2 < chi2_crit(df2));
+        assert_true(df1 >= 8 && x1 < chi2_crit(df1));
+        assert_true(df2 < 1 || x2 < chi2_crit(df2));
         if (!test_quick()) assert_true(x3 > chi2_crit(df3)); /* the test has the power to see a different law */
     }
     print_message("S drafting for L: %d of %d drafted tokens accepted\n", acc, prop);
