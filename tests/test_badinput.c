@@ -36,6 +36,7 @@
 
 #include "io/safetensors.h"
 #include "model/synth.h"
+#include "io/gguf.h"
 #include "starling.h"
 #include "util_test.h"
 
@@ -1055,6 +1056,13 @@ static void test_fuzz_findings(void **state) {
         free(out);
         st_tokenizer_free(t);
     }
+    /* fuzz_gguf, tests/data/gguf_offset_wrap.gguf: a tensor offset near 2^64
+       wrapped the bounds check (data_start + offset) and pointed the tensor
+       before the map (UB); refused now with one message */
+    st_gguf *g = NULL;
+    assert_int_equal(st_gguf_open("tests/data/gguf_offset_wrap.gguf", &g), ST_ERR_FORMAT);
+    assert_null(g);
+    assert_non_null(strstr(st_last_error(), "outside the file"));
 }
 
 int main(void) {

@@ -350,7 +350,10 @@ st_status st_gguf_open(const char *path, st_gguf **out) {
     uint64_t data_start = ((uint64_t)(c.p - (const uint8_t *)g->map) + align - 1) / align * align;
     for (size_t i = 0; i < g->n_t; i++) {
         st_gguf_tensor_info *t = &g->t[i];
-        if (t->offset % align || data_start + t->offset > g->size || t->bytes > g->size - data_start - t->offset)
+        /* each comparison without a sum that could wrap (a lying offset near
+         * 2^64 made data_start + offset small again; found by fuzz_gguf) */
+        if (t->offset % align || data_start > g->size || t->offset > g->size - data_start ||
+            t->bytes > g->size - data_start - t->offset)
             BAD("%s: %s: data outside the file", path, t->name);
         t->data = (const uint8_t *)g->map + data_start + t->offset;
     }
