@@ -103,6 +103,7 @@ struct st_gen {
     int32_t pending;      /* sampling: the token a rejection drew, taken next step (-1: none) */
     int probe;            /* steps until drafting is tried again                */
     int plain_left;       /* plain steps to run before drafting again           */
+    int pause;            /* length of the last pause (doubles while drafting does not pay) */
     double t_plain, t_spec; /* running seconds per emitted token, plain / drafted steps */
     int n_plain, n_spec;
     int step_kind;        /* this step: 0 other, 1 plain decode, 2 + k verified with k drafts kept */
@@ -786,7 +787,10 @@ static int draft_count(st_gen *g) {
      * keep the plain figure fresh */
     if (g->plain_left > 0) { g->plain_left--; return 0; }
     if (g->n_spec >= 4 && g->n_plain >= 2 && g->t_spec > 0.97 * g->t_plain) {
-        g->plain_left = 32;
+        /* the pause doubles each time drafting proves slower again, so a
+         * drafter that never pays costs a vanishing share of a long run */
+        g->pause = g->pause ? 2 * g->pause : 32;
+        g->plain_left = g->pause;
         g->n_spec = 0;
         return 0;
     }
