@@ -57,7 +57,8 @@ static void usage(FILE *f) {
             "      --bw-mib N         bandwidth buffer in MiB (default 4x the last-level cache,\n"
             "                         at least 1024)\n"
             "      --json FILE        also write the results as JSON\n"
-            "      --svg FILE         plot decode tok/s against MB per token, with the roofline\n"
+            "      --svg FILE         plot decode tok/s against MB per token, with the roofline (and,\n"
+            "                         with --batch, FILE-batch.svg: aggregate tok/s per batch size)\n"
             "      --batch LIST       also decode LIST (e.g. 1,2,4,8) sequences at once through one\n"
             "                         batched forward pass: aggregate tok/s and bytes per step\n"
             "      --verify K         also time one forward of 1..K tokens (speculative verification)\n"
@@ -426,6 +427,36 @@ static int write_svg(const char *path, const result *res, int n, const char *con
     return st ? cli_fail_st("bench", st) : 0;
 }
 
+/* --batch with --svg: aggregate decode tok/s against the batch size, one line
+ * per model x budget, beside the ideal (B x one stream) for the first. */
+static int write_batch_svg(const char *path, const bresult *br, int nb, const result *res,
+                           const char *const *mlabel) {
+    st_plot *p = st_plot_new(&(st_plot_axes){.title = "batched decode: aggregate tok/s vs sequences per step",
+                                             .xlabel = "sequences decoded together (log)",
+                                             .ylabel = "aggregate decode tok/s (log)", .logx = 1, .logy = 1});
+    if (!p) return cli_fail("bench", "out of memory");
+    int color = 0;
+    for (int i = 0; i < nb;) {
+        int j = i;
+        double xs[16], ys[16];
+        int n = 0;
+        while (j < nb && br[j].budget == br[i].budget && n < 16) { xs[n] = br[j].B; ys[n] = br[j].tok_s; n++; j++; }
+        char lab[96];
+        const result *r = &res[br[i].budget];
+        snprintf(lab, sizeof lab, "%s %s", mlabel[r->model], r->label);
+        st_plot_line(p, xs, ys, n, g_colors[color++ % 6], lab, 0);
+        if (i == 0 && n > 1 && xs[0] == 1) { /* ideal scaling of the first line */
+            double yi[16];
+            for (int k = 0; k < n; k++) yi[k] = ys[0] * xs[k];
+            st_plot_line(p, xs, yi, n, "#bbb", "B x one stream (first line)", 1);
+        }
+        i = j;
+    }
+    st_status st = st_plot_write(p, path);
+    st_plot_free(p);
+    return st ? cli_fail_st("bench", st) : 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *dirs[MAX_MODELS], *gen_dir = NULL, *budgets = NULL, *json = NULL, *svg = NULL, *preset = "bench";
     const char *extra[MAX_BUDGETS];
@@ -711,6 +742,12 @@ int cmd_bench(int argc, char **argv) {
                                (int)gen, (int)reps, res, done))
             rc = 1;
         if (svg && write_svg(svg, res, done, mlabel, bw)) rc = 1;
+        if (svg && nb) {
+            char bp[4096];
+            const size_t L = strlen(svg);
+            snprintf(bp, sizeof bp, "%.*s-batch.svg", (int)(L > 4 && !strcmp(svg + L - 4, ".svg") ? L - 4 : L), svg);
+            if (write_batch_svg(bp, bres, nb, res, mlabel)) rc = 1;
+        }
     }
 out:
     for (int i = 0; i < nr; i++) st_budget_free(res[i].b);
