@@ -292,7 +292,6 @@ static int run_batch(st_model *m, const st_budget *b, int B, int prompt, int gen
         if (profiled) out->bytes = prof.bytes / gen;
         else if (rep && B * gen / dt > out->tok_s) { out->tok_s = B * gen / dt; out->step_s = dt / gen; }
     }
-    if (reps == 0 && !rc) { out->tok_s = 0; }
     for (int q = 0; q < B; q++) st_state_free(s[q]);
     st_sampler_free(smp);
     free(tok);
