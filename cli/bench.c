@@ -272,12 +272,12 @@ static int run_batch(st_model *m, const st_budget *b, int B, int prompt, int gen
     for (int i = 0; !rc && i < B * (prompt + gen); i++) tok[i] = (int32_t)(st_splitmix64(&seed) % V);
     out->tok_s = 0;
     st_prof prof;
-    for (int rep = 0; !rc && rep <= reps; rep++) { /* run 0 warms up; the last is profiled */
+    for (int rep = 0; !rc && rep <= reps + 1; rep++) { /* 0 warms up, 1..reps timed, then one profiled */
         for (int q = 0; !rc && q < B; q++) {
             st_state_reset(s[q]);
             rc = st_forward(b, s[q], tok + (size_t)q * (prompt + gen), prompt, NULL, 0);
         }
-        const int profiled = rep == reps;
+        const int profiled = rep == reps + 1;
         if (profiled) { memset(&prof, 0, sizeof prof); st_prof_attach(&prof); }
         double t0 = now_s();
         for (int i = 0; !rc && i < gen; i++) {
