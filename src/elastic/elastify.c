@@ -176,6 +176,22 @@ st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
         }
         s->steps = (int)json_integer_value(n);
         s->seq = (int)json_integer_value(T);
+        json_t *dw = json_object_get(e, "data");
+        if (dw) { /* weights over "data.train", replacing theirs in this stage */
+            double dsum = 0;
+            if (!json_is_array(dw) || (int)json_array_size(dw) != c->t.n_train) {
+                rc = st_err(ST_ERR_FORMAT, "%s: stages[%zu].data must have one weight per data.train file (%d)", path, i, c->t.n_train);
+                goto done;
+            }
+            for (int q = 0; q < c->t.n_train; q++) {
+                json_t *v = json_array_get(dw, (size_t)q);
+                s->data_w[q] = json_is_number(v) ? json_number_value(v) : -1;
+                if (!(s->data_w[q] >= 0)) { rc = st_err(ST_ERR_FORMAT, "%s: stages[%zu].data[%d] must be >= 0", path, i, q); goto done; }
+                dsum += s->data_w[q];
+            }
+            if (!(dsum > 0)) { rc = st_err(ST_ERR_FORMAT, "%s: stages[%zu].data sum to 0", path, i); goto done; }
+            s->has_data = 1;
+        }
         double sum = 0;
         if (p) {
             if (!json_is_array(p) || (int)json_array_size(p) != c->nb) {
@@ -509,6 +525,42 @@ static st_status write_routers(elctx *X, const char *dir) {
     return rc;
 }
 
+/* The checkpoint into an open output directory: student weights, config.json
+   with the elastic block, routers, budgets/NAME.json, tokenizer side files. */
+static st_status write_checkpoint(elctx *X, st_tmodel *m, int W[][ST_N_AX], st_outdir *od) {
+    const st_el_cfg *c = X->c;
+    const st_train_cfg *tc = &c->t;
+    const st_config *pc = X->pc;
+    st_status rc;
+    if ((rc = st_tmodel_write_into(m, od))) return rc;
+    {
+        char *cj = elastic_config(X, pc, W);
+        if (!cj) { rc = st_err(ST_ERR_NOMEM, "elastify: cannot build config.json"); return rc; }
+        rc = st_outdir_write(od, "config.json", cj, strlen(cj));
+        free(cj);
+        if (rc) return rc;
+    }
+    if ((rc = write_routers(X, od->tmp))) return rc;
+    /* budgets/NAME.json: each budget's widths as a --budget-file */
+    {
+        char bd[3400];
+        st_pathf(bd, sizeof bd, "%s/budgets", od->tmp);
+        if (mkdir(bd, 0755) != 0 && errno != EEXIST) { rc = st_err(ST_ERR_IO, "%s: %s", bd, strerror(errno)); return rc; }
+        for (int j = 0; j < c->nb; j++) {
+            json_t *o = widths_json(pc, W[j]);
+            char *txt = json_dumps(o, JSON_PRESERVE_ORDER);
+            json_decref(o);
+            char nm[64];
+            snprintf(nm, sizeof nm, "budgets/%s.json", c->b[j].name);
+            rc = txt ? st_outdir_write(od, nm, txt, strlen(txt)) : ST_ERR_NOMEM;
+            free(txt);
+            if (rc) return rc;
+        }
+    }
+    if ((rc = st_outdir_copy_side_files(od, tc->tokenizer_dir ? tc->tokenizer_dir : tc->init_dir))) return rc;
+    return ST_OK;
+}
+
 st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void *user) {
     st_el_cfg cfg = *cfg_in; /* shallow: only the "parent" targets are filled in below */
     const st_el_cfg *c = &cfg;
@@ -632,6 +684,8 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
     long step = 0;
     for (int s = 0; s < c->nst; s++) {
         const int T = c->st[s].seq;
+        if (c->st[s].has_data) /* this stage's own data mix */
+            for (int i = 0; i < tc->n_train; i++) cum[i] = (i ? cum[i - 1] : 0) + c->st[s].data_w[i];
         st_train_cfg sc = *tc;
         sc.seq = T;
         if ((rc = st_tmodel_reserve(m, B, T)) || (rc = st_tmodel_reserve(teacher, B, T))) goto done;
@@ -756,6 +810,20 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
                 fflush(logf);
             }
             if (cb) cb(&ev, user);
+            /* a snapshot in the final format (slice, eval and run read it), so a
+               long run that is stopped still leaves its latest state behind */
+            if (tc->ckpt_every > 0 && (step + 1) % tc->ckpt_every == 0 && !last) {
+                char snap[3400], note[64];
+                st_outdir sod = {0};
+                if (st_pathf(snap, sizeof snap, "%s-snapshot", tc->out_dir)) { rc = st_err(ST_ERR_ARG, "%s: path too long", tc->out_dir); goto done; }
+                int n = snprintf(note, sizeof note, "%ld\n", step + 1);
+                if ((rc = st_outdir_begin(&sod, snap, 1))) goto done;
+                if ((rc = write_checkpoint(&X, m, W, &sod)) || (rc = st_outdir_write(&sod, "step.txt", note, (size_t)n)) ||
+                    (rc = st_outdir_commit(&sod))) {
+                    st_outdir_abort(&sod);
+                    goto done;
+                }
+            }
             st_killpoint();
         }
     }
@@ -763,33 +831,7 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
     logf = NULL;
     write_plot(svg, c, kdlog, total, vallog);
 
-    /* the checkpoint: student weights + elastic config + routers + side files */
-    if ((rc = st_tmodel_write_into(m, &od))) goto done;
-    {
-        char *cj = elastic_config(&X, pc, W);
-        if (!cj) { rc = st_err(ST_ERR_NOMEM, "elastify: cannot build config.json"); goto done; }
-        rc = st_outdir_write(&od, "config.json", cj, strlen(cj));
-        free(cj);
-        if (rc) goto done;
-    }
-    if ((rc = write_routers(&X, od.tmp))) goto done;
-    /* budgets/NAME.json: each budget's widths as a --budget-file */
-    {
-        char bd[3400];
-        st_pathf(bd, sizeof bd, "%s/budgets", od.tmp);
-        if (mkdir(bd, 0755) != 0 && errno != EEXIST) { rc = st_err(ST_ERR_IO, "%s: %s", bd, strerror(errno)); goto done; }
-        for (int j = 0; j < nb; j++) {
-            json_t *o = widths_json(pc, W[j]);
-            char *txt = json_dumps(o, JSON_PRESERVE_ORDER);
-            json_decref(o);
-            char nm[64];
-            snprintf(nm, sizeof nm, "budgets/%s.json", c->b[j].name);
-            rc = txt ? st_outdir_write(&od, nm, txt, strlen(txt)) : ST_ERR_NOMEM;
-            free(txt);
-            if (rc) goto done;
-        }
-    }
-    if ((rc = st_outdir_copy_side_files(&od, tc->tokenizer_dir ? tc->tokenizer_dir : tc->init_dir))) goto done;
+    if ((rc = write_checkpoint(&X, m, W, &od))) goto done;
     if ((rc = st_outdir_commit(&od))) goto done;
     od_open = 0;
 done:

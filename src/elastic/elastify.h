@@ -30,6 +30,8 @@ typedef struct {
 typedef struct {
     int steps, seq;             /* optimizer steps, tokens per sequence          */
     double p[ST_EL_MAX_BUDGETS];/* budget sampling probabilities                 */
+    int has_data;               /* 1: data_w replaces the train files' weights   */
+    double data_w[16];          /* per data.train file, this stage only          */
 } st_el_stage;
 
 typedef struct {
