@@ -155,18 +155,15 @@ fuzz: fuzz-build
 	scripts/fuzz_run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
 # The main job: the shipped elastic default model (models/elastic, made by
-# make elastic-model from models/parent), one question at each nested budget.
+# make elastic-model from models/parent): one reasoning question at each nested
+# budget, then think with the smallest and answer with the largest
+# (scripts/demo.sh).
 # Without it (a checkout that dropped the model files), a deterministic
 # synthetic model stands in.
 DEFAULT_MODEL := models/elastic
-RUN_BUDGETS   := 9.5M 6M 4M
 run: $(BIN)
 	@if [ -f $(DEFAULT_MODEL)/config.json ]; then \
-	  ./$(BIN) info -m $(DEFAULT_MODEL) && \
-	  for b in $(RUN_BUDGETS); do \
-	    echo "== budget $$b"; \
-	    ./$(BIN) run -m $(DEFAULT_MODEL) --budget $$b --chat -p "What is 47 + 38?" --temp 0 -n 160 || exit 1; echo; \
-	  done; \
+	  scripts/demo.sh ./$(BIN) $(DEFAULT_MODEL) || exit 1; echo; \
 	  echo "== the 4M budget as a GGUF file for llama.cpp (docs/gguf.md)"; \
 	  ./$(BIN) slice -s $(DEFAULT_MODEL) -t $(BUILD)/elastic-4M.gguf --size 4M --format gguf --force -q && \
 	  ./$(BIN) info -m $(BUILD)/elastic-4M.gguf | grep -E '^(gguf|arch|tensors)|feed_forward_length|head_count_kv|tokenizer.ggml.pre' && \

@@ -21,6 +21,7 @@
  */
 #include "cli.h"
 #include "gen/generate.h"
+#include "util/plot.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -79,6 +80,7 @@ typedef struct {
     int cap;                     /* -1 none */
     int pair, mode;              /* pair: think != answer */
     int ok;                      /* ran (0: n/a) */
+    int front;                   /* on the accuracy-latency Pareto frontier */
     char why[256];
     double acc, lat, lat_p50, toks, think_toks, tps;
     double acc_kind[MAX_KINDS];  /* accuracy per task kind */
@@ -185,41 +187,33 @@ static item *gen_arith(int n) {
     return it;
 }
 
-/* ------------------------------------------------------------ SVG */
+/* ------------------------------------------------------------ frontier, plot */
 
-static void svg_escape(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '<') fputs("&lt;", f);
-        else if (*s == '>') fputs("&gt;", f);
-        else if (*s == '&') fputs("&amp;", f);
-        else fputc(*s, f);
+/* r[i] is on the accuracy-latency Pareto frontier when no other configuration
+   is at least as accurate and at least as fast, and better in one of the two. */
+static void mark_frontier(row *r, int n) {
+    for (int i = 0; i < n; i++) {
+        r[i].front = r[i].ok;
+        for (int j = 0; j < n && r[i].front; j++)
+            if (j != i && r[j].ok && r[j].acc >= r[i].acc && r[j].lat <= r[i].lat && (r[j].acc > r[i].acc || r[j].lat < r[i].lat))
+                r[i].front = 0;
     }
 }
 
-static int write_svg(const char *path, const row *r, int n, const char *title) {
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    const int W = 760, H = 480, L = 70, R = 200, T = 40, B = 60;
-    double xmax = 0;
-    for (int i = 0; i < n; i++) if (r[i].ok && r[i].lat > xmax) xmax = r[i].lat;
-    if (xmax <= 0) xmax = 1;
-    xmax *= 1.1;
-    const char *colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n", W, H);
-    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%d\" y=\"22\" font-size=\"14\">", L);
-    svg_escape(f, title);
-    fprintf(f, "</text>\n");
-    int pw = W - L - R, ph = H - T - B;
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#444\"/>\n", L, T, pw, ph);
-    for (int k = 0; k <= 5; k++) {
-        double a = k / 5.0, y = T + ph * (1 - a), xv = xmax * k / 5.0, x = L + pw * k / 5.0;
-        fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, L + pw, y, y);
-        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.0f%%</text>\n", L - 6, y + 4, a * 100);
-        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.0f</text>\n", x, T + ph + 16, xv * 1000);
-    }
-    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">mean latency per item (ms)</text>\n", L + pw / 2, H - 20);
-    fprintf(f, "<text transform=\"translate(18,%d) rotate(-90)\" text-anchor=\"middle\">accuracy</text>\n", T + ph / 2);
-    /* families: single budgets as lines over the cap sweep, pairs as markers */
+static int cmp_lat(const void *a, const void *b) {
+    const row *x = *(const row *const *)a, *y = *(const row *const *)b;
+    return x->lat < y->lat ? -1 : x->lat > y->lat;
+}
+
+/* Accuracy (%) against mean latency (ms): each single budget's cap sweep as a
+   line, every configuration a labelled point, the Pareto frontier dashed. */
+static st_status write_svg(const char *path, row *r, int n, const char *title) {
+    static const char *const colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
+    st_plot *p = st_plot_new(&(st_plot_axes){.title = title, .xlabel = "mean latency per item (ms)", .ylabel = "accuracy (%)",
+                                              .ymin = 0, .ymax = 100});
+    const row **o = calloc((size_t)n + 1, sizeof *o);
+    double *x = calloc((size_t)n + 1, sizeof *x), *y = calloc((size_t)n + 1, sizeof *y);
+    if (!p || !o || !x || !y) { st_plot_free(p); free(o); free(x); free(y); return ST_ERR_NOMEM; }
     char fam[16][32];
     int nf = 0;
     for (int i = 0; i < n; i++) {
@@ -229,38 +223,24 @@ static int write_svg(const char *path, const row *r, int n, const char *title) {
     }
     for (int k = 0; k < nf; k++) {
         const char *col = colors[k % 8];
-        int first = 1;
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-opacity=\"0.5\" points=\"", col);
-        for (int i = 0; i < n; i++) {
-            if (!r[i].ok || strcmp(r[i].family, fam[k]) || r[i].pair) continue;
-            fprintf(f, "%s%.1f,%.1f", first ? "" : " ", L + pw * r[i].lat / xmax, T + ph * (1 - r[i].acc));
-            first = 0;
-        }
-        fprintf(f, "\"/>\n");
-        for (int i = 0; i < n; i++) {
-            if (!r[i].ok || strcmp(r[i].family, fam[k])) continue;
-            double x = L + pw * r[i].lat / xmax, y = T + ph * (1 - r[i].acc);
-            if (r[i].pair && r[i].mode == ST_SWITCH_TRANSPLANT)
-                fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"8\" height=\"8\" fill=\"white\" stroke=\"%s\" stroke-width=\"2\"/>\n", x - 4, y - 4, col);
-            else if (r[i].pair)
-                fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"8\" height=\"8\" fill=\"%s\"/>\n", x - 4, y - 4, col);
-            else
-                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", x, y, col);
-            fprintf(f, "<title>");
-            svg_escape(f, r[i].label);
-            fprintf(f, "</title>\n");
-        }
-        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">", L + pw + 16,
-                T + 8 + 18 * k, col, L + pw + 32, T + 17 + 18 * k);
-        svg_escape(f, fam[k]);
-        fprintf(f, "</text>\n");
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (r[i].ok && !r[i].pair && !strcmp(r[i].family, fam[k])) o[m++] = &r[i];
+        qsort(o, (size_t)m, sizeof *o, cmp_lat);
+        for (int i = 0; i < m; i++) { x[i] = 1000 * o[i]->lat; y[i] = 100 * o[i]->acc; }
+        if (m > 1) st_plot_line(p, x, y, m, col, fam[k], 0);
+        for (int i = 0; i < n; i++)
+            if (r[i].ok && !strcmp(r[i].family, fam[k])) st_plot_point(p, 1000 * r[i].lat, 100 * r[i].acc, col, r[i].label);
     }
-    int ly = T + 18 * nf + 24;
-    fprintf(f, "<text x=\"%d\" y=\"%d\">o single budget (cap sweep)</text>\n", L + pw + 16, ly);
-    fprintf(f, "<text x=\"%d\" y=\"%d\">&#9632; pair, exact switch</text>\n", L + pw + 16, ly + 16);
-    fprintf(f, "<text x=\"%d\" y=\"%d\">&#9633; pair, transplant</text>\n", L + pw + 16, ly + 32);
-    fprintf(f, "</svg>\n");
-    return fclose(f);
+    int m = 0;
+    for (int i = 0; i < n; i++) if (r[i].front) o[m++] = &r[i];
+    qsort(o, (size_t)m, sizeof *o, cmp_lat);
+    for (int i = 0; i < m; i++) { x[i] = 1000 * o[i]->lat; y[i] = 100 * o[i]->acc; }
+    if (m) st_plot_line(p, x, y, m, "#000000", "Pareto frontier", 1);
+    st_status rc = st_plot_write(p, path);
+    st_plot_free(p);
+    free(o); free(x); free(y);
+    return rc;
 }
 
 /* ------------------------------------------------------------ main */
@@ -494,6 +474,7 @@ int cmd_eval(int argc, char **argv) {
                     r->label, 100 * r->acc, 1000 * r->lat, r->toks, r->think_toks);
     }
     /* outputs */
+    mark_frontier(rows, nr);
     mkdir(out, 0755);
     char path[4200];
     snprintf(path, sizeof path, "%s/eval.tsv", out);
@@ -501,7 +482,7 @@ int cmd_eval(int argc, char **argv) {
     if (!f) { cli_fail("eval", "%s: %s", path, strerror(errno)); goto out3; }
     fprintf(f, "config\tthink\tanswer\tswitch\tcap\taccuracy\tlatency_mean_s\tlatency_p50_s\ttokens\tthinking_tokens\ttok_per_s\tnote");
     for (int k = 0; k < g_nkinds; k++) fprintf(f, "\taccuracy_%s", g_kinds[k]);
-    fprintf(f, "\n");
+    fprintf(f, "\tfrontier\n");
     for (int i = 0; i < nr; i++) {
         row *r = &rows[i];
         fprintf(f, "%s\t%s\t%s\t%s\t%d\t", r->label, r->think, r->answer,
@@ -512,7 +493,7 @@ int cmd_eval(int argc, char **argv) {
             if (r->ok) fprintf(f, "\t%.4f", r->acc_kind[k]);
             else fprintf(f, "\t");
         }
-        fprintf(f, "\n");
+        fprintf(f, "\t%d\n", r->front);
     }
     fclose(f);
     snprintf(path, sizeof path, "%s/eval.md", out);
@@ -522,8 +503,8 @@ int cmd_eval(int argc, char **argv) {
         FILE *o = pass ? f : stdout;
         fprintf(o, "# starling eval: %s, %d items%s%s\n\n", dir, n_items, task ? " from " : " (generated addition)",
                 task ? task : "");
-        fprintf(o, "| config | think | answer | switch | cap | accuracy | mean latency (ms) | p50 (ms) | tokens | thinking | tok/s |\n");
-        fprintf(o, "|---|---|---|---|---|---|---|---|---|---|---|\n");
+        fprintf(o, "| config | think | answer | switch | cap | accuracy | mean latency (ms) | p50 (ms) | tokens | thinking | tok/s | frontier |\n");
+        fprintf(o, "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for (int i = 0; i < nr; i++) {
             row *r = &rows[i];
             char cap[16];
@@ -532,9 +513,9 @@ int cmd_eval(int argc, char **argv) {
             fprintf(o, "| %s | %s | %s | %s | %s | ", r->label, r->think, r->answer,
                     r->pair ? (r->mode ? "transplant" : "exact") : "-", cap);
             if (r->ok)
-                fprintf(o, "%.1f%% | %.1f | %.1f | %.1f | %.1f | %.1f |\n", 100 * r->acc, 1000 * r->lat, 1000 * r->lat_p50,
-                        r->toks, r->think_toks, r->tps);
-            else fprintf(o, "n/a | | | | | %s |\n", r->why);
+                fprintf(o, "%.1f%% | %.1f | %.1f | %.1f | %.1f | %.1f | %s |\n", 100 * r->acc, 1000 * r->lat, 1000 * r->lat_p50,
+                        r->toks, r->think_toks, r->tps, r->front ? "yes" : "");
+            else fprintf(o, "n/a | | | | | %s | |\n", r->why);
         }
         if (g_nkinds) {
             fprintf(o, "\nAccuracy by kind of problem:\n\n| config |");
@@ -558,7 +539,7 @@ int cmd_eval(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/eval.svg", out);
     char title[512];
     snprintf(title, sizeof title, "starling eval: accuracy vs latency (%d items)", n_items);
-    if (write_svg(path, rows, nr, title)) { cli_fail("eval", "%s: cannot write", path); goto out3; }
+    if ((e = write_svg(path, rows, nr, title))) { cli_fail_st("eval", e); goto out3; }
     if (!quiet) fprintf(stderr, "starling eval: wrote %s/eval.md, eval.tsv, eval.svg\n", out);
     rc = 0;
 out3:
