@@ -58,7 +58,8 @@ static void usage(FILE *f) {
             "                         at least 1024)\n"
             "      --json FILE        also write the results as JSON\n"
             "      --svg FILE         plot decode tok/s against MB per token, with the roofline (and,\n"
-            "                         with --batch, FILE-batch.svg: aggregate tok/s per batch size)\n"
+            "                         with --batch, FILE-batch.svg: aggregate tok/s per batch size;\n"
+            "                         with --verify, FILE-verify.svg: a k-token pass's relative cost)\n"
             "      --batch LIST       also decode LIST (e.g. 1,2,4,8) sequences at once through one\n"
             "                         batched forward pass: aggregate tok/s and bytes per step\n"
             "      --verify K         also time one forward of 1..K tokens (speculative verification)\n"
@@ -456,6 +457,39 @@ static int write_batch_svg(const char *path, const bresult *br, int nb, const re
     return st ? cli_fail_st("bench", st) : 0;
 }
 
+/* FILE.svg -> FILE-what.svg (the extra plots beside the main one) */
+static const char *svg_sibling(const char *svg, const char *what, char *buf, size_t cap) {
+    const size_t L = strlen(svg);
+    snprintf(buf, cap, "%.*s-%s.svg", (int)(L > 4 && !strcmp(svg + L - 4, ".svg") ? L - 4 : L), svg, what);
+    return buf;
+}
+
+/* --verify with --svg: the cost of one k-token forward relative to one token,
+ * per model x budget, between the two bounds that explain it: 1 (bandwidth
+ * bound: the weights are read once whatever k) and k (compute bound). */
+static int write_verify_svg(const char *path, double (*vsec)[17], int nv, int K, const result *res,
+                            const char *const *mlabel) {
+    st_plot *p = st_plot_new(&(st_plot_axes){.title = "speculative verification: cost of a k-token pass",
+                                             .xlabel = "tokens in one forward pass (k = 1 + drafts)",
+                                             .ylabel = "time relative to one token", .xmin = 1, .xmax = K, .ymin = 0});
+    if (!p) return cli_fail("bench", "out of memory");
+    double xs[17], ys[17];
+    for (int k = 1; k <= K; k++) xs[k - 1] = k;
+    for (int k = 1; k <= K; k++) ys[k - 1] = k;
+    st_plot_line(p, xs, ys, K, "#bbb", "compute bound (k)", 1);
+    for (int k = 1; k <= K; k++) ys[k - 1] = 1;
+    st_plot_line(p, xs, ys, K, "#888", "bandwidth bound (1)", 1);
+    for (int i = 0; i < nv; i++) {
+        char lab[96];
+        snprintf(lab, sizeof lab, "%s %s", mlabel[res[i].model], res[i].label);
+        for (int k = 1; k <= K; k++) ys[k - 1] = vsec[i][k] / vsec[i][1];
+        st_plot_line(p, xs, ys, K, g_colors[i % 6], lab, 0);
+    }
+    st_status st = st_plot_write(p, path);
+    st_plot_free(p);
+    return st ? cli_fail_st("bench", st) : 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *dirs[MAX_MODELS], *gen_dir = NULL, *budgets = NULL, *json = NULL, *svg = NULL, *preset = "bench";
     const char *extra[MAX_BUDGETS];
@@ -743,9 +777,11 @@ int cmd_bench(int argc, char **argv) {
         if (svg && write_svg(svg, res, done, mlabel, bw)) rc = 1;
         if (svg && nb) {
             char bp[4096];
-            const size_t L = strlen(svg);
-            snprintf(bp, sizeof bp, "%.*s-batch.svg", (int)(L > 4 && !strcmp(svg + L - 4, ".svg") ? L - 4 : L), svg);
-            if (write_batch_svg(bp, bres, nb, res, mlabel)) rc = 1;
+            if (write_batch_svg(svg_sibling(svg, "batch", bp, sizeof bp), bres, nb, res, mlabel)) rc = 1;
+        }
+        if (svg && nv && verify_k > 1) {
+            char vp[4096];
+            if (write_verify_svg(svg_sibling(svg, "verify", vp, sizeof vp), vsec, nv, (int)verify_k, res, mlabel)) rc = 1;
         }
     }
 out:
