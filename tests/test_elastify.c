@@ -17,6 +17,7 @@
 
 #include "elastic/elastify.h"
 #include "model/synth.h"
+#include "util/util.h"
 #include "starling.h"
 #include "util_test.h"
 
@@ -341,9 +342,59 @@ static void test_shipped_model(void **s) {
     st_model_free(m);
 }
 
+/* The shipped elastic model reasons at every budget (docs/RESULTS.md): on
+ * held-out problems each budget solves more with its written thoughts than
+ * without, and thinking with the smallest budget then answering with the
+ * full one keeps most of the full budget's accuracy, in both switch modes
+ * (the Mamba and attention heads are not elastic, so the state transplants).
+ * Thresholds sit below the figures of docs/RESULTS.md by the noise of
+ * ITEMS problems. */
+#define ITEMS 30
+#define MIN_GAIN 0.15 /* thinking adds at least this much accuracy at every budget */
+#define MIN_KEEP 0.6  /* every budget with thinking keeps this share of the full one */
+#define MIN_SL 0.75   /* think 4M -> answer 9.5M keeps this share of 9.5M alone */
+static void test_shipped_model_reasons(void **s) {
+    (void)s;
+    FILE *f = fopen("models/elastic/config.json", "r");
+    if (!f) { printf("  models/elastic not present: skipped\n"); skip(); }
+    fclose(f);
+    char *dir = test_tmpdir("elastic_reasons"), cmd[3072];
+    int status;
+    snprintf(cmd, sizeof cmd,
+             "%s tasks --kind mix -n %d --seed 7 --digits 2-4 --split eval -o %s/task.jsonl && "
+             "%s eval -m models/elastic --task %s/task.jsonl --caps 0,none --pairs 4M:9.5M --pair-cap none "
+             "-o %s/ev -q -t 2 > /dev/null",
+             starling_bin(), ITEMS, dir, starling_bin(), dir, dir);
+    char *o = run_capture(cmd, &status);
+    if (status) fail_msg("%s: %s", cmd, o);
+    free(o);
+    char p[600], *tsv = NULL;
+    snprintf(p, sizeof p, "%s/ev/eval.tsv", dir);
+    if (st_read_file(p, &tsv, NULL)) fail_msg("%s", st_last_error());
+    /* rows: 9.5M cap 0, 9.5M no cap, 6M ..., 4M ..., 4M->9.5M exact, transplant */
+    const char *names[3] = {"9.5M", "6M", "4M"};
+    double full = tsv_number(tsv, 1, 5);
+    for (int b = 0; b < 3; b++) {
+        double no = tsv_number(tsv, 2 * b, 5), yes = tsv_number(tsv, 2 * b + 1, 5);
+        printf("  %s: %.0f%% without thinking, %.0f%% with\n", names[b], 100 * no, 100 * yes);
+        assert_true(no >= 0 && yes >= 0);
+        assert_true(yes - no >= MIN_GAIN);
+        assert_true(yes >= MIN_KEEP * full);
+    }
+    for (int md = 0; md < 2; md++) {
+        double sl = tsv_number(tsv, 6 + md, 5);
+        printf("  4M -> 9.5M %s: %.0f%%\n", md ? "transplant" : "exact", 100 * sl);
+        assert_true(sl >= MIN_SL * full);
+    }
+    free(tsv);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shipped_model),
+        cmocka_unit_test(test_shipped_model_reasons),
         cmocka_unit_test(test_cost_matches_stats),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_run),

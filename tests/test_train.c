@@ -383,14 +383,6 @@ static void test_bad_config(void **s) {
  * the columns, and not without them: the claim of docs/training.md, checked on
  * the whole inference path (tokenizer, chat template, thinking, Mamba /
  * attention / MoE decode) against sums the task generator computes itself. */
-static double tsv_accuracy(const char *tsv, int row) { /* column 6 of data row `row` */
-    const char *l = tsv;
-    for (int r = 0; r <= row && l; r++) { l = strchr(l, '\n'); if (l) l++; }
-    if (!l) return -1;
-    for (int c = 0; c < 5 && l; c++) { l = strchr(l, '\t'); if (l) l++; }
-    return l ? atof(l) : -1;
-}
-
 static void test_shipped_parent_reasons(void **st) {
     (void)st;
     FILE *f = fopen("models/parent/config.json", "r");
@@ -409,7 +401,7 @@ static void test_shipped_parent_reasons(void **st) {
     char p[600], *tsv = NULL;
     snprintf(p, sizeof p, "%s/ev/eval.tsv", dir);
     if (st_read_file(p, &tsv, NULL)) fail_msg("%s", st_last_error());
-    double no_think = tsv_accuracy(tsv, 0), think = tsv_accuracy(tsv, 1);
+    double no_think = tsv_number(tsv, 0, 5), think = tsv_number(tsv, 1, 5);
     print_message("shipped parent, 24 held-out additions: %.0f%% without thinking, %.0f%% with\n", 100 * no_think,
                   100 * think);
     assert_true(no_think >= 0 && no_think <= 0.25);

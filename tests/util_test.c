@@ -95,3 +95,11 @@ const char *starling_bin(void) {
 }
 
 int test_quick(void) { const char *e = getenv("ST_TEST_QUICK"); return e && *e && *e != '0'; }
+
+double tsv_number(const char *tsv, int row, int col) {
+    const char *l = tsv;
+    for (int r = 0; r <= row && l; r++) { l = strchr(l, '\n'); if (l) l++; }
+    if (!l || !*l) return -1;
+    for (int c = 0; c < col && l; c++) { l = strchr(l, '\t'); if (l) l++; }
+    return l && *l != '\t' && *l != '\n' ? atof(l) : -1;
+}

@@ -21,6 +21,9 @@ void rm_rf(const char *path);
 char *run_capture(const char *cmd, int *status);
 /* Path to the starling binary under test ($STARLING_BIN or build/starling). */
 const char *starling_bin(void);
+/* Column col (0-based) of data row row (0-based, after the header) of a TSV
+ * text as a number; -1 when missing. */
+double tsv_number(const char *tsv, int row, int col);
 /* 1 when ST_TEST_QUICK is set (sanitizer runs trim long loops). */
 int test_quick(void);
 #endif
