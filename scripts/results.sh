@@ -9,6 +9,7 @@
 #
 #   scripts/results.sh [BIN]         (after make model and make elastic-model)
 #   ITEMS=150 scripts/results.sh     (held-out reasoning items to score; default 150)
+#   SCRATCH=total scripts/results.sh (baselines (b) on parent + elastic tokens, in build/results-total)
 set -eu
 bin=${1:-build/starling}
 items=${ITEMS:-150}
@@ -18,7 +19,17 @@ run=build/elastic/run
 ranked=build/elastic/ranked
 mkdir -p $w
 head -n "$items" build/model/eval.jsonl > $w/eval.jsonl
-tok=$(tail -n 1 $run/elastify.csv | cut -d, -f3)
+el_tok=$(tail -n 1 $run/elastify.csv | cut -d, -f3)
+tok=$el_tok
+# (b)'s token budget: the elastic training's (default), or with SCRATCH=total
+# the parent's pretraining plus the elastic training (the paper's comparison:
+# every token that went into the nested model)
+if [ "${SCRATCH:-elastic}" = total ]; then
+  tok=$(( tok + $(tail -n 1 models/parent/train_log.csv | cut -d, -f2) ))
+  w=build/results-total
+  mkdir -p $w
+  head -n "$items" build/model/eval.jsonl > $w/eval.jsonl
+fi
 steps=$(( tok / 2048 ))   # batch 8 x seq 256
 sources="austen kjv mobydick sotu web"
 
@@ -85,7 +96,7 @@ done
   echo "# Results: the elastic default model against its baselines"
   echo
   echo "Produced by \`scripts/results.sh\` ($(date -u +%Y-%m-%d), $(nproc) cores) after \`make model\` and"
-  echo "\`make elastic-model\`. Elastic training used $tok tokens; each from-scratch baseline (b) trains"
+  echo "\`make elastic-model\`. Elastic training used $el_tok tokens; each from-scratch baseline (b) trains"
   echo "$steps steps x 8 x 256 = $((steps * 2048)) tokens on the same data mix. Validation loss is the mean"
   echo "cross-entropy (nats/token, ctx 256, up to 40 windows) on each source's held-out text;"
   echo "accuracy is exact match on $items held-out reasoning problems (build/model/eval.jsonl), greedy,"
