@@ -1,10 +1,11 @@
 /*
  * rank.h — importance ranking and weight permutation (docs/elastic.md §1,
- * docs/architecture.md §6.1): forward-only activation scores over calibration tokens for every
- * elastic axis, a stable descending sort per axis (per group for Mamba heads,
- * per KV group for attention query heads), and the permutation of every tied
- * tensor dimension so that storage order = rank order. The permuted model
- * computes the same function as the parent; every budget then keeps a prefix.
+ * docs/architecture.md §6.1): forward-only activation scores over
+ * calibration tokens for every elastic axis, a stable descending sort per
+ * axis (per group for Mamba heads, per KV group for attention query heads),
+ * and the permutation of every tied tensor dimension so that storage order
+ * = rank order. The permuted model computes the same function as the parent;
+ * every budget then keeps a prefix.
  *
  * Scores (training forward at full width, masks off; per hook the mean of
  * |activation| over the positions of a sequence, then the root-mean-square

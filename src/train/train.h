@@ -120,12 +120,11 @@ void st_tacts_free(st_tacts *a);
 
 /* ------------------------------------------------------------ elastic masks */
 
-/* Elastic axes of the masked (dynamic) model, docs/architecture.md §6.1 and
- * docs/elastic.md §2. Every
- * width keeps a prefix of the ranked order: hidden channels, expert / FFN
- * neurons and experts a plain prefix; Mamba heads the first w/G of each
- * group; attention query heads the first w/n_kv of each KV group; Mamba head
- * channels the first w of every head. */
+/* Elastic axes of the masked (dynamic) model (docs/architecture.md §6.1,
+ * docs/elastic.md §2). Every width keeps a prefix of the ranked order:
+ * hidden channels, expert / FFN neurons and experts a plain prefix; Mamba
+ * heads the first w/G of each group; attention query heads the first w/n_kv
+ * of each KV group; Mamba head channels the first w of every head. */
 enum {
     ST_AX_HIDDEN,      /* hidden_size                                   */
     ST_AX_MAMBA_HEADS, /* mamba_num_heads (total, multiple of n_groups)   */
