@@ -1,7 +1,7 @@
 /*
  * elastify.c — `starling elastify --config FILE`: elastic training of a
  * ranked parent into one nested checkpoint (src/elastic/elastify.c,
- * docs/method.md §4). Config keys: docs/elastic.md.
+ * docs/elastic.md §2). Config keys: docs/elastic.md.
  */
 #include "cli.h"
 #include "elastic/elastify.h"

@@ -1,7 +1,7 @@
 /*
  * rank.c — `starling rank`: forward-only importance scores of every elastic
  * axis over calibration tokens, then a copy of the parent with every axis
- * permuted into descending importance (src/elastic/rank.h; method.md §3) and
+ * permuted into descending importance (src/elastic/rank.h; docs/elastic.md §1) and
  * OUT/importance.json. The permuted model computes what the parent computes;
  * budgets of it then keep the most important units.
  */

@@ -1,6 +1,6 @@
 /*
  * elastify.c — elastic training with routers, Gumbel-Softmax and
- * distillation (docs/method.md §4; see elastify.h for the outline).
+ * distillation (docs/elastic.md §2; see elastify.h for the outline).
  *
  * Per micro-batch: the frozen parent (teacher) computes logits; each sample
  * draws a budget j from the stage's distribution; for every elastic axis k
@@ -8,13 +8,13 @@
  *     pi = softmax((s·z + g) / tau),  g ~ Gumbel(0, 1),  sel = argmax pi
  * picks width ch_k[sel]; the student's masked forward keeps that prefix
  * with the multiplier pi[sel]/stopgrad(pi[sel]) (the "hard mask × selected
- * probability" of method.md §4.2 as a straight-through estimator): 1 in the
+ * probability" of docs/elastic.md §2 as a straight-through estimator): 1 in the
  * forward, so the student computes exactly the sliced model and no choice is
  * reinforced just because scaled-down activations hurt, while dL/dpi[sel]
  * still reaches the router.
  * Loss = KL(teacher || student) + lambda·|C(w̄)/Ĉ_j − 1|, where
  * w̄_k = Σ_i pi_i·ch_k[i] are the expected widths and C the parameter count
- * (method.md §1.3; the expected-cost surrogate of §4.3).
+ * (docs/architecture.md §6.4; the expected-cost budget loss of docs/elastic.md §2).
  */
 #include "elastic/elastify.h"
 #include "io/outdir.h"
@@ -311,7 +311,7 @@ static void router_bwd(router *r, int j, const float *hpre, const double *dz) {
     for (int o = 0; o < r->nc; o++) gb2[o] += (float)dz[o];
 }
 
-/* Adam without weight decay (the routers are tiny; method.md §4.5 lr 1e-2). */
+/* Adam without weight decay (the routers are tiny; router_lr, 1e-2 by default: docs/elastic.md). */
 static void router_step(router *r, float lr, long t) {
     const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
     float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);

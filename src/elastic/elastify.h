@@ -1,5 +1,5 @@
 /*
- * elastify.h — elastic training (docs/method.md §4): turn a ranked parent
+ * elastify.h — elastic training (docs/elastic.md §2): turn a ranked parent
  * (starling rank) into one nested elastic checkpoint.
  *
  * One router per elastic axis (a 2-layer MLP on the one-hot budget) picks a

@@ -1,10 +1,11 @@
 /*
- * rank.h — importance ranking and weight permutation (docs/method.md §2.4–
- * §3.3): forward-only activation scores over calibration tokens for every
- * elastic axis, a stable descending sort per axis (per group for Mamba heads,
- * per KV group for attention query heads), and the permutation of every tied
- * tensor dimension so that storage order = rank order. The permuted model
- * computes the same function as the parent; every budget then keeps a prefix.
+ * rank.h — importance ranking and weight permutation (docs/elastic.md §1,
+ * docs/architecture.md §6.1): forward-only activation scores over
+ * calibration tokens for every elastic axis, a stable descending sort per
+ * axis (per group for Mamba heads, per KV group for attention query heads),
+ * and the permutation of every tied tensor dimension so that storage order
+ * = rank order. The permuted model computes the same function as the parent;
+ * every budget then keeps a prefix.
  *
  * Scores (training forward at full width, masks off; per hook the mean of
  * |activation| over the positions of a sequence, then the root-mean-square
@@ -15,7 +16,8 @@
  *   mamba_head_dim         x-part of in_proj output (pre-conv), A[h][p] per
  *                          (head, channel); channel p: sqrt(Σ_h A[h][p]²)
  *   mamba_num_heads        head h: sqrt(Σ_p A[h][p]²) over all P channels
- *                          (method.md's D_top taken as every channel: the
+ *                          (the method scores a head over its top-ranked
+ *                          channels only; here over all of them, as the
  *                          kept head_dim is not known at ranking time)
  *   num_attention_heads    head outputs o (o_proj input): sqrt(Σ_e A[i][e]²)
  *   intermediate_size,     relu² activations (what down_proj multiplies; a
@@ -80,7 +82,7 @@ st_status st_rank_sort(st_rank *r);
  * through the inference API (m must have r's config). */
 st_status st_rank_layers(st_rank *r, const st_model *m, const int32_t *tokens, int n_seq, int T, int progress);
 
-/* Permute m's weights by r's perms (every tied dimension; method.md §2.4–§2.7).
+/* Permute m's weights by r's perms (every tied dimension; docs/architecture.md §6.1).
  * The function m computes does not change. */
 st_status st_rank_apply(st_tmodel *m, const st_rank *r);
 

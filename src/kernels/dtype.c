@@ -92,7 +92,7 @@ uint16_t st_f32_to_f16(float f) {
 
 /* ------------------------------------------------------------ fp8 */
 
-/* e4m3fn (no infinities; S.1111.111 is NaN), architecture.md §5.2. Exact values. */
+/* e4m3fn (no infinities; S.1111.111 is NaN), docs/architecture.md §5.2. Exact values. */
 const float st_e4m3_lut[256] = {
     0.0f, 0.001953125f, 0.00390625f, 0.005859375f, 0.0078125f, 0.009765625f, 0.01171875f, 0.013671875f,
     0.015625f, 0.017578125f, 0.01953125f, 0.021484375f, 0.0234375f, 0.025390625f, 0.02734375f, 0.029296875f,

@@ -68,7 +68,7 @@ void st_convert_to_f32(st_dtype dt, const void *src, float *dst, int64_t n, floa
 /* F32 F16 BF16 F8_E4M3 F8_E5M2: the dtypes st_matmul runs on the SIMD paths
  * (the others go through the portable path). */
 int st_dtype_is_float(st_dtype dt);
-/* e4m3fn code -> value (architecture.md §5.2; 0x7f/0xff are NaN). */
+/* e4m3fn code -> value (docs/architecture.md §5.2; 0x7f/0xff are NaN). */
 extern const float st_e4m3_lut[256];
 
 size_t st_dtype_size(st_dtype dt);

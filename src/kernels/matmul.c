@@ -263,7 +263,7 @@ static float eff_scale(const st_mat *W) { return W->scale == 0.0f ? 1.0f : W->sc
 static const float g_e2m1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                  -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
-/* ModelOpt NVFP4 (architecture.md §5.3): byte j of a row holds element 2j in
+/* ModelOpt NVFP4 (docs/architecture.md §5.3): byte j of a row holds element 2j in
  * its low nibble and 2j+1 in the high one; element c is scaled by the E4M3
  * block scale bscale[row][c/16] (non-negative: the sign bit is ignored, as
  * llama.cpp does) and by the per-tensor scale. */

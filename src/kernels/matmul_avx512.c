@@ -403,7 +403,7 @@ static void pack_b(const st_mat *W, const int64_t *rows, int n, const st_span *s
 
 /* ------------------------------------------------------------ NVFP4 */
 
-/* ModelOpt NVFP4 (architecture.md §5.3): codes [rows][cols/2] (element 2j in
+/* ModelOpt NVFP4 (docs/architecture.md §5.3): codes [rows][cols/2] (element 2j in
  * the low nibble of byte j), E4M3 block scales [rows][cols/16] (sign
  * ignored), per-tensor scale. Column spans are 16-aligned (st_matmul checks).
  *

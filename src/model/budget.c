@@ -1,5 +1,5 @@
 /*
- * budget.c — budgets as views. A budget is a set of widths (DESIGN.md table);
+ * budget.c — budgets as views. A budget is a set of widths (docs/architecture.md §6.1);
  * st_budget_new checks every nesting rule and precomputes the row/column spans
  * each layer type reads from the full-width weights, so the forward pass never
  * copies a weight. Kept units are always prefixes in rank order: of the hidden
@@ -211,7 +211,7 @@ static double elem_bytes(st_dtype dt) {
 }
 
 /* Parameter and byte counts of the model this budget would slice out
- * (method.md §1.3 with every width taken from the budget). */
+ * (docs/architecture.md §6.4, every width taken from the budget). */
 void st_budget_stats_get(const st_budget *b, st_budget_stats *s) {
     const st_model *m = b->m;
     const st_config *c = &m->cfg;

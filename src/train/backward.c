@@ -13,7 +13,7 @@
  *   weight   dW += dyᵀ·x                    st_matmul(xᵀ, dyᵀ chunk)  (tokens = W's rows)
  * Transposes cost O(n·d) against the O(n·d·d') products.
  *
- * Elastic masks (st_tmodel_set_masks, method.md §2): every product still runs
+ * Elastic masks (st_tmodel_set_masks, docs/architecture.md §6.1): every product still runs
  * at full width; per sample, masks zero what the sliced model lacks (norms
  * over the active channels only), pi scales the masked points, and cut Mamba
  * heads / channels and attention heads are not run at all. Without masks

@@ -12,7 +12,7 @@
  * in_proj.weight", ...), so a training model loads from and saves to the
  * checkpoints st_model_load reads. Widths come from the shared st_config;
  * every per-layer function takes its widths from st_tdims so that budget
- * masks (a width per axis, method.md §2) can be added by the elastic
+ * masks (a width per axis, docs/architecture.md §6.1) can be added by the elastic
  * training without touching the layer code's shape logic.
  */
 #ifndef ST_TRAIN_H
@@ -120,11 +120,11 @@ void st_tacts_free(st_tacts *a);
 
 /* ------------------------------------------------------------ elastic masks */
 
-/* Elastic axes of the masked (dynamic) model, method.md §2 / §4.2. Every
- * width keeps a prefix of the ranked order: hidden channels, expert / FFN
- * neurons and experts a plain prefix; Mamba heads the first w/G of each
- * group; attention query heads the first w/n_kv of each KV group; Mamba head
- * channels the first w of every head. */
+/* Elastic axes of the masked (dynamic) model (docs/architecture.md §6.1,
+ * docs/elastic.md §2). Every width keeps a prefix of the ranked order:
+ * hidden channels, expert / FFN neurons and experts a plain prefix; Mamba
+ * heads the first w/G of each group; attention query heads the first w/n_kv
+ * of each KV group; Mamba head channels the first w of every head. */
 enum {
     ST_AX_HIDDEN,      /* hidden_size                                   */
     ST_AX_MAMBA_HEADS, /* mamba_num_heads (total, multiple of n_groups)   */
@@ -145,7 +145,7 @@ int st_tmask_parent_width(const st_config *c, int k);
  * what the sliced model of these widths computes (RMSNorm and the grouped
  * Mamba norm over active channels, inactive residual channels held at 0)
  * when every pi is 1; pi[k] is the "hard mask × selected probability"
- * multiplier of axis k (method.md §4.2 mode 1), applied at:
+ * multiplier of axis k (docs/elastic.md §2), applied at:
  *   HIDDEN             every RMSNorm output (layer norms and the final norm)
  *   MAMBA_HEADS, _DIM  the grouped-norm output (out_proj input)
  *   ATTN_HEADS         the attention head outputs (o_proj input)
