@@ -42,16 +42,6 @@ static uint64_t fnv_step(uint64_t h, int32_t t) {
 }
 #define FNV0 0xcbf29ce484222325ull
 
-size_t st_gen_state_bytes(const st_state *s) {
-    const st_config *c = &s->m->cfg;
-    size_t din = (size_t)c->mamba_num_heads * (size_t)c->mamba_head_dim;
-    size_t conv = (size_t)(c->conv_kernel - 1) * (din + 2 * (size_t)c->n_groups * (size_t)c->ssm_state_size);
-    size_t ssm = din * (size_t)c->ssm_state_size;
-    size_t kv = 2 * (size_t)s->kv_cap * (size_t)c->num_key_value_heads * (size_t)c->head_dim;
-    return sizeof(float) * ((size_t)s->m->n_mamba * (conv + ssm) + (size_t)s->m->n_attn * kv) + sizeof *s +
-           sizeof(float) * s->ws_cap;
-}
-
 st_status st_pcache_new(size_t max_bytes, int interval, st_pcache **out) {
     *out = NULL;
     st_pcache *c = st_calloc(1, sizeof *c);
@@ -152,7 +142,7 @@ st_status st_pcache_store(st_pcache *c, const st_budget *b, const int32_t *toks,
     if (rc || !e.toks || (logits && !e.logits)) { entry_free(&e); return rc ? rc : ST_ERR_NOMEM; }
     memcpy(e.toks, toks, sizeof(int32_t) * (size_t)n);
     if (logits) memcpy(e.logits, logits, sizeof(float) * (size_t)V);
-    e.bytes = st_gen_state_bytes(e.snap) + sizeof(int32_t) * (size_t)n + (logits ? sizeof(float) * (size_t)V : 0) +
+    e.bytes = st_state_bytes(e.snap) + sizeof(int32_t) * (size_t)n + (logits ? sizeof(float) * (size_t)V : 0) +
               sizeof e;
     if (e.bytes > c->max_bytes) { entry_free(&e); return ST_OK; }
     pthread_mutex_lock(&c->mu);

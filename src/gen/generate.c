@@ -171,18 +171,8 @@ st_status st_gen_check(const st_model *m, const st_gen_params *p) {
     const st_budget *a = p->think_with, *b = p->answer_with;
     if (p->thinking && a && p->mode == ST_SWITCH_TRANSPLANT && !st_budget_same(a, b)) {
         /* the rule st_state_transplant applies, checked before any work */
-        const st_widths *wa = st_budget_widths(a), *wb = st_budget_widths(b);
-        if (strchr(m->cfg.pattern, 'M') &&
-            (wa->mamba_num_heads != wb->mamba_num_heads || wa->mamba_head_dim != wb->mamba_head_dim))
-            return st_err(ST_ERR_BUDGET,
-                          "transplant %s -> %s is impossible: %s keeps %d Mamba heads x %d channels, %s keeps %d x %d, "
-                          "so the SSM state cannot carry over (use the exact switch mode)",
-                          a->name, b->name, a->name, wa->mamba_num_heads, wa->mamba_head_dim, b->name,
-                          wb->mamba_num_heads, wb->mamba_head_dim);
-        if (wa->n_skip != wb->n_skip || memcmp(wa->skip_layers, wb->skip_layers, sizeof(int) * (size_t)wa->n_skip))
-            return st_err(ST_ERR_BUDGET,
-                          "transplant %s -> %s is impossible: they skip different layers (use the exact switch mode)",
-                          a->name, b->name);
+        char why[400];
+        if (!st_budget_can_transplant(a, b, why, sizeof why)) return st_err(ST_ERR_BUDGET, "%s", why);
     }
     return ST_OK;
 }

@@ -123,6 +123,26 @@ static void make_key(st_budget *b) {
 
 const char *st_budget_key(const st_budget *b) { return b->key; }
 
+int st_widths_can_transplant(const st_config *c, const char *from_name, const st_widths *from, const char *to_name,
+                             const st_widths *to, char *why, size_t n) {
+    if (has_type(c, 'M') && (from->mamba_num_heads != to->mamba_num_heads || from->mamba_head_dim != to->mamba_head_dim)) {
+        snprintf(why, n,
+                 "transplant %s -> %s is impossible: %s keeps %d Mamba heads x %d channels, %s keeps %d x %d, so the "
+                 "SSM state cannot carry over (use the exact switch mode)",
+                 from_name, to_name, from_name, from->mamba_num_heads, from->mamba_head_dim, to_name,
+                 to->mamba_num_heads, to->mamba_head_dim);
+        return 0;
+    }
+    if (from->n_skip != to->n_skip || memcmp(from->skip_layers, to->skip_layers, sizeof(int) * (size_t)from->n_skip)) {
+        snprintf(why, n,
+                 "transplant %s -> %s is impossible: they skip different layers, whose states were never computed "
+                 "(use the exact switch mode)",
+                 from_name, to_name);
+        return 0;
+    }
+    return 1;
+}
+
 st_status st_budget_new(const st_model *m, const st_widths *win, st_budget **out) {
     *out = NULL;
     const st_config *c = &m->cfg;
