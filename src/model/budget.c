@@ -114,8 +114,7 @@ static st_status build_spans(st_budget *b) {
 /* Every width that shapes the computation, and a hash of the skipped layers. */
 static void make_key(st_budget *b) {
     const st_widths *w = &b->w;
-    uint64_t h = 1469598103934665603ull;
-    for (int i = 0; i < w->n_skip; i++) h = (h ^ (uint64_t)w->skip_layers[i]) * 1099511628211ull;
+    uint64_t h = st_fnv1a64(ST_FNV1A64_BASIS, w->skip_layers, sizeof(int) * (size_t)w->n_skip);
     snprintf(b->key, sizeof b->key, "%d/%d/%d/%d/%d/%d/%d/%d/%d/%d:%llx", w->hidden_size, w->num_attention_heads,
              w->mamba_num_heads, w->mamba_head_dim, w->n_routed_experts, w->moe_intermediate_size,
              w->moe_shared_expert_intermediate_size, w->intermediate_size, b->top_k, w->n_skip, (unsigned long long)h);

@@ -50,15 +50,11 @@ const char *const st_bpe_specials[ST_BPE_N_SPECIAL] = {
 
 static st_status nomem(void) { return st_err(ST_ERR_NOMEM, "tokenizer-train: out of memory"); }
 
+/* In-memory tables only: no output depends on where a key lands (words are
+ * sorted by their bytes before training, pairs are numbered as first seen). */
 static uint64_t hash_bytes(const void *p, size_t n) {
-    const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ull; /* FNV-1a 64 */
-    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
+    uint64_t h = st_fnv1a64(ST_FNV1A64_BASIS, p, n);
     return h ^ (h >> 29);
-}
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
-    return x;
 }
 
 /* ------------------------------------------------------------ piece counts */
@@ -382,7 +378,7 @@ static int pmap_rehash(st_bpe_trainer *t, size_t cap) {
     for (size_t i = 0; i < cap; i++) k[i] = -1;
     for (int p = 0; p < t->n_pairs; p++) {
         int64_t key = pkey(t->pairs[p].a, t->pairs[p].b);
-        size_t j = mix64((uint64_t)key) & (cap - 1);
+        size_t j = st_mix64((uint64_t)key) & (cap - 1);
         while (k[j] != -1) j = (j + 1) & (cap - 1);
         k[j] = key; v[j] = p;
     }
@@ -394,7 +390,7 @@ static int pmap_rehash(st_bpe_trainer *t, size_t cap) {
 /* Index of pair (a,b), created with count 0 if absent; -1 out of memory. */
 static int32_t pair_get(st_bpe_trainer *t, int32_t a, int32_t b) {
     int64_t key = pkey(a, b);
-    size_t j = mix64((uint64_t)key) & (t->pmap_cap - 1);
+    size_t j = st_mix64((uint64_t)key) & (t->pmap_cap - 1);
     for (; t->pmap_key[j] != -1; j = (j + 1) & (t->pmap_cap - 1))
         if (t->pmap_key[j] == key) return t->pmap_val[j];
     if ((size_t)(t->n_pairs + 1) * 4 >= t->pmap_cap * 3) {

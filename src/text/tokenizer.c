@@ -231,9 +231,8 @@ static void byte_map_init(void) { pthread_once(&g_byte_once, byte_map_build); }
 /* ------------------------------------------------------------------ hash maps */
 
 static uint32_t hash_bytes(const char *s, size_t n) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 16777619u; }
-    return h;
+    uint64_t h = st_fnv1a64(ST_FNV1A64_BASIS, s, n);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 /* String -> int map; keys live in an external pool addressed by offset. */
@@ -274,24 +273,20 @@ static void smap_put(smap *m, const char *pool, uint32_t off, uint32_t len, int3
 typedef struct { uint64_t key; int32_t rank, id; } mment;
 typedef struct { mment *e; uint64_t mask; } mmap_t;
 
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33;
-    return x;
-}
 static inline uint64_t mkey(int32_t a, int32_t b) {
     return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)b; /* never 0 */
 }
 static const mment *mmap_get(const mmap_t *m, int32_t a, int32_t b) {
     if (!m->e) return NULL;
     uint64_t k = mkey(a, b);
-    for (uint64_t i = mix64(k) & m->mask;; i = (i + 1) & m->mask) {
+    for (uint64_t i = st_mix64(k) & m->mask;; i = (i + 1) & m->mask) {
         if (m->e[i].key == k) return &m->e[i];
         if (!m->e[i].key) return NULL;
     }
 }
 static void mmap_put(mmap_t *m, int32_t a, int32_t b, int32_t rank, int32_t id) {
     uint64_t k = mkey(a, b);
-    for (uint64_t i = mix64(k) & m->mask;; i = (i + 1) & m->mask) {
+    for (uint64_t i = st_mix64(k) & m->mask;; i = (i + 1) & m->mask) {
         if (!m->e[i].key || m->e[i].key == k) { m->e[i].key = k; m->e[i].rank = rank; m->e[i].id = id; return; }
     }
 }
