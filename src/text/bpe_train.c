@@ -27,6 +27,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "text/bpe_train.h"
+#include "text/tokenizer_internal.h"
 #include "util/util.h"
 
 #include <jansson.h>
@@ -622,26 +623,13 @@ void st_bpe_get_stats(const st_bpe_trainer *t, st_bpe_stats *s) {
 
 /* ------------------------------------------------------------ output */
 
-/* GPT-2 byte -> unicode code point (printable bytes are themselves). */
-static int byte_cp(int b) {
-    static int map[256], init;
-    if (!init) { /* benign race: every thread writes the same values */
-        int k = 0;
-        for (int i = 0; i < 256; i++) {
-            int keep = (i >= 33 && i <= 126) || (i >= 161 && i <= 172) || (i >= 174 && i <= 255);
-            map[i] = keep ? i : 256 + k++;
-        }
-        init = 1;
-    }
-    return map[b];
-}
-
 /* Token bytes -> byte-level string (malloc'd, NUL-terminated). */
 static char *bl_string(const char *s, size_t n) {
+    const uint16_t *byte_cp = st_byte_to_cp();
     char *o = malloc(2 * n + 1), *q = o;
     if (!o) return NULL;
     for (size_t i = 0; i < n; i++) {
-        int cp = byte_cp((unsigned char)s[i]);
+        int cp = byte_cp[(unsigned char)s[i]];
         if (cp < 0x80) *q++ = (char)cp;
         else { *q++ = (char)(0xC0 | (cp >> 6)); *q++ = (char)(0x80 | (cp & 0x3F)); }
     }

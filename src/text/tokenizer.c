@@ -194,21 +194,23 @@ static int is_mark(uint32_t c) {
     return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME;
 }
 
-/* GPT-2 byte <-> unicode alphabet: printable Latin-1 bytes map to themselves,
- * the other 68 bytes to U+0100.. in order. */
+/* GPT-2 byte <-> unicode alphabet (tokenizer_internal.h). st_tokenizer_load
+ * builds it, so the encoder and decoder read the tables directly. */
 static uint16_t g_byte2cp[256];
-static int16_t g_cp2byte[324];
+static int16_t g_cp2byte[ST_BYTE_CP_END];
 static void byte_map_build(void) {
     int n = 0;
     for (int b = 0; b < 256; b++) {
         int keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
         g_byte2cp[b] = (uint16_t)(keep ? b : 256 + n++);
     }
-    for (int c = 0; c < 324; c++) g_cp2byte[c] = -1;
+    for (int c = 0; c < ST_BYTE_CP_END; c++) g_cp2byte[c] = -1;
     for (int b = 0; b < 256; b++) g_cp2byte[g_byte2cp[b]] = (int16_t)b;
 }
 static pthread_once_t g_byte_once = PTHREAD_ONCE_INIT;
 static void byte_map_init(void) { pthread_once(&g_byte_once, byte_map_build); }
+const uint16_t *st_byte_to_cp(void) { byte_map_init(); return g_byte2cp; }
+const int16_t *st_cp_to_byte(void) { byte_map_init(); return g_cp2byte; }
 
 /* ------------------------------------------------------------------ hash maps */
 
@@ -1031,7 +1033,7 @@ static st_status dec_apply(tctx *c, const st_tokenizer *t, const dec *d, const t
             int ok = !(is_added && is_added[i]); /* added tokens pass verbatim */
             for (size_t j = 0; j < n && ok;) {
                 int l; uint32_t cp = u8dec((const unsigned char *)s + j, &l);
-                if (cp >= 324 || g_cp2byte[cp] < 0) { ok = 0; break; }
+                if (cp >= ST_BYTE_CP_END || g_cp2byte[cp] < 0) { ok = 0; break; }
                 if (st_buf_putc(&o, (char)g_cp2byte[cp])) { free(o.p); return nomem(); }
                 j += (size_t)l;
             }
