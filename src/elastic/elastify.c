@@ -569,7 +569,6 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
     /* axes: routers where there is a choice; the widest choice must be the
        parent's so that the full budget exists */
     uint64_t rng = st_mix64(tc->seed ^ 0x5eed);
-    int n_routed = 0;
     for (int k = 0; k < ST_N_AX; k++) {
         int pw = st_tmask_parent_width(pc, k);
         X.fixed[k] = pw;
@@ -582,7 +581,6 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
         if (c->nch[k] == 1) continue;
         if ((rc = router_new(&X.R[k], nb, c->router_hidden, c->nch[k], &rng))) goto done;
         X.has[k] = 1;
-        n_routed++;
     }
     /* every single choice must be a valid mask (divisibility, ranges) */
     if (!(ms = st_calloc((size_t)B, sizeof *ms))) { rc = ST_ERR_NOMEM; goto done; }
@@ -613,8 +611,6 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
                 goto done;
             }
     }
-    (void)n_routed;
-
     const int V = pc->vocab_size;
     double cum[16];
     for (int i = 0; i < tc->n_train; i++) {
