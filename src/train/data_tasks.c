@@ -21,6 +21,7 @@
 #include "util/buf.h"
 #include "util/util.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -235,4 +236,44 @@ st_status st_task_assistant(const st_task *t, int think, char **out) {
     if (b.oom) { free(b.p); return st_err(ST_ERR_NOMEM, "tasks: out of memory"); }
     *out = b.p;
     return ST_OK;
+}
+
+/* ------------------------------------------------------------ grading */
+
+/* The last integer in s (with sign), as a string in buf; 0 if none. */
+static int last_number(const char *s, size_t n, char *buf, size_t cap) {
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) continue;
+        size_t b = i, e = i;
+        while (e < n && isdigit((unsigned char)s[e])) e++;
+        if (b > 0 && s[b - 1] == '-') b--;
+        size_t len = e - b < cap - 1 ? e - b : cap - 1;
+        memcpy(buf, s + b, len);
+        buf[len] = 0;
+        found = 1;
+        i = e;
+    }
+    return found;
+}
+
+static int is_number(const char *s) {
+    if (*s == '-') s++;
+    if (!*s) return 0;
+    for (; *s; s++) if (!isdigit((unsigned char)*s)) return 0;
+    return 1;
+}
+
+int st_task_answer_correct(const char *reply, size_t n, const char *want) {
+    if (is_number(want)) {
+        char got[64];
+        if (!last_number(reply, n, got, sizeof got)) return 0;
+        const char *a = got, *b = want;
+        while (*a == '0' && a[1]) a++;
+        while (*b == '0' && b[1]) b++;
+        return !strcmp(a, b);
+    }
+    while (n && isspace((unsigned char)*reply)) { reply++; n--; }
+    while (n && isspace((unsigned char)reply[n - 1])) n--;
+    return n == strlen(want) && !strncasecmp(reply, want, n);
 }
