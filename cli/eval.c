@@ -21,6 +21,7 @@
  */
 #include "cli.h"
 #include "gen/generate.h"
+#include "train/data_tasks.h"
 #include "util/plot.h"
 
 #include <ctype.h>
@@ -95,44 +96,6 @@ static int split(char *s, char **out, int max) {
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
-}
-
-/* The last integer in s (with sign), as a string in buf; 0 if none. */
-static int last_number(const char *s, size_t n, char *buf, size_t cap) {
-    int found = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i])) continue;
-        size_t b = i, e = i;
-        while (e < n && isdigit((unsigned char)s[e])) e++;
-        if (b > 0 && s[b - 1] == '-') b--;
-        size_t len = e - b < cap - 1 ? e - b : cap - 1;
-        memcpy(buf, s + b, len);
-        buf[len] = 0;
-        found = 1;
-        i = e;
-    }
-    return found;
-}
-
-static int is_number(const char *s) {
-    if (*s == '-') s++;
-    if (!*s) return 0;
-    for (; *s; s++) if (!isdigit((unsigned char)*s)) return 0;
-    return 1;
-}
-
-static int correct(const char *reply, size_t n, const char *want) {
-    if (is_number(want)) {
-        char got[64];
-        if (!last_number(reply, n, got, sizeof got)) return 0;
-        const char *a = got, *b = want;
-        while (*a == '0' && a[1]) a++;
-        while (*b == '0' && b[1]) b++;
-        return !strcmp(a, b);
-    }
-    while (n && isspace((unsigned char)*reply)) { reply++; n--; }
-    while (n && isspace((unsigned char)reply[n - 1])) n--;
-    return n == strlen(want) && !strncasecmp(reply, want, n);
 }
 
 static item *load_task(const char *path, int *n_out) {
@@ -451,7 +414,7 @@ int cmd_eval(int argc, char **argv) {
             lat[i] = st_time_now() - t0;
             size_t n;
             const char *c = st_gen_text(g, ST_TEXT_CONTENT, &n);
-            int ok = correct(c, n, items[i].answer);
+            int ok = st_task_answer_correct(c, n, items[i].answer);
             right += ok;
             if (items[i].kind >= 0) { right_k[items[i].kind] += ok; n_k[items[i].kind]++; }
             const st_gen_stats *s = st_gen_get_stats(g);

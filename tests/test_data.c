@@ -636,6 +636,41 @@ static void test_tasks_correct_and_deterministic(void **state) {
     assert_int_equal(st_task_gen(&bad, 0, &a), ST_ERR_ARG);
 }
 
+/* The eval grader: the last integer of the reply for numeric answers, the
+ * trimmed reply (any case) otherwise; every generated task grades its own answer. */
+static void test_tasks_grader(void **state) {
+    (void)state;
+#define OK(reply, want) assert_true(st_task_answer_correct(reply, strlen(reply), want))
+#define NO(reply, want) assert_false(st_task_answer_correct(reply, strlen(reply), want))
+    OK("85", "85");
+    OK("47 + 38: c1 7+8=15, so the sum is 85", "85");
+    OK("0085", "85");
+    OK("-12", "-12");
+    NO("12", "-12");
+    NO("85 or 86", "85");
+    NO("no number here", "85");
+    OK("  Alpha \n", "alpha");
+    NO("alpha beta", "alpha");
+    OK("1, 2, 3", "1, 2, 3");
+    NO("1, 2, 4", "1, 2, 3");
+    assert_false(st_task_answer_correct("850", 2, "850")); /* only reply[0..n) counts */
+#undef OK
+#undef NO
+    for (int k = 0; k < ST_TASK_MIX; k++) {
+        st_task_opts o = {.kind = (st_task_kind)k, .seed = 9};
+        for (int i = 0; i < 50; i++) {
+            st_task t;
+            assert_int_equal(st_task_gen(&o, (uint64_t)i, &t), ST_OK);
+            char *as;
+            assert_int_equal(st_task_assistant(&t, 1, &as), ST_OK);
+            const char *reply = strstr(as, "</think>\n") + 9;
+            assert_true(st_task_answer_correct(reply, strlen(reply), t.answer));
+            free(as);
+            st_task_free(&t);
+        }
+    }
+}
+
 /* Canonical problem from the prompt text alone (independent of the library's key). */
 static void canon(const st_task *t, char *out, size_t cap) {
     long long v[16];
@@ -791,6 +826,7 @@ int main(void) {
         cmocka_unit_test(test_bpe_hf_reference),
         cmocka_unit_test(test_bpe_bad_input),
         cmocka_unit_test(test_tasks_correct_and_deterministic),
+        cmocka_unit_test(test_tasks_grader),
         cmocka_unit_test(test_tasks_heldout_disjoint),
         cmocka_unit_test(test_tasks_render),
         cmocka_unit_test(test_cli),

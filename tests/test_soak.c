@@ -36,7 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "server/sched.h" /* st_sbuf */
+#include "server/sched.h" /* st_buf */
 #include "util/util.h"
 #include "util_test.h"
 
@@ -164,12 +164,12 @@ static char *request_body(int kind, int stream, int max_tokens) {
 static const char *path_of(int kind) { return kind == 5 ? "/v1/completions" : "/v1/chat/completions"; }
 
 /* the model is random: its text may hold NULs (\u0000), kept with lengths */
-static void put_json_str(st_sbuf *b, json_t *v) {
-    if (json_is_string(v)) st_sbuf_put(b, json_string_value(v), json_string_length(v));
+static void put_json_str(st_buf *b, json_t *v) {
+    if (json_is_string(v)) st_buf_put(b, json_string_value(v), json_string_length(v));
 }
 
 /* reasoning + "|" + content as a NUL-terminated copy where NULs become 0x01 */
-static char *joined(const st_sbuf *rs, const st_sbuf *ct) {
+static char *joined(const st_buf *rs, const st_buf *ct) {
     char *out = malloc(rs->n + ct->n + 2);
     memcpy(out, rs->p ? rs->p : "", rs->n);
     out[rs->n] = '|';
@@ -183,7 +183,7 @@ static char *joined(const st_sbuf *rs, const st_sbuf *ct) {
 static char *text_of_json(int kind, const char *body) {
     json_t *j = json_loads(body, JSON_ALLOW_NUL, NULL);
     json_t *c0 = json_array_get(json_object_get(j, "choices"), 0);
-    st_sbuf rs = {0}, ct = {0};
+    st_buf rs = {0}, ct = {0};
     json_t *m = kind == 5 ? c0 : json_object_get(c0, "message");
     json_t *c = json_object_get(m, kind == 5 ? "text" : "content");
     char *out = NULL;
@@ -192,8 +192,8 @@ static char *text_of_json(int kind, const char *body) {
         put_json_str(&rs, json_object_get(m, "reasoning_content"));
         out = joined(&rs, &ct);
     }
-    st_sbuf_free(&rs);
-    st_sbuf_free(&ct);
+    st_buf_free(&rs);
+    st_buf_free(&ct);
     json_decref(j);
     return out;
 }
@@ -201,7 +201,7 @@ static char *text_of_json(int kind, const char *body) {
 /* The same from an SSE stream; NULL unless it ends with a finish_reason chunk
  * and [DONE]. *final_error: the last event was an error object instead. */
 static char *text_of_sse(int kind, const char *body, int *final_error) {
-    st_sbuf rs = {0}, ct = {0};
+    st_buf rs = {0}, ct = {0};
     int finished = 0, done = 0, bad = 0;
     *final_error = 0;
     const char *p = body;
@@ -229,8 +229,8 @@ static char *text_of_sse(int kind, const char *body, int *final_error) {
         p = e;
     }
     char *out = !bad && done && (finished || *final_error) ? joined(&rs, &ct) : NULL;
-    st_sbuf_free(&rs);
-    st_sbuf_free(&ct);
+    st_buf_free(&rs);
+    st_buf_free(&ct);
     return out;
 }
 

@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "util/killsafe.h"
+#include "util/plot.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -411,52 +412,26 @@ static double val_at(st_tmodel *m, const st_train_cfg *tc, const st_tokfile *vf,
  * loss (dots + line) against the step. */
 static st_status write_plot(const char *path, const st_el_cfg *c, const double *kd, long n, const double *val /*[n][nb]*/) {
     static const char *col[ST_EL_MAX_BUDGETS] = {"#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"};
-    double y0 = INFINITY, y1 = -INFINITY;
-    for (long i = 0; i < n; i++) {
-        if (isfinite(kd[i])) { y0 = fmin(y0, kd[i]); y1 = fmax(y1, kd[i]); }
-        for (int j = 0; j < c->nb; j++) if (val[i * c->nb + j] >= 0) { y0 = fmin(y0, val[i * c->nb + j]); y1 = fmax(y1, val[i * c->nb + j]); }
-    }
-    if (!(y1 > y0)) { y0 = isfinite(y0) ? y0 - 1 : 0; y1 = y0 + 2; }
-    y0 = fmin(y0, 0);
-    const double W = 760, Hh = 440, l = 60, r = 150, t = 30, b = 40, x1 = n > 1 ? (double)n : 2;
-    size_t cap = 8192 + (size_t)n * (64 + 48 * (size_t)c->nb), at = 0;
-    char *o = malloc(cap);
-    if (!o) return ST_ERR_NOMEM;
-#define PX(s) (l + ((s) - 1) / (x1 - 1) * (W - l - r))
-#define PY(v) (t + (y1 - (v)) / (y1 - y0) * (Hh - t - b))
-    at += (size_t)snprintf(o + at, cap - at,
-                           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
-                           "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-                           "<text x=\"%.0f\" y=\"18\">elastic training: distillation KL (blue) and validation loss per budget</text>\n"
-                           "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n"
-                           "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n"
-                           "<text x=\"4\" y=\"%.0f\">%.3g</text><text x=\"4\" y=\"%.0f\">%.3g</text>\n"
-                           "<text x=\"%.0f\" y=\"%.0f\">1</text><text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">step %ld</text>\n",
-                           W, Hh, l, l, Hh - b, W - r, Hh - b, l, t, l, Hh - b, t + 10, y1, Hh - b, y0, l, Hh - b + 16,
-                           W - r, Hh - b + 16, n);
-    at += (size_t)snprintf(o + at, cap - at, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.2\" points=\"");
-    for (long i = 0; i < n; i++) if (isfinite(kd[i])) at += (size_t)snprintf(o + at, cap - at, "%.1f,%.1f ", PX(i + 1), PY(kd[i]));
-    at += (size_t)snprintf(o + at, cap - at, "\"/>\n");
+    double *xs = st_malloc(2 * sizeof(double) * (size_t)(n > 0 ? n : 1)), *ys = xs + (n > 0 ? n : 1); /* [n] each */
+    st_plot *p = st_plot_new(&(st_plot_axes){.title = "elastic training: distillation KL and validation loss per budget",
+                                             .xlabel = "step", .ylabel = "loss"});
+    if (!xs || !p) { free(xs); st_plot_free(p); return ST_ERR_NOMEM; }
+    int k = 0;
+    for (long i = 0; i < n; i++)
+        if (isfinite(kd[i])) { xs[k] = (double)(i + 1); ys[k] = kd[i]; k++; }
+    st_plot_line(p, xs, ys, k, "#1f77b4", "train KL", 0);
     for (int j = 0; j < c->nb; j++) {
-        at += (size_t)snprintf(o + at, cap - at, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", col[j]);
-        for (long i = 0; i < n; i++) {
-            double v = val[i * c->nb + j];
-            if (v >= 0) at += (size_t)snprintf(o + at, cap - at, "%.1f,%.1f ", PX(i + 1), PY(v));
-        }
-        at += (size_t)snprintf(o + at, cap - at, "\"/>\n");
-        for (long i = 0; i < n; i++) {
-            double v = val[i * c->nb + j];
-            if (v >= 0) at += (size_t)snprintf(o + at, cap - at, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", PX(i + 1), PY(v), col[j]);
-        }
-        at += (size_t)snprintf(o + at, cap - at, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">val %s</text>\n", W - r + 10, t + 20.0 + 16 * j,
-                               col[j], c->b[j].name);
+        k = 0;
+        for (long i = 0; i < n; i++)
+            if (val[i * c->nb + j] >= 0) { xs[k] = (double)(i + 1); ys[k] = val[i * c->nb + j]; k++; }
+        char label[80];
+        snprintf(label, sizeof label, "val %s", c->b[j].name);
+        st_plot_line(p, xs, ys, k, col[j], label, 0);
+        st_plot_dots(p, xs, ys, k, col[j], NULL);
     }
-    at += (size_t)snprintf(o + at, cap - at, "<text x=\"%.0f\" y=\"%.0f\" fill=\"#1f77b4\">train KL</text>\n</svg>\n", W - r + 10,
-                           t + 20.0 + 16 * c->nb);
-#undef PX
-#undef PY
-    st_status rc = at < cap ? st_write_file_atomic(path, o, at) : st_err(ST_ERR_RANGE, "elastify: plot buffer");
-    free(o);
+    st_status rc = st_plot_write(p, path);
+    st_plot_free(p);
+    free(xs);
     return rc;
 }
 
@@ -594,7 +569,6 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
     /* axes: routers where there is a choice; the widest choice must be the
        parent's so that the full budget exists */
     uint64_t rng = st_mix64(tc->seed ^ 0x5eed);
-    int n_routed = 0;
     for (int k = 0; k < ST_N_AX; k++) {
         int pw = st_tmask_parent_width(pc, k);
         X.fixed[k] = pw;
@@ -607,7 +581,6 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
         if (c->nch[k] == 1) continue;
         if ((rc = router_new(&X.R[k], nb, c->router_hidden, c->nch[k], &rng))) goto done;
         X.has[k] = 1;
-        n_routed++;
     }
     /* every single choice must be a valid mask (divisibility, ranges) */
     if (!(ms = st_calloc((size_t)B, sizeof *ms))) { rc = ST_ERR_NOMEM; goto done; }
@@ -638,8 +611,6 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
                 goto done;
             }
     }
-    (void)n_routed;
-
     const int V = pc->vocab_size;
     double cum[16];
     for (int i = 0; i < tc->n_train; i++) {

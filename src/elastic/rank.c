@@ -7,6 +7,7 @@
 #include "elastic/rank.h"
 #include "io/outdir.h"
 #include "train/tacts.h"
+#include "util/buf.h"
 #include "util/util.h"
 
 #include <math.h>
@@ -633,104 +634,82 @@ done:
 
 /* ------------------------------------------------------------ importance.json */
 
-typedef struct { char *s; size_t n, cap; int oom; } sbuf;
-
-static void sb_put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_put(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
-        va_end(ap);
-        if (k < 0) { b->oom = 1; return; }
-        if ((size_t)k < b->cap - b->n) { b->n += (size_t)k; return; }
-        size_t nc = b->cap * 2 + (size_t)k + 64;
-        char *ns = realloc(b->s, nc);
-        if (!ns) { b->oom = 1; return; }
-        b->s = ns;
-        b->cap = nc;
-    }
-}
-
 /* layer importance: null when not computed */
-static void sb_num(sbuf *b, double v) {
-    if (v < 0 || !isfinite(v)) sb_put(b, "null");
-    else sb_put(b, "%.7g", v);
+static void sb_num(st_buf *b, double v) {
+    if (v < 0 || !isfinite(v)) st_buf_printf(b, "null");
+    else st_buf_printf(b, "%.7g", v);
 }
 
 /* {"groups": g, "scores": [new order], "perm": [parent index per new position]} */
-static void sb_axis(sbuf *b, const st_rank_axis *a) {
-    sb_put(b, "{\"groups\": %d, \"scores\": [", a->groups);
-    for (int i = 0; i < a->n; i++) sb_put(b, "%s%.7g", i ? ", " : "", a->score[a->perm[i]]);
-    sb_put(b, "], \"perm\": [");
-    for (int i = 0; i < a->n; i++) sb_put(b, "%s%d", i ? ", " : "", a->perm[i]);
-    sb_put(b, "]}");
+static void sb_axis(st_buf *b, const st_rank_axis *a) {
+    st_buf_printf(b, "{\"groups\": %d, \"scores\": [", a->groups);
+    for (int i = 0; i < a->n; i++) st_buf_printf(b, "%s%.7g", i ? ", " : "", a->score[a->perm[i]]);
+    st_buf_printf(b, "], \"perm\": [");
+    for (int i = 0; i < a->n; i++) st_buf_printf(b, "%s%d", i ? ", " : "", a->perm[i]);
+    st_buf_printf(b, "]}");
 }
 
 char *st_rank_json(const st_rank *r) {
     const st_config *c = &r->cfg;
-    sbuf b = {malloc(1 << 16), 0, 1 << 16, 0};
-    if (!b.s) return NULL;
-    b.s[0] = 0;
-    sb_put(&b, "{\n  \"format_version\": 1,\n");
-    sb_put(&b, "  \"calibration\": {\"tokens\": %ld, \"sequences\": %d, \"seq_len\": %d, \"layer_importance_tokens\": %ld},\n",
-           r->n_tokens, r->n_seq, r->seq_len, r->n_layer_tokens);
-    sb_put(&b, "  \"method\": \"per hook: mean |activation| over a sequence's positions, root-mean-square over sequences, "
+    st_buf b = {0};
+    st_buf_printf(&b, "{\n  \"format_version\": 1,\n");
+    st_buf_printf(&b, "  \"calibration\": {\"tokens\": %ld, \"sequences\": %d, \"seq_len\": %d, \"layer_importance_tokens\": %ld},\n",
+                  r->n_tokens, r->n_seq, r->seq_len, r->n_layer_tokens);
+    st_buf_printf(&b, "  \"method\": \"per hook: mean |activation| over a sequence's positions, root-mean-square over sequences, "
                "summed over hooks; hidden_size: every RMSNorm output incl. the final norm; mamba_head_dim / "
                "mamba_num_heads: x-part of in_proj output, L2 over heads / over channels, heads ranked within groups; "
                "num_attention_heads: head outputs, L2 over head_dim, ranked within KV groups; intermediate_size, "
                "moe_shared_expert_intermediate_size: relu2 activations; moe_intermediate_size: mean relu2 activation "
                "over routed tokens, per expert; n_routed_experts: REAP; layer importance: normalised logit MSE with "
                "the layer skipped (depth not permuted)\",\n");
-    sb_put(&b, "  \"note\": \"scores are listed in the NEW (permuted) order; perm[i] is the parent index now at position i\",\n");
-    sb_put(&b, "  \"hidden_size\": ");
+    st_buf_printf(&b, "  \"note\": \"scores are listed in the NEW (permuted) order; perm[i] is the parent index now at position i\",\n");
+    st_buf_printf(&b, "  \"hidden_size\": ");
     sb_axis(&b, &r->hidden);
-    sb_put(&b, ",\n  \"layer_importance\": [");
+    st_buf_printf(&b, ",\n  \"layer_importance\": [");
     for (int l = 0; l < c->n_layers; l++) {
-        sb_put(&b, "%s", l ? ", " : "");
+        st_buf_printf(&b, "%s", l ? ", " : "");
         sb_num(&b, r->L[l].importance);
     }
-    sb_put(&b, "],\n  \"layers\": [\n");
+    st_buf_printf(&b, "],\n  \"layers\": [\n");
     for (int l = 0; l < c->n_layers; l++) {
         const st_rank_layer *L = &r->L[l];
-        sb_put(&b, "    {\"layer\": %d, \"type\": \"%c\", \"importance\": ", l, L->type);
+        st_buf_printf(&b, "    {\"layer\": %d, \"type\": \"%c\", \"importance\": ", l, L->type);
         sb_num(&b, L->importance);
         switch (L->type) {
         case 'M':
-            sb_put(&b, ",\n     \"mamba_num_heads\": ");
+            st_buf_printf(&b, ",\n     \"mamba_num_heads\": ");
             sb_axis(&b, &L->mamba_heads);
-            sb_put(&b, ",\n     \"mamba_head_dim\": ");
+            st_buf_printf(&b, ",\n     \"mamba_head_dim\": ");
             sb_axis(&b, &L->mamba_dim);
             break;
         case '*':
-            sb_put(&b, ",\n     \"num_attention_heads\": ");
+            st_buf_printf(&b, ",\n     \"num_attention_heads\": ");
             sb_axis(&b, &L->attn_heads);
             break;
         case '-':
-            sb_put(&b, ",\n     \"intermediate_size\": ");
+            st_buf_printf(&b, ",\n     \"intermediate_size\": ");
             sb_axis(&b, &L->ffn);
             break;
         case 'E':
-            sb_put(&b, ",\n     \"n_routed_experts\": ");
+            st_buf_printf(&b, ",\n     \"n_routed_experts\": ");
             sb_axis(&b, &L->experts);
-            sb_put(&b, ",\n     \"moe_intermediate_size\": [");
+            st_buf_printf(&b, ",\n     \"moe_intermediate_size\": [");
             for (int e = 0; e < c->n_routed_experts; e++) { /* in the new expert order */
-                sb_put(&b, "%s\n       ", e ? "," : "");
+                st_buf_printf(&b, "%s\n       ", e ? "," : "");
                 sb_axis(&b, &L->expert_ffn[L->experts.perm[e]]);
             }
-            sb_put(&b, "]");
+            st_buf_printf(&b, "]");
             if (c->n_shared_experts) {
-                sb_put(&b, ",\n     \"moe_shared_expert_intermediate_size\": ");
+                st_buf_printf(&b, ",\n     \"moe_shared_expert_intermediate_size\": ");
                 sb_axis(&b, &L->ffn);
             }
             break;
         }
-        sb_put(&b, "}%s\n", l + 1 < c->n_layers ? "," : "");
+        st_buf_printf(&b, "}%s\n", l + 1 < c->n_layers ? "," : "");
     }
-    sb_put(&b, "  ]\n}\n");
-    if (b.oom) { free(b.s); return NULL; }
-    return b.s;
+    st_buf_printf(&b, "  ]\n}\n");
+    if (b.oom) { free(b.p); return NULL; }
+    return b.p;
 }
 
 st_status st_rank_save(const st_tmodel *m, const st_rank *r, const char *dir, const char *src_dir, int force) {

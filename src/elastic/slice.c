@@ -208,8 +208,8 @@ static st_status build_plan(plan *p, const st_budget *b) {
 #define OUT(s) (snprintf(on, sizeof on, "backbone.layers.%d.%s", out_l, s), on)
         T(add_vec(p, OUT("norm.weight"), SRC("norm.weight"), &hs, 1));
         if (t == 'M') {
-            const int G = c->n_groups, R = c->mamba_num_heads / G, r = b->m_r, nk = r * G;
-            const int din = c->mamba_num_heads * c->mamba_head_dim, conv = din + 2 * G * c->ssm_state_size;
+            const int G = c->n_groups, R = c->mamba_num_heads / G, r = b->m_r;
+            const int din = c->mamba_num_heads * c->mamba_head_dim;
             T(add_mat(p, OUT("mixer.in_proj.weight"), SRC("mixer.in_proj.weight"), c->hidden_size, b->m_inproj_rows,
                       b->m_n_inproj_rows, &hs, 1));
             st_span *cr = st_malloc(sizeof *cr * (size_t)(b->m_din + 2 * G * c->ssm_state_size));
@@ -223,7 +223,6 @@ static st_status build_plan(plan *p, const st_budget *b) {
             if (!rc && c->use_conv_bias) rc = add_vec(p, OUT("mixer.conv1d.bias"), SRC("mixer.conv1d.bias"), cr, ncr);
             free(cr);
             T(rc);
-            (void)conv;
             st_span hsel[ST_MAX_LAYERS];
             int nh = 0;
             for (int g = 0; g < G && nh < ST_MAX_LAYERS; g++) hsel[nh++] = (st_span){g * R, r};
@@ -233,7 +232,6 @@ static st_status build_plan(plan *p, const st_budget *b) {
             T(add_vec(p, OUT("mixer.norm.weight"), SRC("mixer.norm.weight"), b->m_cols, b->m_n_cols));
             T(add_mat(p, OUT("mixer.out_proj.weight"), SRC("mixer.out_proj.weight"), din, &hs, 1, b->m_cols,
                       b->m_n_cols));
-            (void)nk;
         } else if (t == '*') {
             const int q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
             const st_span kvs = {0, kv};

@@ -35,22 +35,6 @@ struct st_pcache {
     uint64_t lookups, hits, hit_tokens, stores, evictions;
 };
 
-static uint64_t fnv_step(uint64_t h, int32_t t) {
-    uint32_t u = (uint32_t)t;
-    for (int i = 0; i < 4; i++) { h ^= (u >> (8 * i)) & 0xff; h *= 0x100000001b3ull; }
-    return h;
-}
-#define FNV0 0xcbf29ce484222325ull
-
-size_t st_gen_state_bytes(const st_state *s) {
-    const st_config *c = &s->m->cfg;
-    size_t din = (size_t)c->mamba_num_heads * (size_t)c->mamba_head_dim;
-    size_t conv = (size_t)(c->conv_kernel - 1) * (din + 2 * (size_t)c->n_groups * (size_t)c->ssm_state_size);
-    size_t ssm = din * (size_t)c->ssm_state_size;
-    size_t kv = 2 * (size_t)s->kv_cap * (size_t)c->num_key_value_heads * (size_t)c->head_dim;
-    return sizeof(float) * ((size_t)s->m->n_mamba * (conv + ssm) + (size_t)s->m->n_attn * kv) + sizeof *s +
-           sizeof(float) * s->ws_cap;
-}
 
 st_status st_pcache_new(size_t max_bytes, int interval, st_pcache **out) {
     *out = NULL;
@@ -84,8 +68,8 @@ int st_pcache_lookup(st_pcache *c, const st_budget *b, const int32_t *toks, int 
     const char *key = st_budget_key(b);
     uint64_t *ph = malloc(sizeof(uint64_t) * ((size_t)n + 1)); /* ph[i]: hash of toks[0..i) */
     if (!ph) return 0;
-    ph[0] = FNV0;
-    for (int i = 0; i < n; i++) ph[i + 1] = fnv_step(ph[i], toks[i]);
+    ph[0] = ST_FNV1A64_BASIS;
+    for (int i = 0; i < n; i++) ph[i + 1] = st_fnv1a64(ph[i], &toks[i], sizeof toks[i]);
     int got = 0;
     pthread_mutex_lock(&c->mu);
     c->lookups++;
@@ -128,8 +112,7 @@ st_status st_pcache_store(st_pcache *c, const st_budget *b, const int32_t *toks,
     entry e = {0};
     snprintf(e.key, sizeof e.key, "%s", st_budget_key(b));
     e.n = n;
-    e.hash = FNV0;
-    for (int i = 0; i < n; i++) e.hash = fnv_step(e.hash, toks[i]);
+    e.hash = st_fnv1a64(ST_FNV1A64_BASIS, toks, sizeof(int32_t) * (size_t)n);
     /* refresh an existing entry without copying anything */
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < c->n; i++) {
@@ -152,7 +135,7 @@ st_status st_pcache_store(st_pcache *c, const st_budget *b, const int32_t *toks,
     if (rc || !e.toks || (logits && !e.logits)) { entry_free(&e); return rc ? rc : ST_ERR_NOMEM; }
     memcpy(e.toks, toks, sizeof(int32_t) * (size_t)n);
     if (logits) memcpy(e.logits, logits, sizeof(float) * (size_t)V);
-    e.bytes = st_gen_state_bytes(e.snap) + sizeof(int32_t) * (size_t)n + (logits ? sizeof(float) * (size_t)V : 0) +
+    e.bytes = st_state_bytes(e.snap) + sizeof(int32_t) * (size_t)n + (logits ? sizeof(float) * (size_t)V : 0) +
               sizeof e;
     if (e.bytes > c->max_bytes) { entry_free(&e); return ST_OK; }
     pthread_mutex_lock(&c->mu);

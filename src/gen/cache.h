@@ -49,7 +49,4 @@ st_status st_pcache_store(st_pcache *c, const st_budget *b, const int32_t *toks,
 
 void st_pcache_stats_get(st_pcache *c, st_pcache_stats *out);
 
-/* Bytes a snapshot of s holds (conv + SSM states + the KV rows in use). */
-size_t st_gen_state_bytes(const st_state *s);
-
 #endif

@@ -11,6 +11,7 @@
  */
 #include "gen/generate.h"
 #include "model/model.h"
+#include "util/buf.h"
 #include "util/util.h"
 
 #include <limits.h>
@@ -19,23 +20,6 @@
 #include <stdlib.h>
 
 enum { PH_PREFILL, PH_THINK, PH_SWITCH, PH_ANSWER, PH_DONE };
-
-typedef struct { char *p; size_t n, cap; int oom; } sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 64;
-        while (c < b->n + n + 1) c *= 2;
-        char *q = realloc(b->p, c);
-        if (!q) { b->oom = 1; return; }
-        b->p = q;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
 
 /* One run of known tokens through a state: src 0 = prompt, 1 = generated. */
 typedef struct {
@@ -50,7 +34,7 @@ typedef struct {
 typedef struct {
     unsigned char raw[4]; /* an incomplete UTF-8 sequence carried to the next piece */
     int nraw;
-    sbuf pend;            /* content held back while it may begin a stop string */
+    st_buf pend;            /* content held back while it may begin a stop string */
 } chan;
 
 struct st_gen {
@@ -85,7 +69,7 @@ struct st_gen {
     int last_nl;          /* the thought so far ends at a line break */
     int sep_pending;      /* a natural close: a lone "\n" next is the separator */
     chan ch[3];
-    sbuf all[3];
+    st_buf all[3];
     atomic_int cancel;
     st_gen_stats st;
     /* speculative decoding */
@@ -171,18 +155,8 @@ st_status st_gen_check(const st_model *m, const st_gen_params *p) {
     const st_budget *a = p->think_with, *b = p->answer_with;
     if (p->thinking && a && p->mode == ST_SWITCH_TRANSPLANT && !st_budget_same(a, b)) {
         /* the rule st_state_transplant applies, checked before any work */
-        const st_widths *wa = st_budget_widths(a), *wb = st_budget_widths(b);
-        if (strchr(m->cfg.pattern, 'M') &&
-            (wa->mamba_num_heads != wb->mamba_num_heads || wa->mamba_head_dim != wb->mamba_head_dim))
-            return st_err(ST_ERR_BUDGET,
-                          "transplant %s -> %s is impossible: %s keeps %d Mamba heads x %d channels, %s keeps %d x %d, "
-                          "so the SSM state cannot carry over (use the exact switch mode)",
-                          a->name, b->name, a->name, wa->mamba_num_heads, wa->mamba_head_dim, b->name,
-                          wb->mamba_num_heads, wb->mamba_head_dim);
-        if (wa->n_skip != wb->n_skip || memcmp(wa->skip_layers, wb->skip_layers, sizeof(int) * (size_t)wa->n_skip))
-            return st_err(ST_ERR_BUDGET,
-                          "transplant %s -> %s is impossible: they skip different layers (use the exact switch mode)",
-                          a->name, b->name);
+        char why[400];
+        if (!st_budget_can_transplant(a, b, why, sizeof why)) return st_err(ST_ERR_BUDGET, "%s", why);
     }
     return ST_OK;
 }
@@ -191,13 +165,13 @@ st_status st_gen_check(const st_model *m, const st_gen_params *p) {
 
 static void emit_raw(st_gen *g, st_text_kind k, const char *s, size_t n) {
     if (!n) return;
-    sb_put(&g->all[k], s, n);
+    st_buf_put(&g->all[k], s, n);
     if (g->emit && g->emit(g->ud, k, s, n)) atomic_store(&g->cancel, 1);
 }
 
 /* Append the UTF-8-valid form of bytes to out; an incomplete sequence at the
  * end waits in c->raw for the next piece; invalid bytes become U+FFFD. */
-static void utf8_clean(chan *c, const char *in, size_t n, sbuf *out) {
+static void utf8_clean(chan *c, const char *in, size_t n, st_buf *out) {
     size_t len = (size_t)c->nraw + n;
     unsigned char stackbuf[512], *s = len <= sizeof stackbuf ? stackbuf : malloc(len);
     if (!s) { out->oom = 1; return; }
@@ -208,9 +182,9 @@ static void utf8_clean(chan *c, const char *in, size_t n, sbuf *out) {
     static const char rep[] = "\xEF\xBF\xBD";
     while (i < len) {
         unsigned b = s[i];
-        if (b < 0x80) { sb_put(out, (const char *)s + i, 1); i++; continue; }
+        if (b < 0x80) { st_buf_put(out, (const char *)s + i, 1); i++; continue; }
         size_t need = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
-        if (!need) { sb_put(out, rep, 3); i++; continue; }
+        if (!need) { st_buf_put(out, rep, 3); i++; continue; }
         size_t k = 1;
         int ok = 1;
         for (; k < need && i + k < len; k++) {
@@ -223,9 +197,9 @@ static void utf8_clean(chan *c, const char *in, size_t n, sbuf *out) {
             }
             if (x < lo || x > hi) { ok = 0; break; }
         }
-        if (!ok) { sb_put(out, rep, 3); i += k; continue; }
+        if (!ok) { st_buf_put(out, rep, 3); i += k; continue; }
         if (i + need > len) { memcpy(c->raw, s + i, len - i); c->nraw = (int)(len - i); break; }
-        sb_put(out, (const char *)s + i, need);
+        st_buf_put(out, (const char *)s + i, need);
         i += need;
     }
     if (s != stackbuf) free(s);
@@ -236,14 +210,14 @@ static void finish(st_gen *g, st_finish f);
 /* Content goes through the stop-string filter; the rest straight out. */
 static void put_text(st_gen *g, st_text_kind k, const char *bytes, size_t n) {
     chan *c = &g->ch[k];
-    sbuf clean = {0};
+    st_buf clean = {0};
     utf8_clean(c, bytes, n, &clean);
     if (k != ST_TEXT_CONTENT || !g->p.n_stop) {
         emit_raw(g, k, clean.p, clean.n);
         free(clean.p);
         return;
     }
-    sb_put(&c->pend, clean.p ? clean.p : "", clean.n);
+    st_buf_put(&c->pend, clean.p ? clean.p : "", clean.n);
     free(clean.p);
     if (!c->pend.n) return;
     size_t cut = (size_t)-1;
@@ -273,7 +247,7 @@ static void put_text(st_gen *g, st_text_kind k, const char *bytes, size_t n) {
 static void flush_text(st_gen *g) {
     for (int k = 0; k < 3; k++) {
         chan *c = &g->ch[k];
-        if (c->nraw) { c->nraw = 0; sb_put(&c->pend, "\xEF\xBF\xBD", 3); }
+        if (c->nraw) { c->nraw = 0; st_buf_put(&c->pend, "\xEF\xBF\xBD", 3); }
         if (c->pend.n) emit_raw(g, (st_text_kind)k, c->pend.p, c->pend.n);
         c->pend.n = 0;
     }
@@ -546,11 +520,11 @@ static st_status close_thought(st_gen *g, int forced) {
     int nF = 0;
     st_status rc;
     if (forced) {
-        sbuf t = {0};
-        if (!g->last_nl) sb_put(&t, "\n", 1);
+        st_buf t = {0};
+        if (!g->last_nl) st_buf_put(&t, "\n", 1);
         if (g->msg) {
-            sb_put(&t, g->msg, strlen(g->msg));
-            if (g->msg[strlen(g->msg) - 1] != '\n') sb_put(&t, "\n", 1);
+            st_buf_put(&t, g->msg, strlen(g->msg));
+            if (g->msg[strlen(g->msg) - 1] != '\n') st_buf_put(&t, "\n", 1);
         }
         if (t.oom) { free(t.p); return st_err(ST_ERR_NOMEM, "generate: out of memory"); }
         if (t.n && (rc = st_tokenize(g->tok, t.p, t.n, 0, &F, &nF))) { free(t.p); return rc; }

@@ -114,14 +114,33 @@ static st_status build_spans(st_budget *b) {
 /* Every width that shapes the computation, and a hash of the skipped layers. */
 static void make_key(st_budget *b) {
     const st_widths *w = &b->w;
-    uint64_t h = 1469598103934665603ull;
-    for (int i = 0; i < w->n_skip; i++) h = (h ^ (uint64_t)w->skip_layers[i]) * 1099511628211ull;
+    uint64_t h = st_fnv1a64(ST_FNV1A64_BASIS, w->skip_layers, sizeof(int) * (size_t)w->n_skip);
     snprintf(b->key, sizeof b->key, "%d/%d/%d/%d/%d/%d/%d/%d/%d/%d:%llx", w->hidden_size, w->num_attention_heads,
              w->mamba_num_heads, w->mamba_head_dim, w->n_routed_experts, w->moe_intermediate_size,
              w->moe_shared_expert_intermediate_size, w->intermediate_size, b->top_k, w->n_skip, (unsigned long long)h);
 }
 
 const char *st_budget_key(const st_budget *b) { return b->key; }
+
+int st_widths_can_transplant(const st_config *c, const char *from_name, const st_widths *from, const char *to_name,
+                             const st_widths *to, char *why, size_t n) {
+    if (has_type(c, 'M') && (from->mamba_num_heads != to->mamba_num_heads || from->mamba_head_dim != to->mamba_head_dim)) {
+        snprintf(why, n,
+                 "transplant %s -> %s is impossible: %s keeps %d Mamba heads x %d channels, %s keeps %d x %d, so the "
+                 "SSM state cannot carry over (use the exact switch mode)",
+                 from_name, to_name, from_name, from->mamba_num_heads, from->mamba_head_dim, to_name,
+                 to->mamba_num_heads, to->mamba_head_dim);
+        return 0;
+    }
+    if (from->n_skip != to->n_skip || memcmp(from->skip_layers, to->skip_layers, sizeof(int) * (size_t)from->n_skip)) {
+        snprintf(why, n,
+                 "transplant %s -> %s is impossible: they skip different layers, whose states were never computed "
+                 "(use the exact switch mode)",
+                 from_name, to_name);
+        return 0;
+    }
+    return 1;
+}
 
 st_status st_budget_new(const st_model *m, const st_widths *win, st_budget **out) {
     *out = NULL;

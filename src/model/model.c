@@ -16,11 +16,7 @@
 
 /* ------------------------------------------------------- tensor name index */
 
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return h;
-}
+static uint64_t hash_str(const char *s) { return st_fnv1a64(ST_FNV1A64_BASIS, s, strlen(s)); }
 
 static st_status index_build(name_index *ix, st_sf_file **files, int n_files) {
     size_t n = 0;

@@ -135,6 +135,18 @@ static inline int st_budget_same(const st_budget *a, const st_budget *b) {
     return a == b || !strcmp(st_budget_key(a), st_budget_key(b));
 }
 
+/* budget.c: the transplant rule, in one place. A state computed at widths
+ * `from` may continue at widths `to` (keeping its KV cache and SSM states)
+ * only if both keep the same Mamba heads and head channels (the SSM state
+ * [nh][P][N] of the kept heads is all a budget reads and writes) and skip the
+ * same layers (a skipped layer's state was never computed). Returns 1 if it
+ * may; else 0 with the whole error line, naming both budgets, in why[n]. */
+int st_widths_can_transplant(const st_config *c, const char *from_name, const st_widths *from, const char *to_name,
+                             const st_widths *to, char *why, size_t n);
+static inline int st_budget_can_transplant(const st_budget *a, const st_budget *b, char *why, size_t n) {
+    return st_widths_can_transplant(&a->m->cfg, a->name, &a->w, b->name, &b->w, why, n);
+}
+
 /* forward.c: st_forward that also leaves in snap[k] a copy of the whole
  * state as it stands after tokens[0..at[k]) (0 < at[0] < ... < at[n_at-1] <
  * n, at most ST_FWD_MAX_SNAP): what stopping the pass there would leave,
@@ -147,5 +159,8 @@ st_status st_forward_snap(const st_budget *b, st_state *s, const int32_t *tokens
 
 /* state.c */
 st_status st_state_reserve(st_state *s, int n);
+/* Bytes the state holds: conv + SSM states, the KV cache as reserved
+ * (kv_cap positions), the scratch workspace and the struct itself. */
+size_t st_state_bytes(const st_state *s);
 
 #endif

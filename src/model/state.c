@@ -60,6 +60,13 @@ void st_state_reset(st_state *s) {
 
 int st_state_pos(const st_state *s) { return s->pos; }
 
+size_t st_state_bytes(const st_state *s) {
+    const st_config *c = &s->m->cfg;
+    size_t kv = 2 * (size_t)s->kv_cap * (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    return sizeof(float) * ((size_t)s->m->n_mamba * (conv_len(c) + ssm_len(c)) + (size_t)s->m->n_attn * kv) +
+           sizeof *s + sizeof(float) * s->ws_cap;
+}
+
 /* Grow every KV cache to hold at least n positions. */
 st_status st_state_reserve(st_state *s, int n) {
     if (n <= s->kv_cap) return ST_OK;
@@ -110,17 +117,9 @@ const char *st_state_budget(const st_state *s) { return s->has_budget ? s->budge
 st_status st_state_transplant(st_state *s, const st_budget *to) {
     if (to->m != s->m) return st_err(ST_ERR_ARG, "transplant: state and budget belong to different models");
     if (!s->has_budget) return ST_OK; /* nothing computed yet: any budget may start */
-    const st_widths *a = &s->budget_w, *b = &to->w;
-    const st_config *c = &s->m->cfg;
-    if (strchr(c->pattern, 'M') && (a->mamba_num_heads != b->mamba_num_heads || a->mamba_head_dim != b->mamba_head_dim))
-        return st_err(ST_ERR_BUDGET,
-                      "transplant: budget %s keeps %d Mamba heads x %d channels but %s keeps %d x %d; the SSM state "
-                      "cannot carry over (use exact mode: re-prefill at the new budget)",
-                      s->budget_name, a->mamba_num_heads, a->mamba_head_dim, to->name, b->mamba_num_heads,
-                      b->mamba_head_dim);
-    if (a->n_skip != b->n_skip || memcmp(a->skip_layers, b->skip_layers, sizeof(int) * (size_t)a->n_skip))
-        return st_err(ST_ERR_BUDGET, "transplant: budgets %s and %s skip different layers, whose states were never "
-                      "computed (use exact mode)", s->budget_name, to->name);
+    char why[400];
+    if (!st_widths_can_transplant(&s->m->cfg, s->budget_name, &s->budget_w, to->name, &to->w, why, sizeof why))
+        return st_err(ST_ERR_BUDGET, "%s", why);
     snprintf(s->budget_key, sizeof s->budget_key, "%s", st_budget_key(to));
     snprintf(s->budget_name, sizeof s->budget_name, "%s", to->name);
     s->budget_w = to->w;

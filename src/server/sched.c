@@ -10,22 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-void st_sbuf_put(st_sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + n + 1) c *= 2;
-        char *q = realloc(b->p, c);
-        if (!q) return; /* text is dropped rather than crashing; the request still ends */
-        b->p = q;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-void st_sbuf_free(st_sbuf *b) { free(b->p); b->p = NULL; b->n = b->cap = 0; }
-
 st_sreq *st_sreq_new(void) {
     st_sreq *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -43,8 +27,8 @@ void st_sreq_release(st_sreq *r) {
     free(r->bias_ids);
     free(r->bias);
     free(r->prompt);
-    for (int k = 0; k < 3; k++) st_sbuf_free(&r->text[k]);
-    st_sbuf_free(&r->evq);
+    for (int k = 0; k < 3; k++) st_buf_free(&r->text[k]);
+    st_buf_free(&r->evq);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
@@ -76,11 +60,11 @@ struct st_sched {
 static int emit(void *ud, st_text_kind k, const char *text, size_t len) {
     st_sreq *r = ud;
     pthread_mutex_lock(&r->mu);
-    st_sbuf_put(&r->text[k], text, len);
+    st_buf_put(&r->text[k], text, len);
     unsigned char hdr[5] = {(unsigned char)k, (unsigned char)(len & 0xff), (unsigned char)((len >> 8) & 0xff),
                             (unsigned char)((len >> 16) & 0xff), (unsigned char)((len >> 24) & 0xff)};
-    st_sbuf_put(&r->evq, (const char *)hdr, 5);
-    st_sbuf_put(&r->evq, text, len);
+    st_buf_put(&r->evq, (const char *)hdr, 5);
+    st_buf_put(&r->evq, text, len);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     return atomic_load(&r->cancelled);

@@ -17,12 +17,9 @@
 
 #include "gen/cache.h"
 #include "gen/generate.h"
+#include "util/buf.h"
 #include <pthread.h>
 #include <stdatomic.h>
-
-typedef struct { char *p; size_t n, cap; } st_sbuf;
-void st_sbuf_put(st_sbuf *b, const char *s, size_t n);
-void st_sbuf_free(st_sbuf *b);
 
 typedef struct st_sreq st_sreq;
 struct st_sreq {
@@ -41,8 +38,8 @@ struct st_sreq {
     /* output, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    st_sbuf text[3];          /* everything, per st_text_kind */
-    st_sbuf evq;              /* streaming: pieces not yet sent: kind byte, u32 length, bytes */
+    st_buf text[3];          /* everything, per st_text_kind */
+    st_buf evq;              /* streaming: pieces not yet sent: kind byte, u32 length, bytes */
     int done;
     int timed_out, shut_down; /* why it ended early */
     st_status err;            /* non-OK: failed (message in errmsg) */

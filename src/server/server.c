@@ -207,9 +207,9 @@ static int set_str(char **dst, const char *s) {
 }
 
 /* Message content: a string, null, or an array of {"type":"text","text":...}. */
-static int content_text(json_t *v, st_sbuf *out, apierr *e) {
+static int content_text(json_t *v, st_buf *out, apierr *e) {
     if (json_is_null(v) || !v) return 0;
-    if (json_is_string(v)) { st_sbuf_put(out, json_string_value(v), json_string_length(v)); return 0; }
+    if (json_is_string(v)) { st_buf_put(out, json_string_value(v), json_string_length(v)); return 0; }
     if (!json_is_array(v)) return BADREQ(e, "messages", "invalid_type", "message content must be a string or an array of text parts");
     size_t i;
     json_t *p;
@@ -217,7 +217,7 @@ static int content_text(json_t *v, st_sbuf *out, apierr *e) {
         json_t *ty = json_object_get(p, "type"), *tx = json_object_get(p, "text");
         if (!json_is_string(ty) || strcmp(json_string_value(ty), "text") || !json_is_string(tx))
             return BADREQ(e, "messages", "invalid_type", "only text content parts are supported");
-        st_sbuf_put(out, json_string_value(tx), json_string_length(tx));
+        st_buf_put(out, json_string_value(tx), json_string_length(tx));
     }
     return 0;
 }
@@ -227,7 +227,7 @@ static int render_chat(json_t *msgs, int thinking, char **out, apierr *e) {
         return BADREQ(e, "messages", "invalid_value", "'messages' must be a non-empty array");
     size_t n = json_array_size(msgs);
     st_chat_msg *cm = calloc(n, sizeof *cm);
-    st_sbuf *txt = calloc(2 * n, sizeof *txt);
+    st_buf *txt = calloc(2 * n, sizeof *txt);
     int rc = -1;
     if (!cm || !txt) { fail(e, 500, "server_error", NULL, NULL, "out of memory"); goto out; }
     for (size_t i = 0; i < n; i++) {
@@ -245,7 +245,7 @@ static int render_chat(json_t *msgs, int thinking, char **out, apierr *e) {
         }
         if (content_text(json_object_get(m, "content"), &txt[2 * i], e)) goto out;
         json_t *rc_ = json_object_get(m, "reasoning_content");
-        if (json_is_string(rc_)) st_sbuf_put(&txt[2 * i + 1], json_string_value(rc_), json_string_length(rc_));
+        if (json_is_string(rc_)) st_buf_put(&txt[2 * i + 1], json_string_value(rc_), json_string_length(rc_));
         cm[i].role = r;
         cm[i].content = txt[2 * i].p ? txt[2 * i].p : "";
         cm[i].reasoning_content = txt[2 * i + 1].p;
@@ -256,7 +256,7 @@ static int render_chat(json_t *msgs, int thinking, char **out, apierr *e) {
     }
     rc = 0;
 out:
-    for (size_t i = 0; txt && i < 2 * n; i++) st_sbuf_free(&txt[i]);
+    for (size_t i = 0; txt && i < 2 * n; i++) st_buf_free(&txt[i]);
     free(txt);
     free(cm);
     return rc;
@@ -610,7 +610,7 @@ typedef struct {
     reqinfo ri;
     char id[64];
     long created;
-    st_sbuf out;
+    st_buf out;
     size_t off;
     int stage;               /* 0 first chunk, 1 streaming, 2 ended */
 } stream;
@@ -619,9 +619,9 @@ static void sse(stream *st, json_t *j) {
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (!s) return;
-    st_sbuf_put(&st->out, "data: ", 6);
-    st_sbuf_put(&st->out, s, strlen(s));
-    st_sbuf_put(&st->out, "\n\n", 2);
+    st_buf_put(&st->out, "data: ", 6);
+    st_buf_put(&st->out, s, strlen(s));
+    st_buf_put(&st->out, "\n\n", 2);
     free(s);
 }
 
@@ -665,7 +665,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             st->stage = 1;
             continue;
         }
-        st_sbuf ev = {0};
+        st_buf ev = {0};
         pthread_mutex_lock(&r->mu);
         while (!r->evq.n && !r->done) {
             struct timespec ts;
@@ -674,12 +674,12 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             pthread_cond_timedwait(&r->cv, &r->mu, &ts);
         }
         ev = r->evq;
-        r->evq = (st_sbuf){0};
+        r->evq = (st_buf){0};
         int done = r->done;
         pthread_mutex_unlock(&r->mu);
         /* merge runs of the same kind into one chunk */
         size_t i = 0;
-        st_sbuf run = {0};
+        st_buf run = {0};
         int run_kind = -1;
         while (i + 5 <= ev.n) {
             int kind = (unsigned char)ev.p[i];
@@ -688,12 +688,12 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             i += 5;
             if (kind != run_kind && run.n) { sse_text(st, run_kind, run.p, run.n); run.n = 0; }
             run_kind = kind;
-            st_sbuf_put(&run, ev.p + i, len);
+            st_buf_put(&run, ev.p + i, len);
             i += len;
         }
         if (run.n) sse_text(st, run_kind, run.p, run.n);
-        st_sbuf_free(&run);
-        st_sbuf_free(&ev);
+        st_buf_free(&run);
+        st_buf_free(&ev);
         if (done) {
             apierr e;
             if (result_error(r, &e, st->S->o.timeout_s)) {
@@ -709,7 +709,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                     sse(st, u);
                 }
             }
-            st_sbuf_put(&st->out, "data: [DONE]\n\n", 14);
+            st_buf_put(&st->out, "data: [DONE]\n\n", 14);
             st->stage = 2;
         }
     }
@@ -731,14 +731,14 @@ static void stream_free(void *cls) {
     log_req(st->S, &st->ri, st->r, 1, st->stage == 2 ? "sent" : "client gone");
     atomic_store(&st->r->cancelled, 1); /* no-op when it already finished */
     st_sreq_release(st->r);
-    st_sbuf_free(&st->out);
+    st_buf_free(&st->out);
     free(st);
 }
 
 /* ------------------------------------------------------------ handlers */
 
 typedef struct {
-    st_sbuf body;
+    st_buf body;
     int too_big;
 } conn;
 
@@ -802,23 +802,23 @@ static char *metrics_text(st_server *S) {
     st_sched_stats_get(S->sched, &ss);
     st_pcache_stats cs = {0};
     if (S->cache) st_pcache_stats_get(S->cache, &cs);
-    st_sbuf b = {0};
+    st_buf b = {0};
     char line[512];
 #define M(name, type, help, fmt, ...)                                                                                  \
     do {                                                                                                               \
         snprintf(line, sizeof line, "# HELP starling_" name " " help "\n# TYPE starling_" name " " type "\n", "");      \
-        st_sbuf_put(&b, line, strlen(line));                                                                           \
+        st_buf_put(&b, line, strlen(line));                                                                           \
         snprintf(line, sizeof line, "starling_" name " " fmt "\n", __VA_ARGS__);                                       \
-        st_sbuf_put(&b, line, strlen(line));                                                                           \
+        st_buf_put(&b, line, strlen(line));                                                                           \
     } while (0)
     snprintf(line, sizeof line, "# HELP starling_http_responses_total HTTP responses by status code.\n"
                                 "# TYPE starling_http_responses_total counter\n");
-    st_sbuf_put(&b, line, strlen(line));
+    st_buf_put(&b, line, strlen(line));
     for (int i = 100; i < N_STATUS; i++) {
         unsigned long v = atomic_load(&S->status_count[i]);
         if (!v) continue;
         snprintf(line, sizeof line, "starling_http_responses_total{code=\"%d\"} %lu\n", i, v);
-        st_sbuf_put(&b, line, strlen(line));
+        st_buf_put(&b, line, strlen(line));
     }
     M("requests_admitted_total", "counter", "Generation requests queued.%s", "%llu", (unsigned long long)ss.admitted);
     M("requests_rejected_total", "counter", "Requests refused with 429 (queue full).%s", "%llu", (unsigned long long)ss.rejected);
@@ -845,7 +845,7 @@ static char *metrics_text(st_server *S) {
     {
         snprintf(line, sizeof line, "# HELP starling_batch_size Sequences decoded together in one forward pass.\n"
                                     "# TYPE starling_batch_size histogram\n");
-        st_sbuf_put(&b, line, strlen(line));
+        st_buf_put(&b, line, strlen(line));
         uint64_t cum = 0;
         for (int k = 0; k < ST_SCHED_BATCH_BUCKETS; k++) {
             cum += ss.batch_hist[k];
@@ -853,11 +853,11 @@ static char *metrics_text(st_server *S) {
                 snprintf(line, sizeof line, "starling_batch_size_bucket{le=\"%d\"} %llu\n", 1 << k, (unsigned long long)cum);
             else
                 snprintf(line, sizeof line, "starling_batch_size_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-            st_sbuf_put(&b, line, strlen(line));
+            st_buf_put(&b, line, strlen(line));
         }
         snprintf(line, sizeof line, "starling_batch_size_sum %llu\nstarling_batch_size_count %llu\n",
                  (unsigned long long)ss.batch_rows, (unsigned long long)ss.batch_steps);
-        st_sbuf_put(&b, line, strlen(line));
+        st_buf_put(&b, line, strlen(line));
     }
     const struct { const char *name, *help; const st_hist *h; const double *bounds; } hs[2] = {
         {"time_to_first_token_seconds", "Seconds from a request's arrival to its first generated token.", &ss.ttft,
@@ -867,7 +867,7 @@ static char *metrics_text(st_server *S) {
     for (int i = 0; i < 2; i++) {
         snprintf(line, sizeof line, "# HELP starling_%s %s\n# TYPE starling_%s histogram\n", hs[i].name, hs[i].help,
                  hs[i].name);
-        st_sbuf_put(&b, line, strlen(line));
+        st_buf_put(&b, line, strlen(line));
         uint64_t cum = 0;
         for (int k = 0; k <= ST_HIST_N; k++) {
             cum += hs[i].h->bucket[k];
@@ -877,11 +877,11 @@ static char *metrics_text(st_server *S) {
             else
                 snprintf(line, sizeof line, "starling_%s_bucket{le=\"+Inf\"} %llu\n", hs[i].name,
                          (unsigned long long)cum);
-            st_sbuf_put(&b, line, strlen(line));
+            st_buf_put(&b, line, strlen(line));
         }
         snprintf(line, sizeof line, "starling_%s_sum %.6f\nstarling_%s_count %llu\n", hs[i].name, hs[i].h->sum,
                  hs[i].name, (unsigned long long)hs[i].h->n);
-        st_sbuf_put(&b, line, strlen(line));
+        st_buf_put(&b, line, strlen(line));
     }
     return b.p ? b.p : strdup("");
 }
@@ -906,8 +906,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     if (*size) {
         if (!k->too_big) {
-            if (k->body.n + *size > S->o.max_body) { k->too_big = 1; st_sbuf_free(&k->body); }
-            else st_sbuf_put(&k->body, data, *size);
+            if (k->body.n + *size > S->o.max_body) { k->too_big = 1; st_buf_free(&k->body); }
+            else st_buf_put(&k->body, data, *size);
         }
         *size = 0;
         return MHD_YES;
@@ -965,7 +965,7 @@ not_allowed:
 static void completed(void *cls, struct MHD_Connection *c, void **ctx, enum MHD_RequestTerminationCode why) {
     conn *k = *ctx;
     if (!k) return;
-    st_sbuf_free(&k->body);
+    st_buf_free(&k->body);
     free(k);
     *ctx = NULL;
     atomic_fetch_sub(&((st_server *)cls)->open_reqs, 1);

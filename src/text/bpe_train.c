@@ -27,6 +27,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "text/bpe_train.h"
+#include "text/tokenizer_internal.h"
 #include "util/util.h"
 
 #include <jansson.h>
@@ -50,15 +51,11 @@ const char *const st_bpe_specials[ST_BPE_N_SPECIAL] = {
 
 static st_status nomem(void) { return st_err(ST_ERR_NOMEM, "tokenizer-train: out of memory"); }
 
+/* In-memory tables only: no output depends on where a key lands (words are
+ * sorted by their bytes before training, pairs are numbered as first seen). */
 static uint64_t hash_bytes(const void *p, size_t n) {
-    const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ull; /* FNV-1a 64 */
-    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
+    uint64_t h = st_fnv1a64(ST_FNV1A64_BASIS, p, n);
     return h ^ (h >> 29);
-}
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
-    return x;
 }
 
 /* ------------------------------------------------------------ piece counts */
@@ -382,7 +379,7 @@ static int pmap_rehash(st_bpe_trainer *t, size_t cap) {
     for (size_t i = 0; i < cap; i++) k[i] = -1;
     for (int p = 0; p < t->n_pairs; p++) {
         int64_t key = pkey(t->pairs[p].a, t->pairs[p].b);
-        size_t j = mix64((uint64_t)key) & (cap - 1);
+        size_t j = st_mix64((uint64_t)key) & (cap - 1);
         while (k[j] != -1) j = (j + 1) & (cap - 1);
         k[j] = key; v[j] = p;
     }
@@ -394,7 +391,7 @@ static int pmap_rehash(st_bpe_trainer *t, size_t cap) {
 /* Index of pair (a,b), created with count 0 if absent; -1 out of memory. */
 static int32_t pair_get(st_bpe_trainer *t, int32_t a, int32_t b) {
     int64_t key = pkey(a, b);
-    size_t j = mix64((uint64_t)key) & (t->pmap_cap - 1);
+    size_t j = st_mix64((uint64_t)key) & (t->pmap_cap - 1);
     for (; t->pmap_key[j] != -1; j = (j + 1) & (t->pmap_cap - 1))
         if (t->pmap_key[j] == key) return t->pmap_val[j];
     if ((size_t)(t->n_pairs + 1) * 4 >= t->pmap_cap * 3) {
@@ -626,26 +623,13 @@ void st_bpe_get_stats(const st_bpe_trainer *t, st_bpe_stats *s) {
 
 /* ------------------------------------------------------------ output */
 
-/* GPT-2 byte -> unicode code point (printable bytes are themselves). */
-static int byte_cp(int b) {
-    static int map[256], init;
-    if (!init) { /* benign race: every thread writes the same values */
-        int k = 0;
-        for (int i = 0; i < 256; i++) {
-            int keep = (i >= 33 && i <= 126) || (i >= 161 && i <= 172) || (i >= 174 && i <= 255);
-            map[i] = keep ? i : 256 + k++;
-        }
-        init = 1;
-    }
-    return map[b];
-}
-
 /* Token bytes -> byte-level string (malloc'd, NUL-terminated). */
 static char *bl_string(const char *s, size_t n) {
+    const uint16_t *byte_cp = st_byte_to_cp();
     char *o = malloc(2 * n + 1), *q = o;
     if (!o) return NULL;
     for (size_t i = 0; i < n; i++) {
-        int cp = byte_cp((unsigned char)s[i]);
+        int cp = byte_cp[(unsigned char)s[i]];
         if (cp < 0x80) *q++ = (char)cp;
         else { *q++ = (char)(0xC0 | (cp >> 6)); *q++ = (char)(0x80 | (cp & 0x3F)); }
     }

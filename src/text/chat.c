@@ -20,27 +20,11 @@
  * them to the tokenizer's own ids.
  */
 #include "starling.h"
+#include "util/buf.h"
 #include "util/util.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct { char *p; size_t n, cap; int oom; } obuf;
-
-static void put(obuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + n + 1) c *= 2;
-        char *q = realloc(b->p, c);
-        if (!q) { b->oom = 1; return; }
-        b->p = q; b->cap = c;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void puts_(obuf *b, const char *s) { put(b, s, strlen(s)); }
 
 /* Python str.isspace() for the code point starting at s (what Jinja's trim
  * strips); returns its byte length, or 0 if it is not whitespace. */
@@ -83,33 +67,33 @@ static const char *last_strstr(const char *s, const char *needle) {
 
 static int role_is(const st_chat_msg *m, const char *r) { return strcmp(m->role, r) == 0; }
 
-static void render_assistant(obuf *o, const st_chat_msg *m, int truncate) {
+static void render_assistant(st_buf *o, const st_chat_msg *m, int truncate) {
     const char *content = m->content ? m->content : "";
-    obuf c = {0};
+    st_buf c = {0};
     if (m->reasoning_content && !blank(m->reasoning_content)) {
-        puts_(&c, "<think>\n");
-        puts_(&c, m->reasoning_content);
-        puts_(&c, "\n</think>\n");
-        puts_(&c, content);
+        st_buf_puts(&c, "<think>\n");
+        st_buf_puts(&c, m->reasoning_content);
+        st_buf_puts(&c, "\n</think>\n");
+        st_buf_puts(&c, content);
     } else {
-        if (!strstr(content, "<think>") && !strstr(content, "</think>")) puts_(&c, "<think></think>");
-        puts_(&c, content);
+        if (!strstr(content, "<think>") && !strstr(content, "</think>")) st_buf_puts(&c, "<think></think>");
+        st_buf_puts(&c, content);
     }
     if (c.oom) { o->oom = 1; free(c.p); return; }
     const char *body = c.p ? c.p : "";
-    obuf t = {0};
+    st_buf t = {0};
     if (truncate && strstr(body, "<think>") && strstr(body, "</think>")) {
         /* reasoning of earlier turns is dropped: keep what follows the last </think> */
-        puts_(&t, "<think></think>");
-        puts_(&t, last_strstr(body, "</think>") + strlen("</think>"));
+        st_buf_puts(&t, "<think></think>");
+        st_buf_puts(&t, last_strstr(body, "</think>") + strlen("</think>"));
         if (t.oom) { o->oom = 1; free(c.p); free(t.p); return; }
         body = t.p;
     }
     size_t b, e;
     trim(body, &b, &e);
-    puts_(o, "<|im_start|>assistant\n");
-    put(o, body + b, e - b);
-    puts_(o, "<|im_end|>\n");
+    st_buf_puts(o, "<|im_start|>assistant\n");
+    st_buf_put(o, body + b, e - b);
+    st_buf_puts(o, "<|im_end|>\n");
     free(c.p);
     free(t.p);
 }
@@ -121,7 +105,7 @@ st_status st_chat_render(const st_chat_msg *msgs, int n, int add_generation_prom
     for (int i = 0; i < n; i++)
         if (!msgs[i].role) return st_err(ST_ERR_ARG, "st_chat_render: message %d has no role", i);
 
-    obuf o = {0};
+    st_buf o = {0};
     int first = 0;
     const char *system = "";
     if (n > 0 && role_is(&msgs[0], "system")) {
@@ -132,9 +116,9 @@ st_status st_chat_render(const st_chat_msg *msgs, int n, int add_generation_prom
     for (int i = first; i < n; i++)
         if (role_is(&msgs[i], "user")) last_user = i;
 
-    puts_(&o, "<|im_start|>system\n");
-    puts_(&o, system);
-    puts_(&o, "<|im_end|>\n");
+    st_buf_puts(&o, "<|im_start|>system\n");
+    st_buf_puts(&o, system);
+    st_buf_puts(&o, "<|im_end|>\n");
     for (int i = first; i < n; i++) {
         const st_chat_msg *m = &msgs[i];
         const char *content = m->content ? m->content : "";
@@ -142,21 +126,21 @@ st_status st_chat_render(const st_chat_msg *msgs, int n, int add_generation_prom
             render_assistant(&o, m, i < last_user);
         } else if (role_is(m, "tool")) {
             /* consecutive tool results share one user turn */
-            if (i == first || !role_is(&msgs[i - 1], "tool")) puts_(&o, "<|im_start|>user\n");
-            puts_(&o, "<tool_response>\n");
-            puts_(&o, content);
-            puts_(&o, "\n</tool_response>\n");
-            if (i == n - 1 || !role_is(&msgs[i + 1], "tool")) puts_(&o, "<|im_end|>\n");
+            if (i == first || !role_is(&msgs[i - 1], "tool")) st_buf_puts(&o, "<|im_start|>user\n");
+            st_buf_puts(&o, "<tool_response>\n");
+            st_buf_puts(&o, content);
+            st_buf_puts(&o, "\n</tool_response>\n");
+            if (i == n - 1 || !role_is(&msgs[i + 1], "tool")) st_buf_puts(&o, "<|im_end|>\n");
         } else { /* user, a later system message, or any other role */
-            puts_(&o, "<|im_start|>");
-            puts_(&o, m->role);
-            puts_(&o, "\n");
-            puts_(&o, content);
-            puts_(&o, "<|im_end|>\n");
+            st_buf_puts(&o, "<|im_start|>");
+            st_buf_puts(&o, m->role);
+            st_buf_puts(&o, "\n");
+            st_buf_puts(&o, content);
+            st_buf_puts(&o, "<|im_end|>\n");
         }
     }
     if (add_generation_prompt)
-        puts_(&o, enable_thinking ? "<|im_start|>assistant\n<think>\n" : "<|im_start|>assistant\n<think></think>");
+        st_buf_puts(&o, enable_thinking ? "<|im_start|>assistant\n<think>\n" : "<|im_start|>assistant\n<think></think>");
     if (o.oom) { free(o.p); return st_err(ST_ERR_NOMEM, "st_chat_render: out of memory"); }
     *out = o.p;
     return ST_OK;

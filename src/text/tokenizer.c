@@ -36,6 +36,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "text/tokenizer_internal.h"
+#include "util/buf.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -50,25 +51,6 @@
 #define MAX_TOKEN_ID (1 << 24) /* ids above this are treated as corrupt input */
 
 /* ------------------------------------------------------------------ buffers */
-
-typedef struct { char *p; size_t n, cap; } sbuf;
-
-static int sb_grow(sbuf *b, size_t extra) {
-    if (b->n + extra <= b->cap) return 0;
-    size_t c = b->cap ? b->cap : 256;
-    while (c < b->n + extra) c *= 2;
-    char *q = realloc(b->p, c);
-    if (!q) return -1;
-    b->p = q; b->cap = c;
-    return 0;
-}
-static int sb_put(sbuf *b, const void *s, size_t n) {
-    if (sb_grow(b, n)) return -1;
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
-}
-static int sb_putc(sbuf *b, char ch) { return sb_put(b, &ch, 1); }
 
 typedef struct { int32_t *p; size_t n, cap; } ivec;
 static int iv_push(ivec *v, int32_t x) {
@@ -174,17 +156,17 @@ static size_t u8_invalid_at(const char *s, size_t n) {
     return n;
 }
 /* Append s to o, replacing invalid sequences by U+FFFD. */
-static int u8_lossy(sbuf *o, const char *s, size_t n) {
+static int u8_lossy(st_buf *o, const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, run = 0;
     while (i < n) {
         if (u[i] < 0x80) { i++; continue; }
         int sub, l = u8check(u + i, n - i, &sub);
         if (l) { i += (size_t)l; continue; }
-        if (sb_put(o, s + run, i - run) || sb_put(o, "\xEF\xBF\xBD", 3)) return -1;
+        if (st_buf_put(o, s + run, i - run) || st_buf_put(o, "\xEF\xBF\xBD", 3)) return -1;
         i += (size_t)sub; run = i;
     }
-    return sb_put(o, s + run, n - run);
+    return st_buf_put(o, s + run, n - run);
 }
 
 /* Rust char::is_whitespace (Unicode White_Space). */
@@ -212,28 +194,29 @@ static int is_mark(uint32_t c) {
     return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME;
 }
 
-/* GPT-2 byte <-> unicode alphabet: printable Latin-1 bytes map to themselves,
- * the other 68 bytes to U+0100.. in order. */
+/* GPT-2 byte <-> unicode alphabet (tokenizer_internal.h). st_tokenizer_load
+ * builds it, so the encoder and decoder read the tables directly. */
 static uint16_t g_byte2cp[256];
-static int16_t g_cp2byte[324];
+static int16_t g_cp2byte[ST_BYTE_CP_END];
 static void byte_map_build(void) {
     int n = 0;
     for (int b = 0; b < 256; b++) {
         int keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
         g_byte2cp[b] = (uint16_t)(keep ? b : 256 + n++);
     }
-    for (int c = 0; c < 324; c++) g_cp2byte[c] = -1;
+    for (int c = 0; c < ST_BYTE_CP_END; c++) g_cp2byte[c] = -1;
     for (int b = 0; b < 256; b++) g_cp2byte[g_byte2cp[b]] = (int16_t)b;
 }
 static pthread_once_t g_byte_once = PTHREAD_ONCE_INIT;
 static void byte_map_init(void) { pthread_once(&g_byte_once, byte_map_build); }
+const uint16_t *st_byte_to_cp(void) { byte_map_init(); return g_byte2cp; }
+const int16_t *st_cp_to_byte(void) { byte_map_init(); return g_cp2byte; }
 
 /* ------------------------------------------------------------------ hash maps */
 
 static uint32_t hash_bytes(const char *s, size_t n) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 16777619u; }
-    return h;
+    uint64_t h = st_fnv1a64(ST_FNV1A64_BASIS, s, n);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 /* String -> int map; keys live in an external pool addressed by offset. */
@@ -274,24 +257,20 @@ static void smap_put(smap *m, const char *pool, uint32_t off, uint32_t len, int3
 typedef struct { uint64_t key; int32_t rank, id; } mment;
 typedef struct { mment *e; uint64_t mask; } mmap_t;
 
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33;
-    return x;
-}
 static inline uint64_t mkey(int32_t a, int32_t b) {
     return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)b; /* never 0 */
 }
 static const mment *mmap_get(const mmap_t *m, int32_t a, int32_t b) {
     if (!m->e) return NULL;
     uint64_t k = mkey(a, b);
-    for (uint64_t i = mix64(k) & m->mask;; i = (i + 1) & m->mask) {
+    for (uint64_t i = st_mix64(k) & m->mask;; i = (i + 1) & m->mask) {
         if (m->e[i].key == k) return &m->e[i];
         if (!m->e[i].key) return NULL;
     }
 }
 static void mmap_put(mmap_t *m, int32_t a, int32_t b, int32_t rank, int32_t id) {
     uint64_t k = mkey(a, b);
-    for (uint64_t i = mix64(k) & m->mask;; i = (i + 1) & m->mask) {
+    for (uint64_t i = st_mix64(k) & m->mask;; i = (i + 1) & m->mask) {
         if (!m->e[i].key || m->e[i].key == k) { m->e[i].key = k; m->e[i].rank = rank; m->e[i].id = id; return; }
     }
 }
@@ -341,7 +320,7 @@ typedef struct {
 } added_tok;
 
 struct st_tokenizer {
-    sbuf pool;               /* all strings: vocab, added contents */
+    st_buf pool;               /* all strings: vocab, added contents */
     int n_ids;               /* max id + 1 */
     uint32_t *tok_off;       /* per id: string for decoding */
     int32_t *tok_len;        /* -1: no token has this id */
@@ -389,9 +368,9 @@ typedef struct {
     pcre2_match_data *md;
     pcre2_match_context *mc;
     pcre2_jit_stack *js;
-    sbuf work;               /* pre-tokenizer text */
+    st_buf work;               /* pre-tokenizer text */
     svec spans;
-    sbuf na;                 /* normalized segment */
+    st_buf na;                 /* normalized segment */
     pvec ptmp;               /* pre-tokenizer scratch */
     svec *sv; pvec *pv;      /* per pre-tokenizer step: spans and pieces */
     /* BPE scratch */
@@ -541,48 +520,48 @@ static st_status apply_behavior(svec *sv, int behavior, int invert, size_t base,
 /* ------------------------------------------------------------------ normalizers */
 
 static st_status replace_all(tctx *c, const pcre2_code *re, const char *pat, size_t plen,
-                             const char *rep, size_t rlen, const char *s, size_t n, sbuf *o) {
+                             const char *rep, size_t rlen, const char *s, size_t n, st_buf *o) {
     if (!re) {
-        if (!plen) return sb_put(o, s, n) ? nomem() : ST_OK;
+        if (!plen) return st_buf_put(o, s, n) ? nomem() : ST_OK;
         size_t i = 0;
         while (i < n) {
             const char *f = memmem(s + i, n - i, pat, plen);
             if (!f) break;
             size_t at = (size_t)(f - s);
-            if (sb_put(o, s + i, at - i) || sb_put(o, rep, rlen)) return nomem();
+            if (st_buf_put(o, s + i, at - i) || st_buf_put(o, rep, rlen)) return nomem();
             i = at + plen;
         }
-        return sb_put(o, s + i, n - i) ? nomem() : ST_OK;
+        return st_buf_put(o, s + i, n - i) ? nomem() : ST_OK;
     }
     st_status st = regex_spans(c, re, s, n, &c->spans);
     if (st) return st;
     for (size_t i = 0; i < c->spans.n; i++) {
         span *sp = &c->spans.p[i];
-        if (sp->m ? sb_put(o, rep, rlen) : sb_put(o, s + sp->s, sp->e - sp->s)) return nomem();
+        if (sp->m ? st_buf_put(o, rep, rlen) : st_buf_put(o, s + sp->s, sp->e - sp->s)) return nomem();
     }
     return ST_OK;
 }
 
 /* Apply one normalizer to s[0..n), writing into o (o->n reset first). */
-static st_status norm_apply(tctx *c, const norm *z, const char *s, size_t n, sbuf *o) {
+static st_status norm_apply(tctx *c, const norm *z, const char *s, size_t n, st_buf *o) {
     o->n = 0;
     switch (z->type) {
     case N_SEQ: {
-        sbuf a = {0}, b = {0};
-        if (sb_put(&a, s, n)) return nomem();
+        st_buf a = {0}, b = {0};
+        if (st_buf_put(&a, s, n)) return nomem();
         st_status st = ST_OK;
         for (int i = 0; i < z->n_kids && !st; i++) {
             st = norm_apply(c, &z->kids[i], a.p, a.n, &b);
-            sbuf tmp = a; a = b; b = tmp;
+            st_buf tmp = a; a = b; b = tmp;
         }
-        if (!st && sb_put(o, a.p, a.n)) st = nomem();
+        if (!st && st_buf_put(o, a.p, a.n)) st = nomem();
         free(a.p); free(b.p);
         return st;
     }
     case N_NFC: case N_NFD: case N_NFKC: case N_NFKD: {
         size_t i = 0;
         while (i < n && (unsigned char)s[i] < 0x80) i++;
-        if (i == n) return sb_put(o, s, n) ? nomem() : ST_OK; /* ASCII is invariant */
+        if (i == n) return st_buf_put(o, s, n) ? nomem() : ST_OK; /* ASCII is invariant */
         int opt = UTF8PROC_STABLE;
         opt |= (z->type == N_NFC || z->type == N_NFKC) ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE;
         if (z->type == N_NFKC || z->type == N_NFKD) opt |= UTF8PROC_COMPAT;
@@ -593,12 +572,12 @@ static st_status norm_apply(tctx *c, const norm *z, const char *s, size_t n, sbu
             free(r);
             return st_err(ST_ERR_ARG, "tokenizer: normalization failed: %s", utf8proc_errmsg(rl));
         }
-        int bad = sb_put(o, r, (size_t)rl);
+        int bad = st_buf_put(o, r, (size_t)rl);
         free(r);
         return bad ? nomem() : ST_OK;
     }
     case N_LOWER: case N_STRIP_ACCENTS: {
-        if (sb_grow(o, n)) return nomem();
+        if (st_buf_reserve(o, n)) return nomem();
         for (size_t i = 0; i < n;) {
             int l; uint32_t cp = u8dec((const unsigned char *)s + i, &l);
             i += (size_t)l;
@@ -606,10 +585,10 @@ static st_status norm_apply(tctx *c, const norm *z, const char *s, size_t n, sbu
             if (z->type == N_STRIP_ACCENTS) { if (is_mark(cp)) continue; }
             else if (cp == 0x130) { /* HF uses Rust's char::to_lowercase: the one
                                      * unconditional multi-char mapping */
-                if (sb_put(o, "i\xCC\x87", 3)) return nomem();
+                if (st_buf_put(o, "i\xCC\x87", 3)) return nomem();
                 continue;
             } else cp = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
-            if (sb_put(o, e, (size_t)u8enc(cp, e))) return nomem();
+            if (st_buf_put(o, e, (size_t)u8enc(cp, e))) return nomem();
         }
         return ST_OK;
     }
@@ -626,13 +605,13 @@ static st_status norm_apply(tctx *c, const norm *z, const char *s, size_t n, sbu
                 if (!is_ws(cp)) break;
                 e = q;
             }
-        return sb_put(o, s + b, e - b) ? nomem() : ST_OK;
+        return st_buf_put(o, s + b, e - b) ? nomem() : ST_OK;
     }
     case N_REPLACE:
         return replace_all(c, z->re, z->a, z->a_len, z->b, z->b_len, s, n, o);
     case N_PREPEND:
-        if (n && sb_put(o, z->a, z->a_len)) return nomem();
-        return sb_put(o, s, n) ? nomem() : ST_OK;
+        if (n && st_buf_put(o, z->a, z->a_len)) return nomem();
+        return st_buf_put(o, s, n) ? nomem() : ST_OK;
     }
     return ST_OK;
 }
@@ -640,8 +619,8 @@ static st_status norm_apply(tctx *c, const norm *z, const char *s, size_t n, sbu
 /* ------------------------------------------------------------------ pre-tokenizers */
 
 /* Append the GPT-2 byte-level form of work[off..off+len) to work. */
-static int bytelevel_map(sbuf *w, size_t off, size_t len, int prefix_space) {
-    if (sb_grow(w, 2 * (len + 1))) return -1; /* no realloc inside the loop */
+static int bytelevel_map(st_buf *w, size_t off, size_t len, int prefix_space) {
+    if (st_buf_reserve(w, 2 * (len + 1))) return -1; /* no realloc inside the loop */
     const unsigned char *s = (const unsigned char *)w->p + off;
     char *o = w->p + w->n;
     if (prefix_space) { *o++ = (char)0xC4; *o++ = (char)0xA0; } /* 'Ġ' */
@@ -677,7 +656,7 @@ static st_status step(tctx *c, int k, const piece *pc) {
     const pretok *p = c->t->steps[k];
     svec *sv = &c->sv[k];
     pvec *out = &c->pv[k];
-    sbuf *w = &c->work;
+    st_buf *w = &c->work;
     size_t keep = w->n;
     st_status st = ST_OK;
     out->n = 0;
@@ -726,7 +705,7 @@ static st_status step(tctx *c, int k, const piece *pc) {
         }
         size_t off = pc->off, len = pc->len;
         if (pfx) { /* the regex must see the added space */
-            if (sb_grow(w, len + 1)) return nomem();
+            if (st_buf_reserve(w, len + 1)) return nomem();
             w->p[w->n++] = ' ';
             memcpy(w->p + w->n, w->p + off, len);
             w->n += len; off = keep; len++; keep = w->n;
@@ -754,7 +733,7 @@ static st_status step(tctx *c, int k, const piece *pc) {
             pfx = !(pc->len && (w->p[pc->off] == ' ' ||
                                 u8dec((const unsigned char *)w->p + pc->off, &l) == p->repl_cp));
         }
-        if (sb_grow(w, (size_t)rl * (pc->len + 1))) return nomem();
+        if (st_buf_reserve(w, (size_t)rl * (pc->len + 1))) return nomem();
         if (pfx) { memcpy(w->p + w->n, rep, (size_t)rl); w->n += (size_t)rl; }
         for (size_t i = 0; i < pc->len; i++) {
             char ch = w->p[pc->off + i];
@@ -947,9 +926,9 @@ static st_status encode_normalized(tctx *c, const char *s, size_t n, int first, 
         int a = added_find(t, 1, parse_special, s, n, pos, &ms, &me);
         size_t end = a >= 0 ? ms : n;
         if (end > pos) {
-            sbuf *w = &c->work;
+            st_buf *w = &c->work;
             w->n = 0;
-            if (sb_put(w, s + pos, end - pos)) return nomem();
+            if (st_buf_put(w, s + pos, end - pos)) return nomem();
             piece pc = {0, end - pos, first && pos == 0};
             st_status st = run_from(c, 0, &pc);
             if (st) return st;
@@ -999,11 +978,11 @@ st_status st_tokenize(const st_tokenizer *t, const char *text, size_t len, int p
 /* ------------------------------------------------------------------ decoding */
 
 /* Token list for the decoder chain: ranges of one buffer. */
-typedef struct { sbuf buf; pvec v; } tlist;
+typedef struct { st_buf buf; pvec v; } tlist;
 
 static int tl_add(tlist *l, const char *s, size_t n) {
     size_t o = l->buf.n;
-    return sb_put(&l->buf, s, n) || pv_push(&l->v, o, n, 0);
+    return st_buf_put(&l->buf, s, n) || pv_push(&l->v, o, n, 0);
 }
 static void tl_free(tlist *l) { free(l->buf.p); free(l->v.p); }
 
@@ -1047,18 +1026,18 @@ static st_status dec_apply(tctx *c, const st_tokenizer *t, const dec *d, const t
         return st;
     }
     case D_BYTELEVEL: { /* everything joined into one token, like HF */
-        sbuf o = {0};
+        st_buf o = {0};
         for (size_t i = 0; i < in->v.n; i++) {
             const char *s = B + in->v.p[i].off;
             size_t n = in->v.p[i].len, start = o.n;
             int ok = !(is_added && is_added[i]); /* added tokens pass verbatim */
             for (size_t j = 0; j < n && ok;) {
                 int l; uint32_t cp = u8dec((const unsigned char *)s + j, &l);
-                if (cp >= 324 || g_cp2byte[cp] < 0) { ok = 0; break; }
-                if (sb_putc(&o, (char)g_cp2byte[cp])) { free(o.p); return nomem(); }
+                if (cp >= ST_BYTE_CP_END || g_cp2byte[cp] < 0) { ok = 0; break; }
+                if (st_buf_putc(&o, (char)g_cp2byte[cp])) { free(o.p); return nomem(); }
                 j += (size_t)l;
             }
-            if (!ok) { o.n = start; if (sb_put(&o, s, n)) { free(o.p); return nomem(); } }
+            if (!ok) { o.n = start; if (st_buf_put(&o, s, n)) { free(o.p); return nomem(); } }
         }
         int bad = tl_add(out, o.p ? o.p : "", o.n);
         free(o.p);
@@ -1066,7 +1045,7 @@ static st_status dec_apply(tctx *c, const st_tokenizer *t, const dec *d, const t
     }
     case D_REPLACE:
         for (size_t i = 0; i < in->v.n; i++) {
-            sbuf o = {0};
+            st_buf o = {0};
             st_status st = replace_all(c, d->re, d->a, d->a_len, d->b, d->b_len, B + in->v.p[i].off,
                                        in->v.p[i].len, &o);
             if (!st && tl_add(out, o.p ? o.p : "", o.n)) st = nomem();
@@ -1075,14 +1054,14 @@ static st_status dec_apply(tctx *c, const st_tokenizer *t, const dec *d, const t
         }
         return ST_OK;
     case D_BYTEFALLBACK: {
-        sbuf bytes = {0};
+        st_buf bytes = {0};
         size_t nb = 0;
         st_status st = ST_OK;
         for (size_t i = 0; i <= in->v.n && !st; i++) {
             unsigned v;
             if (i < in->v.n && is_byte_token(B + in->v.p[i].off, in->v.p[i].len, &v)) {
                 char ch = (char)v;
-                if (sb_putc(&bytes, ch)) st = nomem();
+                if (st_buf_putc(&bytes, ch)) st = nomem();
                 nb++;
                 continue;
             }
@@ -1103,7 +1082,7 @@ static st_status dec_apply(tctx *c, const st_tokenizer *t, const dec *d, const t
     case D_FUSE: {
         size_t o = out->buf.n;
         for (size_t i = 0; i < in->v.n; i++)
-            if (sb_put(&out->buf, B + in->v.p[i].off, in->v.p[i].len)) return nomem();
+            if (st_buf_put(&out->buf, B + in->v.p[i].off, in->v.p[i].len)) return nomem();
         return pv_push(&out->v, o, out->buf.n - o, 0) ? nomem() : ST_OK;
     }
     case D_STRIP:
@@ -1133,9 +1112,9 @@ static st_status dec_apply(tctx *c, const st_tokenizer *t, const dec *d, const t
             for (size_t j = 0; j < n;) {
                 int l; uint32_t cp = u8dec((const unsigned char *)s + j, &l);
                 if (cp == d->cp) {
-                    if (!(i == 0 && !stream && d->prepend_scheme != PS_NEVER) && sb_putc(&out->buf, ' '))
+                    if (!(i == 0 && !stream && d->prepend_scheme != PS_NEVER) && st_buf_putc(&out->buf, ' '))
                         return nomem();
-                } else if (sb_put(&out->buf, s + j, (size_t)l)) return nomem();
+                } else if (st_buf_put(&out->buf, s + j, (size_t)l)) return nomem();
                 j += (size_t)l;
             }
             if (pv_push(&out->v, o, out->buf.n - o, 0)) return nomem();
@@ -1147,7 +1126,7 @@ static st_status dec_apply(tctx *c, const st_tokenizer *t, const dec *d, const t
 }
 
 static st_status decode_to(const st_tokenizer *t, const int32_t *ids, int n, int skip_special,
-                           int stream, sbuf *o) {
+                           int stream, st_buf *o) {
     tlist in = {0};
     uint8_t *added = malloc((size_t)(n > 0 ? n : 1));
     if (!added) return nomem();
@@ -1166,7 +1145,7 @@ static st_status decode_to(const st_tokenizer *t, const int32_t *ids, int n, int
     if (!st) {
         if (!t->decoder) { /* HF joins with spaces when there is no decoder */
             for (size_t i = 0; i < in.v.n && !st; i++)
-                if ((i && sb_putc(o, ' ')) || (in.v.p[i].len && sb_put(o, in.buf.p + in.v.p[i].off, in.v.p[i].len)))
+                if ((i && st_buf_putc(o, ' ')) || (in.v.p[i].len && st_buf_put(o, in.buf.p + in.v.p[i].off, in.v.p[i].len)))
                     st = nomem();
         } else {
             tctx c;
@@ -1175,7 +1154,7 @@ static st_status decode_to(const st_tokenizer *t, const int32_t *ids, int n, int
             if (!st) st = dec_apply(&c, t, t->decoder, &in, added, &out, stream);
             for (size_t i = 0; i < out.v.n && !st; i++)
                 /* empty pieces (no ids, empty tokens) may come with no buffer at all */
-                if (out.v.p[i].len && sb_put(o, out.buf.p + out.v.p[i].off, out.v.p[i].len)) st = nomem();
+                if (out.v.p[i].len && st_buf_put(o, out.buf.p + out.v.p[i].off, out.v.p[i].len)) st = nomem();
             ctx_free(&c);
             tl_free(&out);
         }
@@ -1188,9 +1167,9 @@ static st_status decode_to(const st_tokenizer *t, const int32_t *ids, int n, int
 st_status st_tok_decode(const st_tokenizer *t, const int32_t *ids, int n, int skip_special, char **out) {
     if (!t || (!ids && n > 0) || n < 0 || !out) return st_err(ST_ERR_ARG, "st_detokenize: bad argument");
     *out = NULL;
-    sbuf raw = {0}, o = {0};
+    st_buf raw = {0}, o = {0};
     st_status st = decode_to(t, ids, n, skip_special, 0, &raw);
-    if (!st && (u8_lossy(&o, raw.p ? raw.p : "", raw.n) || sb_putc(&o, 0))) st = nomem();
+    if (!st && (u8_lossy(&o, raw.p ? raw.p : "", raw.n) || st_buf_putc(&o, 0))) st = nomem();
     free(raw.p);
     if (st) { free(o.p); return st; }
     *out = o.p;
@@ -1203,7 +1182,7 @@ st_status st_detokenize(const st_tokenizer *t, const int32_t *ids, int n, char *
 
 int st_token_bytes(const st_tokenizer *t, int32_t id, char *buf, int cap) {
     if (!t || id < 0 || id >= t->n_ids || t->tok_len[id] < 0) return -1;
-    sbuf o = {0};
+    st_buf o = {0};
     if (decode_to(t, &id, 1, 0, 1, &o)) { free(o.p); return -1; }
     if (buf && cap > 0) memcpy(buf, o.p, o.n < (size_t)cap ? o.n : (size_t)cap);
     int n = (int)o.n;
@@ -1549,7 +1528,7 @@ static st_status parse_post(const ld *L, st_tokenizer *t, const json_t *j, ivec 
 static int pool_add(st_tokenizer *t, const char *s, size_t n, uint32_t *off) {
     if (t->pool.n + n >= UINT32_MAX) return -1;
     *off = (uint32_t)t->pool.n;
-    return sb_put(&t->pool, s, n);
+    return st_buf_put(&t->pool, s, n);
 }
 
 static st_status load_model(const ld *L, st_tokenizer *t, json_t *m, int max_added_id) {
@@ -1619,7 +1598,7 @@ static st_status load_model(const ld *L, st_tokenizer *t, json_t *m, int max_add
     t->merges.e = calloc(cap, sizeof *t->merges.e);
     if (!t->merges.e) return nomem();
     t->merges.mask = cap - 1;
-    sbuf cat = {0};
+    st_buf cat = {0};
     st_status st = ST_OK;
     for (size_t i = 0; i < nm && !st; i++) {
         json_t *e = json_array_get(merges, i);
@@ -1639,7 +1618,7 @@ static st_status load_model(const ld *L, st_tokenizer *t, json_t *m, int max_add
         }
         int32_t ia = smap_get(&t->vocab, t->pool.p, a, al), ib = smap_get(&t->vocab, t->pool.p, b, bl);
         cat.n = 0;
-        if (sb_put(&cat, a, al) || sb_put(&cat, b, bl)) { st = nomem(); break; }
+        if (st_buf_put(&cat, a, al) || st_buf_put(&cat, b, bl)) { st = nomem(); break; }
         int32_t ic = smap_get(&t->vocab, t->pool.p, cat.p, cat.n);
         if (ia < 0 || ib < 0 || ic < 0) {
             st = st_err(ST_ERR_FORMAT, "%s: model.merges[%zu] (\"%.*s\" \"%.*s\") uses a token missing from the vocab",

@@ -18,8 +18,10 @@
  * attempt), so streams are reproducible and any item can be made alone.
  */
 #include "train/data_tasks.h"
+#include "util/buf.h"
 #include "util/util.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,31 +31,11 @@
 static int64_t rint_(uint64_t *s, int64_t lo, int64_t hi) {
     return lo + (int64_t)(st_splitmix64(s) % (uint64_t)(hi - lo + 1));
 }
-static uint64_t fnv64(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) { h ^= (unsigned char)*s; h *= 1099511628211ull; }
-    uint64_t x = h; /* finalize so that key % 8 uses well-mixed bits */
-    return st_splitmix64(&x);
-}
-
-typedef struct { char *p; size_t n, cap; int oom; } sbuf;
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) { b->oom = 1; return; }
-        if (b->p && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->n + (size_t)k + 1) c *= 2;
-        char *q = realloc(b->p, c);
-        if (!q) { b->oom = 1; return; }
-        b->p = q; b->cap = c;
-    }
-}
+/* A problem's key: FNV-1a of its canonical text, finalized so that key % 8
+ * uses well-mixed bits. The key picks the train/eval split and names the task
+ * in files, so it must never change; hence this basis, one digit short of
+ * FNV's, kept as the first version wrote it. */
+static uint64_t task_key(const char *s) { return st_mix64(st_fnv1a64(1469598103934665603ull, s, strlen(s))); }
 
 static const char *g_names[] = {"add", "sort", "compare", "mix"};
 const char *st_task_kind_name(st_task_kind k) { return (unsigned)k < 4 ? g_names[k] : "?"; }
@@ -80,13 +62,13 @@ static void rand_digits(uint64_t *s, int d, char *out) {
 static const char *g_add_prompts[] = {
     "What is %s + %s?", "Compute %s + %s.", "Add %s and %s.", "%s + %s = ?", "What is the sum of %s and %s?",
 };
-static int gen_add(uint64_t *s, const st_task_opts *o, sbuf *canon, sbuf *prompt, sbuf *why, sbuf *ans) {
+static int gen_add(uint64_t *s, const st_task_opts *o, st_buf *canon, st_buf *prompt, st_buf *why, st_buf *ans) {
     int lo = o->min_digits ? o->min_digits : 4, hi = o->max_digits ? o->max_digits : 6;
     char a[16], b[16];
     rand_digits(s, (int)rint_(s, lo, hi), a);
     rand_digits(s, (int)rint_(s, lo, hi), b);
-    sb_printf(canon, "add %s %s", a, b);
-    sb_printf(prompt, g_add_prompts[rint_(s, 0, 4)], a, b);
+    st_buf_printf(canon, "add %s %s", a, b);
+    st_buf_printf(prompt, g_add_prompts[rint_(s, 0, 4)], a, b);
     int la = (int)strlen(a), lb = (int)strlen(b), n = la > lb ? la : lb;
     char pa[16], pb[16], digits[16];
     memset(pa, '0', (size_t)n); memset(pb, '0', (size_t)n);
@@ -94,29 +76,29 @@ static int gen_add(uint64_t *s, const st_task_opts *o, sbuf *canon, sbuf *prompt
     pa[n] = pb[n] = 0;
     /* compact on purpose: every written digit is a token, so a 6-digit sum
      * fits in ~170 tokens (within `starling eval`'s default 256) */
-    sb_printf(why, "Aligned: %s + %s\n", pa, pb);
+    st_buf_printf(why, "Aligned: %s + %s\n", pa, pb);
     int carry = 0, nd = 0;
     for (int k = 0; k < n; k++) { /* k = 0: ones */
         int x = pa[n - 1 - k] - '0', y = pb[n - 1 - k] - '0', sum = x + y + carry;
-        sb_printf(why, "c%d: %d+%d+%d=%d, write %d, carry %d\n", k + 1, x, y, carry, sum, sum % 10, sum / 10);
+        st_buf_printf(why, "c%d: %d+%d+%d=%d, write %d, carry %d\n", k + 1, x, y, carry, sum, sum % 10, sum / 10);
         digits[nd++] = (char)('0' + sum % 10);
         carry = sum / 10;
     }
     if (carry) {
-        sb_printf(why, "c%d: carry 1, write 1\n", n + 1);
+        st_buf_printf(why, "c%d: carry 1, write 1\n", n + 1);
         digits[nd++] = '1';
     }
-    sb_printf(why, "Written c1 to c%d:", nd);
-    for (int k = 0; k < nd; k++) sb_printf(why, " %c", digits[k]);
-    for (int k = nd - 1; k >= 0; k--) sb_printf(ans, "%c", digits[k]);
+    st_buf_printf(why, "Written c1 to c%d:", nd);
+    for (int k = 0; k < nd; k++) st_buf_printf(why, " %c", digits[k]);
+    for (int k = nd - 1; k >= 0; k--) st_buf_printf(ans, "%c", digits[k]);
     if (ans->oom) return -1;
-    sb_printf(why, "\nReversed: %s", ans->p);
+    st_buf_printf(why, "\nReversed: %s", ans->p);
     return 0;
 }
 
 /* ------------------------------------------------------------ sort */
 
-static int gen_sort(uint64_t *s, sbuf *canon, sbuf *prompt, sbuf *why, sbuf *ans) {
+static int gen_sort(uint64_t *s, st_buf *canon, st_buf *prompt, st_buf *why, st_buf *ans) {
     int k = (int)rint_(s, 3, 6), desc = (int)rint_(s, 0, 3) == 0; /* a quarter descending */
     int v[8];
     for (int i = 0; i < k; i++) {
@@ -128,39 +110,39 @@ static int gen_sort(uint64_t *s, sbuf *canon, sbuf *prompt, sbuf *why, sbuf *ans
             for (int j = 0; j < i; j++) if (v[j] == v[i]) ok = 0;
         } while (!ok);
     }
-    sbuf list = {0};
-    for (int i = 0; i < k; i++) sb_printf(&list, "%s%d", i ? ", " : "", v[i]);
+    st_buf list = {0};
+    for (int i = 0; i < k; i++) st_buf_printf(&list, "%s%d", i ? ", " : "", v[i]);
     if (list.oom) return -1;
-    sb_printf(canon, "sort %s %s", desc ? "desc" : "asc", list.p);
+    st_buf_printf(canon, "sort %s %s", desc ? "desc" : "asc", list.p);
     const char *order = desc ? "from largest to smallest" : "from smallest to largest";
     switch (rint_(s, 0, 2)) {
-    case 0: sb_printf(prompt, "Sort these numbers %s: %s.", order, list.p); break;
-    case 1: sb_printf(prompt, "Put %s in order %s.", list.p, order); break;
-    default: sb_printf(prompt, "Arrange the numbers %s %s.", list.p, order); break;
+    case 0: st_buf_printf(prompt, "Sort these numbers %s: %s.", order, list.p); break;
+    case 1: st_buf_printf(prompt, "Put %s in order %s.", list.p, order); break;
+    default: st_buf_printf(prompt, "Arrange the numbers %s %s.", list.p, order); break;
     }
-    sb_printf(why, "Take the %s of what is left, each time.\n", desc ? "largest" : "smallest");
+    st_buf_printf(why, "Take the %s of what is left, each time.\n", desc ? "largest" : "smallest");
     free(list.p);
     int rem[8], nr = k, out[8];
     memcpy(rem, v, sizeof rem);
     for (int step = 0; step < k; step++) {
         int best = 0;
         for (int i = 1; i < nr; i++) if (desc ? rem[i] > rem[best] : rem[i] < rem[best]) best = i;
-        sb_printf(why, "left:");
-        for (int i = 0; i < nr; i++) sb_printf(why, "%s %d", i ? "," : "", rem[i]);
-        sb_printf(why, "; %s %d\n", desc ? "largest" : "smallest", rem[best]);
+        st_buf_printf(why, "left:");
+        for (int i = 0; i < nr; i++) st_buf_printf(why, "%s %d", i ? "," : "", rem[i]);
+        st_buf_printf(why, "; %s %d\n", desc ? "largest" : "smallest", rem[best]);
         out[step] = rem[best];
         memmove(rem + best, rem + best + 1, (size_t)(nr - best - 1) * sizeof *rem);
         nr--;
     }
-    for (int i = 0; i < k; i++) sb_printf(ans, "%s%d", i ? ", " : "", out[i]);
+    for (int i = 0; i < k; i++) st_buf_printf(ans, "%s%d", i ? ", " : "", out[i]);
     if (ans->oom) return -1;
-    sb_printf(why, "Sorted: %s", ans->p);
+    st_buf_printf(why, "Sorted: %s", ans->p);
     return 0;
 }
 
 /* ------------------------------------------------------------ compare */
 
-static int gen_compare(uint64_t *s, const st_task_opts *o, sbuf *canon, sbuf *prompt, sbuf *why, sbuf *ans) {
+static int gen_compare(uint64_t *s, const st_task_opts *o, st_buf *canon, st_buf *prompt, st_buf *why, st_buf *ans) {
     int lo = o->min_digits ? o->min_digits : 3, hi = o->max_digits ? o->max_digits : 8;
     int larger = (int)rint_(s, 0, 1); /* ask for the larger (1) or the smaller (0) */
     char a[16], b[16];
@@ -176,32 +158,32 @@ static int gen_compare(uint64_t *s, const st_task_opts *o, sbuf *canon, sbuf *pr
         do b[j] = (char)('0' + rint_(s, j == 0 && d > 1 ? 1 : 0, 9)); while (b[j] == a[j]);
         for (int i = j + 1; i < d; i++) b[i] = (char)('0' + rint_(s, 0, 9));
     }
-    sb_printf(canon, "compare %s %s %s", larger ? "larger" : "smaller", a, b);
+    st_buf_printf(canon, "compare %s %s %s", larger ? "larger" : "smaller", a, b);
     const char *w = larger ? "larger" : "smaller";
     switch (rint_(s, 0, 2)) {
-    case 0: sb_printf(prompt, "Which is %s: %s or %s?", w, a, b); break;
-    case 1: sb_printf(prompt, "Which number is %s, %s or %s?", w, a, b); break;
-    default: sb_printf(prompt, "Of %s and %s, which is %s?", a, b, w); break;
+    case 0: st_buf_printf(prompt, "Which is %s: %s or %s?", w, a, b); break;
+    case 1: st_buf_printf(prompt, "Which number is %s, %s or %s?", w, a, b); break;
+    default: st_buf_printf(prompt, "Of %s and %s, which is %s?", a, b, w); break;
     }
     int la = (int)strlen(a), lb = (int)strlen(b), cmp = 0; /* sign of a - b */
-    sb_printf(why, "Compare %s and %s.\n", a, b);
+    st_buf_printf(why, "Compare %s and %s.\n", a, b);
     if (la != lb) {
         cmp = la > lb ? 1 : -1;
-        sb_printf(why, "%s has %d digits and %s has %d digits, so %s is larger.\n", a, la, b, lb, cmp > 0 ? a : b);
+        st_buf_printf(why, "%s has %d digits and %s has %d digits, so %s is larger.\n", a, la, b, lb, cmp > 0 ? a : b);
     } else {
-        sb_printf(why, "Both have %d digits. Compare from the left.\n", la);
+        st_buf_printf(why, "Both have %d digits. Compare from the left.\n", la);
         for (int i = 0; i < la; i++) {
-            if (a[i] == b[i]) { sb_printf(why, "digit %d: %c and %c, same\n", i + 1, a[i], b[i]); continue; }
+            if (a[i] == b[i]) { st_buf_printf(why, "digit %d: %c and %c, same\n", i + 1, a[i], b[i]); continue; }
             cmp = a[i] > b[i] ? 1 : -1;
-            sb_printf(why, "digit %d: %c and %c, %c is larger, so %s is larger.\n", i + 1, a[i], b[i],
-                      cmp > 0 ? a[i] : b[i], cmp > 0 ? a : b);
+            st_buf_printf(why, "digit %d: %c and %c, %c is larger, so %s is larger.\n", i + 1, a[i], b[i],
+                          cmp > 0 ? a[i] : b[i], cmp > 0 ? a : b);
             break;
         }
     }
     if (cmp == 0) return 1; /* equal: cannot happen by construction, retried anyway */
     const char *res = (cmp > 0) == larger ? a : b;
-    sb_printf(ans, "%s", res);
-    sb_printf(why, "The %s is %s.", w, res);
+    st_buf_printf(ans, "%s", res);
+    st_buf_printf(why, "The %s is %s.", w, res);
     return 0;
 }
 
@@ -221,7 +203,7 @@ st_status st_task_gen(const st_task_opts *o, uint64_t index, st_task *out) {
         uint64_t mixv[4] = {(uint64_t)o->kind, (uint64_t)o->eval_split, index, attempt};
         for (int i = 0; i < 4; i++) { s ^= mixv[i] + 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1); st_splitmix64(&s); }
         st_task_kind k = o->kind == ST_TASK_MIX ? (st_task_kind)rint_(&s, 0, 2) : o->kind;
-        sbuf canon = {0}, prompt = {0}, why = {0}, ans = {0};
+        st_buf canon = {0}, prompt = {0}, why = {0}, ans = {0};
         int r = k == ST_TASK_ADD ? gen_add(&s, o, &canon, &prompt, &why, &ans)
               : k == ST_TASK_SORT ? gen_sort(&s, &canon, &prompt, &why, &ans)
                                   : gen_compare(&s, o, &canon, &prompt, &why, &ans);
@@ -229,7 +211,7 @@ st_status st_task_gen(const st_task_opts *o, uint64_t index, st_task *out) {
             free(canon.p); free(prompt.p); free(why.p); free(ans.p);
             return st_err(ST_ERR_NOMEM, "tasks: out of memory");
         }
-        uint64_t key = r == 0 ? fnv64(canon.p) : 0;
+        uint64_t key = r == 0 ? task_key(canon.p) : 0;
         free(canon.p);
         if (r != 0 || st_task_key_is_eval(key) != !!o->eval_split) { /* the other split's problem: draw again */
             free(prompt.p); free(why.p); free(ans.p);
@@ -248,10 +230,50 @@ st_status st_task_gen(const st_task_opts *o, uint64_t index, st_task *out) {
 
 st_status st_task_assistant(const st_task *t, int think, char **out) {
     if (!t || !out || !t->answer) return st_err(ST_ERR_ARG, "st_task_assistant: bad argument");
-    sbuf b = {0};
-    if (think) sb_printf(&b, "<think>\n%s\n</think>\n%s", t->reasoning ? t->reasoning : "", t->answer);
-    else sb_printf(&b, "<think>\n</think>\n%s", t->answer);
+    st_buf b = {0};
+    if (think) st_buf_printf(&b, "<think>\n%s\n</think>\n%s", t->reasoning ? t->reasoning : "", t->answer);
+    else st_buf_printf(&b, "<think>\n</think>\n%s", t->answer);
     if (b.oom) { free(b.p); return st_err(ST_ERR_NOMEM, "tasks: out of memory"); }
     *out = b.p;
     return ST_OK;
+}
+
+/* ------------------------------------------------------------ grading */
+
+/* The last integer in s (with sign), as a string in buf; 0 if none. */
+static int last_number(const char *s, size_t n, char *buf, size_t cap) {
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) continue;
+        size_t b = i, e = i;
+        while (e < n && isdigit((unsigned char)s[e])) e++;
+        if (b > 0 && s[b - 1] == '-') b--;
+        size_t len = e - b < cap - 1 ? e - b : cap - 1;
+        memcpy(buf, s + b, len);
+        buf[len] = 0;
+        found = 1;
+        i = e;
+    }
+    return found;
+}
+
+static int is_number(const char *s) {
+    if (*s == '-') s++;
+    if (!*s) return 0;
+    for (; *s; s++) if (!isdigit((unsigned char)*s)) return 0;
+    return 1;
+}
+
+int st_task_answer_correct(const char *reply, size_t n, const char *want) {
+    if (is_number(want)) {
+        char got[64];
+        if (!last_number(reply, n, got, sizeof got)) return 0;
+        const char *a = got, *b = want;
+        while (*a == '0' && a[1]) a++;
+        while (*b == '0' && b[1]) b++;
+        return !strcmp(a, b);
+    }
+    while (n && isspace((unsigned char)*reply)) { reply++; n--; }
+    while (n && isspace((unsigned char)reply[n - 1])) n--;
+    return n == strlen(want) && !strncasecmp(reply, want, n);
 }

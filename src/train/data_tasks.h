@@ -13,6 +13,7 @@
 #define ST_DATA_TASKS_H
 
 #include "starling.h"
+#include <stddef.h>
 #include <stdint.h>
 
 #define ST_TASK_EVAL_MOD 8 /* 1 problem in 8 is held out for evaluation */
@@ -32,7 +33,7 @@ typedef struct {
     char id[48];              /* "<kind>-<key as 16 hex digits>" */
     char *prompt;             /* the user message */
     char *reasoning;          /* the written procedure, without think tags; ends with the answer */
-    char *answer;             /* the final answer, as `starling eval` checks it */
+    char *answer;             /* the final answer, as st_task_answer_correct checks it */
 } st_task;
 
 /* Problem number `index` of the stream (seed, kind, split): the same
@@ -45,6 +46,12 @@ int st_task_key_is_eval(uint64_t key);
  * think = 0 "<think>\n</think>\n{answer}" (what a zero thinking budget forces
  * in `starling eval --caps 0`). malloc'd. */
 st_status st_task_assistant(const st_task *t, int think, char **out);
+/* The grader of `starling eval`: 1 when the reply reply[0..n) gives the
+ * expected answer want. A numeric want is compared with the last integer in
+ * the reply (its sign kept, leading zeros ignored), so the reply may reason
+ * before it; any other want with the whole reply, trimmed of whitespace,
+ * case-insensitively. */
+int st_task_answer_correct(const char *reply, size_t n, const char *want);
 const char *st_task_kind_name(st_task_kind k);
 /* -1 for an unknown name. */
 int st_task_kind_parse(const char *name);

@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "util/killsafe.h"
+#include "util/plot.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -342,56 +343,27 @@ static st_status write_svg(const char *csv, const char *svg) {
     size_t len;
     st_status rc = st_read_file(csv, &txt, &len);
     if (rc) return rc;
-    size_t cap = 1024, n = 0;
-    double *S = malloc(cap * sizeof(double)), *L = malloc(cap * sizeof(double)), *VL = malloc(cap * sizeof(double));
+    size_t rows = 1;
+    for (size_t i = 0; i < len; i++) rows += txt[i] == '\n';
+    /* [rows] each: step and train loss of the rows that have one; step and validation loss */
+    double *S = st_malloc(4 * rows * sizeof(double)), *L = S + rows, *VS = L + rows, *VL = VS + rows;
+    st_plot *p = st_plot_new(&(st_plot_axes){.title = "training loss", .xlabel = "step", .ylabel = "loss"});
+    if (!S || !p) { free(txt); free(S); st_plot_free(p); return ST_ERR_NOMEM; }
+    int n = 0, nv = 0;
     char *save = NULL;
-    for (char *ln = strtok_r(txt, "\n", &save); ln && S && L && VL; ln = strtok_r(NULL, "\n", &save)) {
+    for (char *ln = strtok_r(txt, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
         if (!strncmp(ln, "step", 4)) continue;
         double s, tk, l, v;
         if (sscanf(ln, "%lf,%lf,%lf,%lf", &s, &tk, &l, &v) != 4) continue;
-        if (n == cap) {
-            cap *= 2;
-            S = realloc(S, cap * sizeof(double)); L = realloc(L, cap * sizeof(double)); VL = realloc(VL, cap * sizeof(double));
-            if (!S || !L || !VL) break;
-        }
-        S[n] = s; L[n] = l; VL[n] = v; n++;
+        if (isfinite(l)) { S[n] = s; L[n] = l; n++; }
+        if (v >= 0) { VS[nv] = s; VL[nv] = v; nv++; }
     }
     free(txt);
-    if (!S || !L || !VL) { free(S); free(L); free(VL); return ST_ERR_NOMEM; }
-    double x0 = n ? S[0] : 0, x1 = n ? S[n - 1] : 1, y0 = INFINITY, y1 = -INFINITY;
-    for (size_t i = 0; i < n; i++) {
-        if (isfinite(L[i])) { if (L[i] < y0) y0 = L[i]; if (L[i] > y1) y1 = L[i]; }
-        if (VL[i] >= 0) { if (VL[i] < y0) y0 = VL[i]; if (VL[i] > y1) y1 = VL[i]; }
-    }
-    if (!(y1 > y0)) { y0 = isfinite(y0) ? y0 - 1 : 0; y1 = y0 + 2; }
-    if (!(x1 > x0)) x1 = x0 + 1;
-    const double W = 720, Hh = 420, l = 60, r = 20, t = 20, b = 40;
-#define PX(x) (l + ((x) - x0) / (x1 - x0) * (W - l - r))
-#define PY(y) (t + (y1 - (y)) / (y1 - y0) * (Hh - t - b))
-    size_t bc = 256 + n * 64, at = 0;
-    char *out = malloc(bc + 4096);
-    if (!out) { free(S); free(L); free(VL); return ST_ERR_NOMEM; }
-    at += (size_t)sprintf(out + at,
-                          "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
-                          "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-                          "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n"
-                          "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n"
-                          "<text x=\"%.0f\" y=\"%.0f\">%.3g</text><text x=\"%.0f\" y=\"%.0f\">%.3g</text>\n"
-                          "<text x=\"%.0f\" y=\"%.0f\">%.0f</text><text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">step %.0f</text>\n"
-                          "<text x=\"%.0f\" y=\"14\">loss (blue: train, red: validation)</text>\n",
-                          W, Hh, l, Hh - b, W - r, Hh - b, l, t, l, Hh - b, 4.0, t + 10, y1, 4.0, Hh - b, y0, l, Hh - b + 16,
-                          x0, W - r, Hh - b + 16, x1, l + 10);
-    at += (size_t)sprintf(out + at, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"");
-    for (size_t i = 0; i < n; i++)
-        if (isfinite(L[i])) at += (size_t)sprintf(out + at, "%.1f,%.1f ", PX(S[i]), PY(L[i]));
-    at += (size_t)sprintf(out + at, "\"/>\n");
-    for (size_t i = 0; i < n; i++)
-        if (VL[i] >= 0) at += (size_t)sprintf(out + at, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#d62728\"/>\n", PX(S[i]), PY(VL[i]));
-    at += (size_t)sprintf(out + at, "</svg>\n");
-#undef PX
-#undef PY
-    rc = st_write_file_atomic(svg, out, at);
-    free(out); free(S); free(L); free(VL);
+    st_plot_line(p, S, L, n, "#1f77b4", "train", 0);
+    st_plot_dots(p, VS, VL, nv, "#d62728", "validation");
+    rc = st_plot_write(p, svg);
+    st_plot_free(p);
+    free(S);
     return rc;
 }
 

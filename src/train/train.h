@@ -239,7 +239,6 @@ typedef struct {
     float balance_rate;          /* e_score_correction_bias update rate (1e-3) */
     uint64_t seed;
     int threads;
-    int bench;                   /* time steps only: no eval, no checkpoints  */
 } st_train_cfg;
 
 void st_train_cfg_default(st_train_cfg *c);

@@ -10,9 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef enum { S_LINE, S_DOTS, S_POINT } kind;
+
 typedef struct {
     double *x, *y;
-    int n, dashed, point;
+    int n, dashed;
+    kind k;
     char color[16], *label;
 } series;
 
@@ -42,7 +45,7 @@ void st_plot_free(st_plot *p) {
 }
 
 static void add(st_plot *p, const double *x, const double *y, int n, const char *color, const char *label,
-                int dashed, int point) {
+                int dashed, kind k) {
     if (!p || n <= 0) return;
     if (p->n == p->cap) {
         int cap = p->cap ? 2 * p->cap : 8;
@@ -62,17 +65,21 @@ static void add(st_plot *p, const double *x, const double *y, int n, const char 
     snprintf(s->color, sizeof s->color, "%s", color ? color : "#333");
     s->n = n;
     s->dashed = dashed;
-    s->point = point;
+    s->k = k;
     p->n++;
 }
 
 void st_plot_line(st_plot *p, const double *x, const double *y, int n, const char *color, const char *label,
                   int dashed) {
-    add(p, x, y, n, color, label, dashed, 0);
+    add(p, x, y, n, color, label, dashed, S_LINE);
+}
+
+void st_plot_dots(st_plot *p, const double *x, const double *y, int n, const char *color, const char *label) {
+    add(p, x, y, n, color, label, 0, S_DOTS);
 }
 
 void st_plot_point(st_plot *p, double x, double y, const char *color, const char *label) {
-    add(p, &x, &y, 1, color, label, 0, 1);
+    add(p, &x, &y, 1, color, label, 0, S_POINT);
 }
 
 static void esc(FILE *f, const char *s) {
@@ -159,7 +166,13 @@ st_status st_plot_write(const st_plot *p, const char *path) {
             L, T, W - R - L, H - B - T, L, T, W - R - L, H - B - T);
     for (int i = 0; i < p->n; i++) {
         const series *s = &p->s[i];
-        if (s->point) {
+        if (s->k == S_DOTS) {
+            for (int k = 0; k < s->n; k++)
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", tr(&ax, s->x[k]),
+                        tr(&ay, s->y[k]), s->color);
+            continue;
+        }
+        if (s->k == S_POINT) {
             fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>", tr(&ax, s->x[0]), tr(&ay, s->y[0]),
                     s->color);
             if (s->label) {
@@ -179,10 +192,13 @@ st_status st_plot_write(const st_plot *p, const char *path) {
     int ly = T + 8;
     for (int i = 0; i < p->n; i++) {
         const series *s = &p->s[i];
-        if (s->point || !s->label) continue;
-        fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"%s/>"
-                   "<text x=\"%d\" y=\"%d\">", W - R + 10, ly, W - R + 34, ly, s->color,
-                s->dashed ? " stroke-dasharray=\"6,4\"" : "", W - R + 40, ly + 4);
+        if (s->k == S_POINT || !s->label) continue;
+        if (s->k == S_DOTS)
+            fprintf(f, "<circle cx=\"%d\" cy=\"%d\" r=\"3\" fill=\"%s\"/>", W - R + 22, ly, s->color);
+        else
+            fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"%s/>", W - R + 10,
+                    ly, W - R + 34, ly, s->color, s->dashed ? " stroke-dasharray=\"6,4\"" : "");
+        fprintf(f, "<text x=\"%d\" y=\"%d\">", W - R + 40, ly + 4);
         esc(f, s->label);
         fprintf(f, "</text>\n");
         ly += 18;

@@ -42,6 +42,16 @@ static inline uint64_t st_splitmix64(uint64_t *s) {
     *s += 0x9e3779b97f4a7c15ull;
     return st_mix64(z);
 }
+/* FNV-1a, 64 bit: hash h continued over n bytes; start from ST_FNV1A64_BASIS
+ * (st_fnv1a64(ST_FNV1A64_BASIS, s, strlen(s)) is the usual FNV-1a of s). For
+ * hash tables and identity keys; its low bits are weak, so pass it through
+ * st_mix64 where they index a table that small keys crowd. */
+#define ST_FNV1A64_BASIS 0xcbf29ce484222325ull
+static inline uint64_t st_fnv1a64(uint64_t h, const void *p, size_t n) {
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 0x100000001b3ull; }
+    return h;
+}
 /* uniform in (0, 1) from the top 53 bits of a hash */
 static inline double st_u01(uint64_t h) { return ((h >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 
