@@ -923,10 +923,12 @@ static void test_eval_cli(void **st) {
     snprintf(p, sizeof p, "%s/eval3/eval.tsv", g_tmp);
     tsv = slurp(p);
     assert_non_null(tsv);
-    assert_non_null(strstr(tsv, "\tnote\taccuracy_add\taccuracy_sort\n"));
+    assert_non_null(strstr(tsv, "\tnote\taccuracy_add\taccuracy_sort\tfrontier\n"));
     int tabs = 0;
-    for (const char *c = strchr(tsv, '\n') + 1; *c && *c != '\n'; c++) tabs += *c == '\t';
-    assert_int_equal(tabs, 13); /* 12 columns + 2 kinds - 1 */
+    const char *c = strchr(tsv, '\n') + 1;
+    for (; *c && *c != '\n'; c++) tabs += *c == '\t';
+    assert_int_equal(tabs, 14); /* 12 columns + 2 kinds + frontier - 1 */
+    assert_true(c[-1] == '1'); /* the only configuration is on the frontier */
     free(tsv);
     snprintf(cmd, sizeof cmd, "%s eval -m %s --task /nonexistent.jsonl 2>&1", starling_bin(), g_model);
     o = run_capture(cmd, &status);
