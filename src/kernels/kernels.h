@@ -11,6 +11,7 @@
 #ifndef ST_KERNELS_H
 #define ST_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -125,6 +126,57 @@ void st_attn_head_avx512(const float *q, const float *K, const float *V, int ldk
                          float *sc, float *o);
 void st_attn_head_avx2(const float *q, const float *K, const float *V, int ldkv, int n, int hd, float scale,
                        float *sc, float *o);
+
+/* ---- row ops (norm.c, act.c): the element-wise and
+ * per-row ops of the forward pass, used by the inference pass (forward.c)
+ * and by the training forward (backward.c) alike. Each has a reference twin
+ * (st_*_ref: the formula in double) that tests/test_kernels.c compares it
+ * with on odd sizes and every ISA level. The fast paths keep the evaluation
+ * order the inference pass has always had (the shipped models' outputs are
+ * bit-identical across ISA levels and releases): only element-wise products
+ * are vectorised, sums of squares stay sequential in double, exp/log1p are
+ * libm's.
+ *
+ * The scalar activations, shared with the gradient code of backward.c. */
+static inline float st_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float st_siluf(float x) { return x / (1.0f + expf(-x)); }
+static inline float st_softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+/* RMSNorm of one row over its n active channels (a budget keeps a prefix):
+ *   r = 1/sqrt(Σ x²/n + eps);  y[i] = w[i]·x[i]·r   (i < n)
+ * x, y, w: [n] (y == x allowed). Returns r (the training pass keeps it). */
+float st_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
+float st_rmsnorm_ref(float *y, const float *x, const float *w, int n, float eps);
+/* Grouped RMSNorm of the Mamba-2 mixer over one row, in place: v: [G][gsz];
+ * per group g, r_g = 1/sqrt(Σ v²/n_mean + eps) (n_mean: the count of entries
+ * that exist, gsz unless masked entries are zeros) and v[j] ← v[j]·r_g·w[j];
+ * w: [G·gsz]; rstd: [G] r_g out, or NULL. */
+void st_rmsnorm_groups(float *v, int G, int gsz, int n_mean, const float *w, float eps, float *rstd);
+void st_rmsnorm_groups_ref(float *v, int G, int gsz, int n_mean, const float *w, float eps, float *rstd);
+/* The mixer's gate, then the grouped norm: v[j] = y[j]·silu(z[j]) for
+ * j < G·gsz (v == y allowed), then st_rmsnorm_groups(v, ...). */
+void st_gated_rmsnorm(float *v, const float *y, const float *z, int G, int gsz, int n_mean, const float *w, float eps,
+                      float *rstd);
+void st_gated_rmsnorm_ref(float *v, const float *y, const float *z, int G, int gsz, int n_mean, const float *w,
+                          float eps, float *rstd);
+
+/* Element-wise, n elements, y == x allowed:
+ *   st_relu2        y = max(x, 0)²                 (the MLP / expert activation)
+ *   st_silu_mul     y = a·silu(z)                  (the Mamba gate)
+ *   st_softplus_clamp y = clamp(softplus(x + bias), lo, hi)  (Mamba dt; bias [n]) */
+void st_relu2(float *y, const float *x, size_t n);
+void st_relu2_ref(float *y, const float *x, size_t n);
+void st_silu_mul(float *y, const float *a, const float *z, size_t n);
+void st_silu_mul_ref(float *y, const float *a, const float *z, size_t n);
+void st_softplus_clamp(float *y, const float *x, const float *bias, int n, float lo, float hi);
+void st_softplus_clamp_ref(float *y, const float *x, const float *bias, int n, float lo, float hi);
+
+/* per-ISA versions of the vectorised parts (ops_avx512.c, ops_avx2.c):
+ * y[i] = (x[i]·r)·w[i] and y = max(x, 0)², bit-identical to the scalar loops */
+void st_rowscale_avx512(float *y, const float *x, const float *w, float r, int n);
+void st_rowscale_avx2(float *y, const float *x, const float *w, float r, int n);
+void st_relu2_avx512(float *y, const float *x, size_t n);
+void st_relu2_avx2(float *y, const float *x, size_t n);
 
 /* ---- time per op class (the benchmark's breakdown of one decoded token).
  * A thread that attaches a profile has its forward passes add the wall time
