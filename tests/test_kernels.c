@@ -3,7 +3,7 @@
  * decode and GEMM shapes, one and two threads) against st_matmul_ref on
  * random inputs of odd sizes and spans; dtype conversions bit-exactly; the
  * ops of the forward pass that are not products (SSM scan, attention,
- * RMSNorm and the grouped gated norm, activations)
+ * RMSNorm and the grouped gated norm, activations, MoE routing)
  * against their references on odd sizes and every ISA level.
  */
 #include <stdarg.h>
@@ -871,6 +871,41 @@ static void test_activations(void **state) {
     st_isa_set(top);
 }
 
+/* st_moe_route against the sorting reference: the same experts in the same
+ * order (ties to the lowest index: logits on a coarse grid make many), the
+ * weights within rounding; with and without groups and renormalisation */
+static void test_moe_route(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (int c = 0; c < 300; c++) {
+            const int ng = c % 4 == 3 ? 2 + rndi(3) : 1, per = 1 + rndi(20), E = ng * per, k = 1 + rndi(E < 8 ? E : 8);
+            const st_route_cfg rc = {ng, 1, c % 2, 0.5f + 2 * fabsf(rndf())};
+            float lg[100], bias[100], wt0[8], wt1[8];
+            int32_t id0[8], id1[8];
+            const int grid = c % 3 == 0; /* ties */
+            for (int e = 0; e < E; e++) {
+                lg[e] = grid ? (float)(rndi(4) - 2) * 0.5f : 4 * rndf();
+                bias[e] = grid && c % 2 ? 0.0f : 0.1f * rndf();
+            }
+            if (c == 0) for (int e = 0; e < E; e++) { lg[e] = 0.25f; bias[e] = 0; }
+            st_moe_route_ref(lg, bias, E, k, &rc, id0, wt0);
+            st_moe_route(lg, bias, E, k, &rc, id1, wt1);
+            for (int j = 0; j < k; j++) {
+                if (id1[j] != id0[j])
+                    fail_msg("route %s E=%d k=%d groups=%d: choice %d is expert %d, reference %d", st_isa_name((st_isa)isa),
+                             E, k, ng, j, id1[j], id0[j]);
+                if (!(fabsf(wt1[j] - wt0[j]) <= 2e-6f * fabsf(wt0[j])))
+                    fail_msg("route E=%d k=%d: weight %d %g vs %g", E, k, j, wt1[j], wt0[j]);
+                if (c == 0 && id1[j] != j) fail_msg("route: all tied, choice %d is expert %d", j, id1[j]);
+            }
+            g_checked++;
+        }
+    }
+    st_isa_set(top);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_names),
@@ -898,6 +933,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_gated_rmsnorm),
         cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_moe_route),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fprintf(stderr, "test_kernels: %d kernel cases checked (isa levels up to %s)\n", g_checked,

@@ -127,7 +127,7 @@ void st_attn_head_avx512(const float *q, const float *K, const float *V, int ldk
 void st_attn_head_avx2(const float *q, const float *K, const float *V, int ldkv, int n, int hd, float scale,
                        float *sc, float *o);
 
-/* ---- row ops (norm.c, act.c): the element-wise and
+/* ---- row ops (norm.c, act.c, route.c): the element-wise and
  * per-row ops of the forward pass, used by the inference pass (forward.c)
  * and by the training forward (backward.c) alike. Each has a reference twin
  * (st_*_ref: the formula in double) that tests/test_kernels.c compares it
@@ -177,6 +177,22 @@ void st_rowscale_avx512(float *y, const float *x, const float *w, float r, int n
 void st_rowscale_avx2(float *y, const float *x, const float *w, float r, int n);
 void st_relu2_avx512(float *y, const float *x, size_t n);
 void st_relu2_avx2(float *y, const float *x, size_t n);
+
+/* MoE router of one token (docs/architecture.md §2.6) over E experts:
+ * scores s = sigmoid(logits); choose k experts by s + bias (the correction
+ * bias only chooses), with n_group > 1 only within the topk_group groups of
+ * E/n_group experts whose two best s + bias sum highest; weights
+ * wt_j = s_j (/ Σ_j s_j + 1e-20 if norm_topk) · scale. Ties go to the lowest
+ * expert (and group) index. idx, wt: [k], k <= E. */
+typedef struct {
+    int n_group, topk_group; /* n_group <= 1: no groups                         */
+    int norm_topk;           /* renormalise the chosen scores (norm_topk_prob)  */
+    float scale;             /* routed_scaling_factor                           */
+} st_route_cfg;
+void st_moe_route(const float *logits, const float *bias, int E, int k, const st_route_cfg *rc, int32_t *idx,
+                  float *wt);
+void st_moe_route_ref(const float *logits, const float *bias, int E, int k, const st_route_cfg *rc, int32_t *idx,
+                      float *wt);
 
 /* ---- time per op class (the benchmark's breakdown of one decoded token).
  * A thread that attaches a profile has its forward passes add the wall time

@@ -291,66 +291,21 @@ static void mlp_forward(const st_budget *b, const st_layer *L, const float *u, f
     mm(&L->down, &hs, 1, &is, 1, h, I, out, H, T, 0);
 }
 
-/* Router (docs/architecture.md §2.6): sigmoid scores; choose top-k by score +
- * correction bias (optionally within the best topk_group groups); weight by the
- * unbiased scores, renormalised if norm_topk_prob, times the scaling factor. */
-static void moe_route(const st_budget *b, const st_layer *L, const float *logits, int *idx, float *wt) {
-    const st_config *c = &b->m->cfg;
-    const int E = b->w.n_routed_experts, k = b->top_k;
-    float s[E], sel[E];
-    for (int e = 0; e < E; e++) {
-        s[e] = st_sigmoidf(logits[e]);
-        sel[e] = s[e] + L->e_bias[e];
-    }
-    if (c->n_group > 1) {
-        int per = E / c->n_group;
-        float gs[c->n_group];
-        for (int g = 0; g < c->n_group; g++) { /* group score: sum of its top-2 */
-            float a = -INFINITY, bb = -INFINITY;
-            for (int e = g * per; e < (g + 1) * per; e++) {
-                if (sel[e] > a) { bb = a; a = sel[e]; } else if (sel[e] > bb) bb = sel[e];
-            }
-            gs[g] = a + (per > 1 ? bb : 0);
-        }
-        for (int kept = 0; kept < c->topk_group; kept++) {
-            int best = -1;
-            for (int g = 0; g < c->n_group; g++) if (gs[g] > -INFINITY && (best < 0 || gs[g] > gs[best])) best = g;
-            if (best >= 0) gs[best] = INFINITY; /* mark kept */
-        }
-        for (int g = 0; g < c->n_group; g++)
-            if (gs[g] != INFINITY) for (int e = g * per; e < (g + 1) * per; e++) sel[e] = -INFINITY;
-    }
-    float sum = 0;
-    for (int j = 0; j < k; j++) { /* k is small: selection by repeated max, lowest index on ties */
-        int best = -1;
-        for (int e = 0; e < E; e++) {
-            int taken = 0;
-            for (int q = 0; q < j; q++) taken |= idx[q] == e;
-            if (!taken && (best < 0 || sel[e] > sel[best])) best = e;
-        }
-        idx[j] = best;
-        wt[j] = s[best];
-        sum += s[best];
-    }
-    for (int j = 0; j < k; j++) {
-        if (c->norm_topk_prob) wt[j] /= (sum + 1e-20f);
-        wt[j] *= c->routed_scaling_factor;
-    }
-}
-
 static void moe_forward(const st_budget *b, const st_layer *L, const float *u, float *out, int T, bump *ws) {
     const st_config *c = &b->m->cfg;
     const int H = b->w.hidden_size, E = b->w.n_routed_experts, k = b->top_k, F = b->w.moe_intermediate_size;
     const st_span hs = {0, H}, es = {0, E}, fs = {0, F};
     float *lg = take(ws, (size_t)T * E);
-    int *idx = (int *)take(ws, (size_t)T * k);
+    int32_t *idx = (int32_t *)take(ws, (size_t)T * k);
     float *wt = take(ws, (size_t)T * k);
     int *tok = (int *)take(ws, (size_t)T * k);  /* tokens routed to the current expert */
     float *tw = take(ws, (size_t)T * k);
     float *xe = take(ws, (size_t)T * H), *he = take(ws, (size_t)T * F), *oe = take(ws, (size_t)T * H);
     mm(&L->gate, &es, 1, &hs, 1, u, H, lg, E, T, 0);
     double tp = prof_t0();
-    for (int t = 0; t < T; t++) moe_route(b, L, lg + (size_t)t * E, idx + (size_t)t * k, wt + (size_t)t * k);
+    /* router (st_moe_route): sigmoid scores, top-k by score + correction bias */
+    const st_route_cfg rc = {c->n_group, c->topk_group, c->norm_topk_prob, c->routed_scaling_factor};
+    for (int t = 0; t < T; t++) st_moe_route(lg + (size_t)t * E, L->e_bias, E, k, &rc, idx + (size_t)t * k, wt + (size_t)t * k);
     memset(out, 0, sizeof(float) * (size_t)T * H);
     /* group tokens by expert so each expert's weights are read once per call */
     for (int e = 0; e < E; e++) {

@@ -259,7 +259,7 @@ static void mm_dw(const tbufs *tb, const float *dy, int lddy, const float *x, in
 /* ------------------------------------------------------------ small ops */
 
 /* the forward ops are kernels (kernels.h: st_rmsnorm, st_gated_rmsnorm,
- * st_relu2, ...); their derivatives live here */
+ * st_moe_route, st_relu2, ...); their derivatives live here */
 static inline float dsilu(float x) { float s = st_sigmoidf(x); return s * (1.0f + x * (1.0f - s)); }
 
 /* RMSNorm rows: y = w ⊙ x · r, r = 1/sqrt(mean(x²) + eps); x, y: [n][H] */
@@ -909,32 +909,6 @@ static void ffn_backward(const tbufs *tb, const float *Wu, const float *Wd, floa
 
 /* ------------------------------------------------------------ MoE */
 
-/* Router of one token (docs/architecture.md §2.6, n_group = 1): the same
- * selection as forward.c (repeated max, lowest index on ties) of k among the
- * first E experts; slots k..ks-1 (a budget's clipped top-k) get idx -1, wt 0. */
-static void route(const st_config *c, int E, int k, int ks, const float *lg, const float *bias, int32_t *idx, float *wt) {
-    float sum = 0;
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        float bs = 0;
-        for (int e = 0; e < E; e++) {
-            int taken = 0;
-            for (int q = 0; q < j; q++) taken |= idx[q] == e;
-            if (taken) continue;
-            float sel = st_sigmoidf(lg[e]) + bias[e];
-            if (best < 0 || sel > bs) { best = e; bs = sel; }
-        }
-        idx[j] = best;
-        wt[j] = st_sigmoidf(lg[best]);
-        sum += wt[j];
-    }
-    for (int j = 0; j < k; j++) {
-        if (c->norm_topk_prob) wt[j] /= (sum + 1e-20f);
-        wt[j] *= c->routed_scaling_factor;
-    }
-    for (int j = k; j < ks; j++) { idx[j] = -1; wt[j] = 0; }
-}
-
 static void moe_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, float *out, int BT, int T, bump *sb) {
     const st_config *c = &m->cfg;
     const int H = c->hidden_size, E = c->n_routed_experts, k = c->num_experts_per_tok, F = c->moe_intermediate_size;
@@ -942,6 +916,10 @@ static void moe_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, floa
     const float *bias = st_tw(m, Lp->e_bias);
     float *xe = take(sb, (size_t)BT * k * H); /* [BT·k][H] gathered inputs */
     mm(st_tw(m, Lp->gate), E, H, a->u, H, a->lg, E, BT, 0);
+    /* the router of forward.c (st_moe_route) without expert groups, as the
+       training pass has always routed; slots kt..k-1 (a budget's clipped
+       top-k, or a skipped layer's) get idx -1, wt 0 */
+    const st_route_cfg rc = {1, 1, c->norm_topk_prob, c->routed_scaling_factor};
     for (int t = 0; t < BT; t++) {
         int Et = E, kt = k; /* a budget routes among its first w experts; a skipped layer routes nowhere */
         if (ms) {
@@ -949,7 +927,10 @@ static void moe_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, floa
             Et = M->w[ST_AX_EXPERTS];
             kt = skips(M, l) ? 0 : k < Et ? k : Et;
         }
-        route(c, Et, kt, k, a->lg + (size_t)t * E, bias, a->idx + (size_t)t * k, a->wt + (size_t)t * k);
+        int32_t *id = a->idx + (size_t)t * k;
+        float *w = a->wt + (size_t)t * k;
+        st_moe_route(a->lg + (size_t)t * E, bias, Et, kt, &rc, id, w);
+        for (int j = kt; j < k; j++) { id[j] = -1; w[j] = 0; }
     }
     /* group the used (token, choice) slots by expert (counting sort: stable) */
     for (int e = 0; e <= E; e++) a->eoff[e] = 0;
