@@ -3,7 +3,7 @@
  * decode and GEMM shapes, one and two threads) against st_matmul_ref on
  * random inputs of odd sizes and spans; dtype conversions bit-exactly; the
  * ops of the forward pass that are not products (SSM scan, attention,
- * RMSNorm and the grouped gated norm, activations, MoE routing)
+ * RMSNorm and the grouped gated norm, activations, conv, MoE routing)
  * against their references on odd sizes and every ISA level.
  */
 #include <stdarg.h>
@@ -871,6 +871,49 @@ static void test_activations(void **state) {
     st_isa_set(top);
 }
 
+/* st_conv_chunk against the reference for K = 1..7 taps, strided rows;
+ * a chunk split anywhere, and token-by-token st_conv_step, give the whole
+ * chunk's bits (prefill = chunked prefill = decode) */
+static void test_conv(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (int c = 0; c < 40; c++) {
+            const int K = 1 + c % 7, T = 1 + rndi(40), ld = 1 + rndi(5);
+            float w[8], h0[8], h1[8], h2[8], b = rndf();
+            float *x = malloc(sizeof(float) * (size_t)T * ld), *y0 = calloc((size_t)T * ld, sizeof(float));
+            float *y1 = calloc((size_t)T * ld, sizeof(float)), *p0 = calloc((size_t)T * ld, sizeof(float));
+            float *p1 = calloc((size_t)T * ld, sizeof(float)), *y2 = calloc((size_t)T, sizeof(float));
+            for (int k = 0; k < K; k++) w[k] = rndf();
+            for (int k = 0; k < K - 1; k++) h0[k] = h1[k] = h2[k] = c % 3 ? 2 * rndf() : 0.0f;
+            for (int i = 0; i < T * ld; i++) x[i] = 2 * rndf();
+            st_conv_chunk_ref(h0, K, w, b, x, ld, T, y0, p0, ld);
+            st_conv_chunk(h1, K, w, b, x, ld, T, y1, p1, ld);
+            const double e = fmax(max_abs(y1, y0, (size_t)T * ld), max_abs(p1, p0, (size_t)T * ld));
+            if (!(e <= 1e-5)) fail_msg("conv %s K=%d T=%d: err %.2e", st_isa_name((st_isa)isa), K, T, e);
+            if (K > 1 && memcmp(h0, h1, sizeof(float) * (K - 1))) fail_msg("conv K=%d T=%d: history differs", K, T);
+            for (int t0 = 0; t0 < T;) { /* random chunks, no pre */
+                const int len = 1 + rndi(T - t0);
+                st_conv_chunk(h2, K, w, b, x + (size_t)t0 * ld, ld, len, y2 + t0, NULL, 1);
+                t0 += len;
+            }
+            for (int t = 0; t < T; t++)
+                if (y2[t] != y1[(size_t)t * ld]) fail_msg("conv K=%d T=%d: chunked differs at %d", K, T, t);
+            for (int k = 0; k < K - 1; k++) h2[k] = h0[k]; /* continue token by token from the same state */
+            memcpy(h1, h0, sizeof h1);
+            for (int t = 0; t < T; t++) {
+                const float a = st_conv_step(h2, K, w, b, x[(size_t)t * ld]);
+                st_conv_chunk(h1, K, w, b, x + (size_t)t * ld, ld, 1, y1, p1, 1);
+                if (a != p1[0] || st_siluf(a) != y1[0]) fail_msg("conv K=%d: step differs from a 1-token chunk", K);
+            }
+            g_checked++;
+            free(x); free(y0); free(y1); free(p0); free(p1); free(y2);
+        }
+    }
+    st_isa_set(top);
+}
+
 /* st_moe_route against the sorting reference: the same experts in the same
  * order (ties to the lowest index: logits on a coarse grid make many), the
  * weights within rounding; with and without groups and renormalisation */
@@ -933,6 +976,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_gated_rmsnorm),
         cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_conv),
         cmocka_unit_test(test_moe_route),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

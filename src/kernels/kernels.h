@@ -127,7 +127,7 @@ void st_attn_head_avx512(const float *q, const float *K, const float *V, int ldk
 void st_attn_head_avx2(const float *q, const float *K, const float *V, int ldkv, int n, int hd, float scale,
                        float *sc, float *o);
 
-/* ---- row ops (norm.c, act.c, route.c): the element-wise and
+/* ---- row ops (norm.c, act.c, route.c, conv.c): the element-wise and
  * per-row ops of the forward pass, used by the inference pass (forward.c)
  * and by the training forward (backward.c) alike. Each has a reference twin
  * (st_*_ref: the formula in double) that tests/test_kernels.c compares it
@@ -193,6 +193,20 @@ void st_moe_route(const float *logits, const float *bias, int E, int k, const st
                   float *wt);
 void st_moe_route_ref(const float *logits, const float *bias, int E, int k, const st_route_cfg *rc, int32_t *idx,
                       float *wt);
+
+/* Causal depthwise conv of one channel with K taps w[K], bias b, over T
+ * tokens, then SiLU (the Mamba-2 conv over x|B|C):
+ *   a_t = b + w[K−1]·x_t + Σ_{k<K−1} w[k]·h[k] ;  h ← (h[1..K−2], x_t) ;  y_t = silu(a_t)
+ * h: [K−1] the channel's previous K−1 inputs, oldest first (zeros at the
+ * start of a sequence), updated; x_t at x[t·ldx], y_t at y[t·ldy], and a_t
+ * at pre[t·ldy] unless pre is NULL. st_conv_step is the one-token (decode)
+ * form: it updates h and returns a_t. A chunk split anywhere gives the same
+ * numbers as the whole. K <= 64. */
+float st_conv_step(float *h, int K, const float *w, float b, float x);
+void st_conv_chunk(float *h, int K, const float *w, float b, const float *x, int ldx, int T, float *y, float *pre,
+                   int ldy);
+void st_conv_chunk_ref(float *h, int K, const float *w, float b, const float *x, int ldx, int T, float *y, float *pre,
+                       int ldy);
 
 /* ---- time per op class (the benchmark's breakdown of one decoded token).
  * A thread that attaches a profile has its forward passes add the wall time

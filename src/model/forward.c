@@ -152,28 +152,27 @@ static void mamba_forward(const st_budget *b, const st_layer *L, const batch *bt
     mm(&L->in_proj, b->m_inproj_rows, b->m_n_inproj_rows, &hcols, 1, u, H, zx, M, T, 0);
 
     /* causal depthwise conv over x, B, C (raw history in each sequence's
-     * state), then SiLU; channels of all sequences in parallel */
+     * state), then SiLU; channels of all sequences in parallel, each in
+     * segments between the item's snapshot marks */
     const double tp = prof_t0();
 #pragma omp parallel for collapse(2) schedule(static) num_threads(st_get_threads()) if (T * convk > 32768)
     for (int q = 0; q < B; q++)
         for (int ch = 0; ch < convk; ch++) {
             float *cst = bt->s[q]->conv[L->state_idx]; /* [(K−1)][conv_full] */
             int pc = b->m_conv_ch[ch];
-            const float *wk = L->conv_w + (size_t)pc * K;
             float hist[64];
             for (int k = 0; k < K - 1; k++) hist[k] = cst[(size_t)k * conv_full + pc];
             const marks *mk = &bt->mk[q];
-            for (int t = bt->off[q], mi = 0; t < bt->off[q] + bt->n[q]; t++) {
-                float xin = zx[(size_t)t * M + din + ch];
-                float acc = L->conv_b[pc] + wk[K - 1] * xin;
-                for (int k = 0; k < K - 1; k++) acc += wk[k] * hist[k];
-                for (int k = 0; k + 1 < K - 1; k++) hist[k] = hist[k + 1];
-                if (K > 1) hist[K - 2] = xin;
-                xbc[(size_t)t * convk + ch] = st_siluf(acc);
-                if (mi < mk->n && t - bt->off[q] + 1 == mk->at[mi]) {
-                    float *sc = mk->snap[mi++]->conv[L->state_idx];
+            for (int t0 = 0, mi = 0; t0 < bt->n[q]; mi++) {
+                const int t1 = mi < mk->n ? mk->at[mi] : bt->n[q];
+                const size_t r0 = (size_t)bt->off[q] + (size_t)t0;
+                st_conv_chunk(hist, K, L->conv_w + (size_t)pc * K, L->conv_b[pc], zx + r0 * M + din + ch, M, t1 - t0,
+                              xbc + r0 * convk + ch, NULL, convk);
+                if (mi < mk->n) {
+                    float *sc = mk->snap[mi]->conv[L->state_idx];
                     for (int k = 0; k < K - 1; k++) sc[(size_t)k * conv_full + pc] = hist[k];
                 }
+                t0 = t1;
             }
             for (int k = 0; k < K - 1; k++) cst[(size_t)k * conv_full + pc] = hist[k];
         }
