@@ -259,7 +259,7 @@ static void mm_dw(const tbufs *tb, const float *dy, int lddy, const float *x, in
 /* ------------------------------------------------------------ small ops */
 
 /* the forward ops are kernels (kernels.h: st_rmsnorm, st_gated_rmsnorm,
- * st_moe_route, st_relu2, ...); their derivatives live here */
+ * st_conv_chunk, st_moe_route, st_relu2, ...); their derivatives live here */
 static inline float dsilu(float x) { float s = st_sigmoidf(x); return s * (1.0f + x * (1.0f - s)); }
 
 /* RMSNorm rows: y = w ⊙ x · r, r = 1/sqrt(mean(x²) + eps); x, y: [n][H] */
@@ -382,21 +382,15 @@ static void mamba_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, fl
     const float *dtb = st_tw(m, Lp->dt_bias), *Alog = st_tw(m, Lp->A_log), *Dp = st_tw(m, Lp->D), *gn = st_tw(m, Lp->gnorm);
     mm(Win, d.M, d.H, a->u, d.H, a->zx, d.M, BT, 0);
 
-    /* causal depthwise conv over xBC, zero history per sequence, then SiLU */
+    /* causal depthwise conv over xBC (st_conv_chunk, the inference pass's
+       conv), zero history per sequence, then SiLU; pre keeps the conv output */
 #pragma omp parallel for collapse(2) schedule(static) num_threads(st_get_threads())
     for (int b = 0; b < B; b++)
         for (int ch = 0; ch < d.CV; ch++) {
-            const float *wk = cw + (size_t)ch * d.K;
-            for (int t = 0; t < T; t++) {
-                float acc = cb ? cb[ch] : 0.0f;
-                for (int k = 0; k < d.K; k++) {
-                    int ts = t - (d.K - 1) + k;
-                    if (ts >= 0) acc += wk[k] * a->zx[((size_t)b * T + ts) * d.M + d.din + ch];
-                }
-                size_t r = ((size_t)b * T + t) * d.CV + ch;
-                a->pre[r] = acc;
-                a->xbc[r] = st_siluf(acc);
-            }
+            float hist[64] = {0};
+            const size_t r0 = (size_t)b * T;
+            st_conv_chunk(hist, d.K, cw + (size_t)ch * d.K, cb ? cb[ch] : 0.0f, a->zx + r0 * d.M + d.din + ch, d.M, T,
+                          a->xbc + r0 * d.CV + ch, a->pre + r0 * d.CV + ch, d.CV);
         }
     for (int t = 0; t < BT; t++)
         st_softplus_clamp(a->dt + (size_t)t * d.nh, a->zx + (size_t)t * d.M + 2 * d.din + 2 * d.GN, dtb, d.nh,
