@@ -916,7 +916,8 @@ static void test_conv(void **state) {
 
 /* st_moe_route against the sorting reference: the same experts in the same
  * order (ties to the lowest index: logits on a coarse grid make many), the
- * weights within rounding; with and without groups and renormalisation */
+ * weights within rounding; with and without groups (keeping 1..n_group of
+ * them) and renormalisation */
 static void test_moe_route(void **state) {
     (void)state;
     const st_isa top = st_isa_detect();
@@ -924,7 +925,7 @@ static void test_moe_route(void **state) {
         st_isa_set((st_isa)isa);
         for (int c = 0; c < 300; c++) {
             const int ng = c % 4 == 3 ? 2 + rndi(3) : 1, per = 1 + rndi(20), E = ng * per, k = 1 + rndi(E < 8 ? E : 8);
-            const st_route_cfg rc = {ng, 1, c % 2, 0.5f + 2 * fabsf(rndf())};
+            const st_route_cfg rc = {ng, 1 + rndi(ng), c % 2, 0.5f + 2 * fabsf(rndf())};
             float lg[100], bias[100], wt0[8], wt1[8];
             int32_t id0[8], id1[8];
             const int grid = c % 3 == 0; /* ties */

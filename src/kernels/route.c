@@ -13,6 +13,7 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <string.h>
 
 void st_moe_route(const float *logits, const float *bias, int E, int k, const st_route_cfg *rc, int32_t *idx,
                   float *wt) {
@@ -31,13 +32,16 @@ void st_moe_route(const float *logits, const float *bias, int E, int k, const st
             }
             gs[g] = a + (per > 1 ? bb : 0);
         }
-        for (int kept = 0; kept < rc->topk_group; kept++) {
+        unsigned char kept[ng];
+        memset(kept, 0, sizeof kept);
+        for (int r = 0; r < rc->topk_group; r++) { /* the best groups not yet kept, lowest index on ties */
             int best = -1;
-            for (int g = 0; g < ng; g++) if (gs[g] > -INFINITY && (best < 0 || gs[g] > gs[best])) best = g;
-            if (best >= 0) gs[best] = INFINITY; /* mark kept */
+            for (int g = 0; g < ng; g++)
+                if (!kept[g] && gs[g] > -INFINITY && (best < 0 || gs[g] > gs[best])) best = g;
+            if (best >= 0) kept[best] = 1;
         }
         for (int g = 0; g < ng; g++)
-            if (gs[g] != INFINITY) for (int e = g * per; e < (g + 1) * per; e++) sel[e] = -INFINITY;
+            if (!kept[g]) for (int e = g * per; e < (g + 1) * per; e++) sel[e] = -INFINITY;
     }
     float sum = 0;
     for (int j = 0; j < k; j++) { /* selection by repeated max, lowest index on ties */
