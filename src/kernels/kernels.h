@@ -132,10 +132,10 @@ void st_attn_head_avx2(const float *q, const float *K, const float *V, int ldkv,
  * and by the training forward (backward.c) alike. Each has a reference twin
  * (st_*_ref: the formula in double) that tests/test_kernels.c compares it
  * with on odd sizes and every ISA level. The fast paths keep the evaluation
- * order the inference pass has always had (the shipped models' outputs are
- * bit-identical across ISA levels and releases): only element-wise products
- * are vectorised, sums of squares stay sequential in double, exp/log1p are
- * libm's.
+ * order the inference pass has always had, so they give the same bits on
+ * every ISA level and the shipped models keep the outputs they were measured
+ * with: only element-wise products are vectorised, sums of squares stay
+ * sequential in double, exp/log1p are libm's.
  *
  * The scalar activations, shared with the gradient code of backward.c. */
 static inline float st_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
