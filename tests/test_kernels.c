@@ -1,7 +1,10 @@
 /*
  * test_kernels.c — every st_matmul path (each ISA level this machine has,
  * decode and GEMM shapes, one and two threads) against st_matmul_ref on
- * random inputs of odd sizes and spans; dtype conversions bit-exactly.
+ * random inputs of odd sizes and spans; dtype conversions bit-exactly; the
+ * ops of the forward pass that are not products (SSM scan, attention,
+ * RMSNorm and the grouped gated norm, activations, conv, MoE routing)
+ * against their references on odd sizes and every ISA level.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -739,6 +742,214 @@ static void test_attn_head(void **state) {
     st_isa_set(top);
 }
 
+/* ------------------------------------------------------------ row ops */
+
+/* The row ops keep the inference pass's evaluation order on every ISA: the
+ * fast path is compared with the double reference (within rounding) and,
+ * bit for bit, with its own scalar level (what the shipped models' outputs
+ * were computed with). */
+static double max_abs(const float *a, const float *b, size_t n) {
+    double d = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (isnan(e)) return INFINITY;
+        if (e > d) d = e;
+    }
+    return d;
+}
+
+/* st_rmsnorm: widths around the vector sizes, the real 2688, in place too */
+static void test_rmsnorm(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int c = 0; c < 60; c++) {
+        const int n = c < 4 ? (int[]){2688, 256, 16, 1}[c] : 1 + rndi(300);
+        float *x = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n);
+        float *y0 = malloc(sizeof(float) * n), *y1 = malloc(sizeof(float) * n), *ys = malloc(sizeof(float) * n);
+        const float amp = c % 3 == 0 ? 30.0f : 1.0f;
+        for (int i = 0; i < n; i++) { x[i] = amp * rndf(); w[i] = 1.0f + 0.5f * rndf(); }
+        const float r0 = st_rmsnorm_ref(y0, x, w, n, 1e-5f);
+        float rs = 0;
+        for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+            st_isa_set((st_isa)isa);
+            const float r1 = st_rmsnorm(y1, x, w, n, 1e-5f);
+            if (isa == ST_ISA_SCALAR) { memcpy(ys, y1, sizeof(float) * n); rs = r1; }
+            const double e = max_rel(y1, y0, (size_t)n);
+            if (!(e <= 2e-6 && fabs(r1 - r0) <= 2e-6 * r0))
+                fail_msg("rmsnorm %s n=%d: err %.2e, rstd %g vs %g", st_isa_name((st_isa)isa), n, e, r1, r0);
+            if (memcmp(y1, ys, sizeof(float) * n) || r1 != rs)
+                fail_msg("rmsnorm %s n=%d: not the scalar level's bits", st_isa_name((st_isa)isa), n);
+            memcpy(y1, x, sizeof(float) * n); /* in place */
+            st_rmsnorm(y1, y1, w, n, 1e-5f);
+            if (memcmp(y1, ys, sizeof(float) * n)) fail_msg("rmsnorm %s n=%d: in place differs", st_isa_name((st_isa)isa), n);
+            g_checked++;
+        }
+        free(x); free(w); free(y0); free(y1); free(ys);
+    }
+    st_isa_set(top);
+}
+
+/* st_gated_rmsnorm / st_rmsnorm_groups: 1..5 groups of odd sizes, the
+ * masked form (a zero tail per group, the mean over the entries kept) */
+static void test_gated_rmsnorm(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int c = 0; c < 60; c++) {
+        const int G = 1 + rndi(5), gsz = c < 2 ? (int[]){512, 64}[c] : 1 + rndi(150), n = G * gsz;
+        const int keep = c % 2 ? 1 + rndi(gsz) : gsz; /* entries that exist per group */
+        float *y = malloc(sizeof(float) * n), *z = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n);
+        float *v0 = malloc(sizeof(float) * n), *v1 = malloc(sizeof(float) * n), *vs = malloc(sizeof(float) * n);
+        float r0[5], r1[5], rs[5];
+        for (int i = 0; i < n; i++) {
+            y[i] = i % gsz < keep ? 3 * rndf() : 0.0f;
+            z[i] = 6 * rndf();
+            w[i] = 1.0f + 0.5f * rndf();
+        }
+        st_gated_rmsnorm_ref(v0, y, z, G, gsz, keep, w, 1e-5f, r0);
+        for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+            st_isa_set((st_isa)isa);
+            memcpy(v1, y, sizeof(float) * n); /* in place, as forward.c calls it */
+            st_gated_rmsnorm(v1, v1, z, G, gsz, keep, w, 1e-5f, r1);
+            if (isa == ST_ISA_SCALAR) { memcpy(vs, v1, sizeof(float) * n); memcpy(rs, r1, sizeof rs); }
+            double er = 0;
+            for (int g = 0; g < G; g++) er = fmax(er, fabs((double)r1[g] - r0[g]) / r0[g]);
+            const double e = max_abs(v1, v0, (size_t)n);
+            if (!(e <= 1e-5 && er <= 2e-6))
+                fail_msg("gated rmsnorm %s G=%d gsz=%d keep=%d: err %.2e, rstd err %.2e", st_isa_name((st_isa)isa), G,
+                         gsz, keep, e, er);
+            if (memcmp(v1, vs, sizeof(float) * n) || memcmp(r1, rs, sizeof(float) * G))
+                fail_msg("gated rmsnorm %s G=%d gsz=%d: not the scalar level's bits", st_isa_name((st_isa)isa), G, gsz);
+            /* the norm alone against its reference */
+            memcpy(v0, y, sizeof(float) * n);
+            memcpy(v1, y, sizeof(float) * n);
+            st_rmsnorm_groups_ref(v0, G, gsz, keep, w, 1e-5f, r0);
+            st_rmsnorm_groups(v1, G, gsz, keep, w, 1e-5f, NULL);
+            if (!(max_abs(v1, v0, (size_t)n) <= 1e-5))
+                fail_msg("rmsnorm groups %s G=%d gsz=%d: err %.2e", st_isa_name((st_isa)isa), G, gsz,
+                         max_abs(v1, v0, (size_t)n));
+            st_gated_rmsnorm_ref(v0, y, z, G, gsz, keep, w, 1e-5f, r0);
+            g_checked++;
+        }
+        free(y); free(z); free(w); free(v0); free(v1); free(vs);
+    }
+    st_isa_set(top);
+}
+
+/* relu² exactly (a product of floats rounds once either way), NaN and -0
+ * included; silu·a and the clamped softplus within rounding */
+static void test_activations(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int c = 0; c < 40; c++) {
+        const int n = c < 2 ? (int[]){4096, 1}[c] : 1 + rndi(200);
+        float *x = malloc(sizeof(float) * n), *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+        float *y0 = malloc(sizeof(float) * n), *y1 = malloc(sizeof(float) * n);
+        for (int i = 0; i < n; i++) { x[i] = 30 * rndf(); a[i] = 2 * rndf(); b[i] = rndf(); }
+        if (n > 3) { x[0] = NAN; x[1] = -0.0f; x[2] = INFINITY; x[3] = -INFINITY; }
+        for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+            st_isa_set((st_isa)isa);
+            st_relu2_ref(y0, x, (size_t)n);
+            memcpy(y1, x, sizeof(float) * n);
+            st_relu2(y1, y1, (size_t)n);
+            if (memcmp(y0, y1, sizeof(float) * n)) fail_msg("relu2 %s n=%d: not the reference's bits", st_isa_name((st_isa)isa), n);
+            if (n > 3) { x[0] = 1; x[2] = 2; x[3] = -2; }
+            st_silu_mul_ref(y0, a, x, (size_t)n);
+            st_silu_mul(y1, a, x, (size_t)n);
+            if (!(max_rel(y1, y0, (size_t)n) <= 1e-6))
+                fail_msg("silu %s n=%d: err %.2e", st_isa_name((st_isa)isa), n, max_rel(y1, y0, (size_t)n));
+            const float lo = c % 2 ? 0.0f : 1e-3f, hi = c % 2 ? INFINITY : 5.0f;
+            st_softplus_clamp_ref(y0, x, b, n, lo, hi);
+            st_softplus_clamp(y1, x, b, n, lo, hi);
+            double e = 0;
+            for (int i = 0; i < n; i++) e = fmax(e, fabs((double)y1[i] - y0[i]) / fmax(1.0, fabs(y0[i])));
+            if (!(e <= 1e-6)) fail_msg("softplus %s n=%d: err %.2e", st_isa_name((st_isa)isa), n, e);
+            if (n > 3) { x[0] = NAN; x[2] = INFINITY; x[3] = -INFINITY; }
+            g_checked++;
+        }
+        free(x); free(a); free(b); free(y0); free(y1);
+    }
+    st_isa_set(top);
+}
+
+/* st_conv_chunk against the reference for K = 1..7 taps, strided rows;
+ * a chunk split anywhere, and token-by-token st_conv_step, give the whole
+ * chunk's bits (prefill = chunked prefill = decode) */
+static void test_conv(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (int c = 0; c < 40; c++) {
+            const int K = 1 + c % 7, T = 1 + rndi(40), ld = 1 + rndi(5);
+            float w[8], h0[8], h1[8], h2[8], b = rndf();
+            float *x = malloc(sizeof(float) * (size_t)T * ld), *y0 = calloc((size_t)T * ld, sizeof(float));
+            float *y1 = calloc((size_t)T * ld, sizeof(float)), *p0 = calloc((size_t)T * ld, sizeof(float));
+            float *p1 = calloc((size_t)T * ld, sizeof(float)), *y2 = calloc((size_t)T, sizeof(float));
+            for (int k = 0; k < K; k++) w[k] = rndf();
+            for (int k = 0; k < K - 1; k++) h0[k] = h1[k] = h2[k] = c % 3 ? 2 * rndf() : 0.0f;
+            for (int i = 0; i < T * ld; i++) x[i] = 2 * rndf();
+            st_conv_chunk_ref(h0, K, w, b, x, ld, T, y0, p0, ld);
+            st_conv_chunk(h1, K, w, b, x, ld, T, y1, p1, ld);
+            const double e = fmax(max_abs(y1, y0, (size_t)T * ld), max_abs(p1, p0, (size_t)T * ld));
+            if (!(e <= 1e-5)) fail_msg("conv %s K=%d T=%d: err %.2e", st_isa_name((st_isa)isa), K, T, e);
+            if (K > 1 && memcmp(h0, h1, sizeof(float) * (K - 1))) fail_msg("conv K=%d T=%d: history differs", K, T);
+            for (int t0 = 0; t0 < T;) { /* random chunks, no pre */
+                const int len = 1 + rndi(T - t0);
+                st_conv_chunk(h2, K, w, b, x + (size_t)t0 * ld, ld, len, y2 + t0, NULL, 1);
+                t0 += len;
+            }
+            for (int t = 0; t < T; t++)
+                if (y2[t] != y1[(size_t)t * ld]) fail_msg("conv K=%d T=%d: chunked differs at %d", K, T, t);
+            for (int k = 0; k < K - 1; k++) h2[k] = h0[k]; /* continue token by token from the same state */
+            memcpy(h1, h0, sizeof h1);
+            for (int t = 0; t < T; t++) {
+                const float a = st_conv_step(h2, K, w, b, x[(size_t)t * ld]);
+                st_conv_chunk(h1, K, w, b, x + (size_t)t * ld, ld, 1, y1, p1, 1);
+                if (a != p1[0] || st_siluf(a) != y1[0]) fail_msg("conv K=%d: step differs from a 1-token chunk", K);
+            }
+            g_checked++;
+            free(x); free(y0); free(y1); free(p0); free(p1); free(y2);
+        }
+    }
+    st_isa_set(top);
+}
+
+/* st_moe_route against the sorting reference: the same experts in the same
+ * order (ties to the lowest index: logits on a coarse grid make many), the
+ * weights within rounding; with and without groups (keeping 1..n_group of
+ * them) and renormalisation */
+static void test_moe_route(void **state) {
+    (void)state;
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (int c = 0; c < 300; c++) {
+            const int ng = c % 4 == 3 ? 2 + rndi(3) : 1, per = 1 + rndi(20), E = ng * per, k = 1 + rndi(E < 8 ? E : 8);
+            const st_route_cfg rc = {ng, 1 + rndi(ng), c % 2, 0.5f + 2 * fabsf(rndf())};
+            float lg[100], bias[100], wt0[8], wt1[8];
+            int32_t id0[8], id1[8];
+            const int grid = c % 3 == 0; /* ties */
+            for (int e = 0; e < E; e++) {
+                lg[e] = grid ? (float)(rndi(4) - 2) * 0.5f : 4 * rndf();
+                bias[e] = grid && c % 2 ? 0.0f : 0.1f * rndf();
+            }
+            if (c == 0) for (int e = 0; e < E; e++) { lg[e] = 0.25f; bias[e] = 0; }
+            st_moe_route_ref(lg, bias, E, k, &rc, id0, wt0);
+            st_moe_route(lg, bias, E, k, &rc, id1, wt1);
+            for (int j = 0; j < k; j++) {
+                if (id1[j] != id0[j])
+                    fail_msg("route %s E=%d k=%d groups=%d: choice %d is expert %d, reference %d", st_isa_name((st_isa)isa),
+                             E, k, ng, j, id1[j], id0[j]);
+                if (!(fabsf(wt1[j] - wt0[j]) <= 2e-6f * fabsf(wt0[j])))
+                    fail_msg("route E=%d k=%d: weight %d %g vs %g", E, k, j, wt1[j], wt0[j]);
+                if (c == 0 && id1[j] != j) fail_msg("route: all tied, choice %d is expert %d", j, id1[j]);
+            }
+            g_checked++;
+        }
+    }
+    st_isa_set(top);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_names),
@@ -763,6 +974,11 @@ int main(void) {
         cmocka_unit_test(test_matmul_batch_invariant),
         cmocka_unit_test(test_ssm_scan),
         cmocka_unit_test(test_attn_head),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_gated_rmsnorm),
+        cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_moe_route),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fprintf(stderr, "test_kernels: %d kernel cases checked (isa levels up to %s)\n", g_checked,

@@ -11,6 +11,7 @@
 #ifndef ST_KERNELS_H
 #define ST_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -125,6 +126,87 @@ void st_attn_head_avx512(const float *q, const float *K, const float *V, int ldk
                          float *sc, float *o);
 void st_attn_head_avx2(const float *q, const float *K, const float *V, int ldkv, int n, int hd, float scale,
                        float *sc, float *o);
+
+/* ---- row ops (norm.c, act.c, route.c, conv.c): the element-wise and
+ * per-row ops of the forward pass, used by the inference pass (forward.c)
+ * and by the training forward (backward.c) alike. Each has a reference twin
+ * (st_*_ref: the formula in double) that tests/test_kernels.c compares it
+ * with on odd sizes and every ISA level. The fast paths keep the evaluation
+ * order the inference pass has always had, so they give the same bits on
+ * every ISA level and the shipped models keep the outputs they were measured
+ * with: only element-wise products are vectorised, sums of squares stay
+ * sequential in double, exp/log1p are libm's.
+ *
+ * The scalar activations, shared with the gradient code of backward.c. */
+static inline float st_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float st_siluf(float x) { return x / (1.0f + expf(-x)); }
+static inline float st_softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+/* RMSNorm of one row over its n active channels (a budget keeps a prefix):
+ *   r = 1/sqrt(Σ x²/n + eps);  y[i] = w[i]·x[i]·r   (i < n)
+ * x, y, w: [n] (y == x allowed). Returns r (the training pass keeps it). */
+float st_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
+float st_rmsnorm_ref(float *y, const float *x, const float *w, int n, float eps);
+/* Grouped RMSNorm of the Mamba-2 mixer over one row, in place: v: [G][gsz];
+ * per group g, r_g = 1/sqrt(Σ v²/n_mean + eps) (n_mean: the count of entries
+ * that exist, gsz unless masked entries are zeros) and v[j] ← v[j]·r_g·w[j];
+ * w: [G·gsz]; rstd: [G] r_g out, or NULL. */
+void st_rmsnorm_groups(float *v, int G, int gsz, int n_mean, const float *w, float eps, float *rstd);
+void st_rmsnorm_groups_ref(float *v, int G, int gsz, int n_mean, const float *w, float eps, float *rstd);
+/* The mixer's gate, then the grouped norm: v[j] = y[j]·silu(z[j]) for
+ * j < G·gsz (v == y allowed), then st_rmsnorm_groups(v, ...). */
+void st_gated_rmsnorm(float *v, const float *y, const float *z, int G, int gsz, int n_mean, const float *w, float eps,
+                      float *rstd);
+void st_gated_rmsnorm_ref(float *v, const float *y, const float *z, int G, int gsz, int n_mean, const float *w,
+                          float eps, float *rstd);
+
+/* Element-wise, n elements, y == x allowed:
+ *   st_relu2        y = max(x, 0)²                 (the MLP / expert activation)
+ *   st_silu_mul     y = a·silu(z)                  (the Mamba gate)
+ *   st_softplus_clamp y = clamp(softplus(x + bias), lo, hi)  (Mamba dt; bias [n]) */
+void st_relu2(float *y, const float *x, size_t n);
+void st_relu2_ref(float *y, const float *x, size_t n);
+void st_silu_mul(float *y, const float *a, const float *z, size_t n);
+void st_silu_mul_ref(float *y, const float *a, const float *z, size_t n);
+void st_softplus_clamp(float *y, const float *x, const float *bias, int n, float lo, float hi);
+void st_softplus_clamp_ref(float *y, const float *x, const float *bias, int n, float lo, float hi);
+
+/* per-ISA versions of the vectorised parts (ops_avx512.c, ops_avx2.c):
+ * y[i] = (x[i]·r)·w[i] and y = max(x, 0)², bit-identical to the scalar loops */
+void st_rowscale_avx512(float *y, const float *x, const float *w, float r, int n);
+void st_rowscale_avx2(float *y, const float *x, const float *w, float r, int n);
+void st_relu2_avx512(float *y, const float *x, size_t n);
+void st_relu2_avx2(float *y, const float *x, size_t n);
+
+/* MoE router of one token (docs/architecture.md §2.6) over E experts:
+ * scores s = sigmoid(logits); choose k experts by s + bias (the correction
+ * bias only chooses), with n_group > 1 only within the topk_group groups of
+ * E/n_group experts whose two best s + bias sum highest; weights
+ * wt_j = s_j (/ Σ_j s_j + 1e-20 if norm_topk) · scale. Ties go to the lowest
+ * expert (and group) index. idx, wt: [k], k <= E. */
+typedef struct {
+    int n_group, topk_group; /* n_group <= 1: no groups                         */
+    int norm_topk;           /* renormalise the chosen scores (norm_topk_prob)  */
+    float scale;             /* routed_scaling_factor                           */
+} st_route_cfg;
+void st_moe_route(const float *logits, const float *bias, int E, int k, const st_route_cfg *rc, int32_t *idx,
+                  float *wt);
+void st_moe_route_ref(const float *logits, const float *bias, int E, int k, const st_route_cfg *rc, int32_t *idx,
+                      float *wt);
+
+/* Causal depthwise conv of one channel with K taps w[K], bias b, over T
+ * tokens, then SiLU (the Mamba-2 conv over x|B|C):
+ *   a_t = b + w[K−1]·x_t + Σ_{k<K−1} w[k]·h[k] ;  h ← (h[1..K−2], x_t) ;  y_t = silu(a_t)
+ * h: [K−1] the channel's previous K−1 inputs, oldest first (zeros at the
+ * start of a sequence), updated; x_t at x[t·ldx], y_t at y[t·ldy], and a_t
+ * at pre[t·ldy] unless pre is NULL. st_conv_step is the one-token (decode)
+ * form: it updates h and returns a_t. A chunk split anywhere gives the same
+ * numbers as the whole. K <= 64. */
+float st_conv_step(float *h, int K, const float *w, float b, float x);
+void st_conv_chunk(float *h, int K, const float *w, float b, const float *x, int ldx, int T, float *y, float *pre,
+                   int ldy);
+void st_conv_chunk_ref(float *h, int K, const float *w, float b, const float *x, int ldx, int T, float *y, float *pre,
+                       int ldy);
 
 /* ---- time per op class (the benchmark's breakdown of one decoded token).
  * A thread that attaches a profile has its forward passes add the wall time

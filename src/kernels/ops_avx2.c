@@ -1,7 +1,8 @@
 /*
- * ops_avx2.c — AVX2+FMA versions of the ops in ops.c, for CPUs without
- * AVX-512. Reached only through the dispatchers in ops.c. Tails that do not
- * fill an 8-lane vector run in scalar code.
+ * ops_avx2.c — AVX2+FMA versions of the ops in ops.c, and of the
+ * element-wise parts of norm.c / act.c, for CPUs without AVX-512. Reached
+ * only through the dispatchers there. Tails that do not fill an 8-lane
+ * vector run in scalar code.
  */
 #include "kernels/kernels.h"
 
@@ -88,4 +89,25 @@ void st_attn_head_avx2(const float *q, const float *K, const float *V, int ldkv,
         for (int j = 0; j < n; j++) acc = fmaf(sc[j], V[(size_t)j * ldkv + e], acc);
         o[e] = acc * inv;
     }
+}
+
+/* ------------------------------------------------------------ row ops (norm.c, act.c) */
+
+void st_rowscale_avx2(float *y, const float *x, const float *w, float r, int n) {
+    const __m256 vr = _mm256_set1_ps(r);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vr), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) y[i] = w[i] * (x[i] * r);
+}
+
+/* max(x, 0): MAXPS returns its second operand (0) for a NaN x, as x > 0 ? x : 0 */
+void st_relu2_avx2(float *y, const float *x, size_t n) {
+    const __m256 z = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_max_ps(_mm256_loadu_ps(x + i), z);
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(v, v));
+    }
+    for (; i < n; i++) { float v = x[i] > 0 ? x[i] : 0; y[i] = v * v; }
 }

@@ -1,9 +1,11 @@
 /*
  * ops_avx512.c — AVX-512 versions of the ops in ops.c (the selective scan of
- * one Mamba-2 head, attention of one query head). Reached only through the
- * dispatchers in ops.c after cpuid confirmed AVX-512. Same arithmetic as the
- * references, in fp32 with the sums over the state / head dimension split
- * across vector lanes (so they differ from the references by rounding only).
+ * one Mamba-2 head, attention of one query head) and of the element-wise
+ * parts of norm.c / act.c. Reached only through the dispatchers there after
+ * cpuid confirmed AVX-512. Same arithmetic as the references, in fp32 with
+ * the sums over the state / head dimension split across vector lanes (so
+ * they differ from the references by rounding only); the element-wise parts
+ * give the scalar loops' bits.
  */
 #include "kernels/kernels.h"
 
@@ -84,5 +86,27 @@ void st_attn_head_avx512(const float *q, const float *K, const float *V, int ldk
         if (w > 16) _mm512_mask_storeu_ps(o + e + 16, m1, _mm512_mul_ps(a1, vi));
         if (w > 32) _mm512_mask_storeu_ps(o + e + 32, m2, _mm512_mul_ps(a2, vi));
         if (w > 48) _mm512_mask_storeu_ps(o + e + 48, m3, _mm512_mul_ps(a3, vi));
+    }
+}
+
+/* ------------------------------------------------------------ row ops (norm.c, act.c) */
+
+void st_rowscale_avx512(float *y, const float *x, const float *w, float r, int n) {
+    const __m512 vr = _mm512_set1_ps(r);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = mask16(n - i);
+        _mm512_mask_storeu_ps(y + i, m,
+                              _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vr),
+                                            _mm512_maskz_loadu_ps(m, w + i)));
+    }
+}
+
+/* max(x, 0): VMAXPS returns its second operand (0) for a NaN x, as x > 0 ? x : 0 */
+void st_relu2_avx512(float *y, const float *x, size_t n) {
+    const __m512 z = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = mask16(n - i > 16 ? 16 : (int)(n - i));
+        const __m512 v = _mm512_max_ps(_mm512_maskz_loadu_ps(m, x + i), z);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, v));
     }
 }

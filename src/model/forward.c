@@ -58,7 +58,8 @@ static size_t ws_need(const st_budget *b, int T, int ctx, size_t lg) {
     size_t mam = 0, att = 0, mlp = 0, moe = 0;
     if (b->m_inproj_n) {
         size_t conv = (size_t)b->m_din + 2 * (size_t)c->n_groups * c->ssm_state_size;
-        mam = rup(t * (size_t)b->m_inproj_n) + rup(t * conv) + rup(t * (size_t)b->m_din) + rup(t * b->m_r * c->n_groups);
+        mam = rup(t * (size_t)b->m_inproj_n) + rup(t * conv) + rup(t * (size_t)b->m_din) + rup(t * b->m_r * c->n_groups) +
+              rup((size_t)b->m_din) + rup((size_t)b->m_r * c->n_groups);
     }
     if (b->a_n_q) {
         size_t q = (size_t)w->num_attention_heads * c->head_dim;
@@ -126,23 +127,6 @@ static inline void prof_add(st_prof_class c, double t0) {
     if (p) p->s[c] += st_time() - t0;
 }
 
-/* ------------------------------------------------------------ small ops */
-
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
-static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-
-/* y[i] = w[i] · x[i] / sqrt(mean(x²) + eps) over the n active channels. */
-static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float r = 1.0f / sqrtf((float)(ss / n) + eps);
-    for (int i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
-}
-
-static void relu2(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) { float v = x[i] > 0 ? x[i] : 0; x[i] = v * v; }
-}
-
 /* ------------------------------------------------------------ Mamba-2 */
 
 /*
@@ -163,44 +147,41 @@ static void mamba_forward(const st_budget *b, const st_layer *L, const batch *bt
     float *xbc = take(ws, (size_t)T * convk);     /* [T][convk]  post conv+SiLU */
     float *y = take(ws, (size_t)T * din);         /* [T][din]    */
     float *dt = take(ws, (size_t)T * nk);         /* [T][nk]     */
+    float *gw = take(ws, (size_t)din);            /* [din]  gnorm weights of the kept channels */
+    float *dtb = take(ws, (size_t)nk);            /* [nk]   dt_bias of the kept heads */
     mm(&L->in_proj, b->m_inproj_rows, b->m_n_inproj_rows, &hcols, 1, u, H, zx, M, T, 0);
 
     /* causal depthwise conv over x, B, C (raw history in each sequence's
-     * state), then SiLU; channels of all sequences in parallel */
+     * state), then SiLU; channels of all sequences in parallel, each in
+     * segments between the item's snapshot marks */
     const double tp = prof_t0();
 #pragma omp parallel for collapse(2) schedule(static) num_threads(st_get_threads()) if (T * convk > 32768)
     for (int q = 0; q < B; q++)
         for (int ch = 0; ch < convk; ch++) {
             float *cst = bt->s[q]->conv[L->state_idx]; /* [(K−1)][conv_full] */
             int pc = b->m_conv_ch[ch];
-            const float *wk = L->conv_w + (size_t)pc * K;
             float hist[64];
             for (int k = 0; k < K - 1; k++) hist[k] = cst[(size_t)k * conv_full + pc];
             const marks *mk = &bt->mk[q];
-            for (int t = bt->off[q], mi = 0; t < bt->off[q] + bt->n[q]; t++) {
-                float xin = zx[(size_t)t * M + din + ch];
-                float acc = L->conv_b[pc] + wk[K - 1] * xin;
-                for (int k = 0; k < K - 1; k++) acc += wk[k] * hist[k];
-                for (int k = 0; k + 1 < K - 1; k++) hist[k] = hist[k + 1];
-                if (K > 1) hist[K - 2] = xin;
-                xbc[(size_t)t * convk + ch] = silu(acc);
-                if (mi < mk->n && t - bt->off[q] + 1 == mk->at[mi]) {
-                    float *sc = mk->snap[mi++]->conv[L->state_idx];
+            for (int t0 = 0, mi = 0; t0 < bt->n[q]; mi++) {
+                const int t1 = mi < mk->n ? mk->at[mi] : bt->n[q];
+                const size_t r0 = (size_t)bt->off[q] + (size_t)t0;
+                st_conv_chunk(hist, K, L->conv_w + (size_t)pc * K, L->conv_b[pc], zx + r0 * M + din + ch, M, t1 - t0,
+                              xbc + r0 * convk + ch, NULL, convk);
+                if (mi < mk->n) {
+                    float *sc = mk->snap[mi]->conv[L->state_idx];
                     for (int k = 0; k < K - 1; k++) sc[(size_t)k * conv_full + pc] = hist[k];
                 }
+                t0 = t1;
             }
             for (int k = 0; k < K - 1; k++) cst[(size_t)k * conv_full + pc] = hist[k];
         }
 
     /* dt = softplus(dt_raw + dt_bias), optionally clamped by time_step_limit */
+    for (int i = 0; i < nk; i++) dtb[i] = L->dt_bias[b->m_heads[i]];
     for (int t = 0; t < T; t++)
-        for (int i = 0; i < nk; i++) {
-            int h = b->m_heads[i];
-            float v = softplus(zx[(size_t)t * M + 2 * din + 2 * G * N + i] + L->dt_bias[h]);
-            if (v < c->time_step_limit_min) v = c->time_step_limit_min;
-            if (v > c->time_step_limit_max) v = c->time_step_limit_max;
-            dt[(size_t)t * nk + i] = v;
-        }
+        st_softplus_clamp(dt + (size_t)t * nk, zx + (size_t)t * M + 2 * din + 2 * G * N, dtb, nk,
+                          c->time_step_limit_min, c->time_step_limit_max);
 
     /* selective scan: S = S·exp(dt·A) + dt·x⊗B ; y = S·C + D·x (per head, in
      * order over each sequence's rows; heads of all sequences in parallel) */
@@ -227,23 +208,12 @@ static void mamba_forward(const st_budget *b, const st_layer *L, const batch *bt
             }
         }
 
-    /* gate then grouped RMSNorm: group g = the kept heads of B/C group g */
+    /* gate then grouped RMSNorm: group g = the kept heads of B/C group g
+     * (norm weights of kept head i, channel p at gnorm[m_heads[i]·P + p]) */
     const int gsz = b->m_r * Pk;
-    for (int t = 0; t < T; t++) {
-        float *yr = y + (size_t)t * din;
-        const float *z = zx + (size_t)t * M;
-        for (int j = 0; j < din; j++) yr[j] *= silu(z[j]);
-        for (int g = 0; g < G; g++) {
-            float *v = yr + (size_t)g * gsz;
-            double ss = 0;
-            for (int j = 0; j < gsz; j++) ss += (double)v[j] * v[j];
-            float r = 1.0f / sqrtf((float)(ss / gsz) + c->norm_eps);
-            for (int j = 0; j < gsz; j++) {
-                int i = g * b->m_r + j / Pk, p = j % Pk;
-                v[j] = v[j] * r * L->gnorm[b->m_heads[i] * P + p];
-            }
-        }
-    }
+    for (int i = 0; i < nk; i++) memcpy(gw + (size_t)i * Pk, L->gnorm + (size_t)b->m_heads[i] * P, sizeof(float) * Pk);
+    for (int t = 0; t < T; t++)
+        st_gated_rmsnorm(y + (size_t)t * din, y + (size_t)t * din, zx + (size_t)t * M, G, gsz, gsz, gw, c->norm_eps, NULL);
     prof_add(ST_PROF_MAMBA, tp);
     const st_span hrows = {0, H};
     mm(&L->out_proj, &hrows, 1, b->m_cols, b->m_n_cols, y, din, out, H, T, 0);
@@ -316,55 +286,8 @@ static void mlp_forward(const st_budget *b, const st_layer *L, const float *u, f
     const st_span hs = {0, H}, is = {0, I};
     float *h = take(ws, (size_t)T * I);
     mm(&L->up, &is, 1, &hs, 1, u, H, h, I, T, 0);
-    relu2(h, (size_t)T * I);
+    st_relu2(h, h, (size_t)T * I);
     mm(&L->down, &hs, 1, &is, 1, h, I, out, H, T, 0);
-}
-
-/* Router (docs/architecture.md §2.6): sigmoid scores; choose top-k by score +
- * correction bias (optionally within the best topk_group groups); weight by the
- * unbiased scores, renormalised if norm_topk_prob, times the scaling factor. */
-static void moe_route(const st_budget *b, const st_layer *L, const float *logits, int *idx, float *wt) {
-    const st_config *c = &b->m->cfg;
-    const int E = b->w.n_routed_experts, k = b->top_k;
-    float s[E], sel[E];
-    for (int e = 0; e < E; e++) {
-        s[e] = 1.0f / (1.0f + expf(-logits[e]));
-        sel[e] = s[e] + L->e_bias[e];
-    }
-    if (c->n_group > 1) {
-        int per = E / c->n_group;
-        float gs[c->n_group];
-        for (int g = 0; g < c->n_group; g++) { /* group score: sum of its top-2 */
-            float a = -INFINITY, bb = -INFINITY;
-            for (int e = g * per; e < (g + 1) * per; e++) {
-                if (sel[e] > a) { bb = a; a = sel[e]; } else if (sel[e] > bb) bb = sel[e];
-            }
-            gs[g] = a + (per > 1 ? bb : 0);
-        }
-        for (int kept = 0; kept < c->topk_group; kept++) {
-            int best = -1;
-            for (int g = 0; g < c->n_group; g++) if (gs[g] > -INFINITY && (best < 0 || gs[g] > gs[best])) best = g;
-            if (best >= 0) gs[best] = INFINITY; /* mark kept */
-        }
-        for (int g = 0; g < c->n_group; g++)
-            if (gs[g] != INFINITY) for (int e = g * per; e < (g + 1) * per; e++) sel[e] = -INFINITY;
-    }
-    float sum = 0;
-    for (int j = 0; j < k; j++) { /* k is small: selection by repeated max, lowest index on ties */
-        int best = -1;
-        for (int e = 0; e < E; e++) {
-            int taken = 0;
-            for (int q = 0; q < j; q++) taken |= idx[q] == e;
-            if (!taken && (best < 0 || sel[e] > sel[best])) best = e;
-        }
-        idx[j] = best;
-        wt[j] = s[best];
-        sum += s[best];
-    }
-    for (int j = 0; j < k; j++) {
-        if (c->norm_topk_prob) wt[j] /= (sum + 1e-20f);
-        wt[j] *= c->routed_scaling_factor;
-    }
 }
 
 static void moe_forward(const st_budget *b, const st_layer *L, const float *u, float *out, int T, bump *ws) {
@@ -372,14 +295,16 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
     const int H = b->w.hidden_size, E = b->w.n_routed_experts, k = b->top_k, F = b->w.moe_intermediate_size;
     const st_span hs = {0, H}, es = {0, E}, fs = {0, F};
     float *lg = take(ws, (size_t)T * E);
-    int *idx = (int *)take(ws, (size_t)T * k);
+    int32_t *idx = (int32_t *)take(ws, (size_t)T * k);
     float *wt = take(ws, (size_t)T * k);
     int *tok = (int *)take(ws, (size_t)T * k);  /* tokens routed to the current expert */
     float *tw = take(ws, (size_t)T * k);
     float *xe = take(ws, (size_t)T * H), *he = take(ws, (size_t)T * F), *oe = take(ws, (size_t)T * H);
     mm(&L->gate, &es, 1, &hs, 1, u, H, lg, E, T, 0);
     double tp = prof_t0();
-    for (int t = 0; t < T; t++) moe_route(b, L, lg + (size_t)t * E, idx + (size_t)t * k, wt + (size_t)t * k);
+    /* router (st_moe_route): sigmoid scores, top-k by score + correction bias */
+    const st_route_cfg rc = {c->n_group, c->topk_group, c->norm_topk_prob, c->routed_scaling_factor};
+    for (int t = 0; t < T; t++) st_moe_route(lg + (size_t)t * E, L->e_bias, E, k, &rc, idx + (size_t)t * k, wt + (size_t)t * k);
     memset(out, 0, sizeof(float) * (size_t)T * H);
     /* group tokens by expert so each expert's weights are read once per call */
     for (int e = 0; e < E; e++) {
@@ -391,7 +316,7 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
         for (int i = 0; i < n; i++) memcpy(xe + (size_t)i * H, u + (size_t)tok[i] * H, sizeof(float) * H);
         prof_add(ST_PROF_ROUTE, tp);
         mm(&L->exp_up[e], &fs, 1, &hs, 1, xe, H, he, F, n, 0);
-        relu2(he, (size_t)n * F);
+        st_relu2(he, he, (size_t)n * F);
         mm(&L->exp_down[e], &hs, 1, &fs, 1, he, F, oe, H, n, 0);
         tp = prof_t0();
         for (int i = 0; i < n; i++) {
@@ -405,7 +330,7 @@ static void moe_forward(const st_budget *b, const st_layer *L, const float *u, f
         const st_span ss = {0, Fs};
         float *hsx = take(ws, (size_t)T * Fs);
         mm(&L->sh_up, &ss, 1, &hs, 1, u, H, hsx, Fs, T, 0);
-        relu2(hsx, (size_t)T * Fs);
+        st_relu2(hsx, hsx, (size_t)T * Fs);
         mm(&L->sh_down, &hs, 1, &ss, 1, hsx, Fs, out, H, T, 1);
     }
 }
@@ -526,7 +451,7 @@ static st_status forward_batch(const st_budget *b, const st_batch_item *items, i
         if (b->skip[l]) continue;
         const st_layer *L = &m->layers[l];
         const double tp = prof_t0();
-        for (int t = 0; t < T; t++) rmsnorm(u + (size_t)t * H, x + (size_t)t * H, L->norm, H, c->norm_eps);
+        for (int t = 0; t < T; t++) st_rmsnorm(u + (size_t)t * H, x + (size_t)t * H, L->norm, H, c->norm_eps);
         prof_add(ST_PROF_NORM, tp);
         ws.used = mark;
         switch (L->type) {
@@ -544,7 +469,7 @@ static st_status forward_batch(const st_budget *b, const st_batch_item *items, i
         for (int q = 0; q < n_items; q++) {
             if (!items[q].logits) continue;
             for (int t = items[q].all_logits ? 0 : nn[q] - 1; t < nn[q]; t++, nt++)
-                rmsnorm(u + (size_t)nt * H, x + (size_t)(off[q] + t) * H, m->norm_f, H, c->norm_eps);
+                st_rmsnorm(u + (size_t)nt * H, x + (size_t)(off[q] + t) * H, m->norm_f, H, c->norm_eps);
         }
         prof_add(ST_PROF_NORM, tp);
         const st_span vs = {0, c->vocab_size}, hs = {0, H};

@@ -258,23 +258,14 @@ static void mm_dw(const tbufs *tb, const float *dy, int lddy, const float *x, in
 
 /* ------------------------------------------------------------ small ops */
 
-static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
-static inline float dsilu(float x) { float s = sigm(x); return s * (1.0f + x * (1.0f - s)); }
-static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+/* the forward ops are kernels (kernels.h: st_rmsnorm, st_gated_rmsnorm,
+ * st_conv_chunk, st_moe_route, st_relu2, ...); their derivatives live here */
+static inline float dsilu(float x) { float s = st_sigmoidf(x); return s * (1.0f + x * (1.0f - s)); }
 
 /* RMSNorm rows: y = w ⊙ x · r, r = 1/sqrt(mean(x²) + eps); x, y: [n][H] */
 static void rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int n, int H, float eps) {
 #pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)n * H > 32768)
-    for (int t = 0; t < n; t++) {
-        const float *xr = x + (size_t)t * H;
-        float *yr = y + (size_t)t * H;
-        double ss = 0;
-        for (int i = 0; i < H; i++) ss += (double)xr[i] * xr[i];
-        float r = 1.0f / sqrtf((float)(ss / H) + eps);
-        rstd[t] = r;
-        for (int i = 0; i < H; i++) yr[i] = w[i] * (xr[i] * r);
-    }
+    for (int t = 0; t < n; t++) rstd[t] = st_rmsnorm(y + (size_t)t * H, x + (size_t)t * H, w, H, eps);
 }
 
 /* dx += ∂/∂x, dw += ∂/∂w of the RMSNorm above given dy [n][H] */
@@ -310,13 +301,9 @@ static void rmsnorm_forward_m(float *y, float *rstd, const float *x, const float
         const st_tmask *M = &ms[t / T];
         const int h = M->w[ST_AX_HIDDEN];
         const float pi = M->pi[ST_AX_HIDDEN];
-        const float *xr = x + (size_t)t * H;
         float *yr = y + (size_t)t * H;
-        double ss = 0;
-        for (int i = 0; i < h; i++) ss += (double)xr[i] * xr[i];
-        float r = 1.0f / sqrtf((float)(ss / h) + eps);
-        rstd[t] = r;
-        for (int i = 0; i < h; i++) yr[i] = w[i] * (xr[i] * r) * pi;
+        rstd[t] = st_rmsnorm(yr, x + (size_t)t * H, w, h, eps);
+        for (int i = 0; i < h; i++) yr[i] *= pi;
         for (int i = h; i < H; i++) yr[i] = 0;
     }
 }
@@ -395,29 +382,19 @@ static void mamba_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, fl
     const float *dtb = st_tw(m, Lp->dt_bias), *Alog = st_tw(m, Lp->A_log), *Dp = st_tw(m, Lp->D), *gn = st_tw(m, Lp->gnorm);
     mm(Win, d.M, d.H, a->u, d.H, a->zx, d.M, BT, 0);
 
-    /* causal depthwise conv over xBC, zero history per sequence, then SiLU */
+    /* causal depthwise conv over xBC (st_conv_chunk, the inference pass's
+       conv), zero history per sequence, then SiLU; pre keeps the conv output */
 #pragma omp parallel for collapse(2) schedule(static) num_threads(st_get_threads())
     for (int b = 0; b < B; b++)
         for (int ch = 0; ch < d.CV; ch++) {
-            const float *wk = cw + (size_t)ch * d.K;
-            for (int t = 0; t < T; t++) {
-                float acc = cb ? cb[ch] : 0.0f;
-                for (int k = 0; k < d.K; k++) {
-                    int ts = t - (d.K - 1) + k;
-                    if (ts >= 0) acc += wk[k] * a->zx[((size_t)b * T + ts) * d.M + d.din + ch];
-                }
-                size_t r = ((size_t)b * T + t) * d.CV + ch;
-                a->pre[r] = acc;
-                a->xbc[r] = silu(acc);
-            }
+            float hist[64] = {0};
+            const size_t r0 = (size_t)b * T;
+            st_conv_chunk(hist, d.K, cw + (size_t)ch * d.K, cb ? cb[ch] : 0.0f, a->zx + r0 * d.M + d.din + ch, d.M, T,
+                          a->xbc + r0 * d.CV + ch, a->pre + r0 * d.CV + ch, d.CV);
         }
     for (int t = 0; t < BT; t++)
-        for (int h = 0; h < d.nh; h++) {
-            float v = softplus(a->zx[(size_t)t * d.M + 2 * d.din + 2 * d.GN + h] + dtb[h]);
-            if (v < c->time_step_limit_min) v = c->time_step_limit_min;
-            if (v > c->time_step_limit_max) v = c->time_step_limit_max;
-            a->dt[(size_t)t * d.nh + h] = v;
-        }
+        st_softplus_clamp(a->dt + (size_t)t * d.nh, a->zx + (size_t)t * d.M + 2 * d.din + 2 * d.GN, dtb, d.nh,
+                          c->time_step_limit_min, c->time_step_limit_max);
     /* selective scan per (sequence, head): S = S·exp(dt·A) + dt·x⊗B ; y = S·C + D·x */
     const int nth = st_get_threads();
     float *scr = m->a->scr;
@@ -465,37 +442,21 @@ static void mamba_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, fl
             const float *yr = a->y + (size_t)t * d.din, *z = a->zx + (size_t)t * d.M;
             float *v = a->vo + (size_t)t * d.din;
             for (int h = 0; h < d.nh; h++) {
-                int kh = mamba_kept(M, l, h, &d);
-                for (int p = 0; p < d.P; p++) {
-                    int j = h * d.P + p;
-                    v[j] = kh && p < Pk ? yr[j] * silu(z[j]) : 0.0f;
-                }
+                const size_t j = (size_t)h * d.P;
+                const int pk = mamba_kept(M, l, h, &d) ? Pk : 0;
+                st_silu_mul(v + j, yr + j, z + j, (size_t)pk);
+                memset(v + j + pk, 0, sizeof(float) * (size_t)(d.P - pk));
             }
-            for (int g = 0; g < d.G; g++) {
-                float *vg = v + (size_t)g * gsz;
-                double ss = 0;
-                for (int j = 0; j < gsz; j++) ss += (double)vg[j] * vg[j];
-                float r = 1.0f / sqrtf((float)(ss / nact) + c->norm_eps);
-                a->gr[(size_t)t * d.G + g] = r;
-                for (int j = 0; j < gsz; j++) vg[j] = vg[j] * r * gn[g * gsz + j] * s;
-            }
+            st_rmsnorm_groups(v, d.G, gsz, nact, gn, c->norm_eps, a->gr + (size_t)t * d.G);
+            for (int j = 0; j < d.din; j++) v[j] *= s;
         }
         mm(st_tw(m, Lp->out_proj), d.H, d.din, a->vo, d.din, out, d.H, BT, 0);
         return;
     }
 #pragma omp parallel for schedule(static) num_threads(nth) if ((size_t)BT * d.din > 32768)
     for (int t = 0; t < BT; t++) {
-        const float *yr = a->y + (size_t)t * d.din, *z = a->zx + (size_t)t * d.M;
-        float *v = a->vo + (size_t)t * d.din;
-        for (int j = 0; j < d.din; j++) v[j] = yr[j] * silu(z[j]);
-        for (int g = 0; g < d.G; g++) {
-            float *vg = v + (size_t)g * gsz;
-            double ss = 0;
-            for (int j = 0; j < gsz; j++) ss += (double)vg[j] * vg[j];
-            float r = 1.0f / sqrtf((float)(ss / gsz) + c->norm_eps);
-            a->gr[(size_t)t * d.G + g] = r;
-            for (int j = 0; j < gsz; j++) vg[j] = vg[j] * r * gn[g * gsz + j];
-        }
+        st_gated_rmsnorm(a->vo + (size_t)t * d.din, a->y + (size_t)t * d.din, a->zx + (size_t)t * d.M, d.G, gsz, gsz, gn,
+                         c->norm_eps, a->gr + (size_t)t * d.G);
     }
     mm(st_tw(m, Lp->out_proj), d.H, d.din, a->vo, d.din, out, d.H, BT, 0);
 }
@@ -547,7 +508,7 @@ static void mamba_backward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, c
                 for (int h = g * d.R; h < (g + 1) * d.R; h++) {
                     if (!mamba_kept(M, l, h, &d)) continue;
                     for (int j = h * d.P; j < h * d.P + Pk; j++)
-                        dot += (double)(go[j] * s) * gn[j] * (yr[j] * silu(z[j]) * r);
+                        dot += (double)(go[j] * s) * gn[j] * (yr[j] * st_siluf(z[j]) * r);
                 }
                 float cdot = (float)(dot / nact);
                 for (int h = g * d.R; h < (g + 1) * d.R; h++) {
@@ -555,7 +516,7 @@ static void mamba_backward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, c
                     for (int p = 0; p < d.P; p++) {
                         int j = h * d.P + p;
                         if (p >= pk) { dyr[j] = 0; continue; }
-                        float sz = silu(z[j]), vn = yr[j] * sz * r;
+                        float sz = st_siluf(z[j]), vn = yr[j] * sz * r;
                         float dv = r * (go[j] * s * gn[j] - vn * cdot);
                         dyr[j] = dv * sz;
                         dz[j] = dv * yr[j] * dsilu(z[j]);
@@ -573,7 +534,7 @@ static void mamba_backward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, c
             for (int h = 0; h < d.nh; h++) {
                 if (!mamba_kept(M, l, h, &d)) continue;
                 float r = a->gr[(size_t)t * d.G + h / d.R];
-                for (int j = h * d.P; j < h * d.P + Pk; j++) dgn[j] += go[j] * s * yr[j] * silu(z[j]) * r;
+                for (int j = h * d.P; j < h * d.P + Pk; j++) dgn[j] += go[j] * s * yr[j] * st_siluf(z[j]) * r;
             }
             double *dq = dpi + (size_t)(t / T) * ST_N_AX;
             dq[ST_AX_MAMBA_HEADS] += racc[t] * M->pi[ST_AX_MAMBA_DIM];
@@ -587,10 +548,10 @@ static void mamba_backward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, c
         for (int g = 0; g < d.G; g++) {
             float r = a->gr[(size_t)t * d.G + g];
             double dot = 0;
-            for (int j = g * gsz; j < (g + 1) * gsz; j++) dot += (double)go[j] * gn[j] * (yr[j] * silu(z[j]) * r);
+            for (int j = g * gsz; j < (g + 1) * gsz; j++) dot += (double)go[j] * gn[j] * (yr[j] * st_siluf(z[j]) * r);
             float cdot = (float)(dot / gsz);
             for (int j = g * gsz; j < (g + 1) * gsz; j++) {
-                float sz = silu(z[j]), vn = yr[j] * sz * r;
+                float sz = st_siluf(z[j]), vn = yr[j] * sz * r;
                 float dv = r * (go[j] * gn[j] - vn * cdot);
                 dyr[j] = dv * sz;
                 dz[j] = dv * yr[j] * dsilu(z[j]);
@@ -601,7 +562,7 @@ static void mamba_backward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, c
         const float *yr = a->y + (size_t)t * d.din, *z = a->zx + (size_t)t * d.M, *go = dvo + (size_t)t * d.din;
         for (int g = 0; g < d.G; g++) {
             float r = a->gr[(size_t)t * d.G + g];
-            for (int j = g * gsz; j < (g + 1) * gsz; j++) dgn[j] += go[j] * yr[j] * silu(z[j]) * r;
+            for (int j = g * gsz; j < (g + 1) * gsz; j++) dgn[j] += go[j] * yr[j] * st_siluf(z[j]) * r;
         }
     }
     }
@@ -715,8 +676,8 @@ static void mamba_backward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, c
     for (int t = 0; t < BT; t++)
         for (int h = 0; h < d.nh; h++) {
             float raw = a->zx[(size_t)t * d.M + 2 * d.din + 2 * d.GN + h] + dtb[h], v = a->dt[(size_t)t * d.nh + h];
-            float sp = softplus(raw);
-            float gr = (v != sp) ? 0.0f : ddt[(size_t)t * d.nh + h] * sigm(raw);
+            float sp = st_softplusf(raw);
+            float gr = (v != sp) ? 0.0f : ddt[(size_t)t * d.nh + h] * st_sigmoidf(raw);
             dzx[(size_t)t * d.M + 2 * d.din + 2 * d.GN + h] = gr;
             gdtb[h] += gr;
         }
@@ -873,9 +834,6 @@ static void attn_backward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, co
 
 /* ------------------------------------------------------------ relu² MLP */
 
-static void relu2_fwd(const float *h, float *a, size_t n) {
-    for (size_t i = 0; i < n; i++) { float v = h[i] > 0 ? h[i] : 0; a[i] = v * v; }
-}
 /* in place: d ← d · 2·relu(h) */
 static void relu2_bwd(float *d, const float *h, size_t n) {
     for (size_t i = 0; i < n; i++) d[i] = h[i] > 0 ? d[i] * 2.0f * h[i] : 0.0f;
@@ -896,7 +854,7 @@ static inline int mr_sample(const mrows *r, int i) { return (r->slot ? r->slot[r
 static void ffn_forward(const float *Wu, const float *Wd, int H, int I, const float *x, float *h, float *ha, float *out,
                         int n, int acc, const mrows *mr) {
     mm(Wu, I, H, x, H, h, I, n, 0);
-    relu2_fwd(h, ha, (size_t)n * I);
+    st_relu2(ha, h, (size_t)n * I);
     if (mr) {
 #pragma omp parallel for schedule(static) num_threads(st_get_threads()) if ((size_t)n * I > 32768)
         for (int i = 0; i < n; i++) {
@@ -945,32 +903,6 @@ static void ffn_backward(const tbufs *tb, const float *Wu, const float *Wd, floa
 
 /* ------------------------------------------------------------ MoE */
 
-/* Router of one token (docs/architecture.md §2.6, n_group = 1): the same
- * selection as forward.c (repeated max, lowest index on ties) of k among the
- * first E experts; slots k..ks-1 (a budget's clipped top-k) get idx -1, wt 0. */
-static void route(const st_config *c, int E, int k, int ks, const float *lg, const float *bias, int32_t *idx, float *wt) {
-    float sum = 0;
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        float bs = 0;
-        for (int e = 0; e < E; e++) {
-            int taken = 0;
-            for (int q = 0; q < j; q++) taken |= idx[q] == e;
-            if (taken) continue;
-            float sel = sigm(lg[e]) + bias[e];
-            if (best < 0 || sel > bs) { best = e; bs = sel; }
-        }
-        idx[j] = best;
-        wt[j] = sigm(lg[best]);
-        sum += wt[j];
-    }
-    for (int j = 0; j < k; j++) {
-        if (c->norm_topk_prob) wt[j] /= (sum + 1e-20f);
-        wt[j] *= c->routed_scaling_factor;
-    }
-    for (int j = k; j < ks; j++) { idx[j] = -1; wt[j] = 0; }
-}
-
 static void moe_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, float *out, int BT, int T, bump *sb) {
     const st_config *c = &m->cfg;
     const int H = c->hidden_size, E = c->n_routed_experts, k = c->num_experts_per_tok, F = c->moe_intermediate_size;
@@ -978,6 +910,10 @@ static void moe_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, floa
     const float *bias = st_tw(m, Lp->e_bias);
     float *xe = take(sb, (size_t)BT * k * H); /* [BT·k][H] gathered inputs */
     mm(st_tw(m, Lp->gate), E, H, a->u, H, a->lg, E, BT, 0);
+    /* the router of forward.c (st_moe_route) without expert groups, as the
+       training pass has always routed; slots kt..k-1 (a budget's clipped
+       top-k, or a skipped layer's) get idx -1, wt 0 */
+    const st_route_cfg rc = {1, 1, c->norm_topk_prob, c->routed_scaling_factor};
     for (int t = 0; t < BT; t++) {
         int Et = E, kt = k; /* a budget routes among its first w experts; a skipped layer routes nowhere */
         if (ms) {
@@ -985,7 +921,10 @@ static void moe_forward(st_tmodel *m, int l, const st_tlayer *Lp, lacts *a, floa
             Et = M->w[ST_AX_EXPERTS];
             kt = skips(M, l) ? 0 : k < Et ? k : Et;
         }
-        route(c, Et, kt, k, a->lg + (size_t)t * E, bias, a->idx + (size_t)t * k, a->wt + (size_t)t * k);
+        int32_t *id = a->idx + (size_t)t * k;
+        float *w = a->wt + (size_t)t * k;
+        st_moe_route(a->lg + (size_t)t * E, bias, Et, kt, &rc, id, w);
+        for (int j = kt; j < k; j++) { id[j] = -1; w[j] = 0; }
     }
     /* group the used (token, choice) slots by expert (counting sort: stable) */
     for (int e = 0; e <= E; e++) a->eoff[e] = 0;
@@ -1089,14 +1028,14 @@ static void moe_backward(st_tmodel *m, const st_tlayer *Lp, lacts *a, const floa
         double S = 0, gs = 0;
         for (int j = 0; j < k; j++) {
             if (id[j] < 0) continue;
-            float s = sigm(lg[id[j]]);
+            float s = st_sigmoidf(lg[id[j]]);
             S += s;
             gs += (double)g[j] * s;
         }
         S += 1e-20;
         for (int j = 0; j < k; j++) {
             if (id[j] < 0) continue;
-            float s = sigm(lg[id[j]]);
+            float s = st_sigmoidf(lg[id[j]]);
             double ds = c->norm_topk_prob ? cs * (g[j] / S - gs / (S * S)) : cs * g[j];
             dlg[(size_t)t * E + id[j]] = (float)(ds * s * (1.0f - s));
         }
