@@ -350,9 +350,10 @@ static void test_shipped_model(void **s) {
  * Thresholds sit below the figures of docs/RESULTS.md by the noise of
  * ITEMS problems. */
 #define ITEMS 30
-#define MIN_GAIN 0.15 /* thinking adds at least this much accuracy at every budget */
-#define MIN_KEEP 0.6  /* every budget with thinking keeps this share of the full one */
-#define MIN_SL 0.75   /* think 4M -> answer 9.5M keeps this share of 9.5M alone */
+#define MIN_GAIN 0.2  /* thinking adds at least this much accuracy at every budget */
+#define MIN_KEEP 0.75 /* every budget with thinking keeps this share of the full one */
+#define MIN_SL_EXACT 0.8      /* think 4M -> answer 9.5M, exact switch: share of 9.5M alone */
+#define MIN_SL_TRANSPLANT 0.5 /* ... transplant (measured 0.73 on 240 items) */
 static void test_shipped_model_reasons(void **s) {
     (void)s;
     FILE *f = fopen("models/elastic/config.json", "r");
@@ -384,7 +385,7 @@ static void test_shipped_model_reasons(void **s) {
     for (int md = 0; md < 2; md++) {
         double sl = tsv_number(tsv, 6 + md, 5);
         printf("  4M -> 9.5M %s: %.0f%%\n", md ? "transplant" : "exact", 100 * sl);
-        assert_true(sl >= MIN_SL * full);
+        assert_true(sl >= (md ? MIN_SL_TRANSPLANT : MIN_SL_EXACT) * full);
     }
     free(tsv);
     rm_rf(dir);
