@@ -272,12 +272,14 @@ static void test_layout_default(void **st) {
     snprintf(out, sizeof out, "%s/4M-q8.gguf", dir);
     assert_int_equal(export("models/elastic", "4M", "q8_0", out), 0);
     assert_int_equal(st_gguf_open(out, &g), ST_OK);
-    assert_int_equal(st_gguf_find_tensor(g, "blk.0.ssm_in.weight")->type, ST_GGML_Q8_0);
+    /* ssm_out: its rows are the Mamba channels (256, whole blocks of 32 at every budget;
+       a matrix whose rows are not whole blocks, like ssm_in at hidden 144, stays f16) */
+    assert_int_equal(st_gguf_find_tensor(g, "blk.0.ssm_out.weight")->type, ST_GGML_Q8_0);
     assert_int_equal(st_gguf_find_tensor(g, "blk.0.attn_norm.weight")->type, ST_GGML_F32);
     snprintf(n, sizeof n, "blk.%d.ffn_gate_inp.weight", moe_l);
     assert_int_equal(st_gguf_find_tensor(g, n)->type, ST_GGML_F32);
     int64_t ne;
-    float *ref = sf_tensor(m, "backbone.layers.0.mixer.in_proj.weight", &ne), *q = tensor(g, "blk.0.ssm_in.weight", ne);
+    float *ref = sf_tensor(m, "backbone.layers.0.mixer.out_proj.weight", &ne), *q = tensor(g, "blk.0.ssm_out.weight", ne);
     for (int64_t b = 0; b < ne / 32; b++) {
         float amax = 0;
         for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(ref[32 * b + i]));

@@ -42,7 +42,7 @@ try {
   page.on("request", (r) => {
     if (noEos && r.method() === "POST" && r.url().endsWith("/v1/chat/completions")) {
       const b = JSON.parse(r.postData());
-      b.logit_bias = { "2": -100 };
+      b.logit_bias = { "2": -100, "11": -100 }; // EOS and <|im_end|> (the turn end)
       b.max_tokens = 4000;
       return r.continue({ postData: JSON.stringify(b) });
     }
