@@ -87,13 +87,19 @@ try {
   noEos = true;
   await page.focus("#input");
   await page.keyboard.type("Tell me a long story about starlings.");
+  const nBefore = await page.$$eval(".msg.assistant", (m) => m.length);
   await page.keyboard.press("Enter");
-  await page.waitForFunction(() => {
-    const m = [...document.querySelectorAll(".msg.assistant")].pop();
-    return (m.querySelector(".answer").textContent + m.querySelector(".think-text").textContent).length > 0;
-  }, { timeout: 0 });
-  report.sendLabelWhileBusy = await page.$eval("#send", (b) => b.textContent);
+  await page.waitForFunction((n0) => {
+    const all = [...document.querySelectorAll(".msg.assistant")];
+    if (all.length <= n0) return false; // the new answer, not the last one
+    const m = all.pop();
+    const busy = (m.querySelector(".answer").textContent + m.querySelector(".think-text").textContent).length > 0;
+    if (busy) { window.__busyLabel = document.querySelector("#send").textContent; window.__busyText = m.textContent.slice(0, 300); } // read in the same frame
+    return busy;
+  }, { timeout: 0, polling: "mutation" }, nBefore);
   await page.keyboard.press("Escape");
+  report.sendLabelWhileBusy = await page.evaluate(() => window.__busyLabel);
+  report.busyText = await page.evaluate(() => window.__busyText);
   await page.waitForFunction(() => [...document.querySelectorAll(".msg.assistant")].pop().dataset.done, { timeout: 0 });
   report.stopped = await page.$$eval(".msg.assistant", (m) => m.pop().dataset.done);
   // server side: once no sequence is active, count the tokens that request generated (EOS was banned and
