@@ -50,17 +50,43 @@ enum { ST_LAYER_MAMBA = 'M', ST_LAYER_ATTN = '*', ST_LAYER_MLP = '-', ST_LAYER_M
 
 #define ST_MAX_LAYERS 1024
 
-/* The budget-able widths. In a budget, a value of 0 means "parent's width".
- * Key names follow config.json (see st_widths_set). */
+/* The elastic axes: the widths a budget can cut (docs/architecture.md §6.1).
+ * Every width keeps a prefix of the ranked order: hidden channels, expert /
+ * FFN neurons and experts a plain prefix; Mamba heads the first w/G of each
+ * group; attention query heads the first w/n_kv of each KV group; Mamba head
+ * channels the first w of every head. st_axis_key names each one. */
+typedef enum {
+    ST_AX_HIDDEN,      /* hidden_size                                     */
+    ST_AX_MAMBA_HEADS, /* mamba_num_heads (total, multiple of n_groups)   */
+    ST_AX_MAMBA_DIM,   /* mamba_head_dim                                  */
+    ST_AX_ATTN_HEADS,  /* num_attention_heads (total, multiple of n_kv)   */
+    ST_AX_EXPERTS,     /* n_routed_experts (top-k clipped to it)          */
+    ST_AX_EXPERT_FFN,  /* moe_intermediate_size                           */
+    ST_AX_SHARED_FFN,  /* moe_shared_expert_intermediate_size             */
+    ST_AX_FFN,         /* intermediate_size (dense '-' layers)            */
+    ST_N_AX
+} st_axis;
+
+/* The config.json key of axis k ("hidden_size", ...); "?" out of range. */
+const char *st_axis_key(int k);
+
+/* A budget's widths. In a budget, a value of 0 means "parent's width".
+ * Key names follow config.json (see st_widths_set). The widths of the axes
+ * are one array: w.axis[ST_AX_HIDDEN] is w.hidden_size, and so on. */
 typedef struct {
-    int hidden_size;
-    int num_attention_heads;                 /* total query heads, cut per KV group */
-    int mamba_num_heads;                     /* total Mamba heads, cut per group   */
-    int mamba_head_dim;
-    int n_routed_experts;
-    int moe_intermediate_size;
-    int moe_shared_expert_intermediate_size;
-    int intermediate_size;                   /* dense MLP ('-') layers             */
+    union {
+        struct {                             /* in st_axis order */
+            int hidden_size;
+            int mamba_num_heads;             /* total Mamba heads, cut per group   */
+            int mamba_head_dim;
+            int num_attention_heads;         /* total query heads, cut per KV group */
+            int n_routed_experts;
+            int moe_intermediate_size;
+            int moe_shared_expert_intermediate_size;
+            int intermediate_size;           /* dense MLP ('-') layers             */
+        };
+        int axis[ST_N_AX];                   /* the same widths by st_axis         */
+    };
     int num_experts_per_tok;                 /* 0: parent's, clipped to the kept experts;
                                                 explicit values above them are rejected */
     int n_skip;                              /* number of skipped layers           */

@@ -34,19 +34,6 @@
 
 /* ------------------------------------------------------------ axes and cost */
 
-/* Whether the parent has any layer the axis cuts into. */
-static int axis_present(const st_config *c, int k) {
-    switch (k) {
-    case ST_AX_HIDDEN: return 1;
-    case ST_AX_MAMBA_HEADS: case ST_AX_MAMBA_DIM: return strchr(c->pattern, 'M') != NULL;
-    case ST_AX_ATTN_HEADS: return strchr(c->pattern, '*') != NULL;
-    case ST_AX_EXPERTS: case ST_AX_EXPERT_FFN: return strchr(c->pattern, 'E') != NULL;
-    case ST_AX_SHARED_FFN: return strchr(c->pattern, 'E') && c->n_shared_experts;
-    case ST_AX_FFN: return strchr(c->pattern, '-') != NULL;
-    }
-    return 0;
-}
-
 /* Mirrors st_budget_stats_get (src/model/budget.c): the embedding table is
  * not active (a lookup), the lm_head is. */
 double st_el_cost(const st_config *c, const double *w, int active) {
@@ -142,7 +129,7 @@ st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
     const char *key; json_t *arr;
     json_object_foreach(chs, key, arr) {
         int k = -1;
-        for (int q = 0; q < ST_N_AX; q++) if (!strcmp(key, st_tmask_axis_key(q))) k = q;
+        for (int q = 0; q < ST_N_AX; q++) if (!strcmp(key, st_axis_key(q))) k = q;
         if (k < 0) { rc = st_err(ST_ERR_FORMAT, "%s: choices: unknown axis \"%s\"", path, key); goto done; }
         if (!json_is_array(arr) || json_array_size(arr) < 1 || json_array_size(arr) > ST_EL_MAX_CHOICES) {
             rc = st_err(ST_ERR_FORMAT, "%s: choices.%s must be a list of 1..%d widths", path, key, ST_EL_MAX_CHOICES);
@@ -439,7 +426,7 @@ static st_status write_plot(const char *path, const st_el_cfg *c, const double *
 static json_t *widths_json(const st_config *cfg, const int *w) {
     json_t *o = json_object();
     for (int k = 0; k < ST_N_AX; k++)
-        if (axis_present(cfg, k)) json_object_set_new(o, st_tmask_axis_key(k), json_integer(w[k]));
+        if (st_axis_present(cfg, k)) json_object_set_new(o, st_axis_key(k), json_integer(w[k]));
     return o;
 }
 
@@ -475,14 +462,14 @@ static st_status write_routers(elctx *X, const char *dir) {
         if (!X->has[k]) continue;
         router *r = &X->R[k];
         int64_t s1[2] = {r->hid, r->nb}, s2[1] = {r->hid}, s3[2] = {r->nc, r->hid}, s4[1] = {r->nc};
-        snprintf(name, sizeof name, "router.%s.fc1.weight", st_tmask_axis_key(k)); if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 2, s1);
-        snprintf(name, sizeof name, "router.%s.fc1.bias", st_tmask_axis_key(k));   if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 1, s2);
-        snprintf(name, sizeof name, "router.%s.fc2.weight", st_tmask_axis_key(k)); if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 2, s3);
-        snprintf(name, sizeof name, "router.%s.fc2.bias", st_tmask_axis_key(k));   if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 1, s4);
+        snprintf(name, sizeof name, "router.%s.fc1.weight", st_axis_key(k)); if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 2, s1);
+        snprintf(name, sizeof name, "router.%s.fc1.bias", st_axis_key(k));   if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 1, s2);
+        snprintf(name, sizeof name, "router.%s.fc2.weight", st_axis_key(k)); if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 2, s3);
+        snprintf(name, sizeof name, "router.%s.fc2.bias", st_axis_key(k));   if (!rc) rc = st_sf_writer_add(w, name, ST_DT_F32, 1, s4);
         char ch[512];
         size_t at = 0;
         for (int i = 0; i < r->nc && at < sizeof ch; i++) at += (size_t)snprintf(ch + at, sizeof ch - at, "%s%d", i ? "," : "", X->c->ch[k][i]);
-        snprintf(name, sizeof name, "choices.%s", st_tmask_axis_key(k));
+        snprintf(name, sizeof name, "choices.%s", st_axis_key(k));
         if (!rc) rc = st_sf_writer_meta(w, name, ch);
     }
     char bl[512];
@@ -570,12 +557,12 @@ st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void 
        parent's so that the full budget exists */
     uint64_t rng = st_mix64(tc->seed ^ 0x5eed);
     for (int k = 0; k < ST_N_AX; k++) {
-        int pw = st_tmask_parent_width(pc, k);
+        int pw = st_axis_parent_width(pc, k);
         X.fixed[k] = pw;
         if (!c->nch[k]) continue;
-        if (!axis_present(pc, k)) { rc = st_err(ST_ERR_BUDGET, "elastify: choices.%s: the parent has no layer with this axis", st_tmask_axis_key(k)); goto done; }
+        if (!st_axis_present(pc, k)) { rc = st_err(ST_ERR_BUDGET, "elastify: choices.%s: the parent has no layer with this axis", st_axis_key(k)); goto done; }
         if (c->ch[k][0] != pw) {
-            rc = st_err(ST_ERR_BUDGET, "elastify: choices.%s must start with the parent's width %d (got %d)", st_tmask_axis_key(k), pw, c->ch[k][0]);
+            rc = st_err(ST_ERR_BUDGET, "elastify: choices.%s must start with the parent's width %d (got %d)", st_axis_key(k), pw, c->ch[k][0]);
             goto done;
         }
         if (c->nch[k] == 1) continue;

@@ -282,12 +282,8 @@ static st_status build_plan(plan *p, const st_budget *b) {
 /* ----------------------------------------------------------- config.json */
 
 static int nested_in(const st_widths *inner, const st_widths *outer) {
-    if (inner->hidden_size > outer->hidden_size || inner->num_attention_heads > outer->num_attention_heads ||
-        inner->mamba_num_heads > outer->mamba_num_heads || inner->mamba_head_dim > outer->mamba_head_dim ||
-        inner->n_routed_experts > outer->n_routed_experts || inner->moe_intermediate_size > outer->moe_intermediate_size ||
-        inner->moe_shared_expert_intermediate_size > outer->moe_shared_expert_intermediate_size ||
-        inner->intermediate_size > outer->intermediate_size)
-        return 0;
+    for (int k = 0; k < ST_N_AX; k++)
+        if (inner->axis[k] > outer->axis[k]) return 0;
     for (int i = 0; i < outer->n_skip; i++) { /* inner must skip at least what outer skips */
         int found = 0;
         for (int j = 0; j < inner->n_skip; j++) found |= inner->skip_layers[j] == outer->skip_layers[i];
@@ -408,11 +404,9 @@ static st_status write_config(const st_model *m, const st_budget *b, const char 
         if (!nested_in(&bw, w)) continue;
         json_t *o = json_pack("{s:s}", "name", m->budgets[i].name);
         const st_widths *r = &m->budgets[i].w;
-#define KEEP(f) if (r->f) json_object_set_new(o, #f, json_integer(r->f))
-        KEEP(hidden_size); KEEP(num_attention_heads); KEEP(mamba_num_heads); KEEP(mamba_head_dim);
-        KEEP(n_routed_experts); KEEP(moe_intermediate_size); KEEP(moe_shared_expert_intermediate_size);
-        KEEP(intermediate_size); KEEP(num_experts_per_tok);
-#undef KEEP
+        for (int k = 0; k < ST_N_AX; k++)
+            if (r->axis[k]) json_object_set_new(o, st_axis_key(k), json_integer(r->axis[k]));
+        if (r->num_experts_per_tok) json_object_set_new(o, "num_experts_per_tok", json_integer(r->num_experts_per_tok));
         json_t *sk = json_array();
         for (int j = 0; j < r->n_skip; j++) {
             if (b->skip[r->skip_layers[j]]) continue;

@@ -9,15 +9,66 @@
 #include "model/model.h"
 #include "util/util.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+const st_axis_info st_axes[ST_N_AX] = {
+#define P(f) offsetof(st_config, f)
+    [ST_AX_HIDDEN] = {"hidden_size", {"hidden", "emb"}, P(hidden_size), 0, NULL, 0, NULL},
+    [ST_AX_MAMBA_HEADS] = {"mamba_num_heads", {"mamba_heads", NULL}, P(mamba_num_heads), 'M', "n_groups", P(n_groups),
+                           "Mamba heads are cut per group"},
+    [ST_AX_MAMBA_DIM] = {"mamba_head_dim", {"mamba_dim", NULL}, P(mamba_head_dim), 'M', NULL, 0, NULL},
+    [ST_AX_ATTN_HEADS] = {"num_attention_heads", {"attn_heads", "q_heads"}, P(num_attention_heads), '*',
+                          "num_key_value_heads", P(num_key_value_heads),
+                          "query heads are cut per KV group, K/V heads are never cut"},
+    [ST_AX_EXPERTS] = {"n_routed_experts", {"experts", NULL}, P(n_routed_experts), 'E', NULL, 0, NULL},
+    [ST_AX_EXPERT_FFN] = {"moe_intermediate_size", {"moe_ffn", "expert_ffn"}, P(moe_intermediate_size), 'E', NULL, 0,
+                          NULL},
+    [ST_AX_SHARED_FFN] = {"moe_shared_expert_intermediate_size", {"shared_ffn", NULL},
+                          P(moe_shared_expert_intermediate_size), 'E', NULL, 0, NULL},
+    [ST_AX_FFN] = {"intermediate_size", {"ffn", "mlp_ffn"}, P(intermediate_size), '-', NULL, 0, NULL},
+#undef P
+};
+
+static int cfg_int(const st_config *c, size_t off) { return *(const int *)((const char *)c + off); }
+
+const char *st_axis_key(int k) { return k >= 0 && k < ST_N_AX ? st_axes[k].key : "?"; }
+
+int st_axis_parent_width(const st_config *c, int k) { return cfg_int(c, st_axes[k].parent); }
+
+int st_axis_present(const st_config *c, int k) {
+    if (!st_axes[k].layer) return 1;
+    if (!strchr(c->pattern, st_axes[k].layer)) return 0;
+    return k != ST_AX_SHARED_FFN || c->n_shared_experts; /* MoE layers without the shared expert */
+}
+
 void st_widths_fill_parent(const st_config *c, st_widths *w) {
-#define FILL(f) if (!w->f) w->f = c->f
-    FILL(hidden_size); FILL(num_attention_heads); FILL(mamba_num_heads); FILL(mamba_head_dim);
-    FILL(n_routed_experts); FILL(moe_intermediate_size); FILL(moe_shared_expert_intermediate_size);
-    FILL(intermediate_size);
-#undef FILL
+    for (int k = 0; k < ST_N_AX; k++)
+        if (!w->axis[k]) w->axis[k] = st_axis_parent_width(c, k);
+}
+
+static int has_type(const st_config *c, char t) { return strchr(c->pattern, t) != NULL; }
+
+#define RULE(...) return st_err(ST_ERR_BUDGET, "budget: " __VA_ARGS__)
+
+st_status st_axis_check_width(const st_config *c, int k, int v, const char *who) {
+    int mx = st_axis_parent_width(c, k);
+    if (v > mx) RULE("%s%s = %d is wider than the parent's %d (a budget can only keep a prefix)", who, st_axes[k].key, v, mx);
+    if (v < 0 || (mx > 0 && v < 1)) RULE("%s%s = %d must be at least 1", who, st_axes[k].key, v);
+    return ST_OK;
+}
+
+st_status st_axes_check_groups(const st_config *c, const int *w, const char *who) {
+    for (int k = 0; k < ST_N_AX; k++) {
+        const st_axis_info *a = &st_axes[k];
+        if (!a->group || !has_type(c, a->layer)) continue;
+        int g = cfg_int(c, a->group_off);
+        if (w[k] % g) RULE("%s%s = %d is not a multiple of %s = %d (%s)", who, a->key, w[k], a->group, g, a->group_why);
+    }
+    if (has_type(c, 'E') && c->n_group > 1 && w[ST_AX_EXPERTS] != c->n_routed_experts)
+        RULE("%sn_routed_experts cannot be cut when the router uses n_group = %d expert groups", who, c->n_group);
+    return ST_OK;
 }
 
 void st_budget_free(st_budget *b) {
@@ -26,41 +77,17 @@ void st_budget_free(st_budget *b) {
     free(b);
 }
 
-static int has_type(const st_config *c, char t) { return strchr(c->pattern, t) != NULL; }
-
-#define RULE(...) return st_err(ST_ERR_BUDGET, "budget: " __VA_ARGS__)
-
 static st_status check_rules(const st_config *c, const st_widths *w) {
-    struct { const char *k; int v, max; } caps[] = {
-        {"hidden_size", w->hidden_size, c->hidden_size},
-        {"num_attention_heads", w->num_attention_heads, c->num_attention_heads},
-        {"mamba_num_heads", w->mamba_num_heads, c->mamba_num_heads},
-        {"mamba_head_dim", w->mamba_head_dim, c->mamba_head_dim},
-        {"n_routed_experts", w->n_routed_experts, c->n_routed_experts},
-        {"moe_intermediate_size", w->moe_intermediate_size, c->moe_intermediate_size},
-        {"moe_shared_expert_intermediate_size", w->moe_shared_expert_intermediate_size,
-         c->moe_shared_expert_intermediate_size},
-        {"intermediate_size", w->intermediate_size, c->intermediate_size},
-    };
-    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
-        if (caps[i].v > caps[i].max)
-            RULE("%s = %d is wider than the parent's %d (a budget can only keep a prefix)", caps[i].k, caps[i].v, caps[i].max);
-        if (caps[i].v < 0 || (caps[i].max > 0 && caps[i].v < 1)) RULE("%s = %d must be at least 1", caps[i].k, caps[i].v);
-    }
-    if (has_type(c, '*') && w->num_attention_heads % c->num_key_value_heads)
-        RULE("num_attention_heads = %d is not a multiple of num_key_value_heads = %d (query heads are cut per KV group, "
-             "K/V heads are never cut)", w->num_attention_heads, c->num_key_value_heads);
-    if (has_type(c, 'M') && w->mamba_num_heads % c->n_groups)
-        RULE("mamba_num_heads = %d is not a multiple of n_groups = %d (Mamba heads are cut per group)",
-             w->mamba_num_heads, c->n_groups);
+    st_status rc;
+    for (int k = 0; k < ST_N_AX; k++)
+        if ((rc = st_axis_check_width(c, k, w->axis[k], ""))) return rc;
+    if ((rc = st_axes_check_groups(c, w->axis, ""))) return rc;
     if (has_type(c, 'E')) {
         if (w->num_experts_per_tok > w->n_routed_experts)
             RULE("num_experts_per_tok = %d is larger than the %d experts kept (n_routed_experts)", w->num_experts_per_tok,
                  w->n_routed_experts);
         if (w->num_experts_per_tok > c->num_experts_per_tok)
             RULE("num_experts_per_tok = %d is larger than the parent's %d", w->num_experts_per_tok, c->num_experts_per_tok);
-        if (c->n_group > 1 && w->n_routed_experts != c->n_routed_experts)
-            RULE("n_routed_experts cannot be cut when the router uses n_group = %d expert groups", c->n_group);
     }
     for (int i = 0; i < w->n_skip; i++) {
         if (w->skip_layers[i] >= c->n_layers)
@@ -115,9 +142,9 @@ static st_status build_spans(st_budget *b) {
 static void make_key(st_budget *b) {
     const st_widths *w = &b->w;
     uint64_t h = st_fnv1a64(ST_FNV1A64_BASIS, w->skip_layers, sizeof(int) * (size_t)w->n_skip);
-    snprintf(b->key, sizeof b->key, "%d/%d/%d/%d/%d/%d/%d/%d/%d/%d:%llx", w->hidden_size, w->num_attention_heads,
-             w->mamba_num_heads, w->mamba_head_dim, w->n_routed_experts, w->moe_intermediate_size,
-             w->moe_shared_expert_intermediate_size, w->intermediate_size, b->top_k, w->n_skip, (unsigned long long)h);
+    size_t at = 0;
+    for (int k = 0; k < ST_N_AX; k++) at += (size_t)snprintf(b->key + at, sizeof b->key - at, "%d/", w->axis[k]);
+    snprintf(b->key + at, sizeof b->key - at, "%d/%d:%llx", b->top_k, w->n_skip, (unsigned long long)h);
 }
 
 const char *st_budget_key(const st_budget *b) { return b->key; }

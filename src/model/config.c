@@ -196,33 +196,29 @@ st_status st_config_parse(json_t *root, const char *path, st_config *c) {
 
 /* ------------------------------------------------------------ widths / budgets */
 
-static const struct { const char *key, *alias1, *alias2; size_t off; } g_wkeys[] = {
-    {"hidden_size", "hidden", "emb", offsetof(st_widths, hidden_size)},
-    {"num_attention_heads", "attn_heads", "q_heads", offsetof(st_widths, num_attention_heads)},
-    {"mamba_num_heads", "mamba_heads", NULL, offsetof(st_widths, mamba_num_heads)},
-    {"mamba_head_dim", "mamba_dim", NULL, offsetof(st_widths, mamba_head_dim)},
-    {"n_routed_experts", "experts", NULL, offsetof(st_widths, n_routed_experts)},
-    {"moe_intermediate_size", "moe_ffn", "expert_ffn", offsetof(st_widths, moe_intermediate_size)},
-    {"moe_shared_expert_intermediate_size", "shared_ffn", NULL, offsetof(st_widths, moe_shared_expert_intermediate_size)},
-    {"intermediate_size", "ffn", "mlp_ffn", offsetof(st_widths, intermediate_size)},
-    {"num_experts_per_tok", "top_k", "topk", offsetof(st_widths, num_experts_per_tok)},
-};
+/* Whether key names axis k (its config key or an alias). */
+static int axis_named(int k, const char *key) {
+    const st_axis_info *a = &st_axes[k];
+    return !strcmp(key, a->key) || (a->alias[0] && !strcmp(key, a->alias[0])) || (a->alias[1] && !strcmp(key, a->alias[1]));
+}
 
 st_status st_widths_set(st_widths *w, const char *key, long value) {
-    for (size_t i = 0; i < sizeof g_wkeys / sizeof g_wkeys[0]; i++) {
-        if (!strcmp(key, g_wkeys[i].key) || (g_wkeys[i].alias1 && !strcmp(key, g_wkeys[i].alias1)) ||
-            (g_wkeys[i].alias2 && !strcmp(key, g_wkeys[i].alias2))) {
-            if (value < 1 || value > (1 << 30))
-                return st_err(ST_ERR_BUDGET, "budget: %s = %ld must be a positive width%s", key, value,
-                              value > 0 ? " (at most 1073741824)" : "");
-            *(int *)((char *)w + g_wkeys[i].off) = (int)value;
-            return ST_OK;
-        }
+    int *dst = NULL;
+    for (int k = 0; k < ST_N_AX && !dst; k++)
+        if (axis_named(k, key)) dst = &w->axis[k];
+    if (!dst && (!strcmp(key, "num_experts_per_tok") || !strcmp(key, "top_k") || !strcmp(key, "topk")))
+        dst = &w->num_experts_per_tok;
+    if (!dst) {
+        char known[512];
+        size_t at = 0;
+        for (int k = 0; k < ST_N_AX; k++) at += (size_t)snprintf(known + at, sizeof known - at, "%s, ", st_axes[k].key);
+        return st_err(ST_ERR_BUDGET, "budget: unknown key \"%s\" (known: %snum_experts_per_tok, skip_layers)", key, known);
     }
-    return st_err(ST_ERR_BUDGET,
-                  "budget: unknown key \"%s\" (known: hidden_size, num_attention_heads, mamba_num_heads, "
-                  "mamba_head_dim, n_routed_experts, num_experts_per_tok, moe_intermediate_size, "
-                  "moe_shared_expert_intermediate_size, intermediate_size, skip_layers)", key);
+    if (value < 1 || value > (1 << 30))
+        return st_err(ST_ERR_BUDGET, "budget: %s = %ld must be a positive width%s", key, value,
+                      value > 0 ? " (at most 1073741824)" : "");
+    *dst = (int)value;
+    return ST_OK;
 }
 
 static st_status add_skip(st_widths *w, long v) {

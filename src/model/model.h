@@ -114,7 +114,26 @@ void st_config_add_eos(st_config *c, json_t *v);
 st_status st_widths_from_json(st_widths *w, json_t *obj, const char *ctx);
 st_status st_elastic_parse(st_model *m, json_t *root, const char *path);
 
-/* budget.c */
+/* budget.c: the elastic axes, in one table indexed by st_axis. */
+typedef struct {
+    const char *key;          /* config.json and budget key ("hidden_size")       */
+    const char *alias[2];     /* short spellings st_widths_set accepts (or NULL)  */
+    size_t parent;            /* offsetof(st_config, ...): the parent's width     */
+    char layer;               /* layer type the axis cuts; 0: every layer         */
+    const char *group;        /* the st_config width it must be a multiple of     */
+    size_t group_off;         /* (NULL: none) and its offsetof(st_config, ...)    */
+    const char *group_why;    /* why, for the error message                       */
+} st_axis_info;
+extern const st_axis_info st_axes[ST_N_AX];
+int st_axis_parent_width(const st_config *c, int k);
+/* Whether the parent has any layer the axis cuts into. */
+int st_axis_present(const st_config *c, int k);
+/* The rules of one axis width v (after the 0 → parent fill): a prefix of
+ * the parent's, at least 1. who: "" or "sample 3: ", for the message. */
+st_status st_axis_check_width(const st_config *c, int k, int v, const char *who);
+/* The rules across the filled widths w[ST_N_AX]: heads cut per group, experts
+ * not cut under grouped routing. */
+st_status st_axes_check_groups(const st_config *c, const int *w, const char *who);
 void st_widths_fill_parent(const st_config *c, st_widths *w);
 
 /* forward.c: calibration recorder — max|input| seen by each weight while set

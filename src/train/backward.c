@@ -21,11 +21,13 @@
  * separate, or multiply by an exact 1). dL/dpi sums go through per-row
  * partials (racc) added in a fixed order, like the weight gradients.
  */
+#include "model/model.h"
 #include "train/tacts.h"
 #include "util/util.h"
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1202,56 +1204,24 @@ void st_tmodel_backward(st_tmodel *m, float grad_scale) {
 
 /* ------------------------------------------------------------ masks and teacher */
 
-static const char *const ax_key[ST_N_AX] = { /* config key of each axis */
-    "hidden_size", "mamba_num_heads", "mamba_head_dim", "num_attention_heads", "n_routed_experts",
-    "moe_intermediate_size", "moe_shared_expert_intermediate_size", "intermediate_size",
-};
-
-const char *st_tmask_axis_key(int k) { return k >= 0 && k < ST_N_AX ? ax_key[k] : "?"; }
-
-int st_tmask_parent_width(const st_config *c, int k) {
-    switch (k) {
-    case ST_AX_HIDDEN: return c->hidden_size;
-    case ST_AX_MAMBA_HEADS: return c->mamba_num_heads;
-    case ST_AX_MAMBA_DIM: return c->mamba_head_dim;
-    case ST_AX_ATTN_HEADS: return c->num_attention_heads;
-    case ST_AX_EXPERTS: return c->n_routed_experts;
-    case ST_AX_EXPERT_FFN: return c->moe_intermediate_size;
-    case ST_AX_SHARED_FFN: return c->moe_shared_expert_intermediate_size;
-    default: return c->intermediate_size;
-    }
-}
-
 #define RULE(...) return st_err(ST_ERR_BUDGET, "budget: sample " __VA_ARGS__)
 
 /* Fill in sample b's widths (0 → parent) and pi (0 → 1) into o and check
  * the nesting rules of budget.c against the parent. */
 static st_status mask_check(const st_config *c, int b, const st_tmask *in, st_tmask *o) {
     *o = *in;
+    char who[32];
+    snprintf(who, sizeof who, "sample %d: ", b);
+    st_status rc;
     for (int k = 0; k < ST_N_AX; k++) {
-        int v = in->w[k], mx = st_tmask_parent_width(c, k);
-        if (v < 0) RULE("%d: %s = %d must be at least 1", b, ax_key[k], v);
-        if (v > mx) RULE("%d: %s = %d is wider than the parent's %d (a budget can only keep a prefix)", b, ax_key[k], v, mx);
-        o->w[k] = v ? v : mx;
+        o->w[k] = in->w[k] ? in->w[k] : st_axis_parent_width(c, k);
+        if ((rc = st_axis_check_width(c, k, o->w[k], who))) return rc;
         float p = in->pi[k];
         if (!(p >= 0 && p < INFINITY))
-            return st_err(ST_ERR_ARG, "train: sample %d: pi of %s = %g must be finite and >= 0", b, ax_key[k], (double)p);
+            return st_err(ST_ERR_ARG, "train: sample %d: pi of %s = %g must be finite and >= 0", b, st_axes[k].key, (double)p);
         o->pi[k] = p == 0 ? 1.0f : p;
     }
-    if (strchr(c->pattern, 'M')) {
-        int w = o->w[ST_AX_MAMBA_HEADS];
-        if (w % c->n_groups)
-            RULE("%d: mamba_num_heads = %d is not a multiple of n_groups = %d (Mamba heads are cut per group)", b, w,
-                 c->n_groups);
-    }
-    if (strchr(c->pattern, '*')) {
-        int w = o->w[ST_AX_ATTN_HEADS];
-        if (w % c->num_key_value_heads)
-            RULE("%d: num_attention_heads = %d is not a multiple of num_key_value_heads = %d (query heads are cut per KV "
-                 "group, K/V heads are never cut)", b, w, c->num_key_value_heads);
-    }
-    if (strchr(c->pattern, 'E') && c->n_group > 1 && o->w[ST_AX_EXPERTS] != c->n_routed_experts)
-        RULE("%d: n_routed_experts cannot be cut when the router uses n_group = %d expert groups", b, c->n_group);
+    if ((rc = st_axes_check_groups(c, o->w, who))) return rc;
     if (c->n_layers < 64 && (in->skip >> c->n_layers))
         RULE("%d: skip: layer %d does not exist (the model has %d layers)", b, 63 - __builtin_clzll(in->skip),
              c->n_layers);
@@ -1294,11 +1264,8 @@ st_status st_tmodel_set_masks(st_tmodel *m, const st_tmask *ms) {
 
 void st_tmask_from_widths(st_tmask *t, const st_config *parent, const st_widths *w) {
     memset(t, 0, sizeof *t);
-    const int v[ST_N_AX] = {w->hidden_size, w->mamba_num_heads, w->mamba_head_dim, w->num_attention_heads,
-                            w->n_routed_experts, w->moe_intermediate_size, w->moe_shared_expert_intermediate_size,
-                            w->intermediate_size};
     for (int k = 0; k < ST_N_AX; k++) {
-        t->w[k] = v[k] ? v[k] : st_tmask_parent_width(parent, k);
+        t->w[k] = w->axis[k] ? w->axis[k] : st_axis_parent_width(parent, k);
         t->pi[k] = 1.0f;
     }
     for (int i = 0; i < w->n_skip; i++)

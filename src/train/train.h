@@ -120,26 +120,8 @@ void st_tacts_free(st_tacts *a);
 
 /* ------------------------------------------------------------ elastic masks */
 
-/* Elastic axes of the masked (dynamic) model (docs/architecture.md §6.1,
- * docs/elastic.md §2). Every width keeps a prefix of the ranked order:
- * hidden channels, expert / FFN neurons and experts a plain prefix; Mamba
- * heads the first w/G of each group; attention query heads the first w/n_kv
- * of each KV group; Mamba head channels the first w of every head. */
-enum {
-    ST_AX_HIDDEN,      /* hidden_size                                   */
-    ST_AX_MAMBA_HEADS, /* mamba_num_heads (total, multiple of n_groups)   */
-    ST_AX_MAMBA_DIM,   /* mamba_head_dim                                */
-    ST_AX_ATTN_HEADS,  /* num_attention_heads (total, multiple of n_kv)   */
-    ST_AX_EXPERTS,     /* n_routed_experts (top-k clipped to it)          */
-    ST_AX_EXPERT_FFN,  /* moe_intermediate_size                         */
-    ST_AX_SHARED_FFN,  /* moe_shared_expert_intermediate_size           */
-    ST_AX_FFN,         /* intermediate_size (dense '-' layers)          */
-    ST_N_AX
-};
-
-/* Config key of axis k ("hidden_size", ...) and the parent's width of it. */
-const char *st_tmask_axis_key(int k);
-int st_tmask_parent_width(const st_config *c, int k);
+/* The masked (dynamic) model cuts the elastic axes of st_axis (starling.h;
+ * their keys, parent widths and rules: st_axes in model/model.h), per sample. */
 
 /* One sample's budget for the masked forward. The forward computes exactly
  * what the sliced model of these widths computes (RMSNorm and the grouped
@@ -153,7 +135,7 @@ int st_tmask_parent_width(const st_config *c, int k);
  *   EXPERT_FFN, SHARED_FFN, FFN   the relu² activations
  * skip: bit l set = layer l is bypassed (its mixer output is 0). */
 typedef struct {
-    int w[ST_N_AX];    /* widths; 0 = the parent's                      */
+    int w[ST_N_AX];    /* widths by st_axis, as st_widths.axis; 0 = the parent's */
     float pi[ST_N_AX]; /* multipliers; 0 is read as 1                   */
     uint64_t skip;
 } st_tmask;
