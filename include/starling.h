@@ -215,8 +215,17 @@ typedef struct {
  * st_forward is the one-item case. */
 st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n_items);
 
-/* Number of threads the kernels use (0 = all cores). */
+/* Number of threads the kernels use. st_set_threads sets the process
+ * default (0 = all cores); it is the application's to set, library calls
+ * never change it. st_set_local_threads sets a count for the kernels run
+ * from the calling thread only (0 = back to the process default) and
+ * returns the previous local count, to restore it:
+ *     int prev = st_set_local_threads(4);  ...  st_set_local_threads(prev);
+ * Library entry points that take a thread count (the train and elastify
+ * configs' "threads") hold it this way for the length of the call.
+ * st_get_threads: the calling thread's count, else the process default. */
 void st_set_threads(int n);
+int st_set_local_threads(int n);
 int st_get_threads(void);
 
 /* Monotonic wall-clock seconds (for timing in tools). */

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -604,6 +605,11 @@ static void test_matmul_nan_codes(void **state) {
     st_isa_set(top);
 }
 
+static void *threads_of_new_thread(void *out) {
+    *(int *)out = st_get_threads();
+    return NULL;
+}
+
 static void test_isa_and_threads(void **state) {
     (void)state;
     const st_isa top = st_isa_detect();
@@ -620,6 +626,16 @@ static void test_isa_and_threads(void **state) {
     assert_string_equal(st_isa_name(ST_ISA_AVX2), "avx2");
 
     st_set_threads(3);
+    assert_int_equal(st_get_threads(), 3);
+    /* a thread's own count shadows the default, for that thread only */
+    assert_int_equal(st_set_local_threads(5), 0);
+    assert_int_equal(st_get_threads(), 5);
+    int other = 0;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, threads_of_new_thread, &other), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(other, 3);
+    assert_int_equal(st_set_local_threads(0), 5);
     assert_int_equal(st_get_threads(), 3);
     st_set_threads(0);
     assert_true(st_get_threads() >= 1);

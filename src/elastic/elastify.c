@@ -523,11 +523,10 @@ static st_status write_checkpoint(elctx *X, st_tmodel *m, int W[][ST_N_AX], st_o
     return ST_OK;
 }
 
-st_status st_elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void *user) {
+static st_status elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void *user) {
     st_el_cfg cfg = *cfg_in; /* shallow: only the "parent" targets are filled in below */
     const st_el_cfg *c = &cfg;
     const st_train_cfg *tc = &c->t;
-    if (tc->threads > 0) st_set_threads(tc->threads);
     st_status rc = ST_OK;
     st_model *src = NULL;
     st_tmodel *teacher = NULL, *m = NULL;
@@ -803,5 +802,13 @@ done:
     st_tmodel_free(teacher);
     st_tmodel_free(m);
     st_model_free(src);
+    return rc;
+}
+
+/* The config's thread count holds for this call on this thread only. */
+st_status st_elastify_run(const st_el_cfg *c, int force, st_el_cb cb, void *user) {
+    int prev = c->t.threads > 0 ? st_set_local_threads(c->t.threads) : -1;
+    st_status rc = elastify_run(c, force, cb, user);
+    if (prev >= 0) st_set_local_threads(prev);
     return rc;
 }

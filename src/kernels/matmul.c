@@ -169,14 +169,23 @@ const char *st_cpu_features(void) {
 
 /* ------------------------------------------------------------ threads */
 
-static atomic_int g_threads; /* 0: not set yet */
+static atomic_int g_threads;      /* the process default; 0: not set yet */
+static _Thread_local int t_threads; /* this thread's own count; 0: the default */
 
 void st_set_threads(int n) {
     atomic_store(&g_threads, n > 0 ? n : omp_get_num_procs());
 }
 
-/* Default (never set): OMP_NUM_THREADS when the user set it, else every core. */
+int st_set_local_threads(int n) {
+    int prev = t_threads;
+    t_threads = n > 0 ? n : 0;
+    return prev;
+}
+
+/* This thread's count, else the process default; that one, never set:
+ * OMP_NUM_THREADS when the user set it, else every core. */
 int st_get_threads(void) {
+    if (t_threads > 0) return t_threads;
     int n = atomic_load(&g_threads);
     if (n > 0) return n;
     n = getenv("OMP_NUM_THREADS") ? omp_get_max_threads() : omp_get_num_procs();

@@ -369,8 +369,7 @@ static st_status write_svg(const char *csv, const char *svg) {
 
 /* ------------------------------------------------------------ the loop */
 
-st_status st_train_run(const st_train_cfg *c, const char *resume_dir, st_train_cb cb, void *user) {
-    if (c->threads > 0) st_set_threads(c->threads);
+static st_status train_run(const st_train_cfg *c, const char *resume_dir, st_train_cb cb, void *user) {
     st_status rc = ST_OK;
     st_tmodel *m = NULL;
     st_model *src = NULL;
@@ -476,6 +475,14 @@ done:
     st_adamw_free(&opt);
     st_model_free(src);
     st_tmodel_free(m);
+    return rc;
+}
+
+/* The config's thread count holds for this call on this thread only. */
+st_status st_train_run(const st_train_cfg *c, const char *resume_dir, st_train_cb cb, void *user) {
+    int prev = c->threads > 0 ? st_set_local_threads(c->threads) : -1;
+    st_status rc = train_run(c, resume_dir, cb, user);
+    if (prev >= 0) st_set_local_threads(prev);
     return rc;
 }
 

@@ -220,7 +220,9 @@ typedef struct {
     int eval_every, eval_batches, ckpt_every, log_every;
     float balance_rate;          /* e_score_correction_bias update rate (1e-3) */
     uint64_t seed;
-    int threads;
+    int threads;                 /* > 0: kernel threads for st_train_run (and
+                                    elastify) on the calling thread; 0: the
+                                    process default (st_set_local_threads) */
 } st_train_cfg;
 
 void st_train_cfg_default(st_train_cfg *c);
