@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define MAX_BUDGETS 16
@@ -66,12 +65,6 @@ static void usage(FILE *f) {
             "                         and the speedup it predicts for a free drafter\n"
             "  -h, --help             this help\n\n"
             "Bandwidth is measured before every budget and at the end; ratios use the best value.\n");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static const char *human(double v, char *buf, size_t n) {
@@ -149,12 +142,12 @@ static int gen_model(const char *dir, const char *preset) {
     if (st_synth_preset(preset, &o)) return cli_fail("bench", "no '%s' synth preset", preset);
     fprintf(stderr, "bench: generating the '%s' checkpoint in %s (BF16, pattern %s, hidden %d) ...\n", preset, dir,
             o.pattern, o.hidden);
-    double t0 = now_s();
+    double t0 = st_time_now();
     st_status rc = st_synth_write(dir, &o);
     if (rc) return cli_fail_st("bench", rc);
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     double gb = stat(p, &sb) == 0 ? (double)sb.st_size / 1e9 : 0;
-    fprintf(stderr, "bench: wrote %s (%.2f GB) in %.1f s\n", p, gb, now_s() - t0);
+    fprintf(stderr, "bench: wrote %s (%.2f GB) in %.1f s\n", p, gb, st_time_now() - t0);
     return 0;
 }
 
@@ -212,11 +205,11 @@ static int run_budget(st_model *m, result *r, int prompt, int gen, int reps, uin
     r->prefill_tps = r->decode_tps = 0;
     for (int rep = 0; !rc && rep < reps; rep++) {
         st_state_reset(s);
-        double t0 = now_s();
+        double t0 = st_time_now();
         rc = st_forward(b, s, tok, prompt, logits, 0);
-        double t1 = now_s();
+        double t1 = st_time_now();
         if (!rc) rc = decode_run(b, s, smp, tok + prompt, gen, logits, NULL);
-        double t2 = now_s();
+        double t2 = st_time_now();
         if (rc) break;
         r->prefill_s[rep] = t1 - t0;
         r->decode_s[rep] = t2 - t1;
@@ -228,12 +221,12 @@ static int run_budget(st_model *m, result *r, int prompt, int gen, int reps, uin
         memset(&r->dec, 0, sizeof r->dec);
         st_state_reset(s);
         st_prof_attach(&r->pre);
-        double t0 = now_s();
+        double t0 = st_time_now();
         rc = st_forward(b, s, tok, prompt, logits, 0);
-        double t1 = now_s();
+        double t1 = st_time_now();
         st_prof_attach(&r->dec);
         if (!rc) rc = decode_run(b, s, smp, tok + prompt, gen, logits, &r->dec);
-        double t2 = now_s();
+        double t2 = st_time_now();
         st_prof_attach(NULL);
         r->pre_total = (t1 - t0) / prompt;
         r->dec_total = (t2 - t1) / gen;
@@ -280,7 +273,7 @@ static int run_batch(st_model *m, const st_budget *b, int B, int prompt, int gen
         }
         const int profiled = rep == reps + 1;
         if (profiled) { memset(&prof, 0, sizeof prof); st_prof_attach(&prof); }
-        double t0 = now_s();
+        double t0 = st_time_now();
         for (int i = 0; !rc && i < gen; i++) {
             st_batch_item it[64];
             for (int q = 0; q < B; q++)
@@ -288,7 +281,7 @@ static int run_batch(st_model *m, const st_budget *b, int B, int prompt, int gen
             rc = st_forward_batch(b, it, B);
             for (int q = 0; !rc && q < B; q++) (void)st_sample(smp, logits + q * V);
         }
-        double dt = now_s() - t0;
+        double dt = st_time_now() - t0;
         st_prof_attach(NULL);
         if (profiled) out->bytes = prof.bytes / gen;
         else if (rep && B * gen / dt > out->tok_s) { out->tok_s = B * gen / dt; out->step_s = dt / gen; }
@@ -316,9 +309,9 @@ static int run_verify(st_model *m, const st_budget *b, int K, int prompt, int re
         sec[k] = 1e30;
         for (int r = 0; !rc && r <= reps; r++) {
             rc = st_state_copy(s, base);
-            double t0 = now_s();
+            double t0 = st_time_now();
             if (!rc) rc = st_forward(b, s, tok + prompt, k, logits, 1);
-            double dt = now_s() - t0;
+            double dt = st_time_now() - t0;
             if (r && dt < sec[k]) sec[k] = dt; /* run 0 warms up */
         }
     }
@@ -583,9 +576,9 @@ int cmd_bench(int argc, char **argv) {
     }
     /* every model and budget is checked before anything is measured */
     for (int k = 0; k < n_dirs; k++) {
-        double t0 = now_s();
+        double t0 = st_time_now();
         if ((rc = cli_load("bench", dirs[k], NULL, &models[k], NULL))) goto out;
-        t_load[k] = now_s() - t0;
+        t_load[k] = st_time_now() - t0;
         /* label: the weights' format, which is what the models of one run differ in */
         st_budget *full = NULL;
         st_budget_stats fs;

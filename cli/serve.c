@@ -66,7 +66,7 @@ enum { O_HOST = 256, O_PORT, O_PORTFILE, O_KEY, O_PAR, O_QUEUE, O_BODY, O_MAXP, 
 
 int cmd_serve(int argc, char **argv) {
     const char *dir = NULL, *port_file = NULL;
-    st_server_opts o = st_server_default_opts();
+    st_server_opts o = st_server_default_params();
     long port = 8080, v, threads = 0;
     double d;
     int quiet = 0;

@@ -103,7 +103,7 @@ static int bench(const st_train_cfg *c, int have_cfg, int B, int T, int steps) {
     st_tmodel_init(m, 1);
     if ((rc = st_tmodel_reserve(m, B, T))) { st_tmodel_free(m); return cli_fail_st("train", rc); }
     st_adamw opt;
-    st_adamw_opts oo = st_adamw_default_opts();
+    st_adamw_opts oo = st_adamw_default_params();
     if ((rc = st_adamw_new(&opt, m, &oo))) { st_tmodel_free(m); return cli_fail_st("train", rc); }
     int BT = B * T;
     int32_t *x = malloc(sizeof(int32_t) * BT), *y = malloc(sizeof(int32_t) * BT);
@@ -177,7 +177,7 @@ int cmd_train(int argc, char **argv) {
     if (optind < argc) return cli_usage("train", "unexpected argument '%s'", argv[optind]);
     if (!cfg_path && !do_bench) return cli_usage("train", "--config FILE is required");
     st_train_cfg c;
-    st_train_cfg_default(&c);
+    st_train_cfg_init(&c);
     if (cfg_path) {
         st_status rc = st_train_cfg_load(&c, cfg_path);
         if (rc) return cli_fail_st("train", rc);

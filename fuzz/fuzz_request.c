@@ -23,7 +23,7 @@ static void setup(void) {
     if (!S) abort();
     S->m = m;
     S->tok = t;
-    S->o = st_server_default_opts();
+    S->o = st_server_default_params();
     S->ctx = 4096;
     const char *def = st_model_default_budget(m);
     if (add_id(S, "starling", def ? def : "full")) abort();

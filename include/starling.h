@@ -12,6 +12,10 @@
  * Every function that can fail returns an st_status (0 = ST_OK). On failure the
  * calling thread's last error message (st_last_error) names the file, tensor or
  * rule at fault. The library never exits the process and never prints.
+ *
+ * Spelling: st_X_default_params() returns a parameter struct holding the
+ * defaults, by value; st_X_init(p) fills storage the caller owns; st_X_new
+ * allocates and st_X_free releases.
  */
 #ifndef STARLING_H
 #define STARLING_H
@@ -228,7 +232,8 @@ void st_set_threads(int n);
 int st_set_local_threads(int n);
 int st_get_threads(void);
 
-/* Monotonic wall-clock seconds (for timing in tools). */
+/* Monotonic wall-clock seconds (for timing in tools): the library's one
+ * clock (st_time inside the library). */
 double st_time_now(void);
 
 /* CPU features the kernels found at run time ("avx512bf16 avx512f avx2 fma f16c"). */

@@ -63,7 +63,7 @@ static int setup(void **st) {
     if (st_tokenizer_load(cmd, &g_tok)) return 1;
     st_set_threads(2);
     signal(SIGPIPE, SIG_IGN);
-    st_server_opts o = st_server_default_opts();
+    st_server_opts o = st_server_default_params();
     o.max_body = 8192;
     o.parallel = 8;
     o.queue = 32;
@@ -371,7 +371,7 @@ static void test_errors(void **st) {
 }
 
 static void test_api_key(void **st) {
-    st_server_opts o = st_server_default_opts();
+    st_server_opts o = st_server_default_params();
     o.api_key = "sekrit";
     o.cache_bytes = 0;
     o.max_prompt = 8;
@@ -409,7 +409,7 @@ static long long metric(int port, const char *name) {
 static const char *LONG = "{\"prompt\":\"go\",\"max_tokens\":8000,\"logit_bias\":{\"2\":-100,\"11\":-100}%s}";
 
 static void test_queue_full_and_shutdown(void **st) {
-    st_server_opts o = st_server_default_opts();
+    st_server_opts o = st_server_default_params();
     o.parallel = 1;
     o.queue = 1;
     st_server *s = start(o);
@@ -456,7 +456,7 @@ static void test_queue_full_and_shutdown(void **st) {
 }
 
 static void test_timeout(void **st) {
-    st_server_opts o = st_server_default_opts();
+    st_server_opts o = st_server_default_params();
     o.timeout_s = 0.3;
     st_server *s = start(o);
     char body[300];
@@ -747,7 +747,7 @@ static int conversation(const st_tokenizer *tok, int warm, int cold, const char 
 static void test_multiturn_cache(void **st) {
     /* snapshots at prompt ends and turn boundaries only (no interval ones), so
      * the reuse measured is the boundaries' */
-    st_server_opts o = st_server_default_opts();
+    st_server_opts o = st_server_default_params();
     o.cache_interval = 0;
     g_conv_cached = g_conv_hits = 0;
     st_server *warm = start(o);
@@ -790,7 +790,7 @@ static void test_multiturn_shipped(void **st) {
     st_tokenizer *tok;
     if (st_model_load("models/elastic", &m)) { print_message("models/elastic not present: skipped\n"); skip(); }
     if (st_tokenizer_load("models/elastic/tokenizer.json", &tok)) fail_msg("%s", st_last_error());
-    st_server_opts o = st_server_default_opts();
+    st_server_opts o = st_server_default_params();
     o.cache_interval = 0;
     st_server *warm = start_with(m, tok, o);
     o.cache_bytes = 0;

@@ -165,7 +165,7 @@ static void test_adamw_hand(void **s) {
     st_tmodel *m;
     assert_int_equal(st_tmodel_new(&c, &m), ST_OK);
     st_tmodel_init(m, 3);
-    st_adamw_opts o = st_adamw_default_opts();
+    st_adamw_opts o = st_adamw_default_params();
     o.beta1 = 0.8f; o.beta2 = 0.9f; o.eps = 1e-6f; o.weight_decay = 0.5f; o.grad_clip = 0;
     st_adamw a;
     assert_int_equal(st_adamw_new(&a, m, &o), ST_OK);
@@ -209,7 +209,7 @@ static void test_adamw_hand(void **s) {
 
 static void test_schedule(void **s) {
     (void)s;
-    st_adamw_opts o = st_adamw_default_opts();
+    st_adamw_opts o = st_adamw_default_params();
     o.lr = 1.0f; o.min_lr = 0.1f; o.warmup = 10; o.steps = 110;
     assert_true(fabsf(st_lr_at(&o, 0) - 0.1f) < 1e-6f);
     assert_true(fabsf(st_lr_at(&o, 4) - 0.5f) < 1e-6f);

@@ -944,7 +944,7 @@ int st_gen_step_begin(st_gen *g, st_gen_fwd *fwd) {
     g->step_ph = -1;
     if (g->phase != PH_DONE && atomic_load(&g->cancel)) finish(g, ST_FINISH_CANCEL);
     if (g->phase == PH_DONE) return 0;
-    g->step_t0 = st_time_now();
+    g->step_t0 = st_time();
     g->step_kind = 0;
     int ph = g->step_ph = g->phase;
     if (ph == PH_PREFILL || ph == PH_SWITCH) {
@@ -984,7 +984,7 @@ st_status st_gen_step_end(st_gen *g, st_status fwd_rc, int *done) {
         /* keep the message: finish() may not touch the library */
         finish(g, ST_FINISH_ERROR);
     }
-    double dt = st_time_now() - g->step_t0;
+    double dt = st_time() - g->step_t0;
     if (g->step_kind == 1 && (g->p.draft || g->p.draft_ngram)) { /* the figures speculation is judged by */
         g->t_plain = g->n_plain++ ? 0.8 * g->t_plain + 0.2 * dt : dt;
     } else if (g->step_kind >= 2) {

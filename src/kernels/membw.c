@@ -5,22 +5,16 @@
  */
 #include "kernels/kernels.h"
 #include "starling.h"
+#include "util/util.h"
 
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #elif defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The buffer is read the way a mat-vec reads weights: blocks of ST_BW_ROWS
  * rows of ST_BW_ROW bytes, all rows of a block in flight at once (one DRAM
@@ -118,14 +112,14 @@ double st_measure_read_bandwidth(size_t bytes, int threads) {
     double best = 0.0, total = 0.0;
     for (int rep = 0; rep < 50 && (rep < 3 || total < 0.4); rep++) {
         uint64_t sum = 0;
-        double t0 = now_s();
+        double t0 = st_time();
 #pragma omp parallel num_threads(threads) reduction(+ : sum)
         {
             const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
             /* if fewer threads came than asked, the present ones share the work */
             for (int s = tid; s < threads; s += nt) sum += read_sum(isa, buf + (size_t)s * slice, slice);
         }
-        double dt = now_s() - t0;
+        double dt = st_time() - t0;
         sink += sum;
         total += dt;
         if (dt > 0 && (double)bytes / dt > best) best = (double)bytes / dt;
@@ -143,13 +137,13 @@ __attribute__((target("avx512f"))) static double fma_loop_avx512(double seconds,
     __m512 a[16], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
     for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps((float)i);
     long iters = 0;
-    double t0 = now_s(), dt;
+    double t0 = st_time(), dt;
     do {
         for (int k = 0; k < 4096; k++)
 #pragma GCC unroll 16
             for (int i = 0; i < 16; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
         iters += 4096;
-        dt = now_s() - t0;
+        dt = st_time() - t0;
     } while (dt < seconds);
     float sink = 0;
     for (int i = 0; i < 16; i++) sink += _mm512_reduce_add_ps(a[i]);
@@ -161,13 +155,13 @@ __attribute__((target("avx2,fma"))) static double fma_loop_avx2(double seconds, 
     __m256 a[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
     for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
     long iters = 0;
-    double t0 = now_s(), dt;
+    double t0 = st_time(), dt;
     do {
         for (int k = 0; k < 4096; k++)
 #pragma GCC unroll 12
             for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], b, c);
         iters += 4096;
-        dt = now_s() - t0;
+        dt = st_time() - t0;
     } while (dt < seconds);
     float s[8], sink = 0;
     for (int i = 0; i < 12; i++) {

@@ -174,7 +174,7 @@ static void *sched_main(void *arg) {
             st_sreq *r = admit[i];
             st_gen *g = NULL;
             if (atomic_load(&r->cancelled)) { complete(s, r, NULL, ST_OK, NULL); continue; }
-            if (r->deadline > 0 && st_time_now() > r->deadline) {
+            if (r->deadline > 0 && st_time() > r->deadline) {
                 r->timed_out = 1;
                 complete(s, r, NULL, ST_OK, NULL);
                 continue;
@@ -190,7 +190,7 @@ static void *sched_main(void *arg) {
          * chunks run as they come; the decode steps are collected and run as
          * one st_forward_batch per budget, so the weights are read once per
          * pass for all of them. */
-        double t0 = st_time_now();
+        double t0 = st_time();
         st_gen_fwd *fw = s->fw;
         int *has = s->has;
         for (int i = 0; i < n; i++) {
@@ -203,7 +203,7 @@ static void *sched_main(void *arg) {
         }
         int batched = run_decodes(s, fw, has, n);
         int kept = 0;
-        const double t1 = st_time_now();
+        const double t1 = st_time();
         for (int k = 0; k < n; k++) { /* finished sequences leave at once */
             int done = 0;
             st_status rc = st_gen_step_end(act[k].g, has[k] ? s->rc[k] : ST_OK, &done);
@@ -217,7 +217,7 @@ static void *sched_main(void *arg) {
         }
         n = kept;
         pthread_mutex_lock(&s->mu);
-        s->st.busy_s += st_time_now() - t0;
+        s->st.busy_s += st_time() - t0;
         if (batched) {
             s->st.batch_steps++;
             s->st.batch_rows += (uint64_t)batched;
@@ -291,7 +291,7 @@ int st_sched_submit(st_sched *s, st_sreq *r) {
         return -1;
     }
     atomic_fetch_add(&r->refs, 1);
-    r->t_submit = st_time_now();
+    r->t_submit = st_time();
     s->q[(s->qhead + s->qn) % s->queue_cap] = r;
     s->qn++;
     s->st.admitted++;

@@ -31,7 +31,7 @@ struct st_sreq {
     float *bias;
     int32_t *prompt;
     int n_prompt;
-    double deadline;          /* st_time_now() seconds; 0 = none */
+    double deadline;          /* st_time() seconds; 0 = none */
     /* the scheduler's, for latency metrics */
     double t_submit, t_last;
     int n_seen;               /* completion tokens seen so far          */

@@ -43,12 +43,12 @@ struct st_server {
     atomic_int open_reqs;    /* requests between their first callback and completion */
     atomic_ulong next_id;
     atomic_ulong status_count[N_STATUS];
-    double t_start;          /* st_time_now() at start (uptime)   */
+    double t_start;          /* st_time() at start (uptime)   */
     long created;            /* wall clock at start (model lists) */
     int ctx;
 };
 
-st_server_opts st_server_default_opts(void) {
+st_server_opts st_server_default_params(void) {
     st_server_opts o = {0};
     o.host = "127.0.0.1";
     o.parallel = 8;
@@ -756,7 +756,7 @@ static enum MHD_Result completion(st_server *S, struct MHD_Connection *c, conn *
         st_sreq_release(r);
         return send_err(S, c, &e);
     }
-    r->deadline = S->o.timeout_s > 0 ? st_time_now() + S->o.timeout_s : 0;
+    r->deadline = S->o.timeout_s > 0 ? st_time() + S->o.timeout_s : 0;
     if (atomic_load(&S->stopping) || st_sched_submit(S->sched, r)) {
         st_sreq_release(r);
         if (atomic_load(&S->stopping)) fail(&e, 503, "server_error", NULL, "shutting_down", "the server is shutting down");
@@ -839,7 +839,7 @@ static char *metrics_text(st_server *S) {
     M("prompt_cache_entries", "gauge", "Snapshots held.%s", "%d", cs.entries);
     M("prompt_cache_bytes", "gauge", "Bytes held by snapshots.%s", "%zu", cs.bytes);
     M("prompt_cache_max_bytes", "gauge", "Byte budget of the prompt cache.%s", "%zu", cs.max_bytes);
-    M("uptime_seconds", "gauge", "Seconds since the server started.%s", "%.3f", st_time_now() - S->t_start);
+    M("uptime_seconds", "gauge", "Seconds since the server started.%s", "%.3f", st_time() - S->t_start);
 #undef M
     /* histograms: cumulative buckets, +Inf, sum, count */
     {
@@ -1005,7 +1005,7 @@ st_status st_server_start(const st_model *m, const st_tokenizer *tok, const st_s
     S->api_key = o->api_key && *o->api_key ? strdup(o->api_key) : NULL;
     S->o.host = S->host;
     S->o.api_key = S->api_key;
-    S->t_start = st_time_now();
+    S->t_start = st_time();
     S->created = (long)time(NULL);
     const st_config *cfg = st_model_config(m);
     S->ctx = o->ctx > 0 ? o->ctx : cfg->max_position_embeddings > 0 ? cfg->max_position_embeddings : 1 << 20;

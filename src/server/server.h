@@ -42,7 +42,7 @@ typedef struct {
 
 typedef struct st_server st_server;
 
-st_server_opts st_server_default_opts(void);
+st_server_opts st_server_default_params(void);
 /* Load nothing: m and tok stay the caller's (they must outlive the server). */
 st_status st_server_start(const st_model *m, const st_tokenizer *tok, const st_server_opts *o, st_server **out);
 int st_server_port(const st_server *s);

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-st_adamw_opts st_adamw_default_opts(void) {
+st_adamw_opts st_adamw_default_params(void) {
     return (st_adamw_opts){.lr = 3e-4f, .min_lr = 3e-5f, .warmup = 100, .steps = 1000, .beta1 = 0.9f, .beta2 = 0.95f,
                            .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
 }

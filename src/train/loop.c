@@ -37,12 +37,12 @@
 
 /* ------------------------------------------------------------ config */
 
-void st_train_cfg_default(st_train_cfg *c) {
+void st_train_cfg_init(st_train_cfg *c) {
     memset(c, 0, sizeof *c);
     c->batch = 8;
     c->seq = 256;
     c->accum = 1;
-    c->opt = st_adamw_default_opts();
+    c->opt = st_adamw_default_params();
     c->eval_every = 100;
     c->eval_batches = 8;
     c->ckpt_every = 0;
@@ -81,7 +81,7 @@ static st_status num(json_t *o, const char *k, const char *path, double lo, doub
 st_status st_train_cfg_load(st_train_cfg *c, const char *path) { return st_train_cfg_load_ext(c, path, NULL); }
 
 st_status st_train_cfg_load_ext(st_train_cfg *c, const char *path, const char *const *extra) {
-    st_train_cfg_default(c);
+    st_train_cfg_init(c);
     json_error_t je;
     json_t *r = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!r) return st_err(json_error_code(&je) == json_error_cannot_open_file ? ST_ERR_MISSING : ST_ERR_FORMAT,

@@ -182,7 +182,7 @@ typedef struct {
     long t;                  /* steps taken                                  */
 } st_adamw;
 
-st_adamw_opts st_adamw_default_opts(void);
+st_adamw_opts st_adamw_default_params(void);
 st_status st_adamw_new(st_adamw *a, const st_tmodel *m, const st_adamw_opts *o);
 void st_adamw_free(st_adamw *a);
 /* Learning rate at step s (0-based): linear warmup from lr/warmup to lr, then
@@ -225,7 +225,7 @@ typedef struct {
                                     process default (st_set_local_threads) */
 } st_train_cfg;
 
-void st_train_cfg_default(st_train_cfg *c);
+void st_train_cfg_init(st_train_cfg *c);
 /* Parse a train config JSON file (see cli/train.c / docs/training.md). */
 st_status st_train_cfg_load(st_train_cfg *c, const char *path);
 /* The same, allowing the extra top-level keys in extra[] (NULL-terminated)
