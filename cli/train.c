@@ -21,13 +21,10 @@
  * Token files: flat little-endian uint32 ids, no header.
  */
 #include "cli.h"
-#include "model/model.h"
 #include "train/train.h"
 
 #include <getopt.h>
-#include <math.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 static void usage(FILE *f) {
@@ -76,82 +73,44 @@ static void on_step(const st_train_event *e, void *user) {
     }
 }
 
-/* A Nemotron-H-shaped benchmark model (~40M parameters, ~20M active). */
-static const char *BENCH_MODEL =
-    "{\"model_type\":\"nemotron_h\",\"vocab_size\":8192,\"hidden_size\":768,\"hybrid_override_pattern\":\"MEM*EM\","
-    "\"mamba_num_heads\":24,\"mamba_head_dim\":64,\"ssm_state_size\":64,\"n_groups\":4,\"conv_kernel\":4,"
-    "\"num_attention_heads\":12,\"num_key_value_heads\":2,\"head_dim\":64,"
-    "\"n_routed_experts\":8,\"num_experts_per_tok\":2,\"moe_intermediate_size\":1024,\"n_shared_experts\":1,"
-    "\"moe_shared_expert_intermediate_size\":1024,\"routed_scaling_factor\":2.5,\"norm_topk_prob\":true}";
+typedef struct { int B, T; double peak; } bench_out;
 
-static int bench(const st_train_cfg *c, int have_cfg, int B, int T, int steps) {
-    st_config cfg;
-    st_tmodel *m = NULL;
-    st_status rc;
-    if (have_cfg && c->init_dir) {
-        st_model *src;
-        if ((rc = st_model_load(c->init_dir, &src))) return cli_fail_st("train", rc);
-        cfg = *st_model_config(src);
-        st_model_free(src);
-    } else {
-        json_t *j = json_loads(have_cfg ? c->model_json : BENCH_MODEL, 0, NULL);
-        rc = st_config_parse(j, "bench model", &cfg);
-        json_decref(j);
-        if (rc) return cli_fail_st("train", rc);
+static void on_bench(const st_train_bench_event *e, void *user) {
+    bench_out *o = user;
+    if (e->step == 0) { /* the model is ready: measure the peak, then time the steps */
+        printf("fp32 GEMM peak (st_matmul, 2048^3, %d threads): ", st_get_threads());
+        fflush(stdout);
+        o->peak = st_measure_gemm_gflops(2048, 5);
+        printf("%.1f GFLOP/s\n", o->peak);
+        fflush(stdout);
+        printf("model: pattern %s, hidden %d, %.2fM parameters (%.2fM active w/o embedding), batch %d x %d tokens\n",
+               e->cfg->pattern, e->cfg->hidden_size, e->params / 1e6, e->active_params / 1e6, o->B, o->T);
+        return;
     }
-    if ((rc = st_tmodel_new(&cfg, &m))) return cli_fail_st("train", rc);
-    st_tmodel_init(m, 1);
-    if ((rc = st_tmodel_reserve(m, B, T))) { st_tmodel_free(m); return cli_fail_st("train", rc); }
-    st_adamw opt;
-    st_adamw_opts oo = st_adamw_default_params();
-    if ((rc = st_adamw_new(&opt, m, &oo))) { st_tmodel_free(m); return cli_fail_st("train", rc); }
-    int BT = B * T;
-    int32_t *x = malloc(sizeof(int32_t) * BT), *y = malloc(sizeof(int32_t) * BT);
-    uint64_t s = 1;
-    for (int i = 0; i < BT; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        x[i] = (int32_t)((s >> 33) % (uint64_t)cfg.vocab_size);
-        y[i] = (int32_t)((s >> 13) % (uint64_t)cfg.vocab_size);
-    }
-    printf("fp32 GEMM peak (st_matmul, 2048^3, %d threads): ", st_get_threads());
-    fflush(stdout);
-    double peak = st_measure_gemm_gflops(2048, 5);
-    printf("%.1f GFLOP/s\n", peak);
-    fflush(stdout);
-    double active = st_tmodel_active_params(m);
-    printf("model: pattern %s, hidden %d, %.2fM parameters (%.2fM active w/o embedding), batch %d x %d tokens\n",
-           cfg.pattern, cfg.hidden_size, (double)m->n_w / 1e6, active / 1e6, B, T);
-    double best = 1e30, sum = 0, tf = 0, tb = 0, to = 0;
-    int n = 0;
-    for (int i = 0; i < steps + 1; i++) {
-        double t0 = st_time_now();
-        st_tmodel_zero_grad(m);
-        float loss = st_tmodel_forward(m, x, y);
-        double t1 = st_time_now();
-        st_tmodel_backward(m, 1.0f);
-        double t2 = st_time_now();
-        st_adamw_step(&opt, m, 1e-4f);
-        double t3 = st_time_now(), dt = t3 - t0;
-        if (i == 0) continue; /* warm-up step */
-        if (dt < best) best = dt;
-        sum += dt; tf += t1 - t0; tb += t2 - t1; to += t3 - t2;
-        n++;
-        fprintf(stderr, "  step %d: %.3f s (fwd %.3f, bwd %.3f, adamw %.3f), loss %.4f\n", i, dt, t1 - t0, t2 - t1, t3 - t2, loss);
-    }
-    double mean = sum / n, tps = BT / mean;
-    double achieved = 6.0 * active * tps / 1e9;
+    fprintf(stderr, "  step %d: %.3f s (fwd %.3f, bwd %.3f, adamw %.3f), loss %.4f\n", e->step, e->step_s, e->fwd_s, e->bwd_s,
+            e->opt_s, e->loss);
+}
+
+static int bench(const st_train_cfg *c, int B, int T, int steps) {
+    st_train_bench_params p = st_train_bench_default_params();
+    p.batch = B; p.seq = T; p.steps = steps;
+    bench_out o = {B, T, 0};
+    st_train_bench_result r;
+    st_status rc = st_train_bench(c, &p, on_bench, &o, &r);
+    if (rc) return cli_fail_st("train", rc);
+    const int BT = B * T;
+    double mean = r.sum_s / r.n, tps = BT / mean;
+    double achieved = 6.0 * r.active_params * tps / 1e9;
     printf("training: %.0f tok/s (mean of %d steps; best %.0f tok/s); forward %.0f%%, backward %.0f%%, adamw %.0f%%\n", tps,
-           n, BT / best, 100 * tf / sum, 100 * tb / sum, 100 * to / sum);
-    printf("6 x active params x tok/s = %.1f GFLOP/s = %.1f%% of the fp32 GEMM peak\n", achieved, 100 * achieved / peak);
-    free(x); free(y);
-    st_adamw_free(&opt);
-    st_tmodel_free(m);
+           r.n, BT / r.best_s, 100 * r.fwd_s / r.sum_s, 100 * r.bwd_s / r.sum_s, 100 * r.opt_s / r.sum_s);
+    printf("6 x active params x tok/s = %.1f GFLOP/s = %.1f%% of the fp32 GEMM peak\n", achieved, 100 * achieved / o.peak);
     return 0;
 }
 
 int cmd_train(int argc, char **argv) {
     const char *cfg_path = NULL, *resume = NULL;
-    long threads = -1, B = 8, T = 256, steps = 5;
+    st_train_bench_params bp = st_train_bench_default_params();
+    long threads = -1, B = bp.batch, T = bp.seq, steps = bp.steps;
     int do_bench = 0;
     static const struct option opts[] = {{"config", required_argument, 0, 'c'}, {"resume", required_argument, 0, 'r'},
                                          {"threads", required_argument, 0, 't'}, {"bench", no_argument, 0, 'b'},
@@ -183,10 +142,9 @@ int cmd_train(int argc, char **argv) {
         if (rc) return cli_fail_st("train", rc);
     }
     if (threads >= 0) c.threads = (int)threads;
-    if (c.threads > 0) st_set_threads(c.threads);
     int ret;
     if (do_bench) {
-        ret = bench(&c, cfg_path != NULL, (int)B, (int)T, (int)steps);
+        ret = bench(&c, (int)B, (int)T, (int)steps);
     } else {
         prog p = {isatty(2), -1};
         st_status rc = st_train_run(&c, resume, on_step, &p);

@@ -506,3 +506,89 @@ double st_measure_gemm_gflops(int n, int reps) {
     free(W); free(X); free(Y);
     return 2.0 * n * (double)n * n / best / 1e9;
 }
+
+/* ------------------------------------------------------------ training speed */
+
+st_train_bench_params st_train_bench_default_params(void) {
+    return (st_train_bench_params){.batch = 8, .seq = 256, .steps = 5};
+}
+
+static const char *const BENCH_MODEL =
+    "{\"model_type\":\"nemotron_h\",\"vocab_size\":8192,\"hidden_size\":768,\"hybrid_override_pattern\":\"MEM*EM\","
+    "\"mamba_num_heads\":24,\"mamba_head_dim\":64,\"ssm_state_size\":64,\"n_groups\":4,\"conv_kernel\":4,"
+    "\"num_attention_heads\":12,\"num_key_value_heads\":2,\"head_dim\":64,"
+    "\"n_routed_experts\":8,\"num_experts_per_tok\":2,\"moe_intermediate_size\":1024,\"n_shared_experts\":1,"
+    "\"moe_shared_expert_intermediate_size\":1024,\"routed_scaling_factor\":2.5,\"norm_topk_prob\":true}";
+
+static st_status bench_config(const st_train_cfg *c, st_config *cfg) {
+    if (c->init_dir) {
+        st_model *src;
+        st_status rc = st_model_load(c->init_dir, &src);
+        if (rc) return rc;
+        *cfg = *st_model_config(src);
+        st_model_free(src);
+        return ST_OK;
+    }
+    json_t *j = json_loads(c->model_json ? c->model_json : BENCH_MODEL, 0, NULL);
+    st_status rc = st_config_parse(j, "bench model", cfg);
+    json_decref(j);
+    return rc;
+}
+
+static st_status train_bench(const st_train_cfg *c, const st_train_bench_params *p,
+                             void (*cb)(const st_train_bench_event *e, void *user), void *user, st_train_bench_result *r) {
+    memset(r, 0, sizeof *r);
+    st_config cfg;
+    st_tmodel *m = NULL;
+    st_adamw opt = {0};
+    int32_t *x = NULL, *y = NULL;
+    st_status rc = bench_config(c, &cfg);
+    if (rc || (rc = st_tmodel_new(&cfg, &m))) return rc;
+    st_tmodel_init(m, 1);
+    const int B = p->batch, T = p->seq, BT = B * T;
+    st_adamw_opts oo = st_adamw_default_params();
+    if ((rc = st_tmodel_reserve(m, B, T)) || (rc = st_adamw_new(&opt, m, &oo))) goto done;
+    x = st_malloc(sizeof(int32_t) * (size_t)BT);
+    y = st_malloc(sizeof(int32_t) * (size_t)BT);
+    if (!x || !y) { rc = ST_ERR_NOMEM; goto done; }
+    uint64_t s = 1;
+    for (int i = 0; i < BT; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (int32_t)((s >> 33) % (uint64_t)cfg.vocab_size);
+        y[i] = (int32_t)((s >> 13) % (uint64_t)cfg.vocab_size);
+    }
+    st_train_bench_event e = {.cfg = &cfg, .params = (double)m->n_w, .active_params = st_tmodel_active_params(m)};
+    r->active_params = e.active_params;
+    r->best_s = 1e30;
+    if (cb) cb(&e, user);
+    for (int i = 0; i < p->steps + 1; i++) {
+        double t0 = st_time();
+        st_tmodel_zero_grad(m);
+        e.loss = st_tmodel_forward(m, x, y);
+        double t1 = st_time();
+        st_tmodel_backward(m, 1.0f);
+        double t2 = st_time();
+        st_adamw_step(&opt, m, 1e-4f);
+        double t3 = st_time();
+        if (i == 0) continue; /* warm-up step */
+        e.step = i;
+        e.step_s = t3 - t0; e.fwd_s = t1 - t0; e.bwd_s = t2 - t1; e.opt_s = t3 - t2;
+        if (e.step_s < r->best_s) r->best_s = e.step_s;
+        r->sum_s += e.step_s; r->fwd_s += e.fwd_s; r->bwd_s += e.bwd_s; r->opt_s += e.opt_s;
+        r->n++;
+        if (cb) cb(&e, user);
+    }
+done:
+    free(x); free(y);
+    st_adamw_free(&opt);
+    st_tmodel_free(m);
+    return rc;
+}
+
+st_status st_train_bench(const st_train_cfg *c, const st_train_bench_params *p,
+                         void (*cb)(const st_train_bench_event *e, void *user), void *user, st_train_bench_result *r) {
+    int prev = c->threads > 0 ? st_set_local_threads(c->threads) : -1;
+    st_status rc = train_bench(c, p, cb, user, r);
+    if (prev >= 0) st_set_local_threads(prev);
+    return rc;
+}

@@ -265,4 +265,36 @@ double st_train_val_loss(st_tmodel *m, const st_train_cfg *c, const st_tokfile *
 /* Measured fp32 GEMM peak (GFLOP/s) with st_matmul on an n×n×n problem. */
 double st_measure_gemm_gflops(int n, int reps);
 
+/* Training speed (starling train --bench): steps of forward, backward and
+ * AdamW on random tokens, one untimed warm-up step first. */
+typedef struct {
+    int batch, seq, steps;       /* micro-batch B × T tokens, timed steps   */
+} st_train_bench_params;
+st_train_bench_params st_train_bench_default_params(void); /* 8 × 256, 5 steps */
+
+typedef struct {
+    int step;                    /* 0: model, optimizer and tokens are ready
+                                    (no timings yet); 1..steps: a timed step */
+    const st_config *cfg;
+    double params;               /* every weight                             */
+    double active_params;        /* active per token, without the embedding  */
+    double step_s, fwd_s, bwd_s, opt_s;
+    float loss;
+} st_train_bench_event;
+
+typedef struct {
+    int n;                       /* timed steps                              */
+    double sum_s, best_s;        /* their total and the fastest one          */
+    double fwd_s, bwd_s, opt_s;  /* summed over them                         */
+    double active_params;
+} st_train_bench_result;
+
+/* The model: c's "init" checkpoint's config, else c's "model", else (both
+ * unset, as st_train_cfg_init leaves them) a Nemotron-H-shaped one of ~40M
+ * parameters (~20M active). cb (may
+ * be NULL) sees step 0 and every timed step. c's "threads" hold as in
+ * st_train_run. */
+st_status st_train_bench(const st_train_cfg *c, const st_train_bench_params *p,
+                         void (*cb)(const st_train_bench_event *e, void *user), void *user, st_train_bench_result *r);
+
 #endif
