@@ -2,6 +2,7 @@
  * cli/tokenize.c — `starling tokenize`: text -> token ids, or ids -> text
  * (--decode), with a Hugging Face tokenizer.json.
  */
+#include "cli.h"
 #include "starling.h"
 #include "text/tokenizer_internal.h"
 #include "util/util.h"
@@ -45,27 +46,6 @@ static int fail(const char *msg) {
 static int usage_error(const char *msg) {
     fprintf(stderr, "starling tokenize: %s\n(see 'starling tokenize --help')\n", msg);
     return 2;
-}
-
-static st_status read_input(const char *path, char **out, size_t *len) {
-    if (strcmp(path, "-") != 0) return st_read_file(path, out, len);
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    if (!b) return st_err(ST_ERR_NOMEM, "out of memory");
-    for (;;) {
-        if (n + 1 >= cap) {
-            char *q = realloc(b, cap *= 2);
-            if (!q) { free(b); return st_err(ST_ERR_NOMEM, "out of memory"); }
-            b = q;
-        }
-        size_t r = fread(b + n, 1, cap - n - 1, stdin);
-        n += r;
-        if (r == 0) break;
-    }
-    if (ferror(stdin)) { free(b); return st_err(ST_ERR_IO, "stdin: read error"); }
-    b[n] = 0;
-    *out = b; *len = n;
-    return ST_OK;
 }
 
 /* Token id of tokenizer_config.json's bos_token / eos_token when its
@@ -245,7 +225,7 @@ int cmd_tokenize(int argc, char **argv) {
     char *buf = NULL;
     size_t len = 0;
     if (in_path) {
-        if (read_input(in_path, &buf, &len)) { free(tok_path); return fail(st_last_error()); }
+        if (!(buf = cli_read_text("tokenize", in_path, &len))) { free(tok_path); return 1; }
     } else {
         len = strlen(prompt);
     }

@@ -38,6 +38,7 @@
 #include "model/synth.h"
 #include "io/gguf.h"
 #include "starling.h"
+#include "util/util.h"
 #include "util_test.h"
 
 static char *g_root;      /* build/testtmp/badinput.PID                  */
@@ -806,46 +807,39 @@ static void test_forward_range(void **state) {
 
 /* ------------------------------------------------------------ fuzz */
 
-static uint64_t rng(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Damage buf[0..*n) in place (header region: [0, hend)). */
 static void mutate(uint8_t *buf, size_t *n, size_t hend, uint64_t *s) {
     static const char interesting[] = "{}[]\":,-0123456789eE. \\\x00\xff\x7f";
     if (hend > *n) hend = *n;
-    switch (rng(s) % 6) {
+    switch (st_splitmix64(s) % 6) {
     case 0: /* flip a few bits */
-        for (int k = 1 + (int)(rng(s) % 4); k > 0; k--) buf[rng(s) % hend] ^= (uint8_t)(1u << (rng(s) % 8));
+        for (int k = 1 + (int)(st_splitmix64(s) % 4); k > 0; k--) buf[st_splitmix64(s) % hend] ^= (uint8_t)(1u << (st_splitmix64(s) % 8));
         break;
     case 1: /* JSON-significant characters */
-        for (int k = 1 + (int)(rng(s) % 3); k > 0; k--)
-            buf[8 + rng(s) % (hend - 8)] = (uint8_t)interesting[rng(s) % (sizeof interesting - 1)];
+        for (int k = 1 + (int)(st_splitmix64(s) % 3); k > 0; k--)
+            buf[8 + st_splitmix64(s) % (hend - 8)] = (uint8_t)interesting[st_splitmix64(s) % (sizeof interesting - 1)];
         break;
     case 2: /* a digit becomes 9 (bigger shapes / offsets) or 0 */
         for (int tries = 0; tries < 64; tries++) {
-            size_t i = 8 + rng(s) % (hend - 8);
-            if (buf[i] >= '0' && buf[i] <= '9') { buf[i] = rng(s) % 2 ? '9' : '0'; break; }
+            size_t i = 8 + st_splitmix64(s) % (hend - 8);
+            if (buf[i] >= '0' && buf[i] <= '9') { buf[i] = st_splitmix64(s) % 2 ? '9' : '0'; break; }
         }
         break;
     case 3: /* truncate anywhere */
-        *n = (size_t)(rng(s) % *n);
+        *n = (size_t)(st_splitmix64(s) % *n);
         break;
     case 4: /* lie in the length prefix */
-        if (rng(s) % 2) {
+        if (st_splitmix64(s) % 2) {
             uint64_t v = 0;
             for (int i = 7; i >= 0; i--) v = (v << 8) | buf[i];
-            v += (uint64_t)(int64_t)((int)(rng(s) % 129) - 64);
+            v += (uint64_t)(int64_t)((int)(st_splitmix64(s) % 129) - 64);
             for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(v >> (8 * i));
         } else {
-            buf[rng(s) % 8] = (uint8_t)rng(s);
+            buf[st_splitmix64(s) % 8] = (uint8_t)st_splitmix64(s);
         }
         break;
     default: /* a random byte */
-        buf[rng(s) % hend] = (uint8_t)rng(s);
+        buf[st_splitmix64(s) % hend] = (uint8_t)st_splitmix64(s);
         break;
     }
 }
@@ -867,7 +861,7 @@ static void test_fuzz_safetensors(void **state) {
         memcpy(buf, orig, n0);
         size_t n = n0;
         mutate(buf, &n, hend, &seed);
-        if (rng(&seed) % 3 == 0) mutate(buf, &n, hend, &seed);
+        if (st_splitmix64(&seed) % 3 == 0) mutate(buf, &n, hend, &seed);
         write_file(p, buf, n);
         st_sf_file *f = NULL;
         st_status rc = st_sf_open(p, &f);
@@ -943,15 +937,15 @@ static void test_fuzz_model(void **state) {
     for (int it = 0; it < iters; it++) {
         memcpy(cbuf, corig, nc0);
         size_t n = nc0;
-        switch (rng(&seed) % 3) {
+        switch (st_splitmix64(&seed) % 3) {
         case 0:
             for (int tries = 0; tries < 200; tries++) {
-                size_t i = rng(&seed) % nc0;
-                if (cbuf[i] >= '0' && cbuf[i] <= '9') { cbuf[i] = (uint8_t)('0' + rng(&seed) % 10); break; }
+                size_t i = st_splitmix64(&seed) % nc0;
+                if (cbuf[i] >= '0' && cbuf[i] <= '9') { cbuf[i] = (uint8_t)('0' + st_splitmix64(&seed) % 10); break; }
             }
             break;
-        case 1: cbuf[rng(&seed) % nc0] = (uint8_t)"{}[]\":,-019 x\x00"[rng(&seed) % 14]; break;
-        default: n = (size_t)(rng(&seed) % nc0); break;
+        case 1: cbuf[st_splitmix64(&seed) % nc0] = (uint8_t)"{}[]\":,-019 x\x00"[st_splitmix64(&seed) % 14]; break;
+        default: n = (size_t)(st_splitmix64(&seed) % nc0); break;
         }
         write_file(cp, cbuf, n);
         st_model *m = NULL;

@@ -282,9 +282,9 @@ static void router_fwd(const router *r, int j, float *hpre, float *z) {
 }
 
 static void router_bwd(router *r, int j, const float *hpre, const double *dz) {
-    const float *W1 = r->p, *b1 = W1 + (size_t)r->hid * r->nb, *W2 = b1 + r->hid;
+    /* the input is one-hot (budget j), so W1's gradient is one column and W1 itself is not read */
+    const float *W2 = r->p + (size_t)r->hid * r->nb + r->hid;
     float *gW1 = r->g, *gb1 = gW1 + (size_t)r->hid * r->nb, *gW2 = gb1 + r->hid, *gb2 = gW2 + (size_t)r->nc * r->hid;
-    (void)W1;
     for (int h = 0; h < r->hid; h++) {
         float a = hpre[h] > 0 ? hpre[h] : LEAK * hpre[h];
         double dh = 0;

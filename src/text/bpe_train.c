@@ -28,6 +28,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "text/bpe_train.h"
 #include "text/tokenizer_internal.h"
+#include "util/buf.h"
 #include "util/util.h"
 
 #include <jansson.h>
@@ -109,19 +110,7 @@ static int wmap_add(wmap *m, const char *s, size_t n, int64_t cnt) {
 
 /* ------------------------------------------------------------ trainer */
 
-typedef struct { int32_t *p; int n, cap; } ivec;
-static int iv_push(ivec *v, int32_t x) {
-    if (v->n == v->cap) {
-        int c = v->cap ? v->cap * 2 : 4;
-        int32_t *q = realloc(v->p, (size_t)c * sizeof *q);
-        if (!q) return -1;
-        v->p = q; v->cap = c;
-    }
-    v->p[v->n++] = x;
-    return 0;
-}
-
-typedef struct { int32_t a, b; int64_t cnt; ivec words; int stamp; } pair_t;
+typedef struct { int32_t a, b; int64_t cnt; st_ivec words; int stamp; } pair_t;
 typedef struct { int64_t cnt; int32_t p; } hent; /* heap entry */
 
 struct st_bpe_trainer {
@@ -464,7 +453,7 @@ static int cmp_wentry(const void *x, const void *y, void *arg) {
 /* Add (sign +1) or remove (-1) the pair counts of word w. With track, words
  * are recorded on the lists of pairs that hold symbol c, and those pairs are
  * queued in *changed once per merge (stamp). */
-static int word_pairs(st_bpe_trainer *t, int64_t w, int sign, int32_t c, int stamp, ivec *changed) {
+static int word_pairs(st_bpe_trainer *t, int64_t w, int sign, int32_t c, int stamp, st_ivec *changed) {
     const int32_t *s = t->sym + t->w_off[w];
     int n = t->w_len[w];
     int64_t f = t->w_freq[w] * sign;
@@ -473,11 +462,11 @@ static int word_pairs(st_bpe_trainer *t, int64_t w, int sign, int32_t c, int sta
         if (p < 0) return -1;
         t->pairs[p].cnt += f;
         if (sign > 0 && (s[i] == c || s[i + 1] == c)) {
-            ivec *wl = &t->pairs[p].words;
-            if ((!wl->n || wl->p[wl->n - 1] != (int32_t)w) && iv_push(wl, (int32_t)w)) return -1;
+            st_ivec *wl = &t->pairs[p].words;
+            if ((!wl->n || wl->p[wl->n - 1] != (int32_t)w) && st_ivec_push(wl, (int32_t)w)) return -1;
             if (t->pairs[p].stamp != stamp) {
                 t->pairs[p].stamp = stamp;
-                if (iv_push(changed, p)) return -1;
+                if (st_ivec_push(changed, p)) return -1;
             }
         }
     }
@@ -521,7 +510,7 @@ st_status st_bpe_train(st_bpe_trainer *t) {
      * (training text has them cut out), so sharing the map is harmless. */
 
     if (pmap_rehash(t, 1 << 16)) return nomem();
-    ivec changed = {0};
+    st_ivec changed = {0};
     st_status st = ST_OK;
     for (int64_t w = 0; w < t->n_words; w++)
         if (word_pairs(t, w, +1, -2, 0, &changed)) { st = nomem(); goto out; }
@@ -530,8 +519,8 @@ st_status st_bpe_train(st_bpe_trainer *t) {
         const int32_t *s = t->sym + t->w_off[w];
         for (int i = 0; i + 1 < t->w_len[w]; i++) {
             int32_t p = pair_get(t, s[i], s[i + 1]);
-            ivec *wl = &t->pairs[p].words;
-            if ((!wl->n || wl->p[wl->n - 1] != (int32_t)w) && iv_push(wl, (int32_t)w)) { st = nomem(); goto out; }
+            st_ivec *wl = &t->pairs[p].words;
+            if ((!wl->n || wl->p[wl->n - 1] != (int32_t)w) && st_ivec_push(wl, (int32_t)w)) { st = nomem(); goto out; }
         }
     }
     for (int32_t p = 0; p < t->n_pairs; p++)
@@ -572,9 +561,9 @@ st_status st_bpe_train(st_bpe_trainer *t) {
         t->n_merges++;
         stamp++;
         changed.n = 0;
-        ivec wl = P->words; /* taken: the pair is consumed by this merge */
-        P->words = (ivec){0};
-        for (int k = 0; k < wl.n && !st; k++) {
+        st_ivec wl = P->words; /* taken: the pair is consumed by this merge */
+        P->words = (st_ivec){0};
+        for (size_t k = 0; k < wl.n && !st; k++) {
             int32_t w = wl.p[k];
             if (t->w_stamp[w] == stamp) continue;
             t->w_stamp[w] = stamp;
@@ -593,7 +582,7 @@ st_status st_bpe_train(st_bpe_trainer *t) {
         }
         free(wl.p);
         P = &t->pairs[e.p]; /* pairs may have moved */
-        for (int k = 0; k < changed.n && !st; k++) {
+        for (size_t k = 0; k < changed.n && !st; k++) {
             int32_t p = changed.p[k];
             if (t->pairs[p].cnt > 0 && heap_push(t, t->pairs[p].cnt, p)) st = nomem();
         }
@@ -605,7 +594,7 @@ st_status st_bpe_train(st_bpe_trainer *t) {
 out:
     free(changed.p);
     /* the pair tables are no longer needed */
-    for (int i = 0; i < t->n_pairs; i++) { free(t->pairs[i].words.p); t->pairs[i].words = (ivec){0}; }
+    for (int i = 0; i < t->n_pairs; i++) { free(t->pairs[i].words.p); t->pairs[i].words = (st_ivec){0}; }
     free(t->heap); t->heap = NULL; t->heap_n = t->heap_cap = 0;
     return st;
 }

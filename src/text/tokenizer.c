@@ -52,18 +52,6 @@
 
 /* ------------------------------------------------------------------ buffers */
 
-typedef struct { int32_t *p; size_t n, cap; } ivec;
-static int iv_push(ivec *v, int32_t x) {
-    if (v->n == v->cap) {
-        size_t c = v->cap ? v->cap * 2 : 64;
-        int32_t *q = realloc(v->p, c * sizeof *q);
-        if (!q) return -1;
-        v->p = q; v->cap = c;
-    }
-    v->p[v->n++] = x;
-    return 0;
-}
-
 /* A piece of text being pre-tokenized: a byte range of the work buffer.
  * first: the piece starts at offset 0 of the original input (Metaspace
  * prepend_scheme "first" needs it). */
@@ -376,11 +364,11 @@ typedef struct {
     /* BPE scratch */
     struct bsym { int32_t id, prev, next, len; } *sym; size_t sym_cap;
     struct hent { int32_t rank, pos, id; } *heap; size_t heap_n, heap_cap;
-    ivec *out;
+    st_ivec *out;
 } tctx;
 
 /* PCRE2 scratch is made on first use: decoding rarely needs it. */
-static st_status ctx_init(tctx *c, const st_tokenizer *t, ivec *out) {
+static st_status ctx_init(tctx *c, const st_tokenizer *t, st_ivec *out) {
     memset(c, 0, sizeof *c);
     c->t = t; c->out = out;
     c->sv = calloc((size_t)t->n_steps + 1, sizeof *c->sv);
@@ -804,7 +792,7 @@ static st_status bpe_word(tctx *c, const char *s, size_t n) {
     if (!n) return ST_OK;
     if (t->ignore_merges) {
         int32_t id = smap_get(&t->vocab, t->pool.p, s, n);
-        if (id >= 0) return iv_push(c->out, id) ? nomem() : ST_OK;
+        if (id >= 0) return st_ivec_push(c->out, id) ? nomem() : ST_OK;
     }
     if (c->sym_cap < n) {
         struct bsym *q = realloc(c->sym, n * sizeof *q);
@@ -866,7 +854,7 @@ static st_status bpe_word(tctx *c, const char *s, size_t n) {
         }
     }
     for (int32_t i = 0; i >= 0; i = sy[i].next)
-        if (iv_push(c->out, sy[i].id)) return nomem();
+        if (st_ivec_push(c->out, sy[i].id)) return nomem();
     return ST_OK;
 }
 
@@ -934,7 +922,7 @@ static st_status encode_normalized(tctx *c, const char *s, size_t n, int first, 
             if (st) return st;
         }
         if (a < 0) break;
-        if (iv_push(c->out, t->added[a].id)) return nomem();
+        if (st_ivec_push(c->out, t->added[a].id)) return nomem();
         pos = me;
     }
     return ST_OK;
@@ -946,7 +934,7 @@ st_status st_tokenize(const st_tokenizer *t, const char *text, size_t len, int p
     *ids = NULL; *n_ids = 0;
     size_t bad = u8_invalid_at(text, len);
     if (bad < len) return st_err(ST_ERR_ARG, "tokenize: text is not valid UTF-8 at byte %zu", bad);
-    ivec out = {0};
+    st_ivec out = {0};
     tctx c;
     st_status st = ctx_init(&c, t, &out);
     size_t pos = 0;
@@ -963,7 +951,7 @@ st_status st_tokenize(const st_tokenizer *t, const char *text, size_t len, int p
             }
         }
         if (st || a < 0) break;
-        if (iv_push(&out, t->added[a].id)) st = nomem();
+        if (st_ivec_push(&out, t->added[a].id)) st = nomem();
         pos = me;
     }
     ctx_free(&c);
@@ -1484,7 +1472,7 @@ static st_status parse_dec(const ld *L, const json_t *j, dec *d) {
 }
 
 /* Affixes from the post_processor (only used for add_special_tokens). */
-static st_status parse_post(const ld *L, st_tokenizer *t, const json_t *j, ivec *pre, ivec *suf) {
+static st_status parse_post(const ld *L, st_tokenizer *t, const json_t *j, st_ivec *pre, st_ivec *suf) {
     if (!j || json_is_null(j)) return ST_OK;
     const char *ty = jtype(j);
     if (!strcmp(ty, "ByteLevel")) return ST_OK;
@@ -1508,15 +1496,15 @@ static st_status parse_post(const ld *L, st_tokenizer *t, const json_t *j, ivec 
                 return st_err(ST_ERR_FORMAT, "%s: TemplateProcessing names special token \"%s\" without ids",
                               L->path, name ? name : "?");
             for (size_t k = 0; k < json_array_size(ids); k++)
-                if (iv_push(seen_seq ? suf : pre, (int32_t)json_integer_value(json_array_get(ids, k))))
+                if (st_ivec_push(seen_seq ? suf : pre, (int32_t)json_integer_value(json_array_get(ids, k))))
                     return nomem();
         }
         return ST_OK;
     }
     if (!strcmp(ty, "BertProcessing") || !strcmp(ty, "RobertaProcessing")) {
         json_t *cls = json_object_get(j, "cls"), *sep = json_object_get(j, "sep");
-        if (iv_push(pre, (int32_t)json_integer_value(json_array_get(cls, 1))) ||
-            iv_push(suf, (int32_t)json_integer_value(json_array_get(sep, 1))))
+        if (st_ivec_push(pre, (int32_t)json_integer_value(json_array_get(cls, 1))) ||
+            st_ivec_push(suf, (int32_t)json_integer_value(json_array_get(sep, 1))))
             return nomem();
         return ST_OK;
     }
@@ -1761,7 +1749,7 @@ st_status st_tokenizer_load(const char *path, st_tokenizer **out) {
         if ((st = parse_dec(&L, j, t->decoder))) goto done;
     }
     {
-        ivec pre = {0}, suf = {0};
+        st_ivec pre = {0}, suf = {0};
         st = parse_post(&L, t, json_object_get(root, "post_processor"), &pre, &suf);
         t->prefix = pre.p; t->n_prefix = (int)pre.n;
         t->suffix = suf.p; t->n_suffix = (int)suf.n;

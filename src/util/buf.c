@@ -52,3 +52,15 @@ void st_buf_free(st_buf *b) {
     free(b->p);
     *b = (st_buf){0};
 }
+
+int st_ivec_push(st_ivec *v, int32_t x) {
+    if (v->n == v->cap) {
+        size_t c = v->cap ? v->cap * 2 : 8;
+        int32_t *q = realloc(v->p, c * sizeof *q);
+        if (!q) return -1;
+        v->p = q;
+        v->cap = c;
+    }
+    v->p[v->n++] = x;
+    return 0;
+}

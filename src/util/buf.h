@@ -14,11 +14,15 @@
  * incomplete and must not be used), or check each call's -1. Later appends
  * still try, so a buffer reused after a failure (n = 0, the memory stays)
  * works again once memory is back.
+ *
+ * st_ivec is its int32 sibling (token ids, word lists): st_ivec v = {0};
+ * st_ivec_push(&v, id) (0, or -1 with v unchanged); free(v.p).
  */
 #ifndef ST_UTIL_BUF_H
 #define ST_UTIL_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     char *p;        /* [cap] bytes, p[n] == 0 once anything was appended */
@@ -38,5 +42,12 @@ int st_buf_putc(st_buf *b, char c);
 int st_buf_printf(st_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Free the memory; b is empty (and usable) again. */
 void st_buf_free(st_buf *b);
+
+typedef struct {
+    int32_t *p;     /* [cap] */
+    size_t n, cap;
+} st_ivec;
+/* Append x (capacity doubles from 8). 0, or -1 (out of memory, v unchanged). */
+int st_ivec_push(st_ivec *v, int32_t x);
 
 #endif
