@@ -841,7 +841,7 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
     }
     int32_t d[ST_FWD_MAX_SNAP + 1];
     int nd = 0;
-    const double t0 = st_time_now();
+    const double t0 = st_time();
     if (g->p.draft_ngram) {
         nd = draft_ngram(g, k, d + 1);
         for (int i = 0; sampling && i < nd; i++) { /* a lookup proposes one token: q is a point mass */
@@ -860,11 +860,11 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
         if (!g->spec_snap[i] && (rc = st_state_new(g->m, g->max_ctx, &g->spec_snap[i]))) return rc;
     }
     /* the logits of every position: L[i] follows t, d1 .. di */
-    const double t1 = st_time_now();
+    const double t1 = st_time();
     if ((rc = st_forward_snap(g->b_cur, g->s, d, nd + 1, g->spec_logits, 1, at, nd, g->spec_snap))) return rc;
     *ran = 1;
     {   /* the costs draft_count weighs */
-        const double t2 = st_time_now(), cd = (t1 - t0) / nd;
+        const double t2 = st_time(), cd = (t1 - t0) / nd;
         const double cv = g->n_plain ? (t2 - t1 - g->t_plain) / nd : 0;
         /* a long catch-up (the prompt, the stream since a pause) is a one-off,
          * not what a drafted token costs from here on */
