@@ -53,7 +53,7 @@ static st_status addt(gplan *p, int kind, int type, const char *name, const char
                       int64_t ne1, int64_t ne2) {
     if (p->n == p->cap) {
         int nc = p->cap ? 2 * p->cap : 128;
-        gt *q = realloc(p->t, sizeof *q * (size_t)nc);
+        gt *q = st_realloc(p->t, sizeof *q * (size_t)nc);
         if (!q) return st_err(ST_ERR_NOMEM, "out of memory");
         p->t = q; p->cap = nc;
     }
@@ -212,7 +212,8 @@ static st_status write_tokenizer(st_gguf_w *w, const st_model *m) {
         json_int_t id = json_integer_value(v);
         if (id < 0 || id >= V) { rc = st_err(ST_ERR_FORMAT, "gguf: token '%s' id %lld outside the vocabulary", k, (long long)id); goto out; }
         free(toks[id]);
-        toks[id] = st_strdup(k);
+        /* checked here: a NULL left would be taken for an unnamed row below */
+        if (!(toks[id] = st_strdup(k))) { rc = ST_ERR_NOMEM; goto out; }
         types[id] = 1; /* normal */
     }
     size_t i;
@@ -221,7 +222,7 @@ static st_status write_tokenizer(st_gguf_w *w, const st_model *m) {
         const char *s = json_string_value(json_object_get(v, "content"));
         if (!s || id < 0 || id >= V) continue;
         free(toks[id]);
-        toks[id] = st_strdup(s);
+        if (!(toks[id] = st_strdup(s))) { rc = ST_ERR_NOMEM; goto out; }
         types[id] = json_is_true(json_object_get(v, "special")) ? 3 /* control */ : 4 /* user-defined */;
     }
     for (int t = 0; t < V; t++) /* rows of the embedding no token names: the converter's [PADn], unused */
@@ -409,7 +410,7 @@ st_status st_gguf_export(const st_model *m, const char *path, const st_gguf_expo
     }
     if (!rc && (!(row = st_malloc(sizeof *row * (size_t)maxrow)) || !(enc = st_malloc(4 * (size_t)maxrow)))) rc = ST_ERR_NOMEM;
     if (!rc) rc = st_gguf_w_begin(w, path);
-    uint64_t done = 0, total = st_gguf_w_data_bytes(w);
+    uint64_t done = 0, total = w ? st_gguf_w_data_bytes(w) : 0;
     for (int i = 0; !rc && i < p.n; i++) {
         const gt *t = &p.t[i];
         int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];

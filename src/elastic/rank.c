@@ -142,7 +142,7 @@ static int axis_max_n(const st_rank *r) {
 }
 
 st_status st_rank_sort(st_rank *r) {
-    scored *buf = malloc(sizeof *buf * (size_t)axis_max_n(r));
+    scored *buf = st_malloc(sizeof *buf * (size_t)axis_max_n(r));
     if (!buf) return st_err(ST_ERR_NOMEM, "rank: out of memory");
     axis_sort(&r->hidden, buf);
     for (int l = 0; l < r->cfg.n_layers; l++) {

@@ -74,7 +74,7 @@ static st_status add(plan *p, const char *out_name, const char *src_name, int64_
     if (!t) return st_err(ST_ERR_MISSING, "slice: %s: missing tensor '%s'", p->err_dir, src_name);
     if (p->n == p->cap) {
         int nc = p->cap ? 2 * p->cap : 256;
-        job *nj = realloc(p->j, sizeof *nj * (size_t)nc);
+        job *nj = st_realloc(p->j, sizeof *nj * (size_t)nc);
         if (!nj) return st_err(ST_ERR_NOMEM, "out of memory");
         p->j = nj; p->cap = nc;
     }
@@ -85,7 +85,10 @@ static st_status add(plan *p, const char *out_name, const char *src_name, int64_
     j->cols_full = cols_full;
     j->rs = dup_spans(rs, nrs); j->nrs = nrs;
     j->cs = dup_spans(cs, ncs); j->ncs = ncs;
-    if (!j->rs || !j->cs) return ST_ERR_NOMEM;
+    if (!j->rs || !j->cs) { /* the job is not counted: nothing else frees them */
+        free(j->rs); free(j->cs);
+        return ST_ERR_NOMEM;
+    }
     j->ndim = ndim;
     int64_t numel = 1;
     for (int i = 0; i < ndim; i++) { j->shape[i] = shape[i]; numel *= shape[i]; }

@@ -218,7 +218,7 @@ st_status st_sf_writer_add(st_sf_writer *w, const char *name, st_dtype dt, int n
     if (ndim < 0 || ndim > ST_SF_MAX_DIMS) return st_err(ST_ERR_ARG, "safetensors writer: '%s': bad ndim %d", name, ndim);
     if (w->n == w->cap) {
         int nc = w->cap ? 2 * w->cap : 64;
-        wt_entry *ne = realloc(w->e, (size_t)nc * sizeof *ne);
+        wt_entry *ne = st_realloc(w->e, (size_t)nc * sizeof *ne);
         if (!ne) return st_err(ST_ERR_NOMEM, "out of memory");
         w->e = ne; w->cap = nc;
     }

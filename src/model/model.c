@@ -298,8 +298,10 @@ static char *path_join(const char *dir, const char *name) {
     return p;
 }
 
+/* path NULL: its path_join ran out of memory */
 static json_t *load_json(const char *path, st_status *rc, int required) {
     json_error_t je;
+    if (!path) { *rc = ST_ERR_NOMEM; return NULL; }
     FILE *f = fopen(path, "rb");
     if (!f) {
         *rc = required ? st_err(ST_ERR_MISSING, "%s: %s", path, strerror(errno)) : ST_OK;
@@ -316,7 +318,7 @@ static json_t *load_json(const char *path, st_status *rc, int required) {
 static st_status open_shards(st_model *m) {
     st_status rc = ST_OK;
     char *ip = path_join(m->dir, "model.safetensors.index.json");
-    json_t *idx = ip ? load_json(ip, &rc, 0) : NULL;
+    json_t *idx = load_json(ip, &rc, 0);
     if (rc) { free(ip); return rc; }
     if (!idx) {
         free(ip);
@@ -339,6 +341,7 @@ static st_status open_shards(st_model *m) {
     /* distinct shard names, in first-seen order */
     size_t nt = json_object_size(wm);
     const char **names = st_calloc(nt ? nt : 1, sizeof *names);
+    if (!names) { json_decref(idx); free(ip); return ST_ERR_NOMEM; }
     int nn = 0;
     const char *k; json_t *v;
     json_object_foreach(wm, k, v) {
@@ -357,7 +360,7 @@ static st_status open_shards(st_model *m) {
     }
     for (int i = 0; !rc && i < nn; i++) {
         char *sp = path_join(m->dir, names[i]);
-        rc = st_sf_open(sp, &m->files[i]);
+        rc = sp ? st_sf_open(sp, &m->files[i]) : ST_ERR_NOMEM;
         free(sp);
         if (!rc) m->n_files++;
     }
@@ -386,10 +389,10 @@ st_status st_model_load(const char *dir, st_model **out) {
     st_model *m = st_calloc(1, sizeof *m);
     if (!m) return ST_ERR_NOMEM;
     m->dir = st_strdup(dir);
-    st_status rc = ST_OK;
+    st_status rc = m->dir ? ST_OK : ST_ERR_NOMEM;
     binder b = {0};
     char *cp = path_join(dir, "config.json");
-    json_t *cj = cp ? load_json(cp, &rc, 1) : NULL;
+    json_t *cj = rc ? NULL : load_json(cp, &rc, 1);
     if (rc) goto fail;
     rc = st_config_parse(cj, cp, &m->cfg);
     if (rc) goto fail;
@@ -398,7 +401,7 @@ st_status st_model_load(const char *dir, st_model **out) {
     /* generation_config.json adds stop ids (e.g. <|im_end|>) */
     {
         char *gp = path_join(dir, "generation_config.json");
-        json_t *gj = gp ? load_json(gp, &rc, 0) : NULL;
+        json_t *gj = load_json(gp, &rc, 0);
         free(gp);
         if (rc) goto fail;
         if (gj) {
