@@ -92,8 +92,10 @@ static st_status add(plan *p, const char *out_name, const char *src_name, int64_
     j->ndim = ndim;
     int64_t numel = 1;
     for (int i = 0; i < ndim; i++) { j->shape[i] = shape[i]; numel *= shape[i]; }
-    if (numel != (int64_t)span_total(rs, nrs) * span_total(cs, ncs))
+    if (numel != (int64_t)span_total(rs, nrs) * span_total(cs, ncs)) {
+        free(j->rs); free(j->cs);
         return st_err(ST_ERR_ARG, "slice: internal shape error for %s", out_name);
+    }
     j->out_dt = t->dt;
     /* converting precision applies to float weights, not to integer or packed data */
     if (p->out_dt >= 0 && (t->dt == ST_DT_F32 || t->dt == ST_DT_F16 || t->dt == ST_DT_BF16)) j->out_dt = p->out_dt;

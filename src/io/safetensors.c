@@ -90,6 +90,7 @@ st_status st_sf_open(const char *path, st_sf_file **out) {
     f->path = st_strdup(path);
     st_status rc = ST_OK;
     json_t *root = NULL;
+    if (!f->path) { rc = ST_ERR_NOMEM; goto fail; }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = st_err(errno == ENOENT ? ST_ERR_MISSING : ST_ERR_IO, "%s: %s", path, strerror(errno));

@@ -309,7 +309,8 @@ static json_t *load_json(const char *path, st_status *rc, int required) {
     }
     json_t *j = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
     fclose(f);
-    if (!j) *rc = st_err(ST_ERR_FORMAT, "%s: invalid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
+    if (!j && json_error_code(&je) == json_error_out_of_memory) *rc = st_err(ST_ERR_NOMEM, "%s: out of memory", path);
+    else if (!j) *rc = st_err(ST_ERR_FORMAT, "%s: invalid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
     else *rc = ST_OK;
     return j;
 }

@@ -279,6 +279,8 @@ out:
 static int parse_request(st_server *S, const char *body, size_t len, int chat, st_sreq *r, reqinfo *ri, apierr *e) {
     json_error_t je;
     json_t *j = json_loadb(body, len, 0, &je);
+    if (!j && json_error_code(&je) == json_error_out_of_memory)
+        return fail(e, 500, "server_error", NULL, NULL, "out of memory parsing the request");
     if (!j) return BADREQ(e, NULL, "invalid_json", "We could not parse the JSON body of your request: %s (line %d, column %d)", je.text, je.line, je.column);
     int rc = -1;
     char *text = NULL;
