@@ -209,17 +209,28 @@ st_status st_tmodel_from_model(st_tmodel *m, const st_model *src) {
     for (int i = 0; i < m->n_p; i++) {
         const st_tparam *t = &m->p[i];
         const st_sf_tensor *s = st_model_tensor(src, t->name);
+        size_t at = 0; /* elements into s: one expert of a fused [E][out][in] stack */
+        int fused = 0;
+        if (!s) {
+            int l, e;
+            char fn[256];
+            const st_tspec *sp = st_schema_find(&m->cfg, t->name, &l, &e);
+            if (sp && e >= 0 && (s = st_model_fused(src, sp, l, fn, sizeof fn)) &&
+                (size_t)st_sf_numel(s) == t->numel * (size_t)m->cfg.n_routed_experts)
+                at = (size_t)e * t->numel, fused = 1;
+            else s = NULL;
+        }
         if (!s) {
             if (ends_with(t->name, "conv1d.bias") && !m->cfg.use_conv_bias) continue;
             return st_err(ST_ERR_MISSING, "%s: missing tensor '%s'", st_model_dir(src), t->name);
         }
-        if ((size_t)st_sf_numel(s) != t->numel)
+        if (!fused && (size_t)st_sf_numel(s) != t->numel)
             return st_err(ST_ERR_SHAPE, "%s: tensor '%s' has %lld elements, the training model needs %zu", st_model_dir(src),
                           t->name, (long long)st_sf_numel(s), t->numel);
         if (s->dt != ST_DT_F32 && s->dt != ST_DT_BF16 && s->dt != ST_DT_F16)
             return st_err(ST_ERR_UNSUPPORTED, "%s: tensor '%s' is %s; training starts from F32/BF16/F16 weights",
                           st_model_dir(src), t->name, st_dtype_name(s->dt));
-        st_convert_to_f32(s->dt, s->data, m->w + t->off, (int64_t)t->numel, 1.0f);
+        st_convert_to_f32(s->dt, s->data + at * st_dtype_size(s->dt), m->w + t->off, (int64_t)t->numel, 1.0f);
     }
     return ST_OK;
 }
