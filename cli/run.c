@@ -229,9 +229,11 @@ int cmd_run(int argc, char **argv) {
                 st_finish_name(gs->finish));
     }
     if (draft)
-        fprintf(stderr, "[draft %s] %d of %d drafted tokens accepted (%.0f%%) in %d verify steps\n", draft,
+        fprintf(stderr, "[draft %s] %d of %d drafted tokens accepted (%.0f%%) in %d verify steps; "
+                "per drafted token: drafting %.2f, verifying %.2f plain steps\n", draft,
                 gs->draft_accepted, gs->draft_proposed,
-                gs->draft_proposed ? 100.0 * gs->draft_accepted / gs->draft_proposed : 0.0, gs->draft_steps);
+                gs->draft_proposed ? 100.0 * gs->draft_accepted / gs->draft_proposed : 0.0, gs->draft_steps,
+                gs->draft_cost, gs->verify_cost);
     rc = 0;
 out:
     free(text); free(rendered); free(ids);

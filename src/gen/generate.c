@@ -85,14 +85,19 @@ struct st_gen {
     float *p_p;
     int q_n[ST_FWD_MAX_SNAP];
     int32_t pending;      /* sampling: the token a rejection drew, taken next step (-1: none) */
-    int probe;            /* steps until drafting is tried again                */
     int plain_left;       /* plain steps to run before drafting again           */
+    int retry;            /* the pause is over: draft once whatever the model says */
     int pause;            /* length of the last pause (doubles while drafting does not pay) */
     double t_plain, t_spec; /* running seconds per emitted token, plain / drafted steps */
     int n_plain, n_spec;
     int step_kind;        /* this step: 0 other, 1 plain decode, 2 + k verified with k drafts kept */
     const st_budget *r_for; /* the budget r_cost was measured against            */
     double r_cost;        /* a draft step's cost relative to a target step (bytes) */
+    /* measured in each verify step (EMA, seconds): drafting, per drafted token,
+     * and the verify pass beyond one plain step, per drafted token */
+    double c_draft, c_verify;
+    int n_meas;
+    int caught_up;        /* tokens the last draft_model fed to catch up */
     /* a step in progress (st_gen_step_begin .. _end) */
     st_gen_fwd *defer;    /* where to describe the decode forward instead of running it */
     int32_t pend_tok;     /* its token (the item points here)                           */
@@ -719,6 +724,7 @@ static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
     int32_t *tk = st_malloc(sizeof(int32_t) * (size_t)(n - g->draft_fed));
     if (!tk) return ST_ERR_NOMEM;
     for (int i = g->draft_fed; i < n; i++) tk[i - g->draft_fed] = stream_at(g, i);
+    g->caught_up = n - g->draft_fed;
     rc = st_forward(g->p.draft, g->s_draft, tk, n - g->draft_fed, lg, 0);
     free(tk);
     if (rc) return rc;
@@ -750,42 +756,52 @@ static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
 }
 
 /* How many to draft: the k that maximises expected tokens per unit of cost,
- * (1 - a^(k+1)) / (1 - a) over 1 + k·r (r: a draft step's cost relative to
- * a target step, from the bytes each reads; 0 for prompt lookup) plus a
- * little per verified token. 0 when even one does not pay; then it probes
- * again every 16 steps so the rate can recover. */
+ * (1 - a^(k+1)) / (1 - a) over 1 + k·(r + e), in units of a plain step: r a
+ * drafted token's cost, e a verified token's extra cost in the verify pass.
+ * Both are measured in every verify step (before the first one: r from the
+ * bytes each budget reads, e small, so drafting gets tried); a small model
+ * is overhead-bound and its passes cost far more than its bytes say. 0 when
+ * no k pays 5%: then drafting pauses, for twice as long each time, so a
+ * drafter that never pays costs a vanishing share of a long run, and after
+ * each pause it drafts once to measure again. */
 static int draft_count(st_gen *g) {
     if (g->p.draft_fixed) return g->p.draft_n;
-    /* measured: drafting stops for 32 steps when its time per emitted token
-     * is not clearly below a plain step's; a few plain steps now and then
-     * keep the plain figure fresh */
-    if (g->plain_left > 0) { g->plain_left--; return 0; }
-    if (g->n_spec >= 4 && g->n_plain >= 2 && g->t_spec > 0.97 * g->t_plain) {
-        /* the pause doubles each time drafting proves slower again, so a
-         * drafter that never pays costs a vanishing share of a long run */
+    if (g->plain_left > 0) {
+        if (--g->plain_left == 0 && g->pause) g->retry = 1;
+        return 0;
+    }
+    int best = 0;
+    /* the backstop: time per emitted token, drafted against plain */
+    const int slower = g->n_spec >= 4 && g->n_plain >= 2 && g->t_spec > 0.97 * g->t_plain;
+    if (!slower) {
+        if (g->p.draft && g->r_for != g->b_cur) { /* once per decoding budget */
+            st_budget_stats sd, st;
+            st_budget_stats_get(g->p.draft, &sd);
+            st_budget_stats_get(g->b_cur, &st);
+            g->r_cost = st.active_bytes > 0 ? sd.active_bytes / st.active_bytes : 1;
+            g->r_for = g->b_cur;
+            g->n_meas = 0; /* measured against another target */
+        }
+        double r = g->p.draft ? g->r_cost : 0, e = 0.02;
+        if (g->n_meas && g->n_plain && g->t_plain > 0) {
+            r = g->p.draft ? g->c_draft / g->t_plain : 0;
+            e = g->c_verify > 0 ? g->c_verify / g->t_plain : 0;
+        }
+        const double a = g->alpha;
+        double best_v = 1.0; /* no drafting: one token per unit */
+        for (int k = 1; k <= g->p.draft_n; k++) {
+            double x = a >= 1 ? k + 1 : (1 - pow(a, k + 1)) / (1 - a), v = x / (1 + k * (r + e));
+            if (v > best_v * 1.05) { best_v = v; best = k; }
+        }
+    }
+    if (g->retry) { g->retry = 0; if (!best) best = 1; return best; }
+    if (!best) {
         g->pause = g->pause ? 2 * g->pause : 32;
         g->plain_left = g->pause;
         g->n_spec = 0;
         return 0;
     }
-    if (g->n_spec && g->n_spec % 64 == 0) g->plain_left = 4;
-    if (g->probe > 0) { g->probe--; return 0; }
-    if (g->p.draft && g->r_for != g->b_cur) { /* once per decoding budget */
-        st_budget_stats sd, st;
-        st_budget_stats_get(g->p.draft, &sd);
-        st_budget_stats_get(g->b_cur, &st);
-        g->r_cost = st.active_bytes > 0 ? sd.active_bytes / st.active_bytes : 1;
-        g->r_for = g->b_cur;
-    }
-    const double r = g->p.draft ? g->r_cost : 0;
-    const double a = g->alpha, eps = 0.02;
-    int best = 0;
-    double best_v = 1.0; /* no drafting: one token per unit */
-    for (int k = 1; k <= g->p.draft_n; k++) {
-        double e = a >= 1 ? k + 1 : (1 - pow(a, k + 1)) / (1 - a), v = e / (1 + k * r + k * eps);
-        if (v > best_v * 1.05) { best_v = v; best = k; }
-    }
-    if (!best) g->probe = 16;
+    if (g->n_spec && g->n_spec % 64 == 0) g->plain_left = 4; /* keep the plain figure fresh */
     return best;
 }
 
@@ -825,6 +841,7 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
     }
     int32_t d[ST_FWD_MAX_SNAP + 1];
     int nd = 0;
+    const double t0 = st_time_now();
     if (g->p.draft_ngram) {
         nd = draft_ngram(g, k, d + 1);
         for (int i = 0; sampling && i < nd; i++) { /* a lookup proposes one token: q is a point mass */
@@ -843,8 +860,23 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
         if (!g->spec_snap[i] && (rc = st_state_new(g->m, g->max_ctx, &g->spec_snap[i]))) return rc;
     }
     /* the logits of every position: L[i] follows t, d1 .. di */
+    const double t1 = st_time_now();
     if ((rc = st_forward_snap(g->b_cur, g->s, d, nd + 1, g->spec_logits, 1, at, nd, g->spec_snap))) return rc;
     *ran = 1;
+    {   /* the costs draft_count weighs */
+        const double t2 = st_time_now(), cd = (t1 - t0) / nd;
+        const double cv = g->n_plain ? (t2 - t1 - g->t_plain) / nd : 0;
+        /* a long catch-up (the prompt, the stream since a pause) is a one-off,
+         * not what a drafted token costs from here on */
+        if (!g->n_meas) g->c_draft = cd;
+        else if (g->caught_up <= g->p.draft_n + 1) g->c_draft = 0.7 * g->c_draft + 0.3 * cd;
+        g->c_verify = g->n_meas ? 0.7 * g->c_verify + 0.3 * cv : cv;
+        g->n_meas += !g->p.draft || g->caught_up <= g->p.draft_n + 1;
+        if (g->n_meas && g->n_plain && g->t_plain > 0) {
+            g->st.draft_cost = g->p.draft ? g->c_draft / g->t_plain : 0;
+            g->st.verify_cost = g->c_verify / g->t_plain;
+        }
+    }
     g->st.draft_steps++;
     g->st.draft_proposed += nd;
     int kept = nd + 1; /* tokens of the pass the state keeps */

@@ -105,6 +105,7 @@ typedef struct {
     double t_prefill, t_think, t_switch, t_answer; /* seconds per phase        */
     int draft_steps;             /* decode steps that verified drafted tokens  */
     int draft_proposed, draft_accepted;
+    double draft_cost, verify_cost; /* measured, per drafted token, in plain decode steps (0: not measured) */
     st_finish finish;
 } st_gen_stats;
 
