@@ -252,7 +252,8 @@ int st_tokenizer_vocab_size(const st_tokenizer *t);
 st_status st_tokenize(const st_tokenizer *t, const char *text, size_t len, int parse_special,
                       int32_t **ids, int *n_ids);
 /* Bytes of one token as the decoder maps them (may be a partial UTF-8 char).
- * Returns the byte count, -1 for an unknown id. Writes at most cap bytes. */
+ * Returns the byte count, -1 for an unknown id, -2 out of memory. Writes at
+ * most cap bytes. */
 int st_token_bytes(const st_tokenizer *t, int32_t id, char *buf, int cap);
 /* Decode a whole sequence to a malloc'd NUL-terminated string. */
 st_status st_detokenize(const st_tokenizer *t, const int32_t *ids, int n, char **out);

@@ -23,6 +23,7 @@
 #include "elastic/gguf_export.h"
 #include "io/gguf.h"
 #include "model/model.h"
+#include "model/schema.h"
 #include "util/util.h"
 
 #include <jansson.h>
@@ -53,7 +54,7 @@ static st_status addt(gplan *p, int kind, int type, const char *name, const char
                       int64_t ne1, int64_t ne2) {
     if (p->n == p->cap) {
         int nc = p->cap ? 2 * p->cap : 128;
-        gt *q = realloc(p->t, sizeof *q * (size_t)nc);
+        gt *q = st_realloc(p->t, sizeof *q * (size_t)nc);
         if (!q) return st_err(ST_ERR_NOMEM, "out of memory");
         p->t = q; p->cap = nc;
     }
@@ -212,7 +213,8 @@ static st_status write_tokenizer(st_gguf_w *w, const st_model *m) {
         json_int_t id = json_integer_value(v);
         if (id < 0 || id >= V) { rc = st_err(ST_ERR_FORMAT, "gguf: token '%s' id %lld outside the vocabulary", k, (long long)id); goto out; }
         free(toks[id]);
-        toks[id] = st_strdup(k);
+        /* checked here: a NULL left would be taken for an unnamed row below */
+        if (!(toks[id] = st_strdup(k))) { rc = ST_ERR_NOMEM; goto out; }
         types[id] = 1; /* normal */
     }
     size_t i;
@@ -221,7 +223,7 @@ static st_status write_tokenizer(st_gguf_w *w, const st_model *m) {
         const char *s = json_string_value(json_object_get(v, "content"));
         if (!s || id < 0 || id >= V) continue;
         free(toks[id]);
-        toks[id] = st_strdup(s);
+        if (!(toks[id] = st_strdup(s))) { rc = ST_ERR_NOMEM; goto out; }
         types[id] = json_is_true(json_object_get(v, "special")) ? 3 /* control */ : 4 /* user-defined */;
     }
     for (int t = 0; t < V; t++) /* rows of the embedding no token names: the converter's [PADn], unused */
@@ -278,58 +280,77 @@ static int parse_precision(const char *p) {
     return -1;
 }
 
+/* The GGUF tensor of spec s in layer l (-1: global): llama.cpp's name, dims
+ * reversed (ggml's ne) without the size-1 ones, matrices in the weight type,
+ * the rest F32. dense: s is a spec of an MoE layer standing in for the dense
+ * MLP of layer l (see the top of the file); shw: the common shared width. */
+static st_status gguf_spec(gplan *p, const st_tspec *s, int l, int dense, int shw) {
+    const st_config *c = &p->m->cfg;
+    char n[96], src[200];
+    if (l >= 0) snprintf(n, sizeof n, "blk.%d.%s", l, s->gguf);
+    else snprintf(n, sizeof n, "%s", s->gguf);
+    if (l >= 0) snprintf(src, sizeof src, "backbone.layers.%d.%s", l, s->name); /* experts: keeps the %d */
+    else snprintf(src, sizeof src, "%s", s->name);
+    int type = (s->flags & ST_TS_MAT) && s->dtype != ST_DTR_F32 ? p->wtype : ST_GGML_F32, nd = 0, kind = K_COPY;
+    int64_t ne[3] = {1, 1, 1}, len = 0;
+    for (int k = s->rank - 1; k >= 0; k--)
+        if (s->dim[k] != ST_DIM_ONE) ne[nd++] = st_dim_size(c, NULL, s->dim[k]);
+    const int64_t nh = c->mamba_num_heads, G = c->n_groups;
+    const int sw = dense ? c->intermediate_size : c->moe_shared_expert_intermediate_size;
+    switch (s->id) {
+    case ST_T_A_LOG: case ST_T_D: /* ssm_a {1, nh} = -exp(A_log), ssm_d {1, nh} */
+        if (s->id == ST_T_A_LOG) kind = K_NEGEXP;
+        nd = 2; ne[0] = 1; ne[1] = nh;
+        break;
+    case ST_T_GNORM: nd = 2; ne[0] = nh * c->mamba_head_dim / G; ne[1] = G; break; /* {din/G, G} */
+    case ST_T_GATE: case ST_T_E_BIAS: if (dense) kind = K_ZERO; break;
+    case ST_T_EXP_UP: case ST_T_EXP_DOWN:
+        if (dense) kind = K_ZERO;
+        else {
+            char fn[200];
+            kind = K_STACK;
+            if (st_model_fused(p->m, s, l, fn, sizeof fn)) { /* [E][out][in] is ggml's stack already */
+                kind = K_COPY;
+                snprintf(src, sizeof src, "%s", fn);
+            }
+        }
+        break;
+    case ST_T_SH_UP: case ST_T_SH_DOWN: {
+        int up = s->id == ST_T_SH_UP, k;
+        if (dense) snprintf(src, sizeof src, "backbone.layers.%d.%s", l, st_schema_layer('-', &k)[up ? 0 : 1].name);
+        kind = up ? K_PADROWS : K_PADCOLS;
+        ne[up ? 1 : 0] = shw;
+        len = sw;
+        break;
+    }
+    default: break;
+    }
+    st_status rc = addt(p, kind, type, n, src, nd, ne[0], ne[1], ne[2]);
+    if (!rc && kind == K_STACK) p->t[p->n - 1].n_exp = c->n_routed_experts;
+    if (!rc && (kind == K_PADROWS || kind == K_PADCOLS)) p->t[p->n - 1].src_len = len;
+    return rc;
+}
+
 static st_status build(gplan *p, st_gguf_w *w, const char *arch, int moe, int shw) {
     const st_config *c = &p->m->cfg;
-    const int H = c->hidden_size, L = c->n_layers, WT = p->wtype, F32 = ST_GGML_F32;
+    const int H = c->hidden_size, L = c->n_layers;
     const int din = c->mamba_num_heads * c->mamba_head_dim, G = c->n_groups, nh = c->mamba_num_heads;
-    const int conv = din + 2 * G * c->ssm_state_size, E = c->n_routed_experts, FE = c->moe_intermediate_size;
-    char n[96], s[200];
+    const int E = c->n_routed_experts, FE = c->moe_intermediate_size;
 #define T(x) do { st_status rc_ = (x); if (rc_) return rc_; } while (0)
-#define N(x) (snprintf(n, sizeof n, "blk.%d.%s", l, x), n)
-#define S(x) (snprintf(s, sizeof s, "backbone.layers.%d.%s", l, x), s)
-    T(addt(p, K_COPY, WT, "token_embd.weight", "backbone.embeddings.weight", 2, H, c->vocab_size, 1));
+    T(gguf_spec(p, st_schema_global(ST_T_EMBED), -1, 0, shw));
     for (int l = 0; l < L; l++) {
-        const char ty = c->pattern[l];
-        T(addt(p, K_COPY, F32, N("attn_norm.weight"), S("norm.weight"), 1, H, 1, 1));
-        if (ty == 'M') {
-            T(addt(p, K_COPY, WT, N("ssm_in.weight"), S("mixer.in_proj.weight"), 2, H, 2 * din + 2 * G * c->ssm_state_size + nh, 1));
-            T(addt(p, K_COPY, F32, N("ssm_conv1d.weight"), S("mixer.conv1d.weight"), 2, c->conv_kernel, conv, 1));
-            if (c->use_conv_bias) T(addt(p, K_COPY, F32, N("ssm_conv1d.bias"), S("mixer.conv1d.bias"), 1, conv, 1, 1));
-            T(addt(p, K_COPY, F32, N("ssm_dt.bias"), S("mixer.dt_bias"), 1, nh, 1, 1));
-            T(addt(p, K_NEGEXP, F32, N("ssm_a"), S("mixer.A_log"), 2, 1, nh, 1));
-            T(addt(p, K_COPY, F32, N("ssm_d"), S("mixer.D"), 2, 1, nh, 1));
-            T(addt(p, K_COPY, F32, N("ssm_norm.weight"), S("mixer.norm.weight"), 2, din / G, G, 1));
-            T(addt(p, K_COPY, WT, N("ssm_out.weight"), S("mixer.out_proj.weight"), 2, din, H, 1));
-        } else if (ty == '*') {
-            const int q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
-            T(addt(p, K_COPY, WT, N("attn_q.weight"), S("mixer.q_proj.weight"), 2, H, q, 1));
-            T(addt(p, K_COPY, WT, N("attn_k.weight"), S("mixer.k_proj.weight"), 2, H, kv, 1));
-            T(addt(p, K_COPY, WT, N("attn_v.weight"), S("mixer.v_proj.weight"), 2, H, kv, 1));
-            T(addt(p, K_COPY, WT, N("attn_output.weight"), S("mixer.o_proj.weight"), 2, q, H, 1));
-        } else if (ty == '-' && !moe) {
-            T(addt(p, K_COPY, WT, N("ffn_up.weight"), S("mixer.up_proj.weight"), 2, H, c->intermediate_size, 1));
-            T(addt(p, K_COPY, WT, N("ffn_down.weight"), S("mixer.down_proj.weight"), 2, c->intermediate_size, H, 1));
-        } else { /* 'E', or '-' inside an MoE model */
-            const int dense = ty == '-';
-            const int sw = dense ? c->intermediate_size : c->moe_shared_expert_intermediate_size;
-            /* router in f32 as llama.cpp's quantizer keeps it */
-            T(addt(p, dense ? K_ZERO : K_COPY, F32, N("ffn_gate_inp.weight"), S("mixer.gate.weight"), 2, H, E, 1));
-            T(addt(p, dense ? K_ZERO : K_COPY, F32, N("exp_probs_b.bias"), S("mixer.gate.e_score_correction_bias"), 1, E, 1, 1));
-            T(addt(p, dense ? K_ZERO : K_STACK, WT, N("ffn_up_exps.weight"), S("mixer.experts.%d.up_proj.weight"), 3, H, FE, E));
-            p->t[p->n - 1].n_exp = E;
-            T(addt(p, dense ? K_ZERO : K_STACK, WT, N("ffn_down_exps.weight"), S("mixer.experts.%d.down_proj.weight"), 3, FE, H, E));
-            p->t[p->n - 1].n_exp = E;
-            T(addt(p, K_PADROWS, WT, N("ffn_up_shexp.weight"), S(dense ? "mixer.up_proj.weight" : "mixer.shared_experts.up_proj.weight"), 2, H, shw, 1));
-            p->t[p->n - 1].src_len = sw;
-            T(addt(p, K_PADCOLS, WT, N("ffn_down_shexp.weight"), S(dense ? "mixer.down_proj.weight" : "mixer.shared_experts.down_proj.weight"), 2, shw, H, 1));
-            p->t[p->n - 1].src_len = sw;
-        }
+        const int dense = c->pattern[l] == '-' && moe; /* nemotron_h_moe: an MoE layer with zero experts */
+        int n;
+        const st_tspec *t = st_schema_layer(dense ? 'E' : c->pattern[l], &n);
+        T(gguf_spec(p, st_schema_norm(), l, 0, shw));
+        for (int i = 0; i < n; i++)
+            if (st_tspec_present(&t[i], c)) T(gguf_spec(p, &t[i], l, dense, shw));
     }
-    T(addt(p, K_COPY, F32, "output_norm.weight", "backbone.norm_f.weight", 1, H, 1, 1));
-    T(addt(p, K_COPY, WT, "output.weight", c->tie_word_embeddings ? "backbone.embeddings.weight" : "lm_head.weight", 2, H,
-           c->vocab_size, 1));
-#undef N
-#undef S
+    T(gguf_spec(p, st_schema_global(ST_T_NORM_F), -1, 0, shw));
+    if (c->tie_word_embeddings)
+        T(addt(p, K_COPY, p->wtype, "output.weight", "backbone.embeddings.weight", 2, H, c->vocab_size, 1));
+    else
+        T(gguf_spec(p, st_schema_global(ST_T_LM_HEAD), -1, 0, shw));
     /* hyper-parameters */
     char k[128];
 #define K(x) (snprintf(k, sizeof k, "%s.%s", arch, x), k)
@@ -409,7 +430,7 @@ st_status st_gguf_export(const st_model *m, const char *path, const st_gguf_expo
     }
     if (!rc && (!(row = st_malloc(sizeof *row * (size_t)maxrow)) || !(enc = st_malloc(4 * (size_t)maxrow)))) rc = ST_ERR_NOMEM;
     if (!rc) rc = st_gguf_w_begin(w, path);
-    uint64_t done = 0, total = st_gguf_w_data_bytes(w);
+    uint64_t done = 0, total = w ? st_gguf_w_data_bytes(w) : 0;
     for (int i = 0; !rc && i < p.n; i++) {
         const gt *t = &p.t[i];
         int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];

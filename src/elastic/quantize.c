@@ -9,54 +9,27 @@
 #include "elastic/quant.h"
 #include "io/outdir.h"
 #include "model/model.h"
+#include "model/schema.h"
 #include "util/util.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-enum { K_NONE, K_IN, K_OUT, K_Q, K_K, K_V, K_O, K_UP, K_DOWN, K_EUP, K_EDOWN, K_SUP, K_SDOWN, K_LM };
 enum { F_KEEP, F_FP8, F_NVFP4 };
 
 typedef struct {
     const st_sf_tensor *t;
+    const st_tspec *s;     /* its schema spec (NULL: not a model tensor)  */
     const st_mat *w;       /* the bound weight, for quantized entries   */
-    int kind, layer, fmt;
+    int layer, fmt;
     float in_amax;         /* calibrated max|input|, -1 unknown          */
     char base[200];        /* module path (name without ".weight")       */
 } entry;
 
-/* Which bound matrix (if any) a tensor name is, and its kind. */
-static const st_mat *find_mat(const st_model *m, const char *name, int *kind, int *layer) {
-    int l, e, n = 0;
-    char rest[160];
-    *kind = K_NONE;
-    if (!strcmp(name, "lm_head.weight") && !m->cfg.tie_word_embeddings && m->lm_head.data) {
-        *kind = K_LM;
-        *layer = -1;
-        return &m->lm_head;
-    }
-    if (sscanf(name, "backbone.layers.%d.mixer.%159s%n", &l, rest, &n) != 2 || l < 0 || l >= m->cfg.n_layers) return NULL;
-    const st_layer *L = &m->layers[l];
-    *layer = l;
-    struct { const char *s; int k; const st_mat *w; } tab[] = {
-        {"in_proj.weight", K_IN, &L->in_proj}, {"out_proj.weight", K_OUT, &L->out_proj},
-        {"q_proj.weight", K_Q, &L->wq}, {"k_proj.weight", K_K, &L->wk}, {"v_proj.weight", K_V, &L->wv},
-        {"o_proj.weight", K_O, &L->wo}, {"up_proj.weight", K_UP, &L->up}, {"down_proj.weight", K_DOWN, &L->down},
-        {"shared_experts.up_proj.weight", K_SUP, &L->sh_up}, {"shared_experts.down_proj.weight", K_SDOWN, &L->sh_down},
-    };
-    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
-        if (!strcmp(rest, tab[i].s) && tab[i].w->data) { *kind = tab[i].k; return tab[i].w; }
-    char which[32];
-    if (L->type == 'E' && sscanf(rest, "experts.%d.%31s", &e, which) == 2 && e >= 0 && e < m->cfg.n_routed_experts) {
-        if (!strcmp(which, "up_proj.weight")) { *kind = K_EUP; return &L->exp_up[e]; }
-        if (!strcmp(which, "down_proj.weight")) { *kind = K_EDOWN; return &L->exp_down[e]; }
-    }
-    return NULL;
-}
-
-/* Would every budget's column cut of this weight fall on a 16-block boundary? */
-static int nvfp4_nests(const st_model *m, int kind, const st_mat *w) {
+/* Would every budget's column cut of this weight (its input dim, the last
+ * dim of its spec) fall on a 16-block boundary? */
+static int nvfp4_nests(const st_model *m, const st_tspec *s, const st_mat *w) {
     const st_config *c = &m->cfg;
     if (w->cols % ST_NVFP4_BLOCK) return 0;
     for (int i = -1; i < m->n_budgets; i++) {
@@ -64,17 +37,7 @@ static int nvfp4_nests(const st_model *m, int kind, const st_mat *w) {
         memset(&bw, 0, sizeof bw);
         if (i >= 0) bw = m->budgets[i].w;
         st_widths_fill_parent(c, &bw);
-        int ok = 1;
-        switch (kind) {
-        case K_IN: case K_Q: case K_K: case K_V: case K_UP: case K_EUP: case K_SUP: case K_LM:
-            ok = bw.hidden_size % ST_NVFP4_BLOCK == 0; break;
-        case K_OUT: ok = bw.mamba_head_dim % ST_NVFP4_BLOCK == 0 && c->mamba_head_dim % ST_NVFP4_BLOCK == 0; break;
-        case K_O: ok = c->head_dim % ST_NVFP4_BLOCK == 0; break;
-        case K_DOWN: ok = bw.intermediate_size % ST_NVFP4_BLOCK == 0; break;
-        case K_EDOWN: ok = bw.moe_intermediate_size % ST_NVFP4_BLOCK == 0; break;
-        case K_SDOWN: ok = bw.moe_shared_expert_intermediate_size % ST_NVFP4_BLOCK == 0; break;
-        }
-        if (!ok) return 0;
+        if (!st_dim_cuts_on(c, &bw, s->dim[s->rank - 1], ST_NVFP4_BLOCK)) return 0;
     }
     return 1;
 }
@@ -145,9 +108,13 @@ st_status st_quantize(const st_model *m, const char *dst, const st_quant_opts *o
             r.bytes_in += (double)(x->t->end - x->t->begin);
             snprintf(x->base, sizeof x->base, "%.*s", (int)(strlen(x->t->name) > 7 ? strlen(x->t->name) - 7 : 0),
                      x->t->name);
-            x->w = find_mat(m, x->t->name, &x->kind, &x->layer);
-            int attn = x->kind == K_Q || x->kind == K_K || x->kind == K_V || x->kind == K_O;
-            if (!x->w || (attn && !o->quantize_attention) || (x->kind == K_LM && !o->quantize_lm_head)) {
+            int ex;
+            x->s = st_schema_find(&m->cfg, x->t->name, &x->layer, &ex);
+            /* quantized: the spec's rule, on a weight bound one expert at a time (a fused
+               expert stack is kept as it is) */
+            x->w = x->s && x->s->quant != ST_QR_NO ? st_model_mat(m, x->s, x->layer, ex) : NULL;
+            if (!x->w || (x->s->quant == ST_QR_ATTN && !o->quantize_attention) ||
+                (x->s->quant == ST_QR_LM && !o->quantize_lm_head)) {
                 x->fmt = F_KEEP;
                 continue;
             }
@@ -155,14 +122,14 @@ st_status st_quantize(const st_model *m, const char *dst, const st_quant_opts *o
                 rc = st_err(ST_ERR_UNSUPPORTED, "quantize: %s is already %s", x->t->name, st_dtype_name(x->w->dt));
                 break;
             }
-            x->fmt = want == F_NVFP4 && nvfp4_nests(m, x->kind, x->w) ? F_NVFP4 : F_FP8;
+            x->fmt = want == F_NVFP4 && nvfp4_nests(m, x->s, x->w) ? F_NVFP4 : F_FP8;
             x->in_amax = st_amax_get(&rec, x->w);
-            if (x->in_amax < 0 && (x->kind == K_EUP || x->kind == K_SUP)) /* same input as the router */
+            if (x->in_amax < 0 && (x->s->id == ST_T_EXP_UP || x->s->id == ST_T_SH_UP)) /* same input as the router */
                 x->in_amax = st_amax_get(&rec, &m->layers[x->layer].gate);
         }
     /* experts never routed during calibration: the layer's largest expert input */
     for (int i = 0; !rc && i < n; i++) {
-        if (e[i].kind != K_EDOWN || e[i].in_amax >= 0) continue;
+        if (!e[i].w || e[i].s->id != ST_T_EXP_DOWN || e[i].in_amax >= 0) continue;
         const st_layer *L = &m->layers[e[i].layer];
         for (int q = 0; q < m->cfg.n_routed_experts; q++) e[i].in_amax = fmaxf(e[i].in_amax, st_amax_get(&rec, &L->exp_down[q]));
     }

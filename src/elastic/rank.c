@@ -6,6 +6,7 @@
  */
 #include "elastic/rank.h"
 #include "io/outdir.h"
+#include "model/schema.h"
 #include "train/tacts.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -142,7 +143,7 @@ static int axis_max_n(const st_rank *r) {
 }
 
 st_status st_rank_sort(st_rank *r) {
-    scored *buf = malloc(sizeof *buf * (size_t)axis_max_n(r));
+    scored *buf = st_malloc(sizeof *buf * (size_t)axis_max_n(r));
     if (!buf) return st_err(ST_ERR_NOMEM, "rank: out of memory");
     axis_sort(&r->hidden, buf);
     for (int l = 0; l < r->cfg.n_layers; l++) {
@@ -469,15 +470,6 @@ static void pblocks(const pscr *ps, float *x, int n, size_t blk, size_t stride, 
     }
 }
 
-/* Columns of W [R][C], permuted in blocks of cb columns (perm over C/cb). */
-static void pcols(const pscr *ps, float *W, int64_t R, int C, int cb, const int32_t *perm) {
-    for (int64_t r = 0; r < R; r++) pblocks(ps, W + (size_t)r * C, C / cb, (size_t)cb, (size_t)cb, perm);
-}
-/* Rows of W [R][C], in blocks of rb rows (perm over R/rb). */
-static void prows(const pscr *ps, float *W, int R, int C, int rb, const int32_t *perm) {
-    pblocks(ps, W, R / rb, (size_t)rb * C, (size_t)rb * C, perm);
-}
-
 /* perm must be a permutation of [0, n) that keeps every index in its block
  * (l < 0: the global hidden axis). */
 static st_status check_perm(const st_rank_axis *a, int n, const char *what, int l, uint8_t *seen) {
@@ -530,105 +522,104 @@ static st_status check_all(const st_tmodel *m, const st_rank *r, uint8_t *seen) 
     return rc;
 }
 
+/* Permuting every tensor along every dim by the axis that dim follows
+ * (src/model/schema.h): measure = 1 only sizes the scratch. */
+typedef struct {
+    st_tmodel *m;
+    const st_rank *r;
+    pscr ps;
+    int32_t *map;        /* [din] Mamba (head, channel) → parent, of layer map_l */
+    int map_l;
+    int measure;
+    size_t nmax, bmax;   /* widest block count, widest block (floats) */
+} permuter;
+
+/* The permutation dim d takes in layer l (e: the parent expert, for its
+ * neurons) over blocks of *blk units; NULL: the dim stays. */
+static const int32_t *dim_perm(permuter *P, st_dim d, int l, int e, int *blk) {
+    const st_config *c = &P->m->cfg;
+    const st_rank_layer *L = l >= 0 ? &P->r->L[l] : NULL;
+    *blk = 1;
+    switch (d) {
+    case ST_DIM_HIDDEN: return P->r->hidden.perm;
+    case ST_DIM_MAMBA_HEAD: return L->mamba_heads.perm;
+    case ST_DIM_MAMBA_CHANNEL: {
+        if (P->map_l != l && P->map) { /* heads move in whole, their channels by the shared head_dim ranking */
+            const int32_t *pH = L->mamba_heads.perm, *pP = L->mamba_dim.perm;
+            const int hP = c->mamba_head_dim;
+            for (int h = 0; h < c->mamba_num_heads; h++)
+                for (int q = 0; q < hP; q++) P->map[h * hP + q] = pH[h] * hP + pP[q];
+            P->map_l = l;
+        }
+        return P->map;
+    }
+    case ST_DIM_Q_HEAD: *blk = c->head_dim; return L->attn_heads.perm;
+    case ST_DIM_FFN: case ST_DIM_SHARED_FFN: return L->ffn.perm;
+    case ST_DIM_EXPERT: return L->experts.perm;
+    case ST_DIM_EXPERT_FFN: return e >= 0 ? L->expert_ffn[e].perm : NULL;
+    default: return NULL; /* vocab, B/C groups, KV heads, conv taps */
+    }
+}
+
+static st_status permute_one(void *ctx, const st_tspec *s, int l, int e_unused) {
+    permuter *P = ctx;
+    st_tmodel *m = P->m;
+    const st_config *c = &m->cfg;
+    int64_t sh[3];
+    int nd = st_tspec_shape(s, c, NULL, 0, sh); /* per-expert specs: the [E][out][in] block */
+    int idx = st_tmodel_index(m, s, l);
+    if (idx < 0) return ST_OK;
+    float *x = P->measure ? NULL : st_tw(m, idx);
+    /* inner dims first: an expert's neurons move by that (parent) expert's
+       ranking before the experts themselves move */
+    for (int k = nd - 1; k >= 0; k--) {
+        size_t outer = 1, inner = 1, per_e = 1;
+        for (int i = 0; i < k; i++) outer *= (size_t)sh[i];
+        for (int i = 1; i < k; i++) per_e *= (size_t)sh[i];
+        for (int i = k + 1; i < nd; i++) inner *= (size_t)sh[i];
+        st_dim part[5];
+        int np = st_dim_parts(s->dim[k], part);
+        int64_t off = 0;
+        for (int q = 0; q < np; q++) {
+            const int64_t len = st_dim_size(c, NULL, part[q]);
+            for (size_t o = 0; o < outer; o++) {
+                int e = s->dim[0] == ST_DIM_EXPERT && k > 0 ? (int)(o / per_e) : -1, blk;
+                const int32_t *perm = dim_perm(P, part[q], l, e, &blk);
+                if (!perm) break;
+                if (P->measure) {
+                    if ((size_t)(len / blk) > P->nmax) P->nmax = (size_t)(len / blk);
+                    if ((size_t)blk * inner > P->bmax) P->bmax = (size_t)blk * inner;
+                    break;
+                }
+                pblocks(&P->ps, x + (o * (size_t)sh[k] + (size_t)off) * inner, (int)(len / blk), (size_t)blk * inner,
+                        (size_t)blk * inner, perm);
+            }
+            off += len;
+        }
+    }
+    return ST_OK;
+}
+
 st_status st_rank_apply(st_tmodel *m, const st_rank *r) {
     const st_config *c = &m->cfg;
     st_status rc = cfg_match(&r->cfg, c, "the training model");
     if (rc) return rc;
-    const int H = c->hidden_size, V = c->vocab_size;
-    const int nh = c->mamba_num_heads, P = c->mamba_head_dim, din = nh * P, GN = c->n_groups * c->ssm_state_size;
-    const int K = c->conv_kernel, hd = c->head_dim, nq = c->num_attention_heads, qd = nq * hd;
-    const int E = c->n_routed_experts, F = c->moe_intermediate_size, I = c->intermediate_size;
-    const int Fs = c->moe_shared_expert_intermediate_size;
-    /* widest block count and block: a row or column run of any tensor, or one expert's matrix */
-    size_t nmax = (size_t)H;
-    const int dims[] = {din, qd, I, Fs, F, E, nh, P, nq, K};
-    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) if ((size_t)dims[i] > nmax) nmax = (size_t)dims[i];
-    size_t bmax = nmax;
-    if (strchr(c->pattern, 'E') && (size_t)F * H > bmax) bmax = (size_t)F * H;
-    if (strchr(c->pattern, '*') && (size_t)hd * H > bmax) bmax = (size_t)hd * H;
-    pscr ps = {st_malloc(sizeof(float) * bmax), st_malloc(nmax)};
-    int32_t *map = st_malloc(sizeof(int32_t) * (size_t)(din > 0 ? din : 1)); /* Mamba (head, channel) → parent */
-    if (!ps.tmp || !ps.seen || !map) { rc = st_err(ST_ERR_NOMEM, "rank: out of memory"); goto done; }
-    if ((rc = check_all(m, r, ps.seen))) goto done;
-    const int32_t *ph = r->hidden.perm;
-
-    pcols(&ps, st_tw(m, m->embed), V, H, 1, ph);
-    pblocks(&ps, st_tw(m, m->norm_f), H, 1, 1, ph);
-    pcols(&ps, st_tw(m, m->lm_head), V, H, 1, ph);
-    for (int l = 0; l < c->n_layers; l++) {
-        const st_tlayer *Lp = &m->L[l];
-        const st_rank_layer *Lr = &r->L[l];
-        pblocks(&ps, st_tw(m, Lp->norm), H, 1, 1, ph);
-        switch (Lp->type) {
-        case 'M': {
-            const int32_t *pH = Lr->mamba_heads.perm, *pP = Lr->mamba_dim.perm;
-            for (int h = 0; h < nh; h++)
-                for (int p = 0; p < P; p++) map[h * P + p] = pH[h] * P + pP[p];
-            const int M = 2 * din + 2 * GN + nh;
-            float *Win = st_tw(m, Lp->in_proj); /* [M][H]: z | x | B | C | dt rows */
-            pcols(&ps, Win, M, H, 1, ph);
-            prows(&ps, Win, din, H, 1, map);                                   /* z */
-            prows(&ps, Win + (size_t)din * H, din, H, 1, map);                 /* x */
-            prows(&ps, Win + (size_t)(2 * din + 2 * GN) * H, nh, H, 1, pH);   /* dt */
-            prows(&ps, st_tw(m, Lp->conv_w), din, K, 1, map);                  /* x channels; B/C stay */
-            if (Lp->conv_b >= 0) pblocks(&ps, st_tw(m, Lp->conv_b), din, 1, 1, map);
-            pblocks(&ps, st_tw(m, Lp->dt_bias), nh, 1, 1, pH);
-            pblocks(&ps, st_tw(m, Lp->A_log), nh, 1, 1, pH);
-            pblocks(&ps, st_tw(m, Lp->D), nh, 1, 1, pH);
-            pblocks(&ps, st_tw(m, Lp->gnorm), din, 1, 1, map); /* heads stay in their group: norm groups intact */
-            float *Wo = st_tw(m, Lp->out_proj); /* [H][din] */
-            prows(&ps, Wo, H, din, 1, ph);
-            pcols(&ps, Wo, H, din, 1, map);
-            break;
-        }
-        case '*': {
-            const int32_t *pq = Lr->attn_heads.perm;
-            float *Wq = st_tw(m, Lp->wq); /* [nq·hd][H] */
-            pcols(&ps, Wq, qd, H, 1, ph);
-            prows(&ps, Wq, qd, H, hd, pq);
-            pcols(&ps, st_tw(m, Lp->wk), (int64_t)c->num_key_value_heads * hd, H, 1, ph);
-            pcols(&ps, st_tw(m, Lp->wv), (int64_t)c->num_key_value_heads * hd, H, 1, ph);
-            float *Wo = st_tw(m, Lp->wo); /* [H][nq·hd] */
-            prows(&ps, Wo, H, qd, 1, ph);
-            pcols(&ps, Wo, H, qd, hd, pq);
-            break;
-        }
-        case '-': {
-            float *Wu = st_tw(m, Lp->up), *Wd = st_tw(m, Lp->down); /* [I][H], [H][I] */
-            pcols(&ps, Wu, I, H, 1, ph);
-            prows(&ps, Wu, I, H, 1, Lr->ffn.perm);
-            prows(&ps, Wd, H, I, 1, ph);
-            pcols(&ps, Wd, H, I, 1, Lr->ffn.perm);
-            break;
-        }
-        case 'E': {
-            float *Wg = st_tw(m, Lp->gate); /* [E][H] */
-            pcols(&ps, Wg, E, H, 1, ph);
-            prows(&ps, Wg, E, H, 1, Lr->experts.perm);
-            pblocks(&ps, st_tw(m, Lp->e_bias), E, 1, 1, Lr->experts.perm);
-            float *Wu = st_tw(m, Lp->exp_up), *Wd = st_tw(m, Lp->exp_down); /* [E][F][H], [E][H][F] */
-            for (int e = 0; e < E; e++) { /* neurons of parent expert e, before the experts move */
-                float *u = Wu + (size_t)e * F * H, *d = Wd + (size_t)e * H * F;
-                pcols(&ps, u, F, H, 1, ph);
-                prows(&ps, u, F, H, 1, Lr->expert_ffn[e].perm);
-                prows(&ps, d, H, F, 1, ph);
-                pcols(&ps, d, H, F, 1, Lr->expert_ffn[e].perm);
-            }
-            pblocks(&ps, Wu, E, (size_t)F * H, (size_t)F * H, Lr->experts.perm);
-            pblocks(&ps, Wd, E, (size_t)H * F, (size_t)H * F, Lr->experts.perm);
-            if (c->n_shared_experts) {
-                float *Su = st_tw(m, Lp->sh_up), *Sd = st_tw(m, Lp->sh_down); /* [Fs][H], [H][Fs] */
-                pcols(&ps, Su, Fs, H, 1, ph);
-                prows(&ps, Su, Fs, H, 1, Lr->ffn.perm);
-                prows(&ps, Sd, H, Fs, 1, ph);
-                pcols(&ps, Sd, H, Fs, 1, Lr->ffn.perm);
-            }
-            break;
-        }
-        }
-    }
+    const int din = c->mamba_num_heads * c->mamba_head_dim;
+    permuter P = {.m = m, .r = r, .map_l = -1, .measure = 1, .nmax = (size_t)axis_max_n(r), .bmax = 1};
+    P.map = st_malloc(sizeof(int32_t) * (size_t)(din > 0 ? din : 1));
+    if (!P.map) { rc = st_err(ST_ERR_NOMEM, "rank: out of memory"); goto done; }
+    P.ps.seen = st_malloc(P.nmax);
+    if (!P.ps.seen) { rc = st_err(ST_ERR_NOMEM, "rank: out of memory"); goto done; }
+    if ((rc = check_all(m, r, P.ps.seen))) goto done; /* the perms must be valid before the map reads them */
+    st_schema_foreach(c, ST_SCHEMA_STACKED, permute_one, &P);
+    free(P.ps.seen);
+    P.ps = (pscr){st_malloc(sizeof(float) * P.bmax), st_malloc(P.nmax)};
+    if (!P.ps.tmp || !P.ps.seen) { rc = st_err(ST_ERR_NOMEM, "rank: out of memory"); goto done; }
+    P.map_l = -1;
+    P.measure = 0;
+    rc = st_schema_foreach(c, ST_SCHEMA_STACKED, permute_one, &P);
 done:
-    free(ps.tmp); free(ps.seen); free(map);
+    free(P.ps.tmp); free(P.ps.seen); free(P.map);
     return rc;
 }
 

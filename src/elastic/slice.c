@@ -7,6 +7,7 @@
 #include "elastic/slice.h"
 #include "io/outdir.h"
 #include "model/model.h"
+#include "model/schema.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -35,6 +36,9 @@ typedef struct {
     const st_model *m;
     const char *err_dir;
     int out_dt;
+    int keep_f32;       /* the tensor being added keeps F32 when converting:
+                           its schema dtype rule is not ST_DTR_WEIGHT (router
+                           weight and bias, dt_bias, A_log, D, norm weights) */
 } plan;
 
 static int span_total(const st_span *s, int n) {
@@ -49,23 +53,6 @@ static st_span *dup_spans(const st_span *s, int n) {
     return d;
 }
 
-/* Tensors the architecture keeps in F32 for numerics: the MoE router weight and
- * its score-correction bias (top-k choices flip on small margins), the Mamba
- * dt_bias / A_log / D (exponentiated or accumulated over the whole sequence) and
- * every norm weight. Converting a checkpoint to a 16-bit precision keeps these
- * at F32 when the source stores them at F32, as ModelOpt and llama.cpp's
- * converter do: rounding them makes the slice differ from the budget view. */
-static int precision_critical(const char *name) {
-    static const char *const suffix[] = {".gate.weight", ".e_score_correction_bias", ".dt_bias", ".A_log", ".D",
-                                         "norm.weight", "norm_f.weight"};
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
-        size_t k = strlen(suffix[i]);
-        if (n >= k && !strcmp(name + n - k, suffix[i])) return 1;
-    }
-    return 0;
-}
-
 /* Add a job: source `src_name` viewed as [rows][cols_full], keeping rs × cs,
  * output shape given by ndim/shape (its element count must equal |rs|·|cs|). */
 static st_status add(plan *p, const char *out_name, const char *src_name, int64_t cols_full, const st_span *rs,
@@ -74,7 +61,7 @@ static st_status add(plan *p, const char *out_name, const char *src_name, int64_
     if (!t) return st_err(ST_ERR_MISSING, "slice: %s: missing tensor '%s'", p->err_dir, src_name);
     if (p->n == p->cap) {
         int nc = p->cap ? 2 * p->cap : 256;
-        job *nj = realloc(p->j, sizeof *nj * (size_t)nc);
+        job *nj = st_realloc(p->j, sizeof *nj * (size_t)nc);
         if (!nj) return st_err(ST_ERR_NOMEM, "out of memory");
         p->j = nj; p->cap = nc;
     }
@@ -85,16 +72,21 @@ static st_status add(plan *p, const char *out_name, const char *src_name, int64_
     j->cols_full = cols_full;
     j->rs = dup_spans(rs, nrs); j->nrs = nrs;
     j->cs = dup_spans(cs, ncs); j->ncs = ncs;
-    if (!j->rs || !j->cs) return ST_ERR_NOMEM;
+    if (!j->rs || !j->cs) { /* the job is not counted: nothing else frees them */
+        free(j->rs); free(j->cs);
+        return ST_ERR_NOMEM;
+    }
     j->ndim = ndim;
     int64_t numel = 1;
     for (int i = 0; i < ndim; i++) { j->shape[i] = shape[i]; numel *= shape[i]; }
-    if (numel != (int64_t)span_total(rs, nrs) * span_total(cs, ncs))
+    if (numel != (int64_t)span_total(rs, nrs) * span_total(cs, ncs)) {
+        free(j->rs); free(j->cs);
         return st_err(ST_ERR_ARG, "slice: internal shape error for %s", out_name);
+    }
     j->out_dt = t->dt;
     /* converting precision applies to float weights, not to integer or packed data */
     if (p->out_dt >= 0 && (t->dt == ST_DT_F32 || t->dt == ST_DT_F16 || t->dt == ST_DT_BF16)) j->out_dt = p->out_dt;
-    if (t->dt == ST_DT_F32 && j->out_dt != ST_DT_F32 && precision_critical(t->name)) j->out_dt = ST_DT_F32;
+    if (t->dt == ST_DT_F32 && j->out_dt != ST_DT_F32 && p->keep_f32) j->out_dt = ST_DT_F32;
     j->bytes = (uint64_t)numel * st_dtype_size(j->out_dt);
     p->n++;
     return ST_OK;
@@ -138,7 +130,7 @@ static int to_blocks(const st_span *cs, int ncs, int per, st_span *out) {
  * every column cut to fall on a block boundary.
  */
 static st_status add_mat(plan *p, const char *out, const char *src, int64_t cols_full, const st_span *rs, int nrs,
-                         const st_span *cs, int ncs) {
+                         const st_span *cs, int ncs, int nd, const int64_t *oshape) {
     const st_sf_tensor *t = st_model_tensor(p->m, src);
     char sb[256], ob[256], sn[300], on[300];
     size_t ls = strlen(src), lo = strlen(out);
@@ -146,7 +138,8 @@ static st_status add_mat(plan *p, const char *out, const char *src, int64_t cols
     snprintf(ob, sizeof ob, "%.*s", (int)(lo > 7 ? lo - 7 : lo), out);
     snprintf(sn, sizeof sn, "%s.weight_scale", sb);
     const st_sf_tensor *ws = st_model_tensor(p->m, sn);
-    int64_t shape[2] = {span_total(rs, nrs), span_total(cs, ncs)};
+    int64_t shape[3];
+    for (int i = 0; i < nd; i++) shape[i] = oshape[i];
     st_status rc;
     if (t && t->dt == ST_DT_U8 && ws && ws->ndim == 2) { /* NVFP4 */
         st_span *bc = st_malloc(sizeof *bc * (size_t)ncs);
@@ -159,16 +152,19 @@ static st_status add_mat(plan *p, const char *out, const char *src, int64_t cols
         st_span *hc = st_malloc(sizeof *hc * (size_t)ncs);
         if (!hc) { free(bc); return ST_ERR_NOMEM; }
         to_blocks(cs, ncs, 2, hc);
-        int64_t cshape[2] = {shape[0], shape[1] / 2}, sshape[2] = {shape[0], shape[1] / 16};
-        rc = add(p, out, src, cols_full / 2, rs, nrs, hc, ncs, 2, cshape);
+        int64_t cshape[3], sshape[3]; /* packed codes and block scales: the input dim /2, /16 */
+        for (int i = 0; i < nd; i++) cshape[i] = sshape[i] = shape[i];
+        cshape[nd - 1] /= 2;
+        sshape[nd - 1] /= 16;
+        rc = add(p, out, src, cols_full / 2, rs, nrs, hc, ncs, nd, cshape);
         snprintf(on, sizeof on, "%s.weight_scale", ob);
-        if (!rc) rc = add(p, on, sn, cols_full / 16, rs, nrs, bc, ncs, 2, sshape);
+        if (!rc) rc = add(p, on, sn, cols_full / 16, rs, nrs, bc, ncs, nd, sshape);
         free(bc); free(hc);
         snprintf(sn, sizeof sn, "%s.weight_scale_2", sb);
         snprintf(on, sizeof on, "%s.weight_scale_2", ob);
         if (!rc) rc = add_copy(p, on, sn);
     } else {
-        rc = add(p, out, src, cols_full, rs, nrs, cs, ncs, 2, shape);
+        rc = add(p, out, src, cols_full, rs, nrs, cs, ncs, nd, shape);
         if (!rc && t && t->dt == ST_DT_F8_E4M3) {
             snprintf(on, sizeof on, "%s.weight_scale", ob);
             rc = add_copy(p, on, sn);
@@ -190,93 +186,135 @@ static int runs(const int *idx, int n, st_span *out) {
     return k;
 }
 
-static st_status build_plan(plan *p, const st_budget *b) {
-    const st_model *m = p->m;
-    const st_config *c = &m->cfg;
-    const st_widths *w = &b->w;
-    const int H = w->hidden_size;
-    const st_span hs = {0, H};
-    char on[200], sn[200];
-#define T(x) do { st_status rc_ = (x); if (rc_) return rc_; } while (0)
-    T(add_mat(p, "backbone.embeddings.weight", "backbone.embeddings.weight", c->hidden_size,
-              &(st_span){0, c->vocab_size}, 1, &hs, 1));
-    int out_l = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        if (b->skip[l]) continue;
-        const char t = c->pattern[l];
-#define SRC(s) (snprintf(sn, sizeof sn, "backbone.layers.%d.%s", l, s), sn)
-#define OUT(s) (snprintf(on, sizeof on, "backbone.layers.%d.%s", out_l, s), on)
-        T(add_vec(p, OUT("norm.weight"), SRC("norm.weight"), &hs, 1));
-        if (t == 'M') {
-            const int G = c->n_groups, R = c->mamba_num_heads / G, r = b->m_r;
-            const int din = c->mamba_num_heads * c->mamba_head_dim;
-            T(add_mat(p, OUT("mixer.in_proj.weight"), SRC("mixer.in_proj.weight"), c->hidden_size, b->m_inproj_rows,
-                      b->m_n_inproj_rows, &hs, 1));
-            st_span *cr = st_malloc(sizeof *cr * (size_t)(b->m_din + 2 * G * c->ssm_state_size));
-            if (!cr) return ST_ERR_NOMEM;
-            int ncr = runs(b->m_conv_ch, b->m_din + 2 * G * c->ssm_state_size, cr);
-            int64_t cshape[3] = {span_total(cr, ncr), 1, c->conv_kernel};
-            const st_sf_tensor *cw = st_model_tensor(m, SRC("mixer.conv1d.weight"));
-            st_status rc = add(p, OUT("mixer.conv1d.weight"), SRC("mixer.conv1d.weight"), c->conv_kernel, cr, ncr,
-                               &(st_span){0, c->conv_kernel}, 1, cw && cw->ndim == 2 ? 2 : 3,
-                               cw && cw->ndim == 2 ? (int64_t[]){cshape[0], cshape[2], 0} : cshape);
-            if (!rc && c->use_conv_bias) rc = add_vec(p, OUT("mixer.conv1d.bias"), SRC("mixer.conv1d.bias"), cr, ncr);
-            free(cr);
-            T(rc);
-            st_span hsel[ST_MAX_LAYERS];
-            int nh = 0;
-            for (int g = 0; g < G && nh < ST_MAX_LAYERS; g++) hsel[nh++] = (st_span){g * R, r};
-            T(add_vec(p, OUT("mixer.dt_bias"), SRC("mixer.dt_bias"), hsel, nh));
-            T(add_vec(p, OUT("mixer.A_log"), SRC("mixer.A_log"), hsel, nh));
-            T(add_vec(p, OUT("mixer.D"), SRC("mixer.D"), hsel, nh));
-            T(add_vec(p, OUT("mixer.norm.weight"), SRC("mixer.norm.weight"), b->m_cols, b->m_n_cols));
-            T(add_mat(p, OUT("mixer.out_proj.weight"), SRC("mixer.out_proj.weight"), din, &hs, 1, b->m_cols,
-                      b->m_n_cols));
-        } else if (t == '*') {
-            const int q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
-            const st_span kvs = {0, kv};
-            T(add_mat(p, OUT("mixer.q_proj.weight"), SRC("mixer.q_proj.weight"), c->hidden_size, b->a_q_rows, b->a_n_q,
-                      &hs, 1));
-            T(add_mat(p, OUT("mixer.k_proj.weight"), SRC("mixer.k_proj.weight"), c->hidden_size, &kvs, 1, &hs, 1));
-            T(add_mat(p, OUT("mixer.v_proj.weight"), SRC("mixer.v_proj.weight"), c->hidden_size, &kvs, 1, &hs, 1));
-            T(add_mat(p, OUT("mixer.o_proj.weight"), SRC("mixer.o_proj.weight"), q, &hs, 1, b->a_q_rows, b->a_n_q));
-        } else if (t == '-') {
-            const st_span is = {0, w->intermediate_size};
-            T(add_mat(p, OUT("mixer.up_proj.weight"), SRC("mixer.up_proj.weight"), c->hidden_size, &is, 1, &hs, 1));
-            T(add_mat(p, OUT("mixer.down_proj.weight"), SRC("mixer.down_proj.weight"), c->intermediate_size, &hs, 1,
-                      &is, 1));
-        } else if (t == 'E') {
-            const st_span es = {0, w->n_routed_experts}, fs = {0, w->moe_intermediate_size};
-            T(add_mat(p, OUT("mixer.gate.weight"), SRC("mixer.gate.weight"), c->hidden_size, &es, 1, &hs, 1));
-            T(add_vec(p, OUT("mixer.gate.e_score_correction_bias"), SRC("mixer.gate.e_score_correction_bias"), &es, 1));
-            if (st_model_tensor(m, SRC("mixer.experts.up_proj")) || st_model_tensor(m, SRC("mixer.experts.up_proj.weight")))
-                return st_err(ST_ERR_UNSUPPORTED, "slice: fused 3-D expert tensors are not sliced yet (layer %d)", l);
-            for (int e = 0; e < w->n_routed_experts; e++) {
-                char s2[200], o2[200];
-                snprintf(s2, sizeof s2, "backbone.layers.%d.mixer.experts.%d.up_proj.weight", l, e);
-                snprintf(o2, sizeof o2, "backbone.layers.%d.mixer.experts.%d.up_proj.weight", out_l, e);
-                T(add_mat(p, o2, s2, c->hidden_size, &fs, 1, &hs, 1));
-                snprintf(s2, sizeof s2, "backbone.layers.%d.mixer.experts.%d.down_proj.weight", l, e);
-                snprintf(o2, sizeof o2, "backbone.layers.%d.mixer.experts.%d.down_proj.weight", out_l, e);
-                T(add_mat(p, o2, s2, c->moe_intermediate_size, &hs, 1, &fs, 1));
-            }
-            if (c->n_shared_experts) {
-                const st_span ss = {0, w->moe_shared_expert_intermediate_size};
-                T(add_mat(p, OUT("mixer.shared_experts.up_proj.weight"), SRC("mixer.shared_experts.up_proj.weight"),
-                          c->hidden_size, &ss, 1, &hs, 1));
-                T(add_mat(p, OUT("mixer.shared_experts.down_proj.weight"), SRC("mixer.shared_experts.down_proj.weight"),
-                          c->moe_shared_expert_intermediate_size, &hs, 1, &ss, 1));
-            }
-        }
-#undef SRC
-#undef OUT
-        out_l++;
+/* The kept indices of dim d at budget b, as spans over the parent's dim
+ * (malloc'd into *out; the count returned, -1 out of memory). The same spans
+ * the budget view reads at run time (budget.c build_spans). */
+static int dim_spans(const st_budget *b, st_dim d, st_span **out) {
+    const st_config *c = &b->m->cfg;
+    const st_span *src = NULL;
+    int n = 1, G = c->n_groups > 0 ? c->n_groups : 1;
+    st_span one = {0, (int32_t)st_dim_size(c, &b->w, d)};
+    switch (d) {
+    case ST_DIM_MAMBA_INPROJ: src = b->m_inproj_rows; n = b->m_n_inproj_rows; break;
+    case ST_DIM_MAMBA_CHANNEL: src = b->m_cols; n = b->m_n_cols; break;
+    case ST_DIM_Q_HEAD: src = b->a_q_rows; n = b->a_n_q; break;
+    case ST_DIM_MAMBA_HEAD: n = G; break;
+    case ST_DIM_MAMBA_CONV: n = b->m_din + 2 * G * c->ssm_state_size; break;
+    default: src = &one; break; /* a kept prefix (or the whole dim) */
     }
-    T(add_vec(p, "backbone.norm_f.weight", "backbone.norm_f.weight", &hs, 1));
-    if (!c->tie_word_embeddings)
-        T(add_mat(p, "lm_head.weight", "lm_head.weight", c->hidden_size, &(st_span){0, c->vocab_size}, 1, &hs, 1));
-#undef T
-    return ST_OK;
+    st_span *s = st_malloc(sizeof *s * (size_t)(n > 0 ? n : 1));
+    if (!s) return -1;
+    if (d == ST_DIM_MAMBA_HEAD) /* the first r heads of each group */
+        for (int g = 0; g < G; g++) s[g] = (st_span){g * (c->mamba_num_heads / G), b->m_r};
+    else if (d == ST_DIM_MAMBA_CONV)
+        n = runs(b->m_conv_ch, n, s);
+    else
+        memcpy(s, src, sizeof *s * (size_t)n);
+    *out = s;
+    return n;
+}
+
+/* Row spans of the [outer][inner] view of two dims: kept spans a over the
+ * outer dim, kept spans bs over an inner dim of parent size N. */
+static int nest_spans(const st_span *a, int na, const st_span *bs, int nb, int64_t N, st_span **out) {
+    int whole = nb == 1 && bs[0].off == 0 && bs[0].len == N, n = 0;
+    if (whole) n = na;
+    else for (int i = 0; i < na; i++) n += a[i].len * nb;
+    st_span *s = st_malloc(sizeof *s * (size_t)(n > 0 ? n : 1));
+    if (!s) return -1;
+    n = 0;
+    for (int i = 0; i < na; i++) {
+        if (whole) { s[n++] = (st_span){(int32_t)(a[i].off * N), (int32_t)(a[i].len * N)}; continue; }
+        for (int r = a[i].off; r < a[i].off + a[i].len; r++)
+            for (int j = 0; j < nb; j++) s[n++] = (st_span){(int32_t)(r * N + bs[j].off), bs[j].len};
+    }
+    *out = s;
+    return n;
+}
+
+typedef struct {
+    plan *p;
+    const st_budget *b;
+    int out_l[ST_MAX_LAYERS]; /* layer index in the slice (-1: skipped) */
+} slicer;
+
+/* One output tensor: dims from `first` on of spec s (1 for one expert's
+ * tensor), the kept spans of each, as a [rows][last dim] view. */
+static st_status slice_one(slicer *S, const st_tspec *s, int first, const char *out, const char *src) {
+    plan *p = S->p;
+    const st_config *c = &p->m->cfg;
+    const int last = s->rank - 1;
+    st_span *rs = NULL, *cs = NULL;
+    int nrs = 1, ncs = dim_spans(S->b, s->dim[last], &cs);
+    int64_t shape[3];
+    int nd = 0;
+    for (int k = first; k < s->rank; k++) shape[nd++] = st_dim_size(c, &S->b->w, s->dim[k]);
+    const int64_t cols_full = st_dim_size(c, NULL, s->dim[last]);
+    st_status rc = ncs < 0 ? ST_ERR_NOMEM : ST_OK;
+    p->keep_f32 = s->dtype != ST_DTR_WEIGHT;
+    /* rows: the dims before the last, outermost first */
+    for (int k = first; !rc && k < last; k++) {
+        st_span *ds = NULL, *nr = NULL;
+        int nds = dim_spans(S->b, s->dim[k], &ds);
+        if (nds < 0) { rc = ST_ERR_NOMEM; break; }
+        if (k == first) { rs = ds; nrs = nds; continue; }
+        int nn = nest_spans(rs, nrs, ds, nds, st_dim_size(c, NULL, s->dim[k]), &nr);
+        free(ds);
+        free(rs);
+        rs = nr; nrs = nn;
+        if (nn < 0) { rs = NULL; rc = ST_ERR_NOMEM; }
+    }
+    if (!rc) {
+        if (s->flags & ST_TS_MAT) {
+            rc = add_mat(p, out, src, cols_full, rs ? rs : &(st_span){0, 1}, nrs, cs, ncs, nd, shape);
+        } else if (nd == 1) {
+            rc = add_vec(p, out, src, cs, ncs);
+        } else {
+            /* a source stored without its size-1 dims (conv [C, K]) keeps that shape */
+            const st_sf_tensor *t = st_model_tensor(p->m, src);
+            if (t && t->ndim < nd) {
+                int k = 0;
+                for (int i = first; i < s->rank; i++)
+                    if (s->dim[i] != ST_DIM_ONE) shape[k++] = st_dim_size(c, &S->b->w, s->dim[i]);
+                nd = k;
+            }
+            rc = add(p, out, src, cols_full, rs, nrs, cs, ncs, nd, shape);
+        }
+    }
+    p->keep_f32 = 0;
+    free(rs);
+    free(cs);
+    return rc == ST_ERR_NOMEM ? st_err(rc, "out of memory") : rc;
+}
+
+static st_status slice_cb(void *ctx, const st_tspec *s, int l, int e) {
+    slicer *S = ctx;
+    if (l >= 0 && S->out_l[l] < 0) return ST_OK; /* a skipped layer */
+    int ol = l >= 0 ? S->out_l[l] : -1;
+    char on[200], sn[200];
+    if (s->flags & ST_TS_EXPERTS) {
+        if (e >= S->b->w.n_routed_experts) return ST_OK; /* experts past the kept prefix */
+        if (st_model_fused(S->p->m, s, l, sn, sizeof sn)) { /* fused [E][out][in]: sliced along the expert dim too */
+            if (e > 0) return ST_OK;
+            size_t n = strlen(sn);
+            st_tspec_fused_name(s, ol, n > 7 && !strcmp(sn + n - 7, ".weight"), on, sizeof on);
+            return slice_one(S, s, 0, on, sn);
+        }
+    }
+    return slice_one(S, s, (s->flags & ST_TS_EXPERTS) ? 1 : 0, st_tspec_name(s, ol, e, on, sizeof on),
+                     st_tspec_name(s, l, e, sn, sizeof sn));
+}
+
+static st_status build_plan(plan *p, const st_budget *b) {
+    const st_config *c = &p->m->cfg;
+    slicer *S = st_malloc(sizeof *S);
+    if (!S) return st_err(ST_ERR_NOMEM, "out of memory");
+    S->p = p;
+    S->b = b;
+    for (int l = 0, k = 0; l < c->n_layers; l++) S->out_l[l] = b->skip[l] ? -1 : k++;
+    st_status rc = st_schema_foreach(c, ST_SCHEMA_BY_EXPERT, slice_cb, S);
+    free(S);
+    return rc;
 }
 
 /* ----------------------------------------------------------- config.json */

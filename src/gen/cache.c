@@ -66,7 +66,7 @@ int st_pcache_interval(const st_pcache *c) { return c->interval; }
 int st_pcache_lookup(st_pcache *c, const st_budget *b, const int32_t *toks, int n, st_state *s, float *logits) {
     if (n <= 0) return 0;
     const char *key = st_budget_key(b);
-    uint64_t *ph = malloc(sizeof(uint64_t) * ((size_t)n + 1)); /* ph[i]: hash of toks[0..i) */
+    uint64_t *ph = st_malloc(sizeof(uint64_t) * ((size_t)n + 1)); /* ph[i]: hash of toks[0..i) */
     if (!ph) return 0;
     ph[0] = ST_FNV1A64_BASIS;
     for (int i = 0; i < n; i++) ph[i + 1] = st_fnv1a64(ph[i], &toks[i], sizeof toks[i]);
@@ -152,7 +152,7 @@ st_status st_pcache_store(st_pcache *c, const st_budget *b, const int32_t *toks,
     while (c->n && c->bytes + e.bytes > c->max_bytes) evict_one(c);
     if (c->n == c->cap) {
         int nc = c->cap ? 2 * c->cap : 16;
-        entry *ne = realloc(c->e, sizeof(entry) * (size_t)nc);
+        entry *ne = st_realloc(c->e, sizeof(entry) * (size_t)nc);
         if (!ne) { pthread_mutex_unlock(&c->mu); entry_free(&e); return st_err(ST_ERR_NOMEM, "prompt cache: out of memory"); }
         c->e = ne;
         c->cap = nc;

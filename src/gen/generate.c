@@ -70,6 +70,7 @@ struct st_gen {
     int sep_pending;      /* a natural close: a lone "\n" next is the separator */
     chan ch[3];
     st_buf all[3];
+    int text_oom;         /* text was lost to out of memory: the step fails */
     atomic_int cancel;
     st_gen_stats st;
     /* speculative decoding */
@@ -170,7 +171,7 @@ st_status st_gen_check(const st_model *m, const st_gen_params *p) {
 
 static void emit_raw(st_gen *g, st_text_kind k, const char *s, size_t n) {
     if (!n) return;
-    st_buf_put(&g->all[k], s, n);
+    if (st_buf_put(&g->all[k], s, n)) g->text_oom = 1;
     if (g->emit && g->emit(g->ud, k, s, n)) atomic_store(&g->cancel, 1);
 }
 
@@ -178,7 +179,7 @@ static void emit_raw(st_gen *g, st_text_kind k, const char *s, size_t n) {
  * end waits in c->raw for the next piece; invalid bytes become U+FFFD. */
 static void utf8_clean(chan *c, const char *in, size_t n, st_buf *out) {
     size_t len = (size_t)c->nraw + n;
-    unsigned char stackbuf[512], *s = len <= sizeof stackbuf ? stackbuf : malloc(len);
+    unsigned char stackbuf[512], *s = len <= sizeof stackbuf ? stackbuf : st_malloc(len);
     if (!s) { out->oom = 1; return; }
     memcpy(s, c->raw, (size_t)c->nraw);
     memcpy(s + c->nraw, in, n);
@@ -217,12 +218,13 @@ static void put_text(st_gen *g, st_text_kind k, const char *bytes, size_t n) {
     chan *c = &g->ch[k];
     st_buf clean = {0};
     utf8_clean(c, bytes, n, &clean);
+    if (clean.oom) g->text_oom = 1;
     if (k != ST_TEXT_CONTENT || !g->p.n_stop) {
         emit_raw(g, k, clean.p, clean.n);
         free(clean.p);
         return;
     }
-    st_buf_put(&c->pend, clean.p ? clean.p : "", clean.n);
+    if (st_buf_put(&c->pend, clean.p ? clean.p : "", clean.n)) g->text_oom = 1;
     free(clean.p);
     if (!c->pend.n) return;
     size_t cut = (size_t)-1;
@@ -252,7 +254,7 @@ static void put_text(st_gen *g, st_text_kind k, const char *bytes, size_t n) {
 static void flush_text(st_gen *g) {
     for (int k = 0; k < 3; k++) {
         chan *c = &g->ch[k];
-        if (c->nraw) { c->nraw = 0; st_buf_put(&c->pend, "\xEF\xBF\xBD", 3); }
+        if (c->nraw) { c->nraw = 0; if (st_buf_put(&c->pend, "\xEF\xBF\xBD", 3)) g->text_oom = 1; }
         if (c->pend.n) emit_raw(g, (st_text_kind)k, c->pend.p, c->pend.n);
         c->pend.n = 0;
     }
@@ -269,11 +271,12 @@ static void put_token_text(st_gen *g, st_text_kind k, int32_t t, int *has_nl) {
     char buf[1024];
     int nb = st_token_bytes(g->tok, t, buf, sizeof buf);
     if (has_nl) *has_nl = 0;
+    if (nb == -2) g->text_oom = 1;
     if (nb <= 0) return;
     if (nb > (int)sizeof buf) {
-        char *big = malloc((size_t)nb);
-        if (!big) return;
-        st_token_bytes(g->tok, t, big, nb);
+        char *big = st_malloc((size_t)nb);
+        if (!big) { g->text_oom = 1; return; }
+        if (st_token_bytes(g->tok, t, big, nb) == -2) { g->text_oom = 1; free(big); return; }
         if (has_nl) *has_nl = memchr(big, '\n', (size_t)nb) != NULL;
         put_text(g, k, big, (size_t)nb);
         free(big);
@@ -288,7 +291,7 @@ static void put_token_text(st_gen *g, st_text_kind k, int32_t t, int *has_nl) {
 static st_status push_out(st_gen *g, int32_t t) {
     if (g->n_out == g->cap_out) {
         int nc = g->cap_out ? 2 * g->cap_out : 256;
-        int32_t *o = realloc(g->out, sizeof(int32_t) * (size_t)nc);
+        int32_t *o = st_realloc(g->out, sizeof(int32_t) * (size_t)nc);
         if (!o) return st_err(ST_ERR_NOMEM, "generate: out of memory");
         g->out = o;
         g->cap_out = nc;
@@ -665,7 +668,9 @@ static int take_token(st_gen *g, int32_t t, st_status *rc) {
     } else {
         g->st.answer_tokens++;
         char b[8];
-        int sep = g->sep_pending && st_token_bytes(g->tok, t, b, sizeof b) == 1 && b[0] == '\n';
+        const int nb = g->sep_pending ? st_token_bytes(g->tok, t, b, sizeof b) : 0;
+        if (nb == -2) g->text_oom = 1;
+        int sep = nb == 1 && b[0] == '\n';
         g->sep_pending = 0;
         if (sep) put_text(g, ST_TEXT_CONTROL, "\n", 1);
         else put_token_text(g, ST_TEXT_CONTENT, t, NULL);
@@ -1012,6 +1017,7 @@ st_status st_gen_step_end(st_gen *g, st_status fwd_rc, int *done) {
     st_status rc = g->step_rc ? g->step_rc : fwd_rc;
     const int ph = g->step_ph;
     if (ph < 0) { *done = g->phase == PH_DONE; return ST_OK; } /* finished before the step began */
+    if (!rc && g->text_oom) rc = st_err(ST_ERR_NOMEM, "generate: out of memory keeping the generated text");
     if (rc) {
         /* keep the message: finish() may not touch the library */
         finish(g, ST_FINISH_ERROR);

@@ -54,7 +54,7 @@ static st_status put(st_gguf_w *w, const void *p, size_t n) {
     if (w->kv_len + n > w->kv_cap) {
         size_t nc = w->kv_cap ? w->kv_cap : 4096;
         while (nc < w->kv_len + n) nc *= 2;
-        uint8_t *q = realloc(w->kv, nc);
+        uint8_t *q = st_realloc(w->kv, nc);
         if (!q) return st_err(ST_ERR_NOMEM, "out of memory");
         w->kv = q; w->kv_cap = nc;
     }
@@ -130,7 +130,7 @@ st_status st_gguf_tensor(st_gguf_w *w, const char *name, int type, int ndim, con
                               (long long)ne[0]);
     if (w->n_t == w->cap_t) {
         size_t nc = w->cap_t ? 2 * w->cap_t : 128;
-        wtensor *q = realloc(w->t, sizeof *q * nc);
+        wtensor *q = st_realloc(w->t, sizeof *q * nc);
         if (!q) return st_err(ST_ERR_NOMEM, "out of memory");
         w->t = q; w->cap_t = nc;
     }

@@ -143,7 +143,7 @@ st_status st_shards_new(st_shards **out, const char *dir, uint64_t shard_bytes) 
 st_status st_shards_add(st_shards *s, const char *name, st_dtype dt, int ndim, const int64_t *shape) {
     if (s->n == s->cap) {
         int nc = s->cap ? 2 * s->cap : 256;
-        sh_entry *ne = realloc(s->e, sizeof *ne * (size_t)nc);
+        sh_entry *ne = st_realloc(s->e, sizeof *ne * (size_t)nc);
         if (!ne) return st_err(ST_ERR_NOMEM, "out of memory");
         s->e = ne; s->cap = nc;
     }

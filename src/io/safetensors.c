@@ -90,6 +90,7 @@ st_status st_sf_open(const char *path, st_sf_file **out) {
     f->path = st_strdup(path);
     st_status rc = ST_OK;
     json_t *root = NULL;
+    if (!f->path) { rc = ST_ERR_NOMEM; goto fail; }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = st_err(errno == ENOENT ? ST_ERR_MISSING : ST_ERR_IO, "%s: %s", path, strerror(errno));
@@ -218,7 +219,7 @@ st_status st_sf_writer_add(st_sf_writer *w, const char *name, st_dtype dt, int n
     if (ndim < 0 || ndim > ST_SF_MAX_DIMS) return st_err(ST_ERR_ARG, "safetensors writer: '%s': bad ndim %d", name, ndim);
     if (w->n == w->cap) {
         int nc = w->cap ? 2 * w->cap : 64;
-        wt_entry *ne = realloc(w->e, (size_t)nc * sizeof *ne);
+        wt_entry *ne = st_realloc(w->e, (size_t)nc * sizeof *ne);
         if (!ne) return st_err(ST_ERR_NOMEM, "out of memory");
         w->e = ne; w->cap = nc;
     }

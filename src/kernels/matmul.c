@@ -248,7 +248,7 @@ static void *scratch_get(size_t n) {
     if (!g_scratch_ok) return NULL;
     scratch_buf *s = pthread_getspecific(g_scratch_key);
     if (!s) {
-        if (!(s = calloc(1, sizeof *s))) return NULL;
+        if (!(s = st_calloc(1, sizeof *s))) return NULL;
         if (pthread_setspecific(g_scratch_key, s)) {
             free(s);
             return NULL;
@@ -258,7 +258,7 @@ static void *scratch_get(size_t n) {
         size_t cap = (n + 63) & ~(size_t)63;
         if (cap < s->cap + s->cap / 2) cap = (s->cap + s->cap / 2 + 63) & ~(size_t)63;
         free(s->p);
-        s->p = aligned_alloc(64, cap);
+        s->p = st_aligned_malloc(cap);
         s->cap = s->p ? cap : 0;
     }
     return s->p;
@@ -311,7 +311,7 @@ static int64_t span_total(const st_span *s, int n) {
 static int64_t *g_ident;
 static pthread_once_t g_ident_once = PTHREAD_ONCE_INIT;
 static void ident_init(void) {
-    int64_t *p = malloc(sizeof(int64_t) * ST_IDENT_ROWS);
+    int64_t *p = st_malloc(sizeof(int64_t) * ST_IDENT_ROWS);
     if (p)
         for (int64_t i = 0; i < ST_IDENT_ROWS; i++) p[i] = i;
     g_ident = p;

@@ -4,6 +4,7 @@
  * FMA peak (prefill is matrix work).
  */
 #include "kernels/kernels.h"
+#include "util/util.h"
 #include "starling.h"
 #include "util/util.h"
 
@@ -97,7 +98,7 @@ double st_measure_read_bandwidth(size_t bytes, int threads) {
     const size_t unit = (size_t)ST_BW_BLOCK * (size_t)threads;
     bytes = (bytes / unit) * unit;
     if (bytes == 0) bytes = unit;
-    unsigned char *buf = aligned_alloc(64, bytes);
+    unsigned char *buf = st_aligned_malloc(bytes);
     if (!buf) return -1.0;
     const size_t slice = bytes / (size_t)threads;
 

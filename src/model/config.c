@@ -246,6 +246,7 @@ st_status st_widths_parse(st_widths *w, const char *spec) {
         if (!strcmp(tok, "skip_layers") || !strcmp(tok, "skip")) {
             w->n_skip = 0;
             char *vs = st_strdup(val), *sv2 = NULL;
+            if (!vs) { rc = ST_ERR_NOMEM; break; }
             for (char *t = strtok_r(vs, ":;/ ", &sv2); t && !rc; t = strtok_r(NULL, ":;/ ", &sv2)) {
                 char *end; long v = strtol(t, &end, 10);
                 if (*end || end == t) rc = st_err(ST_ERR_BUDGET, "budget: skip_layers: \"%s\" is not a layer index", t);
@@ -319,7 +320,7 @@ st_status st_elastic_parse(st_model *m, json_t *root, const char *path) {
         memset(&nb->w, 0, sizeof nb->w);
         st_status rc = st_widths_from_json(&nb->w, b, ctx);
         if (rc) return rc;
-        nb->name = st_strdup(name);
+        if (!(nb->name = st_strdup(name))) return ST_ERR_NOMEM;
         m->n_budgets++;
     }
     const char *def = json_string_value(json_object_get(el, "default_budget"));
@@ -327,7 +328,7 @@ st_status st_elastic_parse(st_model *m, json_t *root, const char *path) {
         int found = 0;
         for (int j = 0; j < m->n_budgets; j++) found |= !strcmp(m->budgets[j].name, def);
         if (!found) return st_err(ST_ERR_FORMAT, "%s: elastic.default_budget \"%s\" is not among the budgets", path, def);
-        m->default_budget = st_strdup(def);
+        if (!(m->default_budget = st_strdup(def))) return ST_ERR_NOMEM;
     }
     return ST_OK;
 }

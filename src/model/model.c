@@ -6,6 +6,7 @@
  * shape checked; a missing or mis-shaped tensor is reported by name.
  */
 #include "model/model.h"
+#include "model/schema.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -180,20 +181,130 @@ static st_status bind_vec(binder *b, float **out, const char *name, int nd, cons
     return ST_OK;
 }
 
-static st_status bind_vec1(binder *b, float **out, const char *name, int64_t n) {
-    return bind_vec(b, out, name, 1, &n);
+/* Where spec id binds in the model (layer L, expert e): a matrix, or NULL. */
+static st_mat *mat_slot(st_model *m, st_layer *L, st_tid id, int e) {
+    switch (id) {
+    case ST_T_EMBED: return &m->embed;
+    case ST_T_LM_HEAD: return &m->lm_head;
+    case ST_T_IN_PROJ: return &L->in_proj;
+    case ST_T_OUT_PROJ: return &L->out_proj;
+    case ST_T_Q: return &L->wq;
+    case ST_T_K: return &L->wk;
+    case ST_T_V: return &L->wv;
+    case ST_T_O: return &L->wo;
+    case ST_T_UP: return &L->up;
+    case ST_T_DOWN: return &L->down;
+    case ST_T_GATE: return &L->gate;
+    case ST_T_EXP_UP: return L->exp_up ? &L->exp_up[e] : NULL;
+    case ST_T_EXP_DOWN: return L->exp_down ? &L->exp_down[e] : NULL;
+    case ST_T_SH_UP: return &L->sh_up;
+    case ST_T_SH_DOWN: return &L->sh_down;
+    default: return NULL;
+    }
 }
 
-/* Bytes of fp32 arena the small vectors need. */
-static size_t arena_need(const st_config *c) {
-    size_t H = (size_t)c->hidden_size, din = (size_t)c->mamba_num_heads * (size_t)c->mamba_head_dim;
-    size_t conv = din + 2 * (size_t)c->n_groups * (size_t)c->ssm_state_size, total = H + 16;
-    for (int l = 0; l < c->n_layers; l++) {
-        total += H + 16;
-        if (c->pattern[l] == 'M') total += conv * ((size_t)c->conv_kernel + 1) + 3 * (size_t)c->mamba_num_heads + din + 6 * 16;
-        if (c->pattern[l] == 'E') total += (size_t)c->n_routed_experts + 16;
+/* ... or an fp32 vector copied into the arena (NULL: not a vector). */
+static float **vec_slot(st_model *m, st_layer *L, st_tid id) {
+    switch (id) {
+    case ST_T_NORM_F: return &m->norm_f;
+    case ST_T_NORM: return &L->norm;
+    case ST_T_CONV_W: return &L->conv_w;
+    case ST_T_CONV_B: return &L->conv_b;
+    case ST_T_DT_BIAS: return &L->dt_bias;
+    case ST_T_A_LOG: return &L->A;
+    case ST_T_D: return &L->D;
+    case ST_T_GNORM: return &L->gnorm;
+    case ST_T_E_BIAS: return &L->e_bias;
+    default: return NULL;
     }
-    return total;
+}
+
+const st_mat *st_model_mat(const st_model *m, const st_tspec *s, int layer, int expert) {
+    if (!(s->flags & ST_TS_MAT) || layer >= m->cfg.n_layers) return NULL;
+    if ((s->flags & ST_TS_EXPERTS) && (expert < 0 || expert >= m->cfg.n_routed_experts)) return NULL;
+    st_layer *L = layer >= 0 ? &m->layers[layer] : NULL;
+    if (!L && s->id != ST_T_EMBED && s->id != ST_T_LM_HEAD) return NULL;
+    const st_mat *w = mat_slot((st_model *)m, L, s->id, expert);
+    return w && w->data ? w : NULL;
+}
+
+static const st_sf_tensor *fused_in(const name_index *ix, const st_tspec *s, int l, char *name, size_t n) {
+    const st_sf_tensor *t = NULL;
+    if (!(s->flags & ST_TS_EXPERTS)) return NULL;
+    for (int w = 0; w < 2 && !t; w++) t = index_get(ix, st_tspec_fused_name(s, l, w, name, n));
+    return t;
+}
+
+const st_sf_tensor *st_model_fused(const st_model *m, const st_tspec *s, int layer, char *name, size_t n) {
+    return fused_in(&m->ix, s, layer, name, n);
+}
+
+typedef struct {
+    const st_config *c;
+    size_t total;
+} arena_count;
+
+static st_status count_vec(void *ctx, const st_tspec *s, int l, int e) {
+    arena_count *a = ctx;
+    if (!(s->flags & ST_TS_MAT)) a->total += ((size_t)st_tspec_numel(s, a->c, NULL, 1) + 15) & ~(size_t)15;
+    return ST_OK;
+}
+
+/* Floats of arena the small vectors need (binding rounds each to 16). */
+static size_t arena_need(const st_config *c) {
+    arena_count a = {c, 0};
+    st_schema_foreach(c, ST_SCHEMA_STACKED, count_vec, &a);
+    if (!c->use_conv_bias) /* zeros stand in for the conv bias */
+        for (int l = 0; l < c->n_layers; l++)
+            if (c->pattern[l] == 'M') a.total += ((size_t)st_dim_size(c, NULL, ST_DIM_MAMBA_CONV) + 15) & ~(size_t)15;
+    return a.total;
+}
+
+/* The routed experts of spec s in layer l: one 2-D tensor per expert (the
+ * published files), or one fused float [E][out][in] tensor viewed expert by
+ * expert. The layer's first expert spec decides which form the layer has. */
+static st_status bind_experts(binder *b, const st_tspec *s, int l) {
+    st_model *m = b->m;
+    st_layer *L = &m->layers[l];
+    int64_t sh[3];
+    st_tspec_shape(s, &m->cfg, NULL, 0, sh); /* [E][out][in] */
+    int n;
+    const st_tspec *first = st_schema_layer(L->type, &n);
+    while (!(first->flags & ST_TS_EXPERTS)) first++;
+    char nm[256], fn[256];
+    const st_sf_tensor *f = fused_in(&b->ix, s, l, nm, sizeof nm);
+    if (!f && s != first && fused_in(&b->ix, first, l, fn, sizeof fn))
+        return st_err(ST_ERR_MISSING, "%s: fused '%s' without '%s'", b->dir, fn,
+                      st_tspec_fused_name(s, l, 0, nm, sizeof nm));
+    if (f) {
+        if (f->ndim != 3 || memcmp(f->shape, sh, sizeof sh) || !is_float_dt(f->dt))
+            return st_err(ST_ERR_SHAPE, "%s: fused experts '%s' must be float [%lld, %lld, %lld]", b->dir, nm,
+                          (long long)sh[0], (long long)sh[1], (long long)sh[2]);
+        size_t per = (size_t)(sh[1] * sh[2]) * st_dtype_size(f->dt);
+        for (int64_t e = 0; e < sh[0]; e++)
+            *mat_slot(m, L, s->id, (int)e) =
+                (st_mat){.dt = f->dt, .data = f->data + (size_t)e * per, .rows = sh[1], .cols = sh[2], .scale = 1.0f};
+        return ST_OK;
+    }
+    for (int64_t e = 0; e < sh[0]; e++) {
+        st_status rc = bind_mat(b, mat_slot(m, L, s->id, (int)e), st_tspec_name(s, l, (int)e, nm, sizeof nm), sh[1], sh[2]);
+        if (rc) return rc;
+    }
+    return ST_OK;
+}
+
+/* Bind one spec (stacked walk): by name, shape from the config. */
+static st_status bind_one(void *ctx, const st_tspec *s, int l, int e) {
+    binder *b = ctx;
+    st_model *m = b->m;
+    if (s->flags & ST_TS_EXPERTS) return bind_experts(b, s, l);
+    st_layer *L = l >= 0 ? &m->layers[l] : NULL;
+    char nm[256];
+    int64_t sh[3];
+    int nd = st_tspec_shape(s, &m->cfg, NULL, 1, sh);
+    st_tspec_name(s, l, e, nm, sizeof nm);
+    if (s->flags & ST_TS_MAT) return bind_mat(b, mat_slot(m, L, s->id, e), nm, sh[0], sh[1]);
+    return bind_vec(b, vec_slot(m, L, s->id), nm, nd, sh);
 }
 
 static st_status bind_layer(binder *b, int l) {
@@ -201,91 +312,32 @@ static st_status bind_layer(binder *b, int l) {
     const st_config *c = &m->cfg;
     st_layer *L = &m->layers[l];
     char nm[256];
-    const int64_t H = c->hidden_size;
-#define NAME(...) (snprintf(nm, sizeof nm, __VA_ARGS__), nm)
-#define T(x) do { st_status rc_ = (x); if (rc_) return rc_; } while (0)
     L->type = c->pattern[l];
-    T(bind_vec1(b, &L->norm, NAME("backbone.layers.%d.norm.weight", l), H));
+    if (L->type == 'E') {
+        L->exp_up = st_calloc((size_t)c->n_routed_experts, sizeof(st_mat));
+        L->exp_down = st_calloc((size_t)c->n_routed_experts, sizeof(st_mat));
+        if (!L->exp_up || !L->exp_down) return ST_ERR_NOMEM;
+    }
+    st_status rc = st_schema_foreach_layer(c, l, ST_SCHEMA_STACKED, bind_one, b);
+    if (rc) return rc;
     switch (L->type) {
     case 'M': {
-        int64_t nh = c->mamba_num_heads, P = c->mamba_head_dim, G = c->n_groups, N = c->ssm_state_size;
-        int64_t din = nh * P, conv = din + 2 * G * N, K = c->conv_kernel;
-        T(bind_mat(b, &L->in_proj, NAME("backbone.layers.%d.mixer.in_proj.weight", l), 2 * din + 2 * G * N + nh, H));
-        T(bind_mat(b, &L->out_proj, NAME("backbone.layers.%d.mixer.out_proj.weight", l), H, din));
-        int64_t cs[3] = {conv, 1, K};
-        T(bind_vec(b, &L->conv_w, NAME("backbone.layers.%d.mixer.conv1d.weight", l), 3, cs));
-        if (c->use_conv_bias) {
-            T(bind_vec1(b, &L->conv_b, NAME("backbone.layers.%d.mixer.conv1d.bias", l), conv));
-        } else {
+        int64_t conv = st_dim_size(c, NULL, ST_DIM_MAMBA_CONV);
+        if (!c->use_conv_bias) {
             L->conv_b = arena_take(m, (size_t)conv);
             if (!L->conv_b) return st_err(ST_ERR_NOMEM, "model arena exhausted");
             memset(L->conv_b, 0, (size_t)conv * sizeof(float));
         }
-        T(bind_vec1(b, &L->dt_bias, NAME("backbone.layers.%d.mixer.dt_bias", l), nh));
-        T(bind_vec1(b, &L->A, NAME("backbone.layers.%d.mixer.A_log", l), nh));
-        for (int64_t h = 0; h < nh; h++) L->A[h] = -expf(L->A[h]);
-        T(bind_vec1(b, &L->D, NAME("backbone.layers.%d.mixer.D", l), nh));
-        T(bind_vec1(b, &L->gnorm, NAME("backbone.layers.%d.mixer.norm.weight", l), din));
+        for (int64_t h = 0; h < c->mamba_num_heads; h++) L->A[h] = -expf(L->A[h]);
         L->state_idx = m->n_mamba++;
         break;
     }
-    case '*': {
-        int64_t q = (int64_t)c->num_attention_heads * c->head_dim, kv = (int64_t)c->num_key_value_heads * c->head_dim;
-        T(bind_mat(b, &L->wq, NAME("backbone.layers.%d.mixer.q_proj.weight", l), q, H));
-        T(bind_mat(b, &L->wk, NAME("backbone.layers.%d.mixer.k_proj.weight", l), kv, H));
-        T(bind_mat(b, &L->wv, NAME("backbone.layers.%d.mixer.v_proj.weight", l), kv, H));
-        T(bind_mat(b, &L->wo, NAME("backbone.layers.%d.mixer.o_proj.weight", l), H, q));
-        if (index_get(&b->ix, NAME("backbone.layers.%d.mixer.q_proj.bias", l)))
-            return st_err(ST_ERR_UNSUPPORTED, "%s: attention biases (%s) are not supported", b->dir, nm);
+    case '*':
+        snprintf(nm, sizeof nm, "backbone.layers.%d.mixer.q_proj.bias", l);
+        if (index_get(&b->ix, nm)) return st_err(ST_ERR_UNSUPPORTED, "%s: attention biases (%s) are not supported", b->dir, nm);
         L->state_idx = m->n_attn++;
         break;
     }
-    case '-': {
-        int64_t I = c->intermediate_size;
-        T(bind_mat(b, &L->up, NAME("backbone.layers.%d.mixer.up_proj.weight", l), I, H));
-        T(bind_mat(b, &L->down, NAME("backbone.layers.%d.mixer.down_proj.weight", l), H, I));
-        break;
-    }
-    case 'E': {
-        int64_t E = c->n_routed_experts, F = c->moe_intermediate_size;
-        T(bind_mat(b, &L->gate, NAME("backbone.layers.%d.mixer.gate.weight", l), E, H));
-        T(bind_vec1(b, &L->e_bias, NAME("backbone.layers.%d.mixer.gate.e_score_correction_bias", l), E));
-        L->exp_up = st_calloc((size_t)E, sizeof(st_mat));
-        L->exp_down = st_calloc((size_t)E, sizeof(st_mat));
-        if (!L->exp_up || !L->exp_down) return ST_ERR_NOMEM;
-        /* per-expert 2-D tensors (published files) or fused 3-D [E, out, in] */
-        const st_sf_tensor *fu = index_get(&b->ix, NAME("backbone.layers.%d.mixer.experts.up_proj", l));
-        if (!fu) fu = index_get(&b->ix, NAME("backbone.layers.%d.mixer.experts.up_proj.weight", l));
-        if (fu) {
-            const st_sf_tensor *fd = index_get(&b->ix, NAME("backbone.layers.%d.mixer.experts.down_proj", l));
-            if (!fd) fd = index_get(&b->ix, NAME("backbone.layers.%d.mixer.experts.down_proj.weight", l));
-            if (!fd) return st_err(ST_ERR_MISSING, "%s: fused experts.up_proj in layer %d without experts.down_proj", b->dir, l);
-            int64_t su[3] = {E, F, H}, sd[3] = {E, H, F};
-            if (fu->ndim != 3 || fd->ndim != 3 || memcmp(fu->shape, su, sizeof su) || memcmp(fd->shape, sd, sizeof sd) ||
-                !is_float_dt(fu->dt) || !is_float_dt(fd->dt))
-                return st_err(ST_ERR_SHAPE, "%s: fused experts of layer %d must be float [%lld,%lld,%lld] and [%lld,%lld,%lld]",
-                              b->dir, l, (long long)E, (long long)F, (long long)H, (long long)E, (long long)H, (long long)F);
-            size_t es = st_dtype_size(fu->dt);
-            for (int64_t e = 0; e < E; e++) {
-                L->exp_up[e] = (st_mat){.dt = fu->dt, .data = fu->data + (size_t)(e * F * H) * es, .rows = F, .cols = H, .scale = 1.0f};
-                L->exp_down[e] = (st_mat){.dt = fd->dt, .data = fd->data + (size_t)(e * H * F) * st_dtype_size(fd->dt), .rows = H, .cols = F, .scale = 1.0f};
-            }
-        } else {
-            for (int64_t e = 0; e < E; e++) {
-                T(bind_mat(b, &L->exp_up[e], NAME("backbone.layers.%d.mixer.experts.%lld.up_proj.weight", l, (long long)e), F, H));
-                T(bind_mat(b, &L->exp_down[e], NAME("backbone.layers.%d.mixer.experts.%lld.down_proj.weight", l, (long long)e), H, F));
-            }
-        }
-        if (c->n_shared_experts > 0) {
-            int64_t Fs = c->moe_shared_expert_intermediate_size;
-            T(bind_mat(b, &L->sh_up, NAME("backbone.layers.%d.mixer.shared_experts.up_proj.weight", l), Fs, H));
-            T(bind_mat(b, &L->sh_down, NAME("backbone.layers.%d.mixer.shared_experts.down_proj.weight", l), H, Fs));
-        }
-        break;
-    }
-    }
-#undef NAME
-#undef T
     return ST_OK;
 }
 
@@ -298,8 +350,10 @@ static char *path_join(const char *dir, const char *name) {
     return p;
 }
 
+/* path NULL: its path_join ran out of memory */
 static json_t *load_json(const char *path, st_status *rc, int required) {
     json_error_t je;
+    if (!path) { *rc = ST_ERR_NOMEM; return NULL; }
     FILE *f = fopen(path, "rb");
     if (!f) {
         *rc = required ? st_err(ST_ERR_MISSING, "%s: %s", path, strerror(errno)) : ST_OK;
@@ -307,7 +361,8 @@ static json_t *load_json(const char *path, st_status *rc, int required) {
     }
     json_t *j = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
     fclose(f);
-    if (!j) *rc = st_err(ST_ERR_FORMAT, "%s: invalid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
+    if (!j && json_error_code(&je) == json_error_out_of_memory) *rc = st_err(ST_ERR_NOMEM, "%s: out of memory", path);
+    else if (!j) *rc = st_err(ST_ERR_FORMAT, "%s: invalid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
     else *rc = ST_OK;
     return j;
 }
@@ -316,7 +371,7 @@ static json_t *load_json(const char *path, st_status *rc, int required) {
 static st_status open_shards(st_model *m) {
     st_status rc = ST_OK;
     char *ip = path_join(m->dir, "model.safetensors.index.json");
-    json_t *idx = ip ? load_json(ip, &rc, 0) : NULL;
+    json_t *idx = load_json(ip, &rc, 0);
     if (rc) { free(ip); return rc; }
     if (!idx) {
         free(ip);
@@ -339,6 +394,7 @@ static st_status open_shards(st_model *m) {
     /* distinct shard names, in first-seen order */
     size_t nt = json_object_size(wm);
     const char **names = st_calloc(nt ? nt : 1, sizeof *names);
+    if (!names) { json_decref(idx); free(ip); return ST_ERR_NOMEM; }
     int nn = 0;
     const char *k; json_t *v;
     json_object_foreach(wm, k, v) {
@@ -357,7 +413,7 @@ static st_status open_shards(st_model *m) {
     }
     for (int i = 0; !rc && i < nn; i++) {
         char *sp = path_join(m->dir, names[i]);
-        rc = st_sf_open(sp, &m->files[i]);
+        rc = sp ? st_sf_open(sp, &m->files[i]) : ST_ERR_NOMEM;
         free(sp);
         if (!rc) m->n_files++;
     }
@@ -386,10 +442,10 @@ st_status st_model_load(const char *dir, st_model **out) {
     st_model *m = st_calloc(1, sizeof *m);
     if (!m) return ST_ERR_NOMEM;
     m->dir = st_strdup(dir);
-    st_status rc = ST_OK;
+    st_status rc = m->dir ? ST_OK : ST_ERR_NOMEM;
     binder b = {0};
     char *cp = path_join(dir, "config.json");
-    json_t *cj = cp ? load_json(cp, &rc, 1) : NULL;
+    json_t *cj = rc ? NULL : load_json(cp, &rc, 1);
     if (rc) goto fail;
     rc = st_config_parse(cj, cp, &m->cfg);
     if (rc) goto fail;
@@ -398,7 +454,7 @@ st_status st_model_load(const char *dir, st_model **out) {
     /* generation_config.json adds stop ids (e.g. <|im_end|>) */
     {
         char *gp = path_join(dir, "generation_config.json");
-        json_t *gj = gp ? load_json(gp, &rc, 0) : NULL;
+        json_t *gj = load_json(gp, &rc, 0);
         free(gp);
         if (rc) goto fail;
         if (gj) {
@@ -413,19 +469,19 @@ st_status st_model_load(const char *dir, st_model **out) {
     if (rc) goto fail;
     const st_config *c = &m->cfg;
     /* check vocab × hidden against the embedding before sizing anything by them */
-    rc = bind_mat(&b, &m->embed, "backbone.embeddings.weight", c->vocab_size, c->hidden_size);
+    rc = bind_one(&b, st_schema_global(ST_T_EMBED), -1, -1);
     if (rc) goto fail;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
     } else {
-        rc = bind_mat(&b, &m->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size);
+        rc = bind_one(&b, st_schema_global(ST_T_LM_HEAD), -1, -1);
         if (rc) goto fail;
     }
     m->arena_cap = arena_need(&m->cfg);
     m->arena = st_aligned_alloc(m->arena_cap * sizeof(float));
     m->layers = st_calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
     if (!m->arena || !m->layers) { rc = ST_ERR_NOMEM; goto fail; }
-    rc = bind_vec1(&b, &m->norm_f, "backbone.norm_f.weight", c->hidden_size);
+    rc = bind_one(&b, st_schema_global(ST_T_NORM_F), -1, -1);
     if (rc) goto fail;
     for (int l = 0; l < c->n_layers; l++) {
         rc = bind_layer(&b, l);

@@ -106,6 +106,13 @@ struct st_state {
 
 /* model.c: the raw safetensors entry of any tensor (NULL if absent) */
 const st_sf_tensor *st_model_tensor(const st_model *m, const char *name);
+/* model.c: the bound matrix of a schema spec (src/model/schema.h) in a layer
+ * (-1: global) for one expert (ST_TS_EXPERTS); NULL if not bound. */
+struct st_tspec_s;
+const st_mat *st_model_mat(const st_model *m, const struct st_tspec_s *s, int layer, int expert);
+/* model.c: the fused [E][out][in] tensor of an expert spec in layer l, if the
+ * checkpoint stores that layer's experts fused (its name into name[n]). */
+const st_sf_tensor *st_model_fused(const st_model *m, const struct st_tspec_s *s, int layer, char *name, size_t n);
 
 /* config.c */
 st_status st_config_parse(json_t *root, const char *path, st_config *c);

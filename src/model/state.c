@@ -76,10 +76,10 @@ st_status st_state_reserve(st_state *s, int n) {
     if (cap > s->max_ctx) cap = s->max_ctx;
     size_t row = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
     for (int i = 0; i < s->m->n_attn; i++) {
-        float *k = realloc(s->k_cache[i], (size_t)cap * row * sizeof(float));
+        float *k = st_realloc(s->k_cache[i], (size_t)cap * row * sizeof(float));
         if (!k) return st_err(ST_ERR_NOMEM, "out of memory growing the KV cache to %d positions", cap);
         s->k_cache[i] = k;
-        float *v = realloc(s->v_cache[i], (size_t)cap * row * sizeof(float));
+        float *v = st_realloc(s->v_cache[i], (size_t)cap * row * sizeof(float));
         if (!v) return st_err(ST_ERR_NOMEM, "out of memory growing the KV cache to %d positions", cap);
         s->v_cache[i] = v;
     }

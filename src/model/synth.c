@@ -7,6 +7,7 @@
  * chat special tokens.
  */
 #include "model/model.h"
+#include "model/schema.h"
 #include "model/synth.h"
 #include "util/util.h"
 
@@ -203,59 +204,56 @@ typedef struct {
     st_dtype dt;
 } tspec;
 
-static int plan(const st_synth_opts *o, tspec *t, int cap) {
-    int n = 0;
-    const int64_t H = o->hidden, V = o->vocab, nh = o->mamba_heads, P = o->mamba_head_dim, G = o->groups, N = o->state;
-    const int64_t din = nh * P, conv = din + 2 * G * N;
-    const float s_in = 1.0f / sqrtf((float)H);
-#define ADD(dt_, init_, std_, nd_, a_, b_, c_, ...) do { if (n < cap) { \
-        snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__); t[n].ndim = nd_; t[n].shape[0] = a_; \
-        t[n].shape[1] = b_; t[n].shape[2] = c_; t[n].init = init_; t[n].std = std_; t[n].dt = dt_; } n++; } while (0)
-    st_dtype D = o->dtype, F32 = ST_DT_F32;
-    ADD(D, INIT_NORMAL, 1.0f, 2, V, H, 0, "backbone.embeddings.weight");
-    for (int l = 0; o->pattern[l]; l++) {
-        ADD(D, INIT_ONES, 0, 1, H, 0, 0, "backbone.layers.%d.norm.weight", l);
-        switch (o->pattern[l]) {
-        case 'M':
-            ADD(D, INIT_NORMAL, s_in, 2, 2 * din + 2 * G * N + nh, H, 0, "backbone.layers.%d.mixer.in_proj.weight", l);
-            ADD(D, INIT_CONV, 0.5f, 3, conv, 1, 4, "backbone.layers.%d.mixer.conv1d.weight", l);
-            ADD(D, INIT_NORMAL, 0.1f, 1, conv, 0, 0, "backbone.layers.%d.mixer.conv1d.bias", l);
-            ADD(F32, INIT_DTBIAS, 0, 1, nh, 0, 0, "backbone.layers.%d.mixer.dt_bias", l);
-            ADD(F32, INIT_ALOG, 0, 1, nh, 0, 0, "backbone.layers.%d.mixer.A_log", l);
-            ADD(F32, INIT_ONES, 0, 1, nh, 0, 0, "backbone.layers.%d.mixer.D", l);
-            ADD(D, INIT_ONES, 0, 1, din, 0, 0, "backbone.layers.%d.mixer.norm.weight", l);
-            ADD(D, INIT_NORMAL, 1.0f / sqrtf((float)din), 2, H, din, 0, "backbone.layers.%d.mixer.out_proj.weight", l);
-            break;
-        case '*': {
-            int64_t q = (int64_t)o->attn_heads * o->head_dim, kv = (int64_t)o->kv_heads * o->head_dim;
-            ADD(D, INIT_NORMAL, s_in, 2, q, H, 0, "backbone.layers.%d.mixer.q_proj.weight", l);
-            ADD(D, INIT_NORMAL, s_in, 2, kv, H, 0, "backbone.layers.%d.mixer.k_proj.weight", l);
-            ADD(D, INIT_NORMAL, s_in, 2, kv, H, 0, "backbone.layers.%d.mixer.v_proj.weight", l);
-            ADD(D, INIT_NORMAL, 1.0f / sqrtf((float)q), 2, H, q, 0, "backbone.layers.%d.mixer.o_proj.weight", l);
-            break;
-        }
-        case '-':
-            ADD(D, INIT_NORMAL, s_in, 2, o->ffn, H, 0, "backbone.layers.%d.mixer.up_proj.weight", l);
-            ADD(D, INIT_NORMAL, 1.0f / sqrtf((float)o->ffn), 2, H, o->ffn, 0, "backbone.layers.%d.mixer.down_proj.weight", l);
-            break;
-        case 'E':
-            ADD(F32, INIT_NORMAL, s_in, 2, o->experts, H, 0, "backbone.layers.%d.mixer.gate.weight", l);
-            ADD(F32, INIT_NORMAL, 0.01f, 1, o->experts, 0, 0, "backbone.layers.%d.mixer.gate.e_score_correction_bias", l);
-            for (int e = 0; e < o->experts; e++) {
-                ADD(D, INIT_NORMAL, s_in, 2, o->moe_ffn, H, 0, "backbone.layers.%d.mixer.experts.%d.up_proj.weight", l, e);
-                ADD(D, INIT_NORMAL, 1.0f / sqrtf((float)o->moe_ffn), 2, H, o->moe_ffn, 0,
-                    "backbone.layers.%d.mixer.experts.%d.down_proj.weight", l, e);
-            }
-            ADD(D, INIT_NORMAL, s_in, 2, o->shared_ffn, H, 0, "backbone.layers.%d.mixer.shared_experts.up_proj.weight", l);
-            ADD(D, INIT_NORMAL, 1.0f / sqrtf((float)o->shared_ffn), 2, H, o->shared_ffn, 0,
-                "backbone.layers.%d.mixer.shared_experts.down_proj.weight", l);
-            break;
-        }
+/* The config the files describe (the shapes write_config writes). */
+static void synth_config(const st_synth_opts *o, st_config *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->pattern, sizeof c->pattern, "%s", o->pattern);
+    c->n_layers = (int)strlen(o->pattern);
+    c->hidden_size = o->hidden; c->vocab_size = o->vocab;
+    c->mamba_num_heads = o->mamba_heads; c->mamba_head_dim = o->mamba_head_dim;
+    c->ssm_state_size = o->state; c->n_groups = o->groups; c->conv_kernel = 4; c->use_conv_bias = 1;
+    c->num_attention_heads = o->attn_heads; c->num_key_value_heads = o->kv_heads; c->head_dim = o->head_dim;
+    c->intermediate_size = o->ffn;
+    c->n_routed_experts = o->experts; c->moe_intermediate_size = o->moe_ffn;
+    c->n_shared_experts = 1; c->moe_shared_expert_intermediate_size = o->shared_ffn;
+}
+
+typedef struct {
+    const st_synth_opts *o;
+    const st_config *c;
+    tspec *t;
+    int n, cap;
+} planner;
+
+/* Matrices N(0, 1/fan_in) (the embeddings N(0, 1)), norms and D ones, the
+ * Mamba vectors as mamba_ssm initialises them. */
+static st_status plan_one(void *ctx, const st_tspec *s, int l, int e) {
+    planner *p = ctx;
+    if (p->n >= p->cap) { p->n++; return ST_OK; }
+    tspec *t = &p->t[p->n++];
+    st_tspec_name(s, l, e, t->name, sizeof t->name);
+    t->ndim = st_tspec_shape(s, p->c, NULL, 1, t->shape);
+    t->dt = s->dtype == ST_DTR_F32 ? ST_DT_F32 : p->o->dtype;
+    t->std = 0;
+    switch (s->id) {
+    case ST_T_EMBED: t->init = INIT_NORMAL; t->std = 1.0f; break;
+    case ST_T_NORM: case ST_T_NORM_F: case ST_T_GNORM: case ST_T_D: t->init = INIT_ONES; break;
+    case ST_T_CONV_W: t->init = INIT_CONV; t->std = 0.5f; break;
+    case ST_T_CONV_B: t->init = INIT_NORMAL; t->std = 0.1f; break;
+    case ST_T_DT_BIAS: t->init = INIT_DTBIAS; break;
+    case ST_T_A_LOG: t->init = INIT_ALOG; break;
+    case ST_T_E_BIAS: t->init = INIT_NORMAL; t->std = 0.01f; break;
+    default: t->init = INIT_NORMAL; t->std = 1.0f / sqrtf((float)t->shape[t->ndim - 1]); break;
     }
-    ADD(D, INIT_ONES, 0, 1, H, 0, 0, "backbone.norm_f.weight");
-    ADD(D, INIT_NORMAL, s_in, 2, V, H, 0, "lm_head.weight");
-#undef ADD
-    return n;
+    return ST_OK;
+}
+
+static int plan(const st_synth_opts *o, tspec *t, int cap) {
+    st_config c;
+    synth_config(o, &c);
+    planner p = {o, &c, t, 0, cap};
+    st_schema_foreach(&c, ST_SCHEMA_BY_EXPERT, plan_one, &p);
+    return p.n;
 }
 
 st_status st_synth_write(const char *dir, const st_synth_opts *o) {

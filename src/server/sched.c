@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 st_sreq *st_sreq_new(void) {
-    st_sreq *r = calloc(1, sizeof *r);
+    st_sreq *r = st_calloc(1, sizeof *r);
     if (!r) return NULL;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
@@ -34,7 +34,7 @@ void st_sreq_release(st_sreq *r) {
     free(r);
 }
 
-typedef struct {
+typedef struct slot_ {
     st_sreq *r;
     st_gen *g;
 } slot;
@@ -55,24 +55,34 @@ struct st_sched {
     st_gen_fwd *fw;         /* per active slot: this pass's decode forward */
     int *has;
     st_status *rc;
+    struct slot_ *act;      /* [parallel] active sequences (the thread's) */
 };
 
 static int emit(void *ud, st_text_kind k, const char *text, size_t len) {
     st_sreq *r = ud;
     pthread_mutex_lock(&r->mu);
-    st_buf_put(&r->text[k], text, len);
     unsigned char hdr[5] = {(unsigned char)k, (unsigned char)(len & 0xff), (unsigned char)((len >> 8) & 0xff),
                             (unsigned char)((len >> 16) & 0xff), (unsigned char)((len >> 24) & 0xff)};
-    st_buf_put(&r->evq, (const char *)hdr, 5);
-    st_buf_put(&r->evq, text, len);
+    /* out of memory: stop the generation (complete() fails the request);
+     * reserving first keeps the event queue whole (no header without text) */
+    if (st_buf_put(&r->text[k], text, len) || st_buf_reserve(&r->evq, 5 + len)) r->oom = 1;
+    else {
+        st_buf_put(&r->evq, (const char *)hdr, 5);
+        st_buf_put(&r->evq, text, len);
+    }
+    const int stop = r->oom;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    return atomic_load(&r->cancelled);
+    return stop || atomic_load(&r->cancelled);
 }
 
 static void complete(st_sched *s, st_sreq *r, st_gen *g, st_status err, const char *msg) {
     pthread_mutex_lock(&r->mu);
     if (g) r->stats = *st_gen_get_stats(g);
+    if (!err && r->oom) {
+        err = ST_ERR_NOMEM;
+        msg = "out of memory buffering the generated text";
+    }
     if (err) {
         r->err = err;
         snprintf(r->errmsg, sizeof r->errmsg, "%s", msg && *msg ? msg : st_status_name(err));
@@ -154,7 +164,7 @@ static int run_decodes(st_sched *s, const st_gen_fwd *fw, const int *has, int n)
 
 static void *sched_main(void *arg) {
     st_sched *s = arg;
-    slot *act = calloc((size_t)s->parallel, sizeof *act);
+    slot *act = s->act;
     int n = 0;
     for (;;) {
         pthread_mutex_lock(&s->mu);
@@ -162,7 +172,7 @@ static void *sched_main(void *arg) {
         int stopping = s->stopping;
         st_sreq *admit[64];
         int na = 0;
-        while (!stopping && act && n + na < s->parallel && s->qn && na < 64) {
+        while (!stopping && n + na < s->parallel && s->qn && na < 64) {
             admit[na++] = s->q[s->qhead];
             s->qhead = (s->qhead + 1) % s->queue_cap;
             s->qn--;
@@ -234,7 +244,6 @@ static void *sched_main(void *arg) {
         complete(s, act[i].r, act[i].g, ST_OK, NULL);
         st_gen_free(act[i].g);
     }
-    free(act);
     pthread_mutex_lock(&s->mu);
     while (s->qn) {
         st_sreq *r = s->q[s->qhead];
@@ -268,14 +277,15 @@ st_status st_sched_start(const st_model *m, const st_tokenizer *tok, st_pcache *
     s->fw = st_calloc((size_t)parallel, sizeof *s->fw);
     s->has = st_calloc((size_t)parallel, sizeof *s->has);
     s->rc = st_calloc((size_t)parallel, sizeof *s->rc);
-    if (!s->q || !s->fw || !s->has || !s->rc) {
-        free(s->q); free(s->fw); free(s->has); free(s->rc); free(s);
+    s->act = st_calloc((size_t)parallel, sizeof *s->act);
+    if (!s->q || !s->fw || !s->has || !s->rc || !s->act) {
+        free(s->q); free(s->fw); free(s->has); free(s->rc); free(s->act); free(s);
         return ST_ERR_NOMEM;
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if (pthread_create(&s->th, NULL, sched_main, s)) {
-        free(s->q); free(s->fw); free(s->has); free(s->rc);
+        free(s->q); free(s->fw); free(s->has); free(s->rc); free(s->act);
         free(s);
         return st_err(ST_ERR_NOMEM, "scheduler: cannot start a thread");
     }
@@ -316,7 +326,7 @@ void st_sched_free(st_sched *s) {
     st_sched_stop(s);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    free(s->q); free(s->fw); free(s->has); free(s->rc);
+    free(s->q); free(s->fw); free(s->has); free(s->rc); free(s->act);
     free(s);
 }
 

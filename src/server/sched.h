@@ -43,6 +43,7 @@ struct st_sreq {
     int done;
     int timed_out, shut_down; /* why it ended early */
     st_status err;            /* non-OK: failed (message in errmsg) */
+    int oom;                  /* text could not be buffered: the request fails */
     char errmsg[512];
     st_gen_stats stats;
     atomic_int cancelled;     /* the client went away */

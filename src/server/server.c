@@ -69,9 +69,16 @@ extern const unsigned st_ui_chat_html_len;
 
 /* ------------------------------------------------------------ responses */
 
+/* What a response that could not be built in memory says instead. */
+static const char k_oom_json[] =
+    "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
+
 static enum MHD_Result send_text(st_server *S, struct MHD_Connection *c, unsigned status, const char *type,
-                                 char *body /* malloc'd, taken */) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+                                 char *body /* malloc'd, taken; NULL: out of memory, answer 500 */) {
+    if (!body) status = 500, type = "application/json";
+    struct MHD_Response *r = body ? MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE)
+                                  : MHD_create_response_from_buffer(sizeof k_oom_json - 1, (void *)k_oom_json,
+                                                                    MHD_RESPMEM_PERSISTENT);
     if (!r) { free(body); return MHD_NO; }
     MHD_add_response_header(r, "Content-Type", type);
     if (status == 429) MHD_add_response_header(r, "Retry-After", "1");
@@ -83,9 +90,8 @@ static enum MHD_Result send_text(st_server *S, struct MHD_Connection *c, unsigne
 }
 
 static enum MHD_Result send_json(st_server *S, struct MHD_Connection *c, unsigned status, json_t *j) {
-    char *s = json_dumps(j, JSON_COMPACT);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    if (!s) return MHD_NO;
     return send_text(S, c, status, "application/json", s);
 }
 
@@ -202,11 +208,12 @@ typedef struct {
 } reqinfo;
 
 static int set_str(char **dst, const char *s) {
-    *dst = strdup(s);
+    *dst = st_strdup(s);
     return *dst ? 0 : -1;
 }
 
 /* Message content: a string, null, or an array of {"type":"text","text":...}. */
+/* out may come back with oom set (the caller answers 500). */
 static int content_text(json_t *v, st_buf *out, apierr *e) {
     if (json_is_null(v) || !v) return 0;
     if (json_is_string(v)) { st_buf_put(out, json_string_value(v), json_string_length(v)); return 0; }
@@ -226,8 +233,8 @@ static int render_chat(json_t *msgs, int thinking, char **out, apierr *e) {
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
         return BADREQ(e, "messages", "invalid_value", "'messages' must be a non-empty array");
     size_t n = json_array_size(msgs);
-    st_chat_msg *cm = calloc(n, sizeof *cm);
-    st_buf *txt = calloc(2 * n, sizeof *txt);
+    st_chat_msg *cm = st_calloc(n, sizeof *cm);
+    st_buf *txt = st_calloc(2 * n, sizeof *txt);
     int rc = -1;
     if (!cm || !txt) { fail(e, 500, "server_error", NULL, NULL, "out of memory"); goto out; }
     for (size_t i = 0; i < n; i++) {
@@ -246,11 +253,17 @@ static int render_chat(json_t *msgs, int thinking, char **out, apierr *e) {
         if (content_text(json_object_get(m, "content"), &txt[2 * i], e)) goto out;
         json_t *rc_ = json_object_get(m, "reasoning_content");
         if (json_is_string(rc_)) st_buf_put(&txt[2 * i + 1], json_string_value(rc_), json_string_length(rc_));
+        if (txt[2 * i].oom || txt[2 * i + 1].oom) { fail(e, 500, "server_error", NULL, NULL, "out of memory"); goto out; }
         cm[i].role = r;
         cm[i].content = txt[2 * i].p ? txt[2 * i].p : "";
         cm[i].reasoning_content = txt[2 * i + 1].p;
     }
-    if (st_chat_render(cm, (int)n, 1, thinking, out)) {
+    st_status st = st_chat_render(cm, (int)n, 1, thinking, out);
+    if (st == ST_ERR_NOMEM) {
+        fail(e, 500, "server_error", NULL, NULL, "%s", st_last_error());
+        goto out;
+    }
+    if (st) {
         BADREQ(e, "messages", "invalid_value", "%s", st_last_error());
         goto out;
     }
@@ -266,6 +279,8 @@ out:
 static int parse_request(st_server *S, const char *body, size_t len, int chat, st_sreq *r, reqinfo *ri, apierr *e) {
     json_error_t je;
     json_t *j = json_loadb(body, len, 0, &je);
+    if (!j && json_error_code(&je) == json_error_out_of_memory)
+        return fail(e, 500, "server_error", NULL, NULL, "out of memory parsing the request");
     if (!j) return BADREQ(e, NULL, "invalid_json", "We could not parse the JSON body of your request: %s (line %d, column %d)", je.text, je.line, je.column);
     int rc = -1;
     char *text = NULL;
@@ -403,8 +418,8 @@ static int parse_request(st_server *S, const char *body, size_t len, int chat, s
     if ((v = json_object_get(j, "logit_bias")) && !json_is_null(v)) {
         if (!json_is_object(v)) { BADREQ(e, "logit_bias", "invalid_type", "'logit_bias' must be an object of token id -> bias"); goto out; }
         size_t nb = json_object_size(v);
-        r->bias_ids = calloc(nb + 1, sizeof(int32_t));
-        r->bias = calloc(nb + 1, sizeof(float));
+        r->bias_ids = st_calloc(nb + 1, sizeof(int32_t));
+        r->bias = st_calloc(nb + 1, sizeof(float));
         if (!r->bias_ids || !r->bias) goto oom;
         json_t *bv;
         json_object_foreach(v, key, bv) {
@@ -500,13 +515,15 @@ static int parse_request(st_server *S, const char *body, size_t len, int chat, s
             BADREQ(e, "prompt", "invalid_value", "'prompt' must be a non-empty string");
             goto out;
         }
-        text = strdup(json_string_value(v));
+        text = st_strdup(json_string_value(v));
         if (!text) goto oom;
         ri->thinking = 0;
     }
     int32_t *ids = NULL;
     int n = 0;
-    if (st_tokenize(S->tok, text, strlen(text), 1, &ids, &n)) { BADREQ(e, chat ? "messages" : "prompt", "invalid_value", "%s", st_last_error()); goto out; }
+    st_status trc = st_tokenize(S->tok, text, strlen(text), 1, &ids, &n);
+    if (trc == ST_ERR_NOMEM) { fail(e, 500, "server_error", NULL, NULL, "%s", st_last_error()); goto out; }
+    if (trc) { BADREQ(e, chat ? "messages" : "prompt", "invalid_value", "%s", st_last_error()); goto out; }
     r->prompt = ids;
     r->n_prompt = n;
     int maxp = S->o.max_prompt > 0 && S->o.max_prompt < S->ctx ? S->o.max_prompt : S->ctx;
@@ -613,15 +630,20 @@ typedef struct {
     st_buf out;
     size_t off;
     int stage;               /* 0 first chunk, 1 streaming, 2 ended */
+    int oom;                 /* an event was lost: end with an error */
 } stream;
 
+/* One event, whole or not at all (st->oom set). */
 static void sse(stream *st, json_t *j) {
-    char *s = json_dumps(j, JSON_COMPACT);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    if (!s) return;
-    st_buf_put(&st->out, "data: ", 6);
-    st_buf_put(&st->out, s, strlen(s));
-    st_buf_put(&st->out, "\n\n", 2);
+    const size_t n0 = st->out.n;
+    if (!s || st_buf_put(&st->out, "data: ", 6) || st_buf_put(&st->out, s, strlen(s)) ||
+        st_buf_put(&st->out, "\n\n", 2)) {
+        st->out.n = n0;
+        if (st->out.p) st->out.p[n0] = 0;
+        st->oom = 1;
+    }
     free(s);
 }
 
@@ -660,6 +682,14 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             return (ssize_t)k;
         }
         if (st->stage == 2) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (st->oom) { /* an event could not be built: stop the request, end with an error event */
+            static const char end[] = "data: {\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                                      "\"param\":null,\"code\":null}}\n\ndata: [DONE]\n\n";
+            atomic_store(&r->cancelled, 1);
+            st->stage = 2;
+            if (st_buf_put(&st->out, end, sizeof end - 1)) return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
         if (st->stage == 0) {
             if (st->ri.chat) sse(st, chunk(st, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
             st->stage = 1;
@@ -688,13 +718,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             i += 5;
             if (kind != run_kind && run.n) { sse_text(st, run_kind, run.p, run.n); run.n = 0; }
             run_kind = kind;
-            st_buf_put(&run, ev.p + i, len);
+            if (st_buf_put(&run, ev.p + i, len)) st->oom = 1;
             i += len;
         }
-        if (run.n) sse_text(st, run_kind, run.p, run.n);
+        if (run.n && !st->oom) sse_text(st, run_kind, run.p, run.n);
         st_buf_free(&run);
         st_buf_free(&ev);
-        if (done) {
+        if (done && !st->oom) {
             apierr e;
             if (result_error(r, &e, st->S->o.timeout_s)) {
                 sse(st, err_obj(&e));
@@ -741,6 +771,9 @@ typedef struct {
     st_buf body;
     int too_big;
 } conn;
+/* The connection of a request whose conn could not be allocated: answered
+ * 500 at once, its body dropped. */
+static conn g_noconn;
 
 static void make_id(st_server *S, int chat, char *id, size_t n) {
     unsigned long k = atomic_fetch_add(&S->next_id, 1);
@@ -769,8 +802,13 @@ static enum MHD_Result completion(st_server *S, struct MHD_Connection *c, conn *
     make_id(S, chat, id, sizeof id);
     long created = (long)time(NULL);
     if (ri.stream) {
-        stream *st = calloc(1, sizeof *st);
-        if (!st) { atomic_store(&r->cancelled, 1); st_sreq_release(r); return MHD_NO; }
+        stream *st = st_calloc(1, sizeof *st);
+        if (!st) {
+            atomic_store(&r->cancelled, 1);
+            st_sreq_release(r);
+            fail(&e, 500, "server_error", NULL, NULL, "out of memory");
+            return send_err(S, c, &e);
+        }
         st->S = S;
         st->r = r;
         st->ri = ri;
@@ -883,7 +921,8 @@ static char *metrics_text(st_server *S) {
                  hs[i].name, (unsigned long long)hs[i].h->n);
         st_buf_put(&b, line, strlen(line));
     }
-    return b.p ? b.p : strdup("");
+    if (b.oom) { st_buf_free(&b); return NULL; } /* send_text answers 500 */
+    return b.p ? b.p : st_strdup("");
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -892,9 +931,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     conn *k = *ctx;
     apierr e;
     if (!k) {
-        k = calloc(1, sizeof *k);
-        if (k) atomic_fetch_add(&S->open_reqs, 1);
-        if (!k) return MHD_NO;
+        k = st_calloc(1, sizeof *k);
+        if (!k) {
+            *ctx = &g_noconn;
+            fail(&e, 500, "server_error", NULL, NULL, "out of memory");
+            return send_err(S, c, &e);
+        }
+        atomic_fetch_add(&S->open_reqs, 1);
         *ctx = k;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > S->o.max_body) {
@@ -904,6 +947,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         }
         return MHD_YES;
     }
+    if (k == &g_noconn) { *size = 0; return MHD_YES; } /* answered already */
     if (*size) {
         if (!k->too_big) {
             if (k->body.n + *size > S->o.max_body) { k->too_big = 1; st_buf_free(&k->body); }
@@ -914,6 +958,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     if (k->too_big) {
         fail(&e, 413, "invalid_request_error", NULL, "request_too_large", "the request body exceeds %zu bytes", S->o.max_body);
+        return send_err(S, c, &e);
+    }
+    if (k->body.oom) {
+        fail(&e, 500, "server_error", NULL, NULL, "out of memory reading the request body");
         return send_err(S, c, &e);
     }
     int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
@@ -927,8 +975,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     if (!strcmp(url, "/")) { /* the chat page (src/server/ui/chat.html, compiled in); it asks for the key itself */
         if (!get) goto not_allowed;
-        char *page = strndup(st_ui_chat_html, st_ui_chat_html_len);
-        return page ? send_text(S, c, 200, "text/html; charset=utf-8", page) : MHD_NO;
+        char *page = st_strndup(st_ui_chat_html, st_ui_chat_html_len);
+        return send_text(S, c, 200, "text/html; charset=utf-8", page);
     }
     if (!strncmp(url, "/v1/", 4) && S->api_key) {
         const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
@@ -964,7 +1012,7 @@ not_allowed:
 
 static void completed(void *cls, struct MHD_Connection *c, void **ctx, enum MHD_RequestTerminationCode why) {
     conn *k = *ctx;
-    if (!k) return;
+    if (!k || k == &g_noconn) { *ctx = NULL; return; }
     st_buf_free(&k->body);
     free(k);
     *ctx = NULL;
@@ -986,10 +1034,10 @@ static st_status add_id(st_server *S, const char *id, const char *budget) {
     st_budget *b = NULL;
     st_status rc = st_budget_by_name(S->m, budget, &b);
     if (rc) return rc;
-    model_id *n = realloc(S->ids, sizeof *n * (size_t)(S->n_ids + 1));
+    model_id *n = st_realloc(S->ids, sizeof *n * (size_t)(S->n_ids + 1));
     if (!n) { st_budget_free(b); return ST_ERR_NOMEM; }
     S->ids = n;
-    S->ids[S->n_ids].id = strdup(id);
+    if (!(S->ids[S->n_ids].id = st_strdup(id))) { st_budget_free(b); return ST_ERR_NOMEM; }
     S->ids[S->n_ids++].b = b;
     return ST_OK;
 }
@@ -1001,15 +1049,16 @@ st_status st_server_start(const st_model *m, const st_tokenizer *tok, const st_s
     S->m = m;
     S->tok = tok;
     S->o = *o;
-    S->host = strdup(o->host ? o->host : "127.0.0.1");
-    S->api_key = o->api_key && *o->api_key ? strdup(o->api_key) : NULL;
+    S->host = st_strdup(o->host ? o->host : "127.0.0.1");
+    S->api_key = o->api_key && *o->api_key ? st_strdup(o->api_key) : NULL;
     S->o.host = S->host;
     S->o.api_key = S->api_key;
     S->t_start = st_time();
     S->created = (long)time(NULL);
     const st_config *cfg = st_model_config(m);
     S->ctx = o->ctx > 0 ? o->ctx : cfg->max_position_embeddings > 0 ? cfg->max_position_embeddings : 1 << 20;
-    st_status rc;
+    st_status rc = ST_ERR_NOMEM;
+    if (!S->host || (o->api_key && *o->api_key && !S->api_key)) goto fail;
     const char *def = st_model_default_budget(m);
     if ((rc = add_id(S, "starling", def ? def : "full"))) goto fail;
     for (int i = 0; i < st_model_n_budgets(m); i++) {

@@ -72,7 +72,7 @@ static void wmap_free(wmap *m) { free(m->e); free(m->pool); memset(m, 0, sizeof 
 
 static int wmap_grow(wmap *m) {
     size_t nc = m->cap ? m->cap * 2 : 1 << 14;
-    wentry *ne = calloc(nc, sizeof *ne);
+    wentry *ne = st_calloc(nc, sizeof *ne);
     if (!ne) return -1;
     for (size_t i = 0; i < m->cap; i++) {
         if (!m->e[i].cnt) continue;
@@ -97,7 +97,7 @@ static int wmap_add(wmap *m, const char *s, size_t n, int64_t cnt) {
     if (m->pool_n + n > m->pool_cap) {
         size_t c = m->pool_cap ? m->pool_cap : 1 << 16;
         while (c < m->pool_n + n) c *= 2;
-        char *q = realloc(m->pool, c);
+        char *q = st_realloc(m->pool, c);
         if (!q) return -1;
         m->pool = q; m->pool_cap = c;
     }
@@ -145,7 +145,7 @@ st_status st_bpe_new(const st_bpe_opts *o, st_bpe_trainer **out) {
     if (o->vocab_size < ST_BPE_BASE || o->vocab_size > (1 << 24))
         return st_err(ST_ERR_ARG, "tokenizer-train: vocab size %d outside %d..%d", o->vocab_size, ST_BPE_BASE, 1 << 24);
     if (o->min_frequency < 1) return st_err(ST_ERR_ARG, "tokenizer-train: min frequency %d < 1", o->min_frequency);
-    st_bpe_trainer *t = calloc(1, sizeof *t);
+    st_bpe_trainer *t = st_calloc(1, sizeof *t);
     if (!t) return nomem();
     t->o = *o;
     int ec;
@@ -284,9 +284,9 @@ st_status st_bpe_feed(st_bpe_trainer *t, const char *text, size_t len) {
         cut[nc++] = at = i + 1;
     }
     cut[nc] = len;
-    wmap *maps = calloc((size_t)nc, sizeof *maps);
-    int64_t *pc = calloc((size_t)nc, sizeof *pc), *bc = calloc((size_t)nc, sizeof *bc);
-    int *err = calloc((size_t)nc, sizeof *err);
+    wmap *maps = st_calloc((size_t)nc, sizeof *maps);
+    int64_t *pc = st_calloc((size_t)nc, sizeof *pc), *bc = st_calloc((size_t)nc, sizeof *bc);
+    int *err = st_calloc((size_t)nc, sizeof *err);
     if (!maps || !pc || !bc || !err) { free(maps); free(pc); free(bc); free(err); return nomem(); }
 #pragma omp parallel for schedule(dynamic, 1)
     for (int c = 0; c < nc; c++)
@@ -324,17 +324,17 @@ static void tmap_insert(st_bpe_trainer *t, int32_t id) {
 static int tok_add(st_bpe_trainer *t, const char *s, size_t n) {
     if (t->n_tok == t->tok_cap) {
         int c = t->tok_cap ? t->tok_cap * 2 : 1024;
-        uint64_t *o = realloc(t->t_off, (size_t)c * sizeof *o);
+        uint64_t *o = st_realloc(t->t_off, (size_t)c * sizeof *o);
         if (!o) return -1;
         t->t_off = o;
-        int32_t *l = realloc(t->t_len, (size_t)c * sizeof *l);
+        int32_t *l = st_realloc(t->t_len, (size_t)c * sizeof *l);
         if (!l) return -1;
         t->t_len = l; t->tok_cap = c;
     }
     if (t->tb_n + n > t->tb_cap) {
         size_t c = t->tb_cap ? t->tb_cap : 1 << 16;
         while (c < t->tb_n + n) c *= 2;
-        char *q = realloc(t->tb, c);
+        char *q = st_realloc(t->tb, c);
         if (!q) return -1;
         t->tb = q; t->tb_cap = c;
     }
@@ -345,7 +345,7 @@ static int tok_add(st_bpe_trainer *t, const char *s, size_t n) {
     if ((size_t)t->n_tok * 2 > t->tmap_cap) { /* rehash */
         size_t c = t->tmap_cap ? t->tmap_cap * 2 : 4096;
         while ((size_t)t->n_tok * 2 > c) c *= 2;
-        int32_t *m = malloc(c * sizeof *m);
+        int32_t *m = st_malloc(c * sizeof *m);
         if (!m) return -1;
         for (size_t i = 0; i < c; i++) m[i] = -1;
         free(t->tmap);
@@ -362,8 +362,8 @@ static int tok_add(st_bpe_trainer *t, const char *s, size_t n) {
 static inline int64_t pkey(int32_t a, int32_t b) { return ((int64_t)a << 32) | (uint32_t)b; }
 
 static int pmap_rehash(st_bpe_trainer *t, size_t cap) {
-    int64_t *k = malloc(cap * sizeof *k);
-    int32_t *v = malloc(cap * sizeof *v);
+    int64_t *k = st_malloc(cap * sizeof *k);
+    int32_t *v = st_malloc(cap * sizeof *v);
     if (!k || !v) { free(k); free(v); return -1; }
     for (size_t i = 0; i < cap; i++) k[i] = -1;
     for (int p = 0; p < t->n_pairs; p++) {
@@ -389,7 +389,7 @@ static int32_t pair_get(st_bpe_trainer *t, int32_t a, int32_t b) {
     }
     if (t->n_pairs == t->pairs_cap) {
         int c = t->pairs_cap ? t->pairs_cap * 2 : 1 << 16;
-        pair_t *q = realloc(t->pairs, (size_t)c * sizeof *q);
+        pair_t *q = st_realloc(t->pairs, (size_t)c * sizeof *q);
         if (!q) return -1;
         t->pairs = q; t->pairs_cap = c;
     }
@@ -409,7 +409,7 @@ static inline int h_before(const st_bpe_trainer *t, hent x, hent y) {
 static int heap_push(st_bpe_trainer *t, int64_t cnt, int32_t p) {
     if (t->heap_n == t->heap_cap) {
         size_t c = t->heap_cap ? t->heap_cap * 2 : 1 << 16;
-        hent *q = realloc(t->heap, c * sizeof *q);
+        hent *q = st_realloc(t->heap, c * sizeof *q);
         if (!q) return -1;
         t->heap = q; t->heap_cap = c;
     }
@@ -485,11 +485,11 @@ st_status st_bpe_train(st_bpe_trainer *t) {
     for (size_t i = 0; i < m->cap; i++) if (m->e[i].cnt) m->e[nw++] = m->e[i];
     qsort_r(m->e, nw, sizeof *m->e, cmp_wentry, m);
     t->n_words = (int64_t)nw;
-    t->w_off = malloc((nw ? nw : 1) * sizeof *t->w_off);
-    t->w_len = malloc((nw ? nw : 1) * sizeof *t->w_len);
-    t->w_freq = malloc((nw ? nw : 1) * sizeof *t->w_freq);
-    t->w_stamp = malloc((nw ? nw : 1) * sizeof *t->w_stamp);
-    t->sym = malloc((m->pool_n ? m->pool_n : 1) * sizeof *t->sym);
+    t->w_off = st_malloc((nw ? nw : 1) * sizeof *t->w_off);
+    t->w_len = st_malloc((nw ? nw : 1) * sizeof *t->w_len);
+    t->w_freq = st_malloc((nw ? nw : 1) * sizeof *t->w_freq);
+    t->w_stamp = st_malloc((nw ? nw : 1) * sizeof *t->w_stamp);
+    t->sym = st_malloc((m->pool_n ? m->pool_n : 1) * sizeof *t->sym);
     if (!t->w_off || !t->w_len || !t->w_freq || !t->w_stamp || !t->sym) return nomem();
     int64_t o = 0;
     for (size_t w = 0; w < nw; w++) {
@@ -527,7 +527,7 @@ st_status st_bpe_train(st_bpe_trainer *t) {
         if (t->pairs[p].cnt > 0 && heap_push(t, t->pairs[p].cnt, p)) { st = nomem(); goto out; }
 
     int max_merges = t->o.vocab_size - ST_BPE_BASE;
-    t->merges = malloc((size_t)(max_merges ? max_merges : 1) * 2 * sizeof(int32_t));
+    t->merges = st_malloc((size_t)(max_merges ? max_merges : 1) * 2 * sizeof(int32_t));
     if (!t->merges) { st = nomem(); goto out; }
     char *cat = NULL;
     size_t cat_cap = 0;
@@ -545,7 +545,7 @@ st_status st_bpe_train(st_bpe_trainer *t) {
         size_t la = (size_t)t->t_len[a], lb = (size_t)t->t_len[b];
         if (la + lb > cat_cap) {
             cat_cap = 2 * (la + lb);
-            char *q = realloc(cat, cat_cap);
+            char *q = st_realloc(cat, cat_cap);
             if (!q) { st = nomem(); break; }
             cat = q;
         }
@@ -615,7 +615,7 @@ void st_bpe_get_stats(const st_bpe_trainer *t, st_bpe_stats *s) {
 /* Token bytes -> byte-level string (malloc'd, NUL-terminated). */
 static char *bl_string(const char *s, size_t n) {
     const uint16_t *byte_cp = st_byte_to_cp();
-    char *o = malloc(2 * n + 1), *q = o;
+    char *o = st_malloc(2 * n + 1), *q = o;
     if (!o) return NULL;
     for (size_t i = 0; i < n; i++) {
         int cp = byte_cp[(unsigned char)s[i]];
@@ -647,7 +647,7 @@ static st_status write_json(const char *path, json_t *j) {
     json_decref(j);
     if (!s) return nomem();
     size_t n = strlen(s);
-    char *s2 = realloc(s, n + 2);
+    char *s2 = st_realloc(s, n + 2);
     if (!s2) { free(s); return nomem(); }
     s2[n] = '\n'; s2[n + 1] = 0;
     st_status st = st_write_file_atomic(path, s2, n + 1);
@@ -665,7 +665,7 @@ st_status st_bpe_write(const st_bpe_trainer *t, const char *path) {
         oom |= json_array_append_new(added, added_obj(i));
         oom |= json_object_set_new(vocab, st_bpe_specials[i], json_integer(i));
     }
-    char **str = calloc((size_t)t->n_tok, sizeof *str);
+    char **str = st_calloc((size_t)t->n_tok, sizeof *str);
     if (!str) oom = 1;
     for (int i = ST_BPE_N_SPECIAL; i < t->n_tok && !oom; i++) {
         str[i] = bl_string(t->tb + t->t_off[i], (size_t)t->t_len[i]);

@@ -60,7 +60,7 @@ typedef struct { piece *p; size_t n, cap; } pvec;
 static int pv_push(pvec *v, size_t off, size_t len, int first) {
     if (v->n == v->cap) {
         size_t c = v->cap ? v->cap * 2 : 64;
-        piece *q = realloc(v->p, c * sizeof *q);
+        piece *q = st_realloc(v->p, c * sizeof *q);
         if (!q) return -1;
         v->p = q; v->cap = c;
     }
@@ -75,7 +75,7 @@ typedef struct { span *p; size_t n, cap; } svec;
 static int sv_push(svec *v, size_t s, size_t e, int m) {
     if (v->n == v->cap) {
         size_t c = v->cap ? v->cap * 2 : 64;
-        span *q = realloc(v->p, c * sizeof *q);
+        span *q = st_realloc(v->p, c * sizeof *q);
         if (!q) return -1;
         v->p = q; v->cap = c;
     }
@@ -214,7 +214,7 @@ typedef struct { sment *e; uint32_t mask; } smap;
 static int smap_init(smap *m, size_t n) {
     size_t cap = 16;
     while (cap < n + n / 3 + 1) cap *= 2;
-    m->e = malloc(cap * sizeof *m->e);
+    m->e = st_malloc(cap * sizeof *m->e);
     if (!m->e) return -1;
     for (size_t i = 0; i < cap; i++) m->e[i].val = -1;
     m->mask = (uint32_t)(cap - 1);
@@ -371,8 +371,8 @@ typedef struct {
 static st_status ctx_init(tctx *c, const st_tokenizer *t, st_ivec *out) {
     memset(c, 0, sizeof *c);
     c->t = t; c->out = out;
-    c->sv = calloc((size_t)t->n_steps + 1, sizeof *c->sv);
-    c->pv = calloc((size_t)t->n_steps + 1, sizeof *c->pv);
+    c->sv = st_calloc((size_t)t->n_steps + 1, sizeof *c->sv);
+    c->pv = st_calloc((size_t)t->n_steps + 1, sizeof *c->pv);
     return c->sv && c->pv ? ST_OK : nomem();
 }
 static void ctx_free(tctx *c) {
@@ -752,7 +752,7 @@ static inline int hless(const struct hent *a, const struct hent *b) {
 static int heap_push(tctx *c, int32_t rank, int32_t pos, int32_t id) {
     if (c->heap_n == c->heap_cap) {
         size_t cap = c->heap_cap ? c->heap_cap * 2 : 256;
-        struct hent *q = realloc(c->heap, cap * sizeof *q);
+        struct hent *q = st_realloc(c->heap, cap * sizeof *q);
         if (!q) return -1;
         c->heap = q; c->heap_cap = cap;
     }
@@ -795,7 +795,7 @@ static st_status bpe_word(tctx *c, const char *s, size_t n) {
         if (id >= 0) return st_ivec_push(c->out, id) ? nomem() : ST_OK;
     }
     if (c->sym_cap < n) {
-        struct bsym *q = realloc(c->sym, n * sizeof *q);
+        struct bsym *q = st_realloc(c->sym, n * sizeof *q);
         if (!q) return nomem();
         c->sym = q; c->sym_cap = n;
     }
@@ -957,7 +957,7 @@ st_status st_tokenize(const st_tokenizer *t, const char *text, size_t len, int p
     ctx_free(&c);
     if (st) { free(out.p); return st; }
     if (out.n > (size_t)INT32_MAX) { free(out.p); return st_err(ST_ERR_RANGE, "st_tokenize: too many tokens"); }
-    *ids = out.p ? out.p : malloc(sizeof(int32_t));
+    *ids = out.p ? out.p : st_malloc(sizeof(int32_t));
     if (!*ids) return nomem();
     *n_ids = (int)out.n;
     return ST_OK;
@@ -1116,7 +1116,7 @@ static st_status dec_apply(tctx *c, const st_tokenizer *t, const dec *d, const t
 static st_status decode_to(const st_tokenizer *t, const int32_t *ids, int n, int skip_special,
                            int stream, st_buf *o) {
     tlist in = {0};
-    uint8_t *added = malloc((size_t)(n > 0 ? n : 1));
+    uint8_t *added = st_malloc((size_t)(n > 0 ? n : 1));
     if (!added) return nomem();
     st_status st = ST_OK;
     int k = 0;
@@ -1171,7 +1171,8 @@ st_status st_detokenize(const st_tokenizer *t, const int32_t *ids, int n, char *
 int st_token_bytes(const st_tokenizer *t, int32_t id, char *buf, int cap) {
     if (!t || id < 0 || id >= t->n_ids || t->tok_len[id] < 0) return -1;
     st_buf o = {0};
-    if (decode_to(t, &id, 1, 0, 1, &o)) { free(o.p); return -1; }
+    st_status st = decode_to(t, &id, 1, 0, 1, &o);
+    if (st) { free(o.p); return st == ST_ERR_NOMEM ? -2 : -1; }
     if (buf && cap > 0) memcpy(buf, o.p, o.n < (size_t)cap ? o.n : (size_t)cap);
     int n = (int)o.n;
     free(o.p);
@@ -1252,7 +1253,7 @@ static int jbool(const json_t *o, const char *k, int dflt) {
     return json_is_boolean(v) ? json_is_true(v) : dflt;
 }
 static char *dup_n(const char *s, size_t n) {
-    char *p = malloc(n + 1);
+    char *p = st_malloc(n + 1);
     if (p) { memcpy(p, s, n); p[n] = 0; }
     return p;
 }
@@ -1305,7 +1306,7 @@ static st_status parse_norm(const ld *L, const json_t *j, norm *z) {
         json_t *a = json_object_get(j, "normalizers");
         if (!json_is_array(a)) return st_err(ST_ERR_FORMAT, "%s: Sequence normalizer without \"normalizers\"", L->path);
         z->type = N_SEQ;
-        z->kids = calloc(json_array_size(a) + 1, sizeof *z->kids);
+        z->kids = st_calloc(json_array_size(a) + 1, sizeof *z->kids);
         if (!z->kids) return nomem();
         for (size_t i = 0; i < json_array_size(a); i++) {
             st_status st = parse_norm(L, json_array_get(a, i), &z->kids[z->n_kids++]);
@@ -1348,7 +1349,7 @@ static st_status parse_pretok(const ld *L, const json_t *j, pretok *p) {
         json_t *a = json_object_get(j, "pretokenizers");
         if (!json_is_array(a)) return st_err(ST_ERR_FORMAT, "%s: Sequence pre_tokenizer without \"pretokenizers\"", L->path);
         p->type = P_SEQ;
-        p->kids = calloc(json_array_size(a) + 1, sizeof *p->kids);
+        p->kids = st_calloc(json_array_size(a) + 1, sizeof *p->kids);
         if (!p->kids) return nomem();
         for (size_t i = 0; i < json_array_size(a); i++) {
             st_status st = parse_pretok(L, json_array_get(a, i), &p->kids[p->n_kids++]);
@@ -1436,7 +1437,7 @@ static st_status parse_dec(const ld *L, const json_t *j, dec *d) {
         json_t *a = json_object_get(j, "decoders");
         if (!json_is_array(a)) return st_err(ST_ERR_FORMAT, "%s: Sequence decoder without \"decoders\"", L->path);
         d->type = D_SEQ;
-        d->kids = calloc(json_array_size(a) + 1, sizeof *d->kids);
+        d->kids = st_calloc(json_array_size(a) + 1, sizeof *d->kids);
         if (!d->kids) return nomem();
         for (size_t i = 0; i < json_array_size(a); i++) {
             st_status st = parse_dec(L, json_array_get(a, i), &d->kids[d->n_kids++]);
@@ -1549,9 +1550,9 @@ static st_status load_model(const ld *L, st_tokenizer *t, json_t *m, int max_add
         if (json_integer_value(v) > max_id) max_id = (int)json_integer_value(v);
     }
     t->n_ids = max_id + 1;
-    t->tok_off = calloc((size_t)t->n_ids, sizeof *t->tok_off);
-    t->tok_len = malloc((size_t)t->n_ids * sizeof *t->tok_len);
-    t->tok_flags = calloc((size_t)t->n_ids, 1);
+    t->tok_off = st_calloc((size_t)t->n_ids, sizeof *t->tok_off);
+    t->tok_len = st_malloc((size_t)t->n_ids * sizeof *t->tok_len);
+    t->tok_flags = st_calloc((size_t)t->n_ids, 1);
     if (!t->tok_off || !t->tok_len || !t->tok_flags) return nomem();
     for (int i = 0; i < t->n_ids; i++) t->tok_len[i] = -1;
     if (smap_init(&t->vocab, json_object_size(vocab))) return nomem();
@@ -1583,7 +1584,7 @@ static st_status load_model(const ld *L, st_tokenizer *t, json_t *m, int max_add
     /* merges: "a b" strings or [a, b] pairs; rank = position */
     size_t nm = json_array_size(merges), cap = 16;
     while (cap < nm + nm / 2 + 1) cap *= 2;
-    t->merges.e = calloc(cap, sizeof *t->merges.e);
+    t->merges.e = st_calloc(cap, sizeof *t->merges.e);
     if (!t->merges.e) return nomem();
     t->merges.mask = cap - 1;
     st_buf cat = {0};
@@ -1633,7 +1634,7 @@ static int cmp_added(const void *x, const void *y, void *arg) {
 static st_status build_added_index(st_tokenizer *t, int k) {
     int n = 0;
     for (int i = 0; i < t->n_added; i++) if (t->added[i].normalized == k && t->added[i].len) n++;
-    t->amatch[k] = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    t->amatch[k] = st_malloc((size_t)(n ? n : 1) * sizeof(int32_t));
     if (!t->amatch[k]) return nomem();
     n = 0;
     for (int i = 0; i < t->n_added; i++) if (t->added[i].normalized == k && t->added[i].len) t->amatch[k][n++] = i;
@@ -1698,7 +1699,7 @@ st_status st_tokenizer_load(const char *path, st_tokenizer **out) {
     if (!root) return st_err(ST_ERR_FORMAT, "%s: invalid JSON at line %d column %d: %s", path, je.line, je.column, je.text);
     ld L = {path};
     st_status st = ST_OK;
-    st_tokenizer *t = calloc(1, sizeof *t);
+    st_tokenizer *t = st_calloc(1, sizeof *t);
     if (!t) { json_decref(root); return nomem(); }
     if (!json_is_object(root)) { st = st_err(ST_ERR_FORMAT, "%s: top level is not a JSON object", path); goto done; }
 
@@ -1728,23 +1729,23 @@ st_status st_tokenizer_load(const char *path, st_tokenizer **out) {
 
     json_t *j = json_object_get(root, "normalizer");
     if (j && !json_is_null(j)) {
-        t->normalizer = calloc(1, sizeof *t->normalizer);
+        t->normalizer = st_calloc(1, sizeof *t->normalizer);
         if (!t->normalizer) { st = nomem(); goto done; }
         if ((st = parse_norm(&L, j, t->normalizer))) goto done;
     }
     j = json_object_get(root, "pre_tokenizer");
     if (j && !json_is_null(j)) {
-        t->pretok = calloc(1, sizeof *t->pretok);
+        t->pretok = st_calloc(1, sizeof *t->pretok);
         if (!t->pretok) { st = nomem(); goto done; }
         if ((st = parse_pretok(&L, j, t->pretok))) goto done;
         int n = count_steps(t->pretok);
-        t->steps = malloc((size_t)(n + 1) * sizeof *t->steps);
+        t->steps = st_malloc((size_t)(n + 1) * sizeof *t->steps);
         if (!t->steps) { st = nomem(); goto done; }
         flatten_steps(t->pretok, t->steps, &t->n_steps);
     }
     j = json_object_get(root, "decoder");
     if (j && !json_is_null(j)) {
-        t->decoder = calloc(1, sizeof *t->decoder);
+        t->decoder = st_calloc(1, sizeof *t->decoder);
         if (!t->decoder) { st = nomem(); goto done; }
         if ((st = parse_dec(&L, j, t->decoder))) goto done;
     }
@@ -1756,7 +1757,7 @@ st_status st_tokenizer_load(const char *path, st_tokenizer **out) {
         if (st) goto done;
     }
     t->n_added = (int)json_array_size(added);
-    t->added = calloc((size_t)(t->n_added ? t->n_added : 1), sizeof *t->added);
+    t->added = st_calloc((size_t)(t->n_added ? t->n_added : 1), sizeof *t->added);
     if (!t->added) { st = nomem(); goto done; }
     if ((st = load_added(&L, t, added))) goto done;
 

@@ -86,6 +86,10 @@ void st_tmodel_init(st_tmodel *m, uint64_t seed);
 st_status st_tmodel_from_model(st_tmodel *m, const st_model *src);
 /* Find a parameter by HF name (-1 if none). */
 int st_tmodel_find(const st_tmodel *m, const char *name);
+/* Index into p of schema spec s (src/model/schema.h) in layer l (-1:
+ * global); for per-expert specs the first expert's. -1 if absent. */
+struct st_tspec_s;
+int st_tmodel_index(const st_tmodel *m, const struct st_tspec_s *s, int layer);
 /* Active parameters per token (top-k experts), for 6·N·tok/s FLOP counts. */
 double st_tmodel_active_params(const st_tmodel *m);
 

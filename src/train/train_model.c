@@ -7,11 +7,11 @@
 #include "io/outdir.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "model/schema.h"
 #include "util/util.h"
 
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,20 +20,15 @@
 
 /* Adds tensor `name` of shape s[0..nd) (nd ≤ 3) to the table (count-only
  * when m->p is NULL). Returns its index. */
-static int add(st_tmodel *m, int cap, int nd, int64_t s0, int64_t s1, int64_t s2, int decay, int train,
-               const char *fmt, ...) __attribute__((format(printf, 9, 10)));
-static int add(st_tmodel *m, int cap, int nd, int64_t s0, int64_t s1, int64_t s2, int decay, int train,
-               const char *fmt, ...) {
+static int add(st_tmodel *m, int cap, int nd, const int64_t *s, int decay, int train, const char *name) {
     int i = m->n_p++;
-    size_t numel = (size_t)s0 * (size_t)(nd > 1 ? s1 : 1) * (size_t)(nd > 2 ? s2 : 1);
+    size_t numel = 1;
+    for (int k = 0; k < nd; k++) numel *= (size_t)s[k];
     if (m->p && i < cap) {
         st_tparam *t = &m->p[i];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(t->name, sizeof t->name, fmt, ap);
-        va_end(ap);
+        snprintf(t->name, sizeof t->name, "%s", name);
         t->ndim = nd;
-        t->shape[0] = s0; t->shape[1] = s1; t->shape[2] = s2;
+        for (int k = 0; k < 3; k++) t->shape[k] = k < nd ? s[k] : 0;
         t->off = m->n_w;
         t->numel = numel;
         t->decay = (uint8_t)decay;
@@ -43,68 +38,68 @@ static int add(st_tmodel *m, int cap, int nd, int64_t s0, int64_t s1, int64_t s2
     return i;
 }
 
-/* Fill the table (p may be NULL to count). Tensor order = checkpoint order. */
+/* The index field of spec id (in layer L for layer tensors). */
+static int *slot(st_tmodel *m, st_tlayer *L, st_tid id) {
+    switch (id) {
+    case ST_T_EMBED: return &m->embed;
+    case ST_T_NORM_F: return &m->norm_f;
+    case ST_T_LM_HEAD: return &m->lm_head;
+    case ST_T_NORM: return &L->norm;
+    case ST_T_IN_PROJ: return &L->in_proj;
+    case ST_T_CONV_W: return &L->conv_w;
+    case ST_T_CONV_B: return &L->conv_b;
+    case ST_T_DT_BIAS: return &L->dt_bias;
+    case ST_T_A_LOG: return &L->A_log;
+    case ST_T_D: return &L->D;
+    case ST_T_GNORM: return &L->gnorm;
+    case ST_T_OUT_PROJ: return &L->out_proj;
+    case ST_T_Q: return &L->wq;
+    case ST_T_K: return &L->wk;
+    case ST_T_V: return &L->wv;
+    case ST_T_O: return &L->wo;
+    case ST_T_UP: return &L->up;
+    case ST_T_DOWN: return &L->down;
+    case ST_T_GATE: return &L->gate;
+    case ST_T_E_BIAS: return &L->e_bias;
+    case ST_T_EXP_UP: return &L->exp_up;
+    case ST_T_EXP_DOWN: return &L->exp_down;
+    case ST_T_SH_UP: return &L->sh_up;
+    case ST_T_SH_DOWN: return &L->sh_down;
+    }
+    return NULL;
+}
+
+typedef struct {
+    st_tmodel *m;
+    int cap;
+    st_tlayer scratch; /* the layer record while counting (m->L NULL) */
+} planner;
+
+static st_status plan_one(void *ctx, const st_tspec *s, int l, int e) {
+    planner *p = ctx;
+    st_tmodel *m = p->m;
+    st_tlayer *L = l < 0 ? NULL : m->L ? &m->L[l] : &p->scratch;
+    if (s->id == ST_T_NORM) { /* first of every layer */
+        memset(L, 0xff, sizeof *L); /* every index -1 */
+        L->type = m->cfg.pattern[l];
+    }
+    int64_t sh[3];
+    int nd = st_tspec_shape(s, &m->cfg, NULL, 1, sh);
+    char nm[sizeof m->p[0].name];
+    int i = add(m, p->cap, nd, sh, (s->flags & ST_TS_MAT) != 0, !(s->flags & ST_TS_NO_GRAD),
+                st_tspec_name(s, l, e, nm, sizeof nm));
+    if (e <= 0) *slot(m, L, s->id) = i; /* experts: the first of the consecutive run */
+    return ST_OK;
+}
+
+/* Fill the table (p may be NULL to count). Tensor order = checkpoint order,
+ * the experts of a layer tensor by tensor (every up_proj, then every down). */
 static void plan(st_tmodel *m, int cap) {
-    const st_config *c = &m->cfg;
-    const int64_t H = c->hidden_size, V = c->vocab_size;
     m->n_p = 0;
     m->n_w = 0;
-    m->embed = add(m, cap, 2, V, H, 0, 1, 1, "backbone.embeddings.weight");
-    for (int l = 0; l < c->n_layers; l++) {
-        st_tlayer *L = m->L ? &m->L[l] : &(st_tlayer){0};
-        memset(L, 0xff, sizeof *L); /* every index -1 */
-        L->type = c->pattern[l];
-        L->norm = add(m, cap, 1, H, 0, 0, 0, 1, "backbone.layers.%d.norm.weight", l);
-        const char *pre = "backbone.layers";
-        switch (L->type) {
-        case 'M': {
-            const int64_t nh = c->mamba_num_heads, P = c->mamba_head_dim, G = c->n_groups, N = c->ssm_state_size;
-            const int64_t din = nh * P, conv = din + 2 * G * N;
-            L->in_proj = add(m, cap, 2, 2 * din + 2 * G * N + nh, H, 0, 1, 1, "%s.%d.mixer.in_proj.weight", pre, l);
-            L->conv_w = add(m, cap, 3, conv, 1, c->conv_kernel, 0, 1, "%s.%d.mixer.conv1d.weight", pre, l);
-            if (c->use_conv_bias) L->conv_b = add(m, cap, 1, conv, 0, 0, 0, 1, "%s.%d.mixer.conv1d.bias", pre, l);
-            L->dt_bias = add(m, cap, 1, nh, 0, 0, 0, 1, "%s.%d.mixer.dt_bias", pre, l);
-            L->A_log = add(m, cap, 1, nh, 0, 0, 0, 1, "%s.%d.mixer.A_log", pre, l);
-            L->D = add(m, cap, 1, nh, 0, 0, 0, 1, "%s.%d.mixer.D", pre, l);
-            L->gnorm = add(m, cap, 1, din, 0, 0, 0, 1, "%s.%d.mixer.norm.weight", pre, l);
-            L->out_proj = add(m, cap, 2, H, din, 0, 1, 1, "%s.%d.mixer.out_proj.weight", pre, l);
-            break;
-        }
-        case '*': {
-            const int64_t q = (int64_t)c->num_attention_heads * c->head_dim, kv = (int64_t)c->num_key_value_heads * c->head_dim;
-            L->wq = add(m, cap, 2, q, H, 0, 1, 1, "%s.%d.mixer.q_proj.weight", pre, l);
-            L->wk = add(m, cap, 2, kv, H, 0, 1, 1, "%s.%d.mixer.k_proj.weight", pre, l);
-            L->wv = add(m, cap, 2, kv, H, 0, 1, 1, "%s.%d.mixer.v_proj.weight", pre, l);
-            L->wo = add(m, cap, 2, H, q, 0, 1, 1, "%s.%d.mixer.o_proj.weight", pre, l);
-            break;
-        }
-        case '-':
-            L->up = add(m, cap, 2, c->intermediate_size, H, 0, 1, 1, "%s.%d.mixer.up_proj.weight", pre, l);
-            L->down = add(m, cap, 2, H, c->intermediate_size, 0, 1, 1, "%s.%d.mixer.down_proj.weight", pre, l);
-            break;
-        case 'E': {
-            const int64_t E = c->n_routed_experts, F = c->moe_intermediate_size;
-            L->gate = add(m, cap, 2, E, H, 0, 1, 1, "%s.%d.mixer.gate.weight", pre, l);
-            L->e_bias = add(m, cap, 1, E, 0, 0, 0, 0, "%s.%d.mixer.gate.e_score_correction_bias", pre, l);
-            for (int64_t e = 0; e < E; e++) {
-                int i = add(m, cap, 2, F, H, 0, 1, 1, "%s.%d.mixer.experts.%lld.up_proj.weight", pre, l, (long long)e);
-                if (e == 0) L->exp_up = i;
-            }
-            for (int64_t e = 0; e < E; e++) {
-                int i = add(m, cap, 2, H, F, 0, 1, 1, "%s.%d.mixer.experts.%lld.down_proj.weight", pre, l, (long long)e);
-                if (e == 0) L->exp_down = i;
-            }
-            if (c->n_shared_experts) {
-                const int64_t Fs = c->moe_shared_expert_intermediate_size;
-                L->sh_up = add(m, cap, 2, Fs, H, 0, 1, 1, "%s.%d.mixer.shared_experts.up_proj.weight", pre, l);
-                L->sh_down = add(m, cap, 2, H, Fs, 0, 1, 1, "%s.%d.mixer.shared_experts.down_proj.weight", pre, l);
-            }
-            break;
-        }
-        }
-    }
-    m->norm_f = add(m, cap, 1, H, 0, 0, 0, 1, "backbone.norm_f.weight");
-    m->lm_head = c->tie_word_embeddings ? m->embed : add(m, cap, 2, V, H, 0, 1, 1, "lm_head.weight");
+    planner p = {.m = m, .cap = cap};
+    st_schema_foreach(&m->cfg, ST_SCHEMA_BY_TENSOR, plan_one, &p);
+    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
 }
 
 st_status st_tmodel_new(const st_config *cfg, st_tmodel **out) {
@@ -139,6 +134,12 @@ void st_tmodel_free(st_tmodel *m) {
     st_tacts_free(m->a);
     free(m->p); free(m->L); free(m->load); free(m->w); free(m->g);
     free(m);
+}
+
+int st_tmodel_index(const st_tmodel *m, const st_tspec *s, int layer) {
+    if (layer >= m->cfg.n_layers) return -1;
+    int *i = slot((st_tmodel *)m, layer >= 0 ? &m->L[layer] : NULL, s->id);
+    return i ? *i : -1;
 }
 
 int st_tmodel_find(const st_tmodel *m, const char *name) {
@@ -208,17 +209,28 @@ st_status st_tmodel_from_model(st_tmodel *m, const st_model *src) {
     for (int i = 0; i < m->n_p; i++) {
         const st_tparam *t = &m->p[i];
         const st_sf_tensor *s = st_model_tensor(src, t->name);
+        size_t at = 0; /* elements into s: one expert of a fused [E][out][in] stack */
+        int fused = 0;
+        if (!s) {
+            int l, e;
+            char fn[256];
+            const st_tspec *sp = st_schema_find(&m->cfg, t->name, &l, &e);
+            if (sp && e >= 0 && (s = st_model_fused(src, sp, l, fn, sizeof fn)) &&
+                (size_t)st_sf_numel(s) == t->numel * (size_t)m->cfg.n_routed_experts)
+                at = (size_t)e * t->numel, fused = 1;
+            else s = NULL;
+        }
         if (!s) {
             if (ends_with(t->name, "conv1d.bias") && !m->cfg.use_conv_bias) continue;
             return st_err(ST_ERR_MISSING, "%s: missing tensor '%s'", st_model_dir(src), t->name);
         }
-        if ((size_t)st_sf_numel(s) != t->numel)
+        if (!fused && (size_t)st_sf_numel(s) != t->numel)
             return st_err(ST_ERR_SHAPE, "%s: tensor '%s' has %lld elements, the training model needs %zu", st_model_dir(src),
                           t->name, (long long)st_sf_numel(s), t->numel);
         if (s->dt != ST_DT_F32 && s->dt != ST_DT_BF16 && s->dt != ST_DT_F16)
             return st_err(ST_ERR_UNSUPPORTED, "%s: tensor '%s' is %s; training starts from F32/BF16/F16 weights",
                           st_model_dir(src), t->name, st_dtype_name(s->dt));
-        st_convert_to_f32(s->dt, s->data, m->w + t->off, (int64_t)t->numel, 1.0f);
+        st_convert_to_f32(s->dt, s->data + at * st_dtype_size(s->dt), m->w + t->off, (int64_t)t->numel, 1.0f);
     }
     return ST_OK;
 }

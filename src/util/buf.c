@@ -3,6 +3,7 @@
  * O(total bytes) amortised.
  */
 #include "util/buf.h"
+#include "util/util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,11 +11,15 @@
 #include <string.h>
 
 int st_buf_reserve(st_buf *b, size_t extra) {
-    if (extra >= (size_t)-1 / 2 - b->n) { b->oom = 1; return -1; }
+    if (extra >= (size_t)-1 / 2 - b->n) {
+        b->oom = 1;
+        st_err(ST_ERR_NOMEM, "buffer of %zu + %zu bytes is too large", b->n, extra);
+        return -1;
+    }
     if (b->n + extra < b->cap) return 0;
     size_t c = b->cap ? b->cap : 256;
     while (c <= b->n + extra) c *= 2;
-    char *q = realloc(b->p, c);
+    char *q = st_realloc(b->p, c);
     if (!q) { b->oom = 1; return -1; }
     b->p = q;
     b->cap = c;
@@ -56,7 +61,7 @@ void st_buf_free(st_buf *b) {
 int st_ivec_push(st_ivec *v, int32_t x) {
     if (v->n == v->cap) {
         size_t c = v->cap ? v->cap * 2 : 8;
-        int32_t *q = realloc(v->p, c * sizeof *q);
+        int32_t *q = st_realloc(v->p, c * sizeof *q);
         if (!q) return -1;
         v->p = q;
         v->cap = c;

@@ -49,7 +49,7 @@ static void add(st_plot *p, const double *x, const double *y, int n, const char 
     if (!p || n <= 0) return;
     if (p->n == p->cap) {
         int cap = p->cap ? 2 * p->cap : 8;
-        series *s = realloc(p->s, sizeof *s * (size_t)cap);
+        series *s = st_realloc(p->s, sizeof *s * (size_t)cap);
         if (!s) return;
         p->s = s;
         p->cap = cap;

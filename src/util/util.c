@@ -9,6 +9,8 @@
 #include "util/killsafe.h"
 
 #include <errno.h>
+#include <execinfo.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,32 +65,77 @@ const char *st_status_name(st_status s) {
     return "unknown error";
 }
 
+/* Allocation-failure injection (st_alloc_fail_after): while armed, every st_
+ * allocation takes a number from g_alloc_n and the one numbered g_alloc_fail
+ * fails. Disarmed (the normal state) it costs one relaxed load. Atomic because
+ * the server's and OpenMP's threads allocate too. */
+static _Atomic long g_alloc_fail = -1, g_alloc_n, g_alloc_hit;
+
+void st_alloc_fail_after(long n) {
+    atomic_store(&g_alloc_fail, -1);
+    atomic_store(&g_alloc_n, 0);
+    atomic_store(&g_alloc_hit, 0);
+    atomic_store(&g_alloc_fail, n);
+}
+long st_alloc_count(void) { return atomic_load(&g_alloc_n); }
+int st_alloc_failed(void) { return (int)atomic_load(&g_alloc_hit); }
+
+/* 1: this allocation is the injected failure */
+static int alloc_inject(void) {
+    const long f = atomic_load_explicit(&g_alloc_fail, memory_order_relaxed);
+    if (f < 0) return 0;
+    if (atomic_fetch_add(&g_alloc_n, 1) != f) return 0;
+    atomic_store(&g_alloc_hit, 1);
+    if (getenv("ST_ALLOC_BACKTRACE")) { /* where the failure was injected (debugging a test_alloc run) */
+        void *bt[16];
+        fprintf(stderr, "st_alloc: injected failure %ld\n", f);
+        backtrace_symbols_fd(bt, backtrace(bt, 16), 2);
+    }
+    return 1;
+}
+
+static void *nomem(size_t n) {
+    st_err(ST_ERR_NOMEM, "out of memory allocating %zu bytes", n);
+    return NULL;
+}
+
 void *st_malloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) st_err(ST_ERR_NOMEM, "out of memory allocating %zu bytes", n);
-    return p;
+    void *p = alloc_inject() ? NULL : malloc(n ? n : 1);
+    return p ? p : nomem(n);
 }
 
 void *st_calloc(size_t n, size_t sz) {
-    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    void *p = alloc_inject() ? NULL : calloc(n ? n : 1, sz ? sz : 1);
     if (!p) st_err(ST_ERR_NOMEM, "out of memory allocating %zu x %zu bytes", n, sz);
     return p;
 }
 
+void *st_realloc(void *p, size_t n) {
+    void *q = alloc_inject() ? NULL : realloc(p, n ? n : 1);
+    return q ? q : nomem(n);
+}
+
+void *st_aligned_malloc(size_t n) {
+    size_t sz = (n + 63) & ~(size_t)63;
+    void *p = alloc_inject() ? NULL : aligned_alloc(64, sz ? sz : 64);
+    return p ? p : nomem(n);
+}
+
 void *st_aligned_alloc(size_t n) {
     size_t sz = (n + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, sz ? sz : 64);
-    if (!p) { st_err(ST_ERR_NOMEM, "out of memory allocating %zu bytes", n); return NULL; }
-    memset(p, 0, sz ? sz : 64);
+    void *p = st_aligned_malloc(n);
+    if (p) memset(p, 0, sz ? sz : 64);
     return p;
 }
 
-char *st_strdup(const char *s) {
-    size_t n = strlen(s);
+char *st_strndup(const char *s, size_t n) {
+    n = strnlen(s, n);
     char *d = st_malloc(n + 1);
-    if (d) memcpy(d, s, n + 1);
+    if (d) { memcpy(d, s, n); d[n] = 0; }
     return d;
 }
+
+char *st_strdup(const char *s) { return st_strndup(s, strlen(s)); }
 
 st_status st_read_file(const char *path, char **out, size_t *len) {
     *out = NULL;

@@ -18,12 +18,29 @@ st_status st_err(st_status s, const char *fmt, ...) __attribute__((format(printf
 st_status st_err_prefix(st_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void st_err_clear(void);
 
-/* Allocation that records ST_ERR_NOMEM on failure (returns NULL). */
+/* Allocation that records ST_ERR_NOMEM on failure (returns NULL). Every
+ * allocation in src/ goes through these (so st_alloc_fail_after reaches it);
+ * free with free(). A size of 0 allocates 1 byte (never NULL on success). */
 void *st_malloc(size_t n);
 void *st_calloc(size_t n, size_t sz);
-/* 64-byte aligned, zeroed; free with free(). */
+/* realloc: on failure p is left as it was (the caller still owns it). */
+void *st_realloc(void *p, size_t n);
+/* 64-byte aligned, zeroed. */
 void *st_aligned_alloc(size_t n);
+/* 64-byte aligned, not initialised (scratch the caller overwrites). */
+void *st_aligned_malloc(size_t n);
 char *st_strdup(const char *s);
+/* The first n bytes of s at most, NUL-terminated. */
+char *st_strndup(const char *s, size_t n);
+
+/* Test hook (tests/test_alloc.c): from now on the st_ allocation numbered n
+ * (0 = the next) fails, once; n < 0 disarms. st_alloc_count() is how many
+ * st_ allocations were made since the call (counted only while armed: arm
+ * with LONG_MAX to count without failing), st_alloc_failed() whether the
+ * injected failure happened. Process-wide, all threads. */
+void st_alloc_fail_after(long n);
+long st_alloc_count(void);
+int st_alloc_failed(void);
 /* Read a whole file into a malloc'd NUL-terminated buffer. */
 st_status st_read_file(const char *path, char **out, size_t *len);
 /* Write data to path atomically (path.tmp.PID, fsync, rename). */
