@@ -248,7 +248,7 @@ static st_status op_gguf(void *ctx) {
 /* ---------------------------------------------------------------- server */
 
 static st_server_opts srv_opts(void) {
-    st_server_opts o = st_server_default_opts();
+    st_server_opts o = st_server_default_params();
     o.host = "127.0.0.1";
     o.port = 0;
     o.parallel = 2;
