@@ -313,6 +313,7 @@ static void run_dtype(st_dtype dt) {
         /* passes: 1 thread, 2 threads, 2 threads with the GEMM for every T */
         for (int pass = 0; pass < 3; pass++) {
             st_set_threads(pass ? 2 : 1);
+            const int nta = st_prefetch_nta_set(pass == 1); /* both decode kernel variants */
             const int gmin = st_matmul_gemm_min_t(pass == 2 ? 1 : 0);
             /* prefix spans, sizes from the list */
             for (int a = 0; a < NSIZES; a++)
@@ -346,6 +347,7 @@ static void run_dtype(st_dtype dt) {
                 free(m.alloc);
             }
             st_matmul_gemm_min_t(gmin);
+            st_prefetch_nta_set(nta);
         }
     }
     st_isa_set(top);

@@ -94,11 +94,14 @@ struct st_gen {
     int step_kind;        /* this step: 0 other, 1 plain decode, 2 + k verified with k drafts kept */
     const st_budget *r_for; /* the budget r_cost was measured against            */
     double r_cost;        /* a draft step's cost relative to a target step (bytes) */
-    /* measured in each verify step (EMA, seconds): drafting, per drafted token,
-     * and the verify pass beyond one plain step, per drafted token */
-    double c_draft, c_verify;
+    /* measured in each verify step (EMA, seconds per drafted token): what the
+     * step cost beyond a plain step, and of that the drafting */
+    double c_tok, c_draft;
     int n_meas;
-    int caught_up;        /* tokens the last draft_model fed to catch up */
+    int spec_nd;          /* tokens the step in progress drafted                */
+    int caught_up;        /* tokens the last draft_model fed to catch up        */
+    double catch_s;       /* ... and its seconds, when it was a long one (else 0) */
+    double c_catch;       /* measured seconds per token of a long catch-up (0: none yet) */
     /* a step in progress (st_gen_step_begin .. _end) */
     st_gen_fwd *defer;    /* where to describe the decode forward instead of running it */
     int32_t pend_tok;     /* its token (the item points here)                           */
@@ -730,9 +733,15 @@ static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
     if (!tk) return ST_ERR_NOMEM;
     for (int i = g->draft_fed; i < n; i++) tk[i - g->draft_fed] = stream_at(g, i);
     g->caught_up = n - g->draft_fed;
+    const double t0 = st_time();
     rc = st_forward(g->p.draft, g->s_draft, tk, n - g->draft_fed, lg, 0);
     free(tk);
     if (rc) return rc;
+    g->catch_s = 0;
+    if (g->caught_up > g->p.draft_n + 1) {
+        g->catch_s = st_time() - t0;
+        g->c_catch = g->catch_s / g->caught_up;
+    }
     g->draft_fed = n;
     if (k > 1 && !g->spec_snap[ST_FWD_MAX_SNAP - 1] &&
         (rc = st_state_new(g->m, g->max_ctx, &g->spec_snap[ST_FWD_MAX_SNAP - 1])))
@@ -761,14 +770,18 @@ static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
 }
 
 /* How many to draft: the k that maximises expected tokens per unit of cost,
- * (1 - a^(k+1)) / (1 - a) over 1 + k·(r + e), in units of a plain step: r a
- * drafted token's cost, e a verified token's extra cost in the verify pass.
- * Both are measured in every verify step (before the first one: r from the
- * bytes each budget reads, e small, so drafting gets tried); a small model
- * is overhead-bound and its passes cost far more than its bytes say. 0 when
- * no k pays 5%: then drafting pauses, for twice as long each time, so a
- * drafter that never pays costs a vanishing share of a long run, and after
- * each pause it drafts once to measure again. */
+ * (1 - a^(k+1)) / (1 - a) over 1 + k·r, in units of a plain step: r what a
+ * drafted token adds to the step (drafting it, verifying it, the snapshot
+ * and the bookkeeping), measured on every drafted step as a whole (before
+ * the first one: the bytes the draft budget reads against the target's, so
+ * drafting gets tried); a small model is overhead-bound and its passes cost
+ * far more than its bytes say. 0 when
+ * no k pays 5%: then drafting pauses, for twice as long each time. After a
+ * pause it drafts once to measure again, but only if the best case (every
+ * draft accepted) would pay back, over a pause as long, four times what bringing
+ * the draft state up to the stream costs: the catch-up is a prefill of the
+ * whole gap, so retrying a drafter whose passes cost nearly a target step
+ * would by itself make decoding several percent slower. */
 static int draft_count(st_gen *g) {
     if (g->p.draft_fixed) return g->p.draft_n;
     if (g->plain_left > 0) {
@@ -776,8 +789,10 @@ static int draft_count(st_gen *g) {
         return 0;
     }
     int best = 0;
+    double best_case = 1.0; /* tokens per unit if every draft were accepted */
     /* the backstop: time per emitted token, drafted against plain */
     const int slower = g->n_spec >= 4 && g->n_plain >= 2 && g->t_spec > 0.97 * g->t_plain;
+    int measured = 0;
     if (!slower) {
         if (g->p.draft && g->r_for != g->b_cur) { /* once per decoding budget */
             st_budget_stats sd, st;
@@ -787,19 +802,29 @@ static int draft_count(st_gen *g) {
             g->r_for = g->b_cur;
             g->n_meas = 0; /* measured against another target */
         }
-        double r = g->p.draft ? g->r_cost : 0, e = 0.02;
-        if (g->n_meas && g->n_plain && g->t_plain > 0) {
-            r = g->p.draft ? g->c_draft / g->t_plain : 0;
-            e = g->c_verify > 0 ? g->c_verify / g->t_plain : 0;
-        }
+        measured = g->n_meas && g->n_plain && g->t_plain > 0;
+        /* before any measure: r from the bytes, a little per verified token */
+        const double r = measured ? (g->c_tok > 0 ? g->c_tok / g->t_plain : 0) : (g->p.draft ? g->r_cost : 0) + 0.02;
         const double a = g->alpha;
         double best_v = 1.0; /* no drafting: one token per unit */
         for (int k = 1; k <= g->p.draft_n; k++) {
-            double x = a >= 1 ? k + 1 : (1 - pow(a, k + 1)) / (1 - a), v = x / (1 + k * (r + e));
+            double x = a >= 1 ? k + 1 : (1 - pow(a, k + 1)) / (1 - a), v = x / (1 + k * r);
             if (v > best_v * 1.05) { best_v = v; best = k; }
+            if ((k + 1) / (1 + k * r) > best_case) best_case = (k + 1) / (1 + k * r);
         }
     }
-    if (g->retry) { g->retry = 0; if (!best) best = 1; return best; }
+    if (g->retry) {
+        g->retry = 0;
+        const int gap = g->n_prompt + g->n_out - g->draft_fed;
+        /* in plain steps; not measured yet: the draft budget's share of the
+         * target's prefill time per token */
+        double per = g->c_catch;
+        if (per <= 0 && g->st.prompt_tokens > g->st.cached_tokens)
+            per = g->r_cost * g->st.t_prefill / (g->st.prompt_tokens - g->st.cached_tokens);
+        const double catch_cost = g->p.draft && g->t_plain > 0 ? gap * per / g->t_plain : 0;
+        if (best_case > 1.05 && (best_case - 1) * g->pause > 4 * catch_cost) return best ? best : 1;
+        best = 0; /* not worth a look: pause again */
+    }
     if (!best) {
         g->pause = g->pause ? 2 * g->pause : 32;
         g->plain_left = g->pause;
@@ -847,6 +872,7 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
     int32_t d[ST_FWD_MAX_SNAP + 1];
     int nd = 0;
     const double t0 = st_time();
+    g->catch_s = 0;
     if (g->p.draft_ngram) {
         nd = draft_ngram(g, k, d + 1);
         for (int i = 0; sampling && i < nd; i++) { /* a lookup proposes one token: q is a point mass */
@@ -868,20 +894,12 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
     const double t1 = st_time();
     if ((rc = st_forward_snap(g->b_cur, g->s, d, nd + 1, g->spec_logits, 1, at, nd, g->spec_snap))) return rc;
     *ran = 1;
-    {   /* the costs draft_count weighs */
-        const double t2 = st_time(), cd = (t1 - t0) / nd;
-        const double cv = g->n_plain ? (t2 - t1 - g->t_plain) / nd : 0;
-        /* a long catch-up (the prompt, the stream since a pause) is a one-off,
-         * not what a drafted token costs from here on */
-        if (!g->n_meas) g->c_draft = cd;
-        else if (g->caught_up <= g->p.draft_n + 1) g->c_draft = 0.7 * g->c_draft + 0.3 * cd;
-        g->c_verify = g->n_meas ? 0.7 * g->c_verify + 0.3 * cv : cv;
-        g->n_meas += !g->p.draft || g->caught_up <= g->p.draft_n + 1;
-        if (g->n_meas && g->n_plain && g->t_plain > 0) {
-            g->st.draft_cost = g->p.draft ? g->c_draft / g->t_plain : 0;
-            g->st.verify_cost = g->c_verify / g->t_plain;
-        }
-    }
+    /* drafting's own cost per drafted token, past a long catch-up (the
+     * prompt, the stream since a pause: a one-off, not what a drafted token
+     * costs from here on); the whole step is timed in st_gen_step_end */
+    const double cd = (t1 - t0 - g->catch_s) / nd;
+    g->c_draft = g->n_meas ? 0.7 * g->c_draft + 0.3 * cd : cd;
+    g->spec_nd = nd;
     g->st.draft_steps++;
     g->st.draft_proposed += nd;
     int kept = nd + 1; /* tokens of the pass the state keeps */
@@ -1028,6 +1046,12 @@ st_status st_gen_step_end(st_gen *g, st_status fwd_rc, int *done) {
     } else if (g->step_kind >= 2) {
         const double per = dt / (g->step_kind - 1); /* t and the kept drafts */
         g->t_spec = g->n_spec++ ? 0.8 * g->t_spec + 0.2 * per : per;
+        if (g->n_plain && g->spec_nd > 0) { /* everything the drafts added to the step */
+            const double c = (dt - g->catch_s - g->t_plain) / g->spec_nd;
+            g->c_tok = g->n_meas++ ? 0.7 * g->c_tok + 0.3 * c : c;
+            g->st.draft_cost = g->c_draft / g->t_plain;
+            g->st.verify_cost = (g->c_tok - g->c_draft) / g->t_plain;
+        }
     }
     if (ph == PH_PREFILL) g->st.t_prefill += dt;
     else if (ph == PH_THINK) g->st.t_think += dt;

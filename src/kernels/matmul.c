@@ -49,6 +49,7 @@
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static st_isa g_detected = ST_ISA_SCALAR;
 static int g_has_bf16;          /* AVX512_BF16 usable (CPU and OS)   */
+static int g_prefetch_nta;       /* decode prefetch hint: st_prefetch_nta */
 static atomic_int g_bf16_on = 1; /* ST_BF16DP=0 / st_isa_bf16_set(0) */
 static atomic_int g_isa = ST_ISA_SCALAR;
 static char g_features[160];
@@ -93,6 +94,14 @@ static void detect_once(void) {
         }
     }
 #endif
+    int amd = 0;
+#ifdef ST_X86
+    if (__get_cpuid(0, &a, &b, &c, &d)) amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u; /* "AuthenticAMD" */
+#endif
+    g_prefetch_nta = amd;
+    const char *pf = getenv("ST_PREFETCH");
+    if (pf && !strcmp(pf, "nta")) g_prefetch_nta = 1;
+    if (pf && !strcmp(pf, "none")) g_prefetch_nta = 0;
     st_isa best = ST_ISA_SCALAR;
     if (os_avx && avx2 && fma && f16c) best = ST_ISA_AVX2;
     /* the AVX-512 kernels use F/BW/VL/DQ (+F16C); they never use the BF16
@@ -142,6 +151,18 @@ st_isa st_isa_set(st_isa isa) {
     if ((int)isa < ST_ISA_SCALAR) isa = ST_ISA_SCALAR;
     if (isa > det) isa = det;
     return (st_isa)atomic_exchange(&g_isa, (int)isa);
+}
+
+int st_prefetch_nta(void) {
+    pthread_once(&g_once, detect_once);
+    return g_prefetch_nta;
+}
+
+int st_prefetch_nta_set(int on) {
+    pthread_once(&g_once, detect_once);
+    const int prev = g_prefetch_nta;
+    g_prefetch_nta = on != 0;
+    return prev;
 }
 
 int st_isa_bf16(void) {

@@ -167,7 +167,7 @@ AI int gemv_head(const int NR, const unsigned char *const *p, size_t esz, int le
     return h < len ? h : len;
 }
 
-AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *const *wr,
+AI void gemv_blk(st_dtype DT, const int NR, const int NT, const int NTA, const unsigned char *const *wr,
                  const unsigned char *const *pf, size_t esz, const st_span *cs, int n_cs, const float *x,
                  int ldx, float out[8][4]) {
     /* one accumulator per row and token, whatever the block shape: a row's
@@ -213,8 +213,10 @@ AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *c
                  * not push the SSM states, KV cache and activations out of
                  * the caches (measured on nano8: ~10% faster decode than
                  * into L2, ~15% than none; noisy machine, 3 rounds) */
-                _mm_prefetch((const char *)(q[r] + (size_t)k * esz), _MM_HINT_NTA);
-                if (esz == 4) _mm_prefetch((const char *)(q[r] + (size_t)k * esz + 64), _MM_HINT_NTA);
+                if (NTA) {
+                    _mm_prefetch((const char *)(q[r] + (size_t)k * esz), _MM_HINT_NTA);
+                    if (esz == 4) _mm_prefetch((const char *)(q[r] + (size_t)k * esz + 64), _MM_HINT_NTA);
+                }
                 ld32(DT, p[r] + (size_t)k * esz, 0, 0, &lo, &hi);
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
@@ -241,21 +243,25 @@ AI void gemv_blk(st_dtype DT, const int NR, const int NT, const unsigned char *c
  * registers: 8 rows x <= 3 tokens, 4 or 1 rows x <= 4 tokens. */
 typedef void (*gemv_fn)(const unsigned char *const *, const unsigned char *const *, size_t,
                         const st_span *, int, const float *, int, float[8][4]);
-#define GEMV_FN(DT, NR, NT)                                                                   \
-    static void gemv_##DT##_##NR##_##NT(const unsigned char *const *wr,                       \
-                                        const unsigned char *const *pf, size_t esz,           \
-                                        const st_span *cs, int n_cs, const float *x, int ldx, \
-                                        float out[8][4]) {                                    \
-        gemv_blk(ST_DT_##DT, NR, NT, wr, pf, esz, cs, n_cs, x, ldx, out);                     \
+#define GEMV_FN(DT, NR, NT, NTA)                                                              \
+    static void gemv_##DT##_##NR##_##NT##_##NTA(const unsigned char *const *wr,               \
+                                                const unsigned char *const *pf, size_t esz,   \
+                                                const st_span *cs, int n_cs, const float *x,  \
+                                                int ldx, float out[8][4]) {                   \
+        gemv_blk(ST_DT_##DT, NR, NT, NTA, wr, pf, esz, cs, n_cs, x, ldx, out);                \
     }
+#define GEMV_FNS_PF(DT, NTA)                                                                  \
+    GEMV_FN(DT, 8, 1, NTA) GEMV_FN(DT, 8, 2, NTA) GEMV_FN(DT, 8, 3, NTA)                      \
+    GEMV_FN(DT, 4, 1, NTA) GEMV_FN(DT, 4, 2, NTA) GEMV_FN(DT, 4, 3, NTA) GEMV_FN(DT, 4, 4, NTA) \
+    GEMV_FN(DT, 1, 1, NTA) GEMV_FN(DT, 1, 2, NTA) GEMV_FN(DT, 1, 3, NTA) GEMV_FN(DT, 1, 4, NTA)
+#define GEMV_ROW(DT, NTA)                                                                     \
+    {{gemv_##DT##_1_1_##NTA, gemv_##DT##_1_2_##NTA, gemv_##DT##_1_3_##NTA, gemv_##DT##_1_4_##NTA}, \
+     {gemv_##DT##_4_1_##NTA, gemv_##DT##_4_2_##NTA, gemv_##DT##_4_3_##NTA, gemv_##DT##_4_4_##NTA}, \
+     {gemv_##DT##_8_1_##NTA, gemv_##DT##_8_2_##NTA, gemv_##DT##_8_3_##NTA, NULL}}
+/* [prefetch the next block non-temporally?][rows 1/4/8][tokens - 1] */
 #define GEMV_FNS(DT)                                                                          \
-    GEMV_FN(DT, 8, 1) GEMV_FN(DT, 8, 2) GEMV_FN(DT, 8, 3)                                     \
-    GEMV_FN(DT, 4, 1) GEMV_FN(DT, 4, 2) GEMV_FN(DT, 4, 3) GEMV_FN(DT, 4, 4)                   \
-    GEMV_FN(DT, 1, 1) GEMV_FN(DT, 1, 2) GEMV_FN(DT, 1, 3) GEMV_FN(DT, 1, 4)                   \
-    static const gemv_fn gemv_tab_##DT[3][4] = {                                              \
-        {gemv_##DT##_1_1, gemv_##DT##_1_2, gemv_##DT##_1_3, gemv_##DT##_1_4},                 \
-        {gemv_##DT##_4_1, gemv_##DT##_4_2, gemv_##DT##_4_3, gemv_##DT##_4_4},                 \
-        {gemv_##DT##_8_1, gemv_##DT##_8_2, gemv_##DT##_8_3, NULL}};
+    GEMV_FNS_PF(DT, 0) GEMV_FNS_PF(DT, 1)                                                     \
+    static const gemv_fn gemv_tab_##DT[2][3][4] = {GEMV_ROW(DT, 0), GEMV_ROW(DT, 1)};
 GEMV_FNS(F32)
 GEMV_FNS(BF16)
 GEMV_FNS(F16)
@@ -265,12 +271,13 @@ GEMV_FNS(F8_E5M2)
 static void gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs,
                  const float *x, int ldx, float *y, int ldy, int T, int accumulate) {
     const gemv_fn(*tab)[4];
+    const int nta = st_prefetch_nta();
     switch (W->dt) {
-    case ST_DT_F32: tab = gemv_tab_F32; break;
-    case ST_DT_BF16: tab = gemv_tab_BF16; break;
-    case ST_DT_F16: tab = gemv_tab_F16; break;
-    case ST_DT_F8_E4M3: tab = gemv_tab_F8_E4M3; break;
-    case ST_DT_F8_E5M2: tab = gemv_tab_F8_E5M2; break;
+    case ST_DT_F32: tab = gemv_tab_F32[nta]; break;
+    case ST_DT_BF16: tab = gemv_tab_BF16[nta]; break;
+    case ST_DT_F16: tab = gemv_tab_F16[nta]; break;
+    case ST_DT_F8_E4M3: tab = gemv_tab_F8_E4M3[nta]; break;
+    case ST_DT_F8_E5M2: tab = gemv_tab_F8_E5M2[nta]; break;
     default: return;
     }
     const size_t esz = st_dtype_size(W->dt), ld = (size_t)W->cols * esz;
