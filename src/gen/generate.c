@@ -1062,12 +1062,16 @@ st_status st_gen_step_end(st_gen *g, st_status fwd_rc, int *done) {
     }
     double dt = st_time_now() - g->step_t0;
     if (g->step_kind == 1 && (g->p.draft || g->p.draft_ngram)) { /* the figures speculation is judged by */
-        g->t_plain = g->n_plain++ ? 0.8 * g->t_plain + 0.2 * dt : dt;
+        /* a step the machine stalled (a busy neighbour, a page fault) counts
+         * as at most twice the figure so far: one outlier must not flip the
+         * decision to draft */
+        g->t_plain = g->n_plain++ ? 0.8 * g->t_plain + 0.2 * fmin(dt, 2 * g->t_plain) : dt;
     } else if (g->step_kind >= 2) {
         const double per = dt / (g->step_kind - 1); /* t and the kept drafts */
         g->t_spec = g->n_spec++ ? 0.8 * g->t_spec + 0.2 * per : per;
         if (g->n_plain && g->spec_nd > 0) { /* everything the drafts added to the step */
-            const double c = (dt - g->catch_s - g->t_plain) / g->spec_nd;
+            double c = (dt - g->catch_s - g->t_plain) / g->spec_nd;
+            if (g->n_meas) c = fmin(c, fmax(2 * g->c_tok, 0.5 * g->t_plain)); /* outliers, as above */
             g->c_tok = g->n_meas++ ? 0.7 * g->c_tok + 0.3 * c : c;
             g->st.draft_cost = g->c_draft / g->t_plain;
             g->st.verify_cost = (g->c_tok - g->c_draft) / g->t_plain;
