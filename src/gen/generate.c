@@ -102,6 +102,7 @@ struct st_gen {
     int caught_up;        /* tokens the last draft_model fed to catch up        */
     double catch_s;       /* ... and its seconds, when it was a long one (else 0) */
     double c_catch;       /* measured seconds per token of a long catch-up (0: none yet) */
+    double t_d1;          /* seconds of the draft budget's first one-token step (0: not yet) */
     /* a step in progress (st_gen_step_begin .. _end) */
     st_gen_fwd *defer;    /* where to describe the decode forward instead of running it */
     int32_t pend_tok;     /* its token (the item points here)                           */
@@ -803,8 +804,13 @@ static int draft_count(st_gen *g) {
             g->n_meas = 0; /* measured against another target */
         }
         measured = g->n_meas && g->n_plain && g->t_plain > 0;
-        /* before any measure: r from the bytes, a little per verified token */
-        const double r = measured ? (g->c_tok > 0 ? g->c_tok / g->t_plain : 0) : (g->p.draft ? g->r_cost : 0) + 0.02;
+        /* before any measure: the draft budget's one-token step against a
+         * plain one (else the bytes each reads), plus what verifying,
+         * snapshotting and bookkeeping add per drafted token (~0.2-0.35 of
+         * a step on nano8 and on the default model) */
+        double r0 = g->p.draft ? g->r_cost : 0;
+        if (g->p.draft && g->t_d1 > 0 && g->t_plain > 0) r0 = g->t_d1 / g->t_plain;
+        const double r = measured ? (g->c_tok > 0 ? g->c_tok / g->t_plain : 0) : r0 + 0.25;
         const double a = g->alpha;
         double best_v = 1.0; /* no drafting: one token per unit */
         for (int k = 1; k <= g->p.draft_n; k++) {
@@ -843,6 +849,20 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
     const size_t V = (size_t)c->vocab_size;
     st_status rc;
     *ran = 0;
+    if (g->p.draft && !g->p.draft_fixed && g->t_d1 <= 0 && g->plain_left == 0 && g->n_plain >= 2 &&
+        g->draft_fed == 0) {
+        /* the draft budget's cost, measured on the stream's first token (the
+         * start of its catch-up anyway): a small model is overhead-bound and
+         * its step costs far more than its bytes say */
+        if (!g->s_draft && (rc = st_state_new(g->m, g->max_ctx, &g->s_draft))) return rc;
+        if (!g->spec_logits && !(g->spec_logits = st_malloc(sizeof(float) * V * (ST_FWD_MAX_SNAP + 1))))
+            return ST_ERR_NOMEM;
+        const int32_t t0 = stream_at(g, 0);
+        const double a = st_time_now();
+        if ((rc = st_forward(g->p.draft, g->s_draft, &t0, 1, g->spec_logits, 0))) return rc;
+        g->t_d1 = st_time_now() - a;
+        g->draft_fed = 1;
+    }
     int k = draft_count(g);
     /* the pass (t and the drafts) must leave the state short of the context
      * limit, or the limit would end the request earlier than plain decoding */
@@ -1042,12 +1062,16 @@ st_status st_gen_step_end(st_gen *g, st_status fwd_rc, int *done) {
     }
     double dt = st_time() - g->step_t0;
     if (g->step_kind == 1 && (g->p.draft || g->p.draft_ngram)) { /* the figures speculation is judged by */
-        g->t_plain = g->n_plain++ ? 0.8 * g->t_plain + 0.2 * dt : dt;
+        /* a step the machine stalled (a busy neighbour, a page fault) counts
+         * as at most twice the figure so far: one outlier must not flip the
+         * decision to draft */
+        g->t_plain = g->n_plain++ ? 0.8 * g->t_plain + 0.2 * fmin(dt, 2 * g->t_plain) : dt;
     } else if (g->step_kind >= 2) {
         const double per = dt / (g->step_kind - 1); /* t and the kept drafts */
         g->t_spec = g->n_spec++ ? 0.8 * g->t_spec + 0.2 * per : per;
         if (g->n_plain && g->spec_nd > 0) { /* everything the drafts added to the step */
-            const double c = (dt - g->catch_s - g->t_plain) / g->spec_nd;
+            double c = (dt - g->catch_s - g->t_plain) / g->spec_nd;
+            if (g->n_meas) c = fmin(c, fmax(2 * g->c_tok, 0.5 * g->t_plain)); /* outliers, as above */
             g->c_tok = g->n_meas++ ? 0.7 * g->c_tok + 0.3 * c : c;
             g->st.draft_cost = g->c_draft / g->t_plain;
             g->st.verify_cost = (g->c_tok - g->c_draft) / g->t_plain;
