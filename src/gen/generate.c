@@ -858,9 +858,9 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
         if (!g->spec_logits && !(g->spec_logits = st_malloc(sizeof(float) * V * (ST_FWD_MAX_SNAP + 1))))
             return ST_ERR_NOMEM;
         const int32_t t0 = stream_at(g, 0);
-        const double a = st_time_now();
+        const double a = st_time();
         if ((rc = st_forward(g->p.draft, g->s_draft, &t0, 1, g->spec_logits, 0))) return rc;
-        g->t_d1 = st_time_now() - a;
+        g->t_d1 = st_time() - a;
         g->draft_fed = 1;
     }
     int k = draft_count(g);
