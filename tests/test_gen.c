@@ -724,7 +724,7 @@ static void test_forward_snap(void **st) {
         assert_int_equal(st_forward(b, whole, g_prompt, pre, NULL, 0), ST_OK);
         assert_int_equal(st_forward(b, split, g_prompt, pre, NULL, 0), ST_OK);
         float *la = malloc(sizeof(float) * (size_t)g_V), *lb = malloc(sizeof(float) * (size_t)g_V);
-        assert_int_equal(st_forward_snap(b, whole, g_prompt + pre, n, la, 0, at, 2, snap), ST_OK);
+        assert_int_equal(st_forward_snap(b, whole, g_prompt + pre, n, la, 0, at, 2, snap, 0), ST_OK);
         assert_int_equal(st_forward(b, split, g_prompt + pre, at[0], NULL, 0), ST_OK);
         same_state(snap[0], split);
         assert_int_equal(st_forward(b, split, g_prompt + pre + at[0], at[1] - at[0], NULL, 0), ST_OK);
@@ -734,9 +734,31 @@ static void test_forward_snap(void **st) {
         close_to(la, lb, (size_t)g_V, 1e-5, "logits");
         /* marks out of order or at the end are refused */
         const int bad[2] = {4, 4};
-        assert_int_equal(st_forward_snap(b, whole, g_prompt, 8, NULL, 0, bad, 2, snap), ST_ERR_ARG);
+        assert_int_equal(st_forward_snap(b, whole, g_prompt, 8, NULL, 0, bad, 2, snap, 0), ST_ERR_ARG);
         const int end[1] = {8};
-        assert_int_equal(st_forward_snap(b, whole, g_prompt, 8, NULL, 0, end, 1, snap), ST_ERR_ARG);
+        assert_int_equal(st_forward_snap(b, whole, g_prompt, 8, NULL, 0, end, 1, snap, 0), ST_ERR_ARG);
+        /* recurrent snapshots (speculative decoding's rollback points: no KV
+         * rows) restored into the state that took them give the state at
+         * the mark, and decoding on from there gives the same logits */
+        st_state *w2, *ref;
+        assert_int_equal(st_state_new(g_m, 0, &w2), ST_OK);
+        assert_int_equal(st_state_new(g_m, 0, &ref), ST_OK);
+        assert_int_equal(st_forward(b, w2, g_prompt, pre, NULL, 0), ST_OK);
+        assert_int_equal(st_forward(b, ref, g_prompt, pre, NULL, 0), ST_OK);
+        for (int k = 1; k >= 0; k--) { /* later mark first: each restore goes back further */
+            assert_int_equal(st_forward_snap(b, w2, g_prompt + pre, n, NULL, 0, at, 2, snap, 1), ST_OK);
+            same_state(w2, whole);
+            assert_int_equal(st_state_copy_recurrent(w2, snap[k]), ST_OK);
+            assert_int_equal(st_state_pos(w2), pre + at[k]);
+            assert_int_equal(st_state_copy(split, ref), ST_OK);
+            assert_int_equal(st_forward(b, split, g_prompt + pre, at[k], NULL, 0), ST_OK);
+            same_state(w2, split);
+            memset(lb, 0, sizeof(float) * (size_t)g_V);
+            assert_int_equal(st_forward(b, w2, g_prompt + pre + at[k], n - at[k], lb, 0), ST_OK);
+            close_to(la, lb, (size_t)g_V, 1e-5, "logits after a rollback");
+            assert_int_equal(st_state_copy(w2, ref), ST_OK);
+        }
+        st_state_free(w2); st_state_free(ref);
         free(la); free(lb);
         st_state_free(whole); st_state_free(split); st_state_free(snap[0]); st_state_free(snap[1]);
     }

@@ -103,6 +103,10 @@ struct st_gen {
     double catch_s;       /* ... and its seconds, when it was a long one (else 0) */
     double c_catch;       /* measured seconds per token of a long catch-up (0: none yet) */
     double t_d1;          /* seconds of the draft budget's first one-token step (0: not yet) */
+    /* prompt lookup: per match length m (1..3), drafted tokens accepted and
+     * tried (decayed counts), and plain steps it sat out; the step's m */
+    double ng_acc[4], ng_try[4];
+    int ng_skip[4], spec_m;
     /* a step in progress (st_gen_step_begin .. _end) */
     st_gen_fwd *defer;    /* where to describe the decode forward instead of running it */
     int32_t pend_tok;     /* its token (the item points here)                           */
@@ -401,6 +405,7 @@ st_status st_gen_new(const st_model *m, const st_tokenizer *tok, const st_gen_pa
     g->cur_job = 0;
     g->have_logits = hit == n_prompt;
     g->alpha = 0.7; /* drafting starts on; the measured rate takes over */
+    for (int j = 1; j <= 3; j++) { g->ng_acc[j] = 1.4; g->ng_try[j] = 2; } /* the same prior, 0.7 */
     g->plain_left = 4; /* a plain figure to compare with first */
     g->pending = -1;
     *out = g;
@@ -492,7 +497,7 @@ static st_status job_step(st_gen *g, int *job_done) {
     }
     rc = ST_OK;
     if (q > 0) {
-        rc = st_forward_snap(j->b, j->s, toks, q, last && j->logits ? g->logits : NULL, 0, rel, n_marks, snap);
+        rc = st_forward_snap(j->b, j->s, toks, q, last && j->logits ? g->logits : NULL, 0, rel, n_marks, snap, 0);
         if (!rc) j->done += q;
     }
     for (int k = 0; k < n_marks && !rc; k++) {
@@ -701,8 +706,9 @@ static int spec_sampling(const st_gen *g) { return g->p.sampling.temperature > 0
 static int32_t stream_at(const st_gen *g, int i) { return i < g->n_prompt ? g->prompt[i] : g->out[i - g->n_prompt]; }
 
 /* Prompt lookup: the tokens after the latest earlier occurrence of the last
- * m tokens (m = 3, 2, 1, longest first) of the stream, up to k of them. */
-static int draft_ngram(const st_gen *g, int k, int32_t *d) {
+ * m tokens (m = 3, 2, 1, longest first) of the stream, up to k of them;
+ * *mlen = the m that matched. */
+static int draft_ngram(const st_gen *g, int k, int32_t *d, int *mlen) {
     const int n = g->n_prompt + g->n_out;
     for (int m = 3; m >= 1; m--) {
         if (n <= m) continue;
@@ -712,6 +718,7 @@ static int draft_ngram(const st_gen *g, int k, int32_t *d) {
             if (!ok) continue;
             int c = 0;
             while (c < k && at + m + c < n) { d[c] = stream_at(g, at + m + c); c++; }
+            *mlen = m;
             return c;
         }
     }
@@ -747,7 +754,7 @@ static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
     if (k > 1 && !g->spec_snap[ST_FWD_MAX_SNAP - 1] &&
         (rc = st_state_new(g->m, g->max_ctx, &g->spec_snap[ST_FWD_MAX_SNAP - 1])))
         return rc;
-    if (k > 1 && (rc = st_state_copy(g->spec_snap[ST_FWD_MAX_SNAP - 1], g->s_draft))) return rc;
+    if (k > 1 && (rc = st_state_copy_recurrent(g->spec_snap[ST_FWD_MAX_SNAP - 1], g->s_draft))) return rc;
     const int sampling = spec_sampling(g);
     for (int i = 0; i < k; i++) {
         int32_t best = 0;
@@ -766,7 +773,7 @@ static st_status draft_model(st_gen *g, int k, int32_t *d, int *nd) {
         if (i + 1 < k && (rc = st_forward(g->p.draft, g->s_draft, &best, 1, lg, 0))) return rc;
         if (st_state_pos(g->s_draft) + 1 >= g->max_ctx) break;
     }
-    if (k > 1) rc = st_state_copy(g->s_draft, g->spec_snap[ST_FWD_MAX_SNAP - 1]);
+    if (k > 1) rc = st_state_copy_recurrent(g->s_draft, g->spec_snap[ST_FWD_MAX_SNAP - 1]);
     return rc;
 }
 
@@ -841,6 +848,32 @@ static int draft_count(st_gen *g) {
     return best;
 }
 
+/* Prompt lookup decides step by step, from the draft at hand: how long a
+ * match it came from says how far to trust it (on repetitive text a
+ * 3-token match is right far more often than a 1-token one), so acceptance
+ * is tracked per match length m, and each step drafts the k of the `avail`
+ * looked-up tokens that pays best at that rate, with r what a drafted token
+ * measurably adds to a step (as draft_count). A lookup costs nothing, so
+ * unlike a budget drafter there is no catch-up to repay and no pause: a rate
+ * that does not pay means a plain step, and every 16th step sat out at an m
+ * drafts one token to measure that rate again (a cost of at most ~2% of a
+ * step). The first k drafts are taken on the prior (0.7), as draft_count. */
+static int ngram_count(st_gen *g, int m, int avail) {
+    if (g->p.draft_fixed) return avail;
+    if (g->plain_left > 0) { g->plain_left--; return 0; } /* a fresh plain figure */
+    const double r = g->n_meas && g->t_plain > 0 ? fmax(g->c_tok, 0) / g->t_plain : 0.3;
+    const double a = g->ng_acc[m] / g->ng_try[m];
+    int best = 0;
+    double best_v = 1.03; /* below this, drafting is within the noise of not drafting */
+    for (int k = 1; k <= avail; k++) {
+        const double x = a >= 1 ? k + 1 : (1 - pow(a, k + 1)) / (1 - a), v = x / (1 + k * r);
+        if (v > best_v) { best_v = v; best = k; }
+    }
+    if (!best) return ++g->ng_skip[m] % 16 == 0;
+    if (g->n_spec && g->n_spec % 64 == 0) g->plain_left = 2; /* keep the plain figure fresh */
+    return best;
+}
+
 /* t was taken (fed next). Draft after it, verify t + drafts in one pass,
  * emit the agreed drafts; leave the state and logits after the last token
  * kept. Returns ST_OK with *ran = 0 when there was nothing to draft. */
@@ -863,7 +896,16 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
         g->t_d1 = st_time() - a;
         g->draft_fed = 1;
     }
-    int k = draft_count(g);
+    int32_t d[ST_FWD_MAX_SNAP + 1];
+    int nd = 0, k;
+    if (g->p.draft_ngram) { /* look up first: the match decides how many to draft */
+        int m = 0;
+        nd = draft_ngram(g, g->p.draft_n, d + 1, &m);
+        k = nd ? ngram_count(g, m, nd) : 0;
+        g->spec_m = m;
+    } else {
+        k = draft_count(g);
+    }
     /* the pass (t and the drafts) must leave the state short of the context
      * limit, or the limit would end the request earlier than plain decoding */
     const int room = g->max_ctx - st_state_pos(g->s) - 2, left = g->p.max_tokens - g->st.completion_tokens;
@@ -889,12 +931,10 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
             return ST_ERR_NOMEM;
         }
     }
-    int32_t d[ST_FWD_MAX_SNAP + 1];
-    int nd = 0;
     const double t0 = st_time();
     g->catch_s = 0;
     if (g->p.draft_ngram) {
-        nd = draft_ngram(g, k, d + 1);
+        if (nd > k) nd = k;
         for (int i = 0; sampling && i < nd; i++) { /* a lookup proposes one token: q is a point mass */
             g->q_n[i] = 1;
             g->q_ids[i * V] = d[i + 1];
@@ -912,7 +952,7 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
     }
     /* the logits of every position: L[i] follows t, d1 .. di */
     const double t1 = st_time();
-    if ((rc = st_forward_snap(g->b_cur, g->s, d, nd + 1, g->spec_logits, 1, at, nd, g->spec_snap))) return rc;
+    if ((rc = st_forward_snap(g->b_cur, g->s, d, nd + 1, g->spec_logits, 1, at, nd, g->spec_snap, 1))) return rc;
     *ran = 1;
     /* drafting's own cost per drafted token, past a long catch-up (the
      * prompt, the stream since a pause: a one-off, not what a drafted token
@@ -978,9 +1018,14 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
     g->st.draft_accepted += acc;
     g->step_kind = 2 + acc;
     g->alpha = 0.9 * g->alpha + 0.1 * ((double)acc / nd);
+    if (g->p.draft_ngram) { /* a geometric rate: acc successes, then one failure unless all passed */
+        const int m = g->spec_m;
+        g->ng_acc[m] = 0.9 * g->ng_acc[m] + acc;
+        g->ng_try[m] = 0.9 * g->ng_try[m] + acc + (acc < nd);
+    }
     if (rc) return rc;
     if (kept <= nd) { /* back to the state after the first `kept` tokens */
-        if ((rc = st_state_copy(g->s, g->spec_snap[kept - 1]))) return rc;
+        if ((rc = st_state_copy_recurrent(g->s, g->spec_snap[kept - 1]))) return rc;
     } else {
         memcpy(g->logits, g->spec_logits + (size_t)nd * V, sizeof(float) * V);
     }

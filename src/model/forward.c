@@ -35,8 +35,9 @@ static float *take(bump *a, size_t n) {
 
 static size_t rup(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/* Snapshots to take inside a pass: after token at[k]-1 of the item's rows. */
-typedef struct { const int *at; int n; st_state **snap; } marks;
+/* Snapshots to take inside a pass: after token at[k]-1 of the item's rows;
+ * recurrent: conv/SSM state and position only (no KV rows). */
+typedef struct { const int *at; int n; st_state **snap; int recurrent; } marks;
 
 /* The sequences of one pass: item i owns rows [off[i], off[i] + n[i]) of
  * every activation matrix; row r belongs to item seq_of[r]; mk[i] are its
@@ -253,6 +254,7 @@ static void attn_forward(const st_budget *b, const st_layer *L, const batch *bt,
     for (int i = 0; i < B; i++) { /* snapshots: the new K/V rows before each mark */
         const st_state *s = bt->s[i];
         const marks *mk = &bt->mk[i];
+        if (mk->recurrent) continue;
         for (int k = 0; k < mk->n; k++) {
             st_state *sn = mk->snap[k];
             const size_t at = (size_t)s->pos * kvd, len = sizeof(float) * (size_t)mk->at[k] * kvd;
@@ -369,7 +371,7 @@ static st_status forward_batch(const st_budget *b, const st_batch_item *items, i
         if (s->pos + n > ctx) ctx = s->pos + n;
         if (it->logits) n_lg += it->all_logits ? n : 1;
     }
-    static const marks none = {NULL, 0, NULL};
+    static const marks none = {NULL, 0, NULL, 0};
     marks mks[ST_BATCH_MAX];
     for (int q = 0; q < n_items; q++) {
         const marks *mk = mk_in ? &mk_in[q] : &none;
@@ -396,8 +398,8 @@ static st_status forward_batch(const st_budget *b, const st_batch_item *items, i
             if (s->pos + mks[q].at[k] > sn->max_ctx)
                 return st_err(ST_ERR_RANGE, "st_forward: a snapshot of %d positions exceeds its %d-position limit",
                               s->pos + mks[q].at[k], sn->max_ctx);
-            st_status rc = st_state_reserve(sn, s->pos + mks[q].at[k]);
-            if (!rc) rc = st_state_copy(sn, s);
+            st_status rc = mks[q].recurrent ? st_state_copy_recurrent(sn, s) : st_state_reserve(sn, s->pos + mks[q].at[k]);
+            if (!rc && !mks[q].recurrent) rc = st_state_copy(sn, s);
             if (rc) return rc;
             sn->pos = s->pos + mks[q].at[k];
         }
@@ -494,9 +496,9 @@ st_status st_forward_batch(const st_budget *b, const st_batch_item *items, int n
 }
 
 st_status st_forward_snap(const st_budget *b, st_state *s, const int32_t *tokens, int n, float *logits, int all_logits,
-                          const int *at, int n_at, st_state **snap) {
+                          const int *at, int n_at, st_state **snap, int recurrent) {
     const st_batch_item it = {s, tokens, n, logits, all_logits};
-    const marks mk = {at, n_at, snap};
+    const marks mk = {at, n_at, snap, recurrent};
     return forward_batch(b, &it, 1, &mk);
 }
 

@@ -178,13 +178,19 @@ static inline int st_budget_can_transplant(const st_budget *a, const st_budget *
  * n, at most ST_FWD_MAX_SNAP): what stopping the pass there would leave,
  * bit for bit, without splitting the pass (every pass reads all weights, so
  * a split costs a weight read; the prompt cache snapshots chat turn ends
- * this way). snap[k] is any state of the same model. */
+ * this way). snap[k] is any state of the same model. recurrent: the
+ * snapshots hold only the recurrent part (st_state_copy_recurrent: no KV
+ * rows), rollback points to restore into s itself (speculative decoding). */
 #define ST_FWD_MAX_SNAP 8
 st_status st_forward_snap(const st_budget *b, st_state *s, const int32_t *tokens, int n, float *logits, int all_logits,
-                          const int *at, int n_at, st_state **snap);
+                          const int *at, int n_at, st_state **snap, int recurrent);
 
 /* state.c */
 st_status st_state_reserve(st_state *s, int n);
+/* dst = src's conv and SSM states, position and budget, not its KV rows: a
+ * rollback point, valid only to restore into src itself (or into a state
+ * whose KV rows before src's position equal src's). */
+st_status st_state_copy_recurrent(st_state *dst, const st_state *src);
 /* Bytes the state holds: conv + SSM states, the KV cache as reserved
  * (kv_cap positions), the scratch workspace and the struct itself. */
 size_t st_state_bytes(const st_state *s);

@@ -94,15 +94,28 @@ st_status st_state_copy(st_state *dst, const st_state *src) {
     st_status rc = st_state_reserve(dst, src->pos);
     if (rc) return rc;
     const st_config *c = &src->m->cfg;
-    for (int i = 0; i < src->m->n_mamba; i++) {
-        memcpy(dst->conv[i], src->conv[i], conv_len(c) * sizeof(float));
-        memcpy(dst->ssm[i], src->ssm[i], ssm_len(c) * sizeof(float));
-    }
     size_t row = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
     for (int i = 0; i < src->m->n_attn; i++) {
         if (!src->pos) break;
         memcpy(dst->k_cache[i], src->k_cache[i], (size_t)src->pos * row * sizeof(float));
         memcpy(dst->v_cache[i], src->v_cache[i], (size_t)src->pos * row * sizeof(float));
+    }
+    return st_state_copy_recurrent(dst, src);
+}
+
+/* The recurrent part only (conv and SSM states, position, budget): a
+ * rollback point for speculative decoding. Restoring it into the state it
+ * was taken from is exact because the KV rows before its position are the
+ * same in both (a pass only writes rows at or after the position it starts
+ * from), so the KV cache, which grows with the context, is never copied. */
+st_status st_state_copy_recurrent(st_state *dst, const st_state *src) {
+    if (dst->m != src->m) return st_err(ST_ERR_ARG, "st_state_copy: states belong to different models");
+    if (src->pos > dst->max_ctx)
+        return st_err(ST_ERR_RANGE, "st_state_copy: %d positions do not fit a state limited to %d", src->pos, dst->max_ctx);
+    const st_config *c = &src->m->cfg;
+    for (int i = 0; i < src->m->n_mamba; i++) {
+        memcpy(dst->conv[i], src->conv[i], conv_len(c) * sizeof(float));
+        memcpy(dst->ssm[i], src->ssm[i], ssm_len(c) * sizeof(float));
     }
     dst->pos = src->pos;
     dst->has_budget = src->has_budget;
