@@ -310,10 +310,11 @@ static void run_dtype(st_dtype dt) {
     for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
         st_isa_set((st_isa)isa);
         assert_int_equal(st_isa_get(), isa);
-        /* passes: 1 thread, 2 threads, 2 threads with the GEMM for every T */
-        for (int pass = 0; pass < 3; pass++) {
+        /* passes: 1 thread, 2 threads, 2 threads with the GEMM for every T,
+         * 2 threads again; the decode passes run every prefetch variant */
+        for (int pass = 0; pass < 4; pass++) {
             st_set_threads(pass ? 2 : 1);
-            const int nta = st_prefetch_nta_set(pass == 1); /* both decode kernel variants */
+            const int pfm = st_prefetch_mode_set(pass == 0 ? ST_PF_AHEAD : pass == 1 ? ST_PF_NTA : ST_PF_NONE);
             const int gmin = st_matmul_gemm_min_t(pass == 2 ? 1 : 0);
             /* prefix spans, sizes from the list */
             for (int a = 0; a < NSIZES; a++)
@@ -347,7 +348,7 @@ static void run_dtype(st_dtype dt) {
                 free(m.alloc);
             }
             st_matmul_gemm_min_t(gmin);
-            st_prefetch_nta_set(nta);
+            st_prefetch_mode_set(pfm);
         }
     }
     st_isa_set(top);

@@ -49,7 +49,7 @@
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static st_isa g_detected = ST_ISA_SCALAR;
 static int g_has_bf16;          /* AVX512_BF16 usable (CPU and OS)   */
-static int g_prefetch_nta;       /* decode prefetch hint: st_prefetch_nta */
+static int g_prefetch;           /* decode prefetch: st_prefetch_mode */
 static atomic_int g_bf16_on = 1; /* ST_BF16DP=0 / st_isa_bf16_set(0) */
 static atomic_int g_isa = ST_ISA_SCALAR;
 static char g_features[160];
@@ -98,10 +98,11 @@ static void detect_once(void) {
 #ifdef ST_X86
     if (__get_cpuid(0, &a, &b, &c, &d)) amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u; /* "AuthenticAMD" */
 #endif
-    g_prefetch_nta = amd;
+    g_prefetch = amd ? ST_PF_NTA : ST_PF_AHEAD;
     const char *pf = getenv("ST_PREFETCH");
-    if (pf && !strcmp(pf, "nta")) g_prefetch_nta = 1;
-    if (pf && !strcmp(pf, "none")) g_prefetch_nta = 0;
+    if (pf && !strcmp(pf, "nta")) g_prefetch = ST_PF_NTA;
+    if (pf && !strcmp(pf, "ahead")) g_prefetch = ST_PF_AHEAD;
+    if (pf && !strcmp(pf, "none")) g_prefetch = ST_PF_NONE;
     st_isa best = ST_ISA_SCALAR;
     if (os_avx && avx2 && fma && f16c) best = ST_ISA_AVX2;
     /* the AVX-512 kernels use F/BW/VL/DQ (+F16C); they never use the BF16
@@ -153,15 +154,15 @@ st_isa st_isa_set(st_isa isa) {
     return (st_isa)atomic_exchange(&g_isa, (int)isa);
 }
 
-int st_prefetch_nta(void) {
+int st_prefetch_mode(void) {
     pthread_once(&g_once, detect_once);
-    return g_prefetch_nta;
+    return g_prefetch;
 }
 
-int st_prefetch_nta_set(int on) {
+int st_prefetch_mode_set(int mode) {
     pthread_once(&g_once, detect_once);
-    const int prev = g_prefetch_nta;
-    g_prefetch_nta = on != 0;
+    const int prev = g_prefetch;
+    g_prefetch = mode == ST_PF_NTA || mode == ST_PF_AHEAD ? mode : ST_PF_NONE;
     return prev;
 }
 

@@ -167,7 +167,8 @@ AI int gemv_head(const int NR, const unsigned char *const *p, size_t esz, int le
     return h < len ? h : len;
 }
 
-AI void gemv_blk(st_dtype DT, const int NR, const int NT, const int NTA, const unsigned char *const *wr,
+#define PF_AHEAD 512 /* ST_PF_AHEAD's distance in bytes (kernels.h) */
+AI void gemv_blk(st_dtype DT, const int NR, const int NT, const int PF, const unsigned char *const *wr,
                  const unsigned char *const *pf, size_t esz, const st_span *cs, int n_cs, const float *x,
                  int ldx, float out[8][4]) {
     /* one accumulator per row and token, whatever the block shape: a row's
@@ -193,6 +194,7 @@ AI void gemv_blk(st_dtype DT, const int NR, const int NT, const int NTA, const u
         }
         const float *xs = x + xi;
         const int len = cs[s].len > 0 ? cs[s].len : 0; /* negative = empty */
+        const size_t span_b = (size_t)len * esz;
         int k = gemv_head(NR, p, esz, len);
         if (k) gemv_part(DT, NR, NT, A2, p, esz, xs, ldx, 0, k, acc);
         for (; k + 32 <= len; k += 32) {
@@ -213,10 +215,14 @@ AI void gemv_blk(st_dtype DT, const int NR, const int NT, const int NTA, const u
                  * not push the SSM states, KV cache and activations out of
                  * the caches (measured on nano8: ~10% faster decode than
                  * into L2, ~15% than none; noisy machine, 3 rounds) */
-                if (NTA) {
+                if (PF == ST_PF_NTA) {
                     _mm_prefetch((const char *)(q[r] + (size_t)k * esz), _MM_HINT_NTA);
                     if (esz == 4) _mm_prefetch((const char *)(q[r] + (size_t)k * esz + 64), _MM_HINT_NTA);
                 }
+                /* ahead in the row, then on into the next block's row */
+                if (PF == ST_PF_AHEAD && (esz > 1 || !(k & 63)))
+                    for (size_t o = (size_t)k * esz + PF_AHEAD, e = o + 32 * esz; o < e; o += 64)
+                        _mm_prefetch((const char *)(o < span_b ? p[r] + o : q[r] + (o - span_b)), _MM_HINT_T0);
                 ld32(DT, p[r] + (size_t)k * esz, 0, 0, &lo, &hi);
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
@@ -258,10 +264,10 @@ typedef void (*gemv_fn)(const unsigned char *const *, const unsigned char *const
     {{gemv_##DT##_1_1_##NTA, gemv_##DT##_1_2_##NTA, gemv_##DT##_1_3_##NTA, gemv_##DT##_1_4_##NTA}, \
      {gemv_##DT##_4_1_##NTA, gemv_##DT##_4_2_##NTA, gemv_##DT##_4_3_##NTA, gemv_##DT##_4_4_##NTA}, \
      {gemv_##DT##_8_1_##NTA, gemv_##DT##_8_2_##NTA, gemv_##DT##_8_3_##NTA, NULL}}
-/* [prefetch the next block non-temporally?][rows 1/4/8][tokens - 1] */
+/* [prefetch mode (ST_PF_*)][rows 1/4/8][tokens - 1] */
 #define GEMV_FNS(DT)                                                                          \
-    GEMV_FNS_PF(DT, 0) GEMV_FNS_PF(DT, 1)                                                     \
-    static const gemv_fn gemv_tab_##DT[2][3][4] = {GEMV_ROW(DT, 0), GEMV_ROW(DT, 1)};
+    GEMV_FNS_PF(DT, 0) GEMV_FNS_PF(DT, 1) GEMV_FNS_PF(DT, 2)                                  \
+    static const gemv_fn gemv_tab_##DT[3][3][4] = {GEMV_ROW(DT, 0), GEMV_ROW(DT, 1), GEMV_ROW(DT, 2)};
 GEMV_FNS(F32)
 GEMV_FNS(BF16)
 GEMV_FNS(F16)
@@ -271,13 +277,13 @@ GEMV_FNS(F8_E5M2)
 static void gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs,
                  const float *x, int ldx, float *y, int ldy, int T, int accumulate) {
     const gemv_fn(*tab)[4];
-    const int nta = st_prefetch_nta();
+    const int pfm = st_prefetch_mode();
     switch (W->dt) {
-    case ST_DT_F32: tab = gemv_tab_F32[nta]; break;
-    case ST_DT_BF16: tab = gemv_tab_BF16[nta]; break;
-    case ST_DT_F16: tab = gemv_tab_F16[nta]; break;
-    case ST_DT_F8_E4M3: tab = gemv_tab_F8_E4M3[nta]; break;
-    case ST_DT_F8_E5M2: tab = gemv_tab_F8_E5M2[nta]; break;
+    case ST_DT_F32: tab = gemv_tab_F32[pfm]; break;
+    case ST_DT_BF16: tab = gemv_tab_BF16[pfm]; break;
+    case ST_DT_F16: tab = gemv_tab_F16[pfm]; break;
+    case ST_DT_F8_E4M3: tab = gemv_tab_F8_E4M3[pfm]; break;
+    case ST_DT_F8_E5M2: tab = gemv_tab_F8_E5M2[pfm]; break;
     default: return;
     }
     const size_t esz = st_dtype_size(W->dt), ld = (size_t)W->cols * esz;
