@@ -5,7 +5,8 @@
 #                 under ASan+UBSan
 #   make run      the main job on the default model, at two budgets
 #   make bench    bandwidth + decode/prefill benchmark on nano8 (real Nano widths, 2.75 GB,
-#                 generated once) in BF16/FP8/NVFP4; make bench-quick: the ~1 GB preset
+#                 generated once) in BF16/FP8/NVFP4 (and NVFP4 with the lm_head quantized too);
+#                 make bench-quick: the ~1 GB preset
 #
 # Missing Debian packages are installed on first use (apt-get; sudo when not root).
 
@@ -190,7 +191,8 @@ bench: $(BIN)
 	@[ -f $(BENCH_DIR)/bf16/config.json ] || ./$(BIN) synth --preset nano8 -o $(BENCH_DIR)/bf16
 	@[ -f $(BENCH_DIR)/fp8/config.json ] || ./$(BIN) quantize -m $(BENCH_DIR)/bf16 -o $(BENCH_DIR)/fp8 -p fp8 --calib-tokens 256
 	@[ -f $(BENCH_DIR)/nvfp4/config.json ] || ./$(BIN) quantize -m $(BENCH_DIR)/bf16 -o $(BENCH_DIR)/nvfp4 -p nvfp4 --calib-tokens 256
-	./$(BIN) bench -m $(BENCH_DIR)/bf16 -m $(BENCH_DIR)/fp8 -m $(BENCH_DIR)/nvfp4 -b full,S \
+	@[ -f $(BENCH_DIR)/nvfp4-lm/config.json ] || ./$(BIN) quantize -m $(BENCH_DIR)/bf16 -o $(BENCH_DIR)/nvfp4-lm -p nvfp4 --calib-tokens 256 --quantize-lm-head
+	./$(BIN) bench -m $(BENCH_DIR)/bf16 -m $(BENCH_DIR)/fp8 -m $(BENCH_DIR)/nvfp4 -m $(BENCH_DIR)/nvfp4-lm -b full,S \
 	  --budget "$(BENCH_QUARTER)" --threads 2 $(BENCH_ARGS) --json $(BUILD)/bench.json --svg $(BUILD)/bench.svg
 
 bench-quick: $(BIN)

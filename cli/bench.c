@@ -587,8 +587,20 @@ int cmd_bench(int argc, char **argv) {
         st_budget_free(full);
         const double bpw = fs.weight_bytes / fs.total_params;
         snprintf(mlab_buf[k], sizeof mlab_buf[k], "%s", bpw > 1.9 ? (bpw > 3 ? "f32" : "bf16") : bpw > 0.9 ? "fp8" : "nvfp4");
+        /* two of one format (e.g. NVFP4 with and without its lm_head
+         * quantized): the later one by its directory's name, else its number */
         for (int j = 0; j < k; j++)
-            if (!strcmp(mlab_buf[j], mlab_buf[k])) snprintf(mlab_buf[k], sizeof mlab_buf[k], "model%d", k + 1);
+            if (!strcmp(mlab_buf[j], mlab_buf[k])) {
+                const char *d = dirs[k], *e = d + strlen(d);
+                while (e > d && e[-1] == '/') e--;
+                const char *b = e;
+                while (b > d && b[-1] != '/') b--;
+                snprintf(mlab_buf[k], sizeof mlab_buf[k], "%.*s", (int)(e - b), b);
+                for (int i = 0; i < k; i++)
+                    if (!mlab_buf[k][0] || !strcmp(mlab_buf[i], mlab_buf[k]) || strlen(mlab_buf[k]) > 12)
+                        snprintf(mlab_buf[k], sizeof mlab_buf[k], "model%d", k + 1);
+                break;
+            }
         mlabel[k] = mlab_buf[k];
         for (int i = 0; i < n; i++, nr++) {
             result *r = &res[nr];
