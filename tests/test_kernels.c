@@ -581,6 +581,77 @@ static void test_matmul_nvfp4(void **state) {
     st_set_threads(0);
 }
 
+/* st_matmul_group (the experts of a MoE layer in one parallel region) gives
+ * each job bit for bit what st_matmul gives it alone: on every ISA, one and
+ * two threads, with jobs that take the GEMM path mixed in, NVFP4 and float
+ * dtypes, several spans, and more jobs than one region takes. */
+static void test_matmul_group(void **state) {
+    (void)state;
+    static const st_dtype dts[] = {ST_DT_BF16, ST_DT_F32, ST_DT_F8_E4M3, ST_DT_NVFP4};
+    const st_isa top = st_isa_detect();
+    for (int isa = ST_ISA_SCALAR; isa <= (int)top; isa++) {
+        st_isa_set((st_isa)isa);
+        for (int pass = 0; pass < 2; pass++) {
+            st_set_threads(pass + 1);
+            const int nj = pass ? 70 : 9; /* 70: past the 64 jobs of one region */
+            wmat *wm = calloc((size_t)nj, sizeof *wm);
+            nvmat *nm = calloc((size_t)nj, sizeof *nm);
+            st_mm_job *jobs = calloc((size_t)nj, sizeof *jobs);
+            st_span *rs = calloc((size_t)nj, sizeof *rs), *cs = calloc((size_t)nj * 2, sizeof *cs);
+            float **x = calloc((size_t)nj, sizeof *x), **y = calloc((size_t)nj, sizeof *y), **yr = calloc((size_t)nj, sizeof *yr);
+            for (int i = 0; i < nj; i++) {
+                const st_dtype dt = dts[rndi(4)];
+                const int R = 1 + rndi(pass ? 40 : 300), C = 16 * (2 + rndi(40));
+                const int T = i % 7 == 6 ? 50 : 1 + rndi(4); /* 50: the GEMM path */
+                const st_mat *W;
+                if (dt == ST_DT_NVFP4) { nm[i] = make_nv(R + 2, C); W = &nm[i].W; }
+                else { wm[i] = make_w(dt, R + 2, C); W = &wm[i].W; }
+                rs[i] = (st_span){rndi(3), R};
+                int ncs = 1;
+                if (rnd() & 1) cs[2 * i] = (st_span){0, C};
+                else { cs[2 * i] = (st_span){0, 16 * (1 + rndi(C / 32))}; cs[2 * i + 1] = (st_span){C - 16, 16}; ncs = 2; }
+                int K = 0;
+                for (int c = 0; c < ncs; c++) K += cs[2 * i + c].len;
+                x[i] = malloc(sizeof(float) * (size_t)T * K);
+                for (int e = 0; e < T * K; e++) x[i][e] = rndf();
+                const int acc = (int)(rnd() & 1);
+                y[i] = malloc(sizeof(float) * (size_t)T * R);
+                yr[i] = malloc(sizeof(float) * (size_t)T * R * 2); /* st_matmul's, then the reference's */
+                for (int e = 0; e < T * R; e++) y[i][e] = yr[i][e] = yr[i][T * R + e] = rndf();
+                jobs[i] = (st_mm_job){W, &rs[i], &cs[2 * i], 1, ncs, x[i], K, y[i], R, T, acc};
+            }
+            st_matmul_group(jobs, nj);
+            for (int i = 0; i < nj; i++) {
+                const st_mm_job *j = &jobs[i];
+                st_matmul(j->W, j->rs, 1, j->cs, j->n_cs, j->x, j->ldx, yr[i], j->ldy, j->T, j->accumulate);
+                if (memcmp(y[i], yr[i], sizeof(float) * (size_t)j->T * (size_t)j->ldy))
+                    fail_msg("group job %d (%s, %d rows, T=%d) differs from st_matmul on %s", i,
+                             st_dtype_name(j->W->dt), j->ldy, j->T, st_isa_name((st_isa)isa));
+                /* and is right: against the scalar reference, within 1e-5 of Σ|w·x| + |y0| */
+                float *yref = yr[i] + (size_t)j->T * j->ldy, wrow[16 * 42];
+                st_matmul_ref(j->W, j->rs, 1, j->cs, j->n_cs, j->x, j->ldx, yref, j->ldy, j->T, j->accumulate);
+                for (int r = 0; r < j->ldy; r++) {
+                    int kk = 0;
+                    for (int c = 0; c < j->n_cs; c++) {
+                        st_mat_row_f32(j->W, j->rs->off + r, j->cs[c].off, j->cs[c].len, wrow + kk);
+                        kk += j->cs[c].len;
+                    }
+                    for (int t = 0; t < j->T; t++) {
+                        double b = 1.0;
+                        for (int e = 0; e < kk; e++) b += fabs((double)wrow[e] * j->x[(size_t)t * j->ldx + e]);
+                        const float d = fabsf(y[i][(size_t)t * j->ldy + r] - yref[(size_t)t * j->ldy + r]);
+                        if (!(d <= 1e-5 * b)) fail_msg("group job %d (%s) row %d token %d: off by %g", i, st_dtype_name(j->W->dt), r, t, d);
+                    }
+                }
+                free(x[i]); free(y[i]); free(yr[i]); free(wm[i].alloc); free(nm[i].alloc);
+            }
+            free(wm); free(nm); free(jobs); free(rs); free(cs); free(x); free(y); free(yr);
+        }
+    }
+    st_isa_set(top);
+    st_set_threads(0);
+}
+
 /* NaN codes propagate on every path (e4m3fn S.1111.111 has no finite value). */
 static void test_matmul_nan_codes(void **state) {
     (void)state;
@@ -987,6 +1058,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_degenerate),
         cmocka_unit_test(test_matmul_nan_codes),
         cmocka_unit_test(test_matmul_nvfp4),
+        cmocka_unit_test(test_matmul_group),
         cmocka_unit_test(test_nvfp4),
         cmocka_unit_test(test_isa_and_threads),
         cmocka_unit_test(test_membw),

@@ -54,6 +54,24 @@ typedef struct { int32_t off, len; } st_span;
  */
 void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
                const float *x, int ldx, float *y, int ldy, int T, int accumulate);
+/* Several independent products (the experts of a MoE layer): each job is
+ * one st_matmul call's arguments. The jobs that take the decode path run in
+ * ONE parallel region: threads take row chunks of job 0, then of job 1, ...,
+ * and move on without waiting, so a group costs one fork/join instead of
+ * one per product, and no thread idles at each product's end. Every row's
+ * sum is computed as st_matmul computes it (the same bits). The others
+ * (GEMM, no SIMD kernel) run one after another through st_matmul. No job
+ * may read another job's output, and outputs must not overlap. */
+typedef struct {
+    const st_mat *W;
+    const st_span *rs, *cs;
+    int n_rs, n_cs;
+    const float *x;
+    int ldx;
+    float *y;
+    int ldy, T, accumulate;
+} st_mm_job;
+void st_matmul_group(const st_mm_job *jobs, int n);
 /* Token count from which st_matmul packs weights for a GEMM instead of
  * streaming them per token block (default 48). t > 0 sets it (tests,
  * benchmarks) and returns the previous value; t <= 0 only returns it. */

@@ -430,7 +430,7 @@ static void matmul_portable(const st_mat *W, const int64_t *rows, int64_t N, con
  * shrink with the work left (a quarter of a thread's share of it, at least
  * 32 rows, in 16-row multiples so threads never share a cache line of y):
  * long streams first, and at the end no thread waits long for another.
- * dp1: the one-token kernel with its prepared x (xp) instead of the gemv. */
+ * (st_matmul_group below runs the decode path of one or several products.) */
 static int64_t next_chunk(atomic_llong *next, int64_t N, int nth, int64_t *n) {
     int64_t j0 = atomic_load_explicit(next, memory_order_relaxed), c;
     do {
@@ -441,25 +441,6 @@ static int64_t next_chunk(atomic_llong *next, int64_t N, int nth, int64_t *n) {
     } while (!atomic_compare_exchange_weak_explicit(next, &j0, j0 + c, memory_order_relaxed, memory_order_relaxed));
     *n = c;
     return j0;
-}
-
-static void matmul_gemv(const st_mm_ops *o, int dp1, const st_mat *W, const int64_t *rows, int64_t N,
-                        const st_span *cs, int n_cs, const void *xp, const float *x, int ldx, float *y, int ldy,
-                        int T, int accumulate, int nth, prof_busy *pb) {
-    atomic_llong next = 0;
-#pragma omp parallel num_threads(nth) if (nth > 1)
-    {
-        const double tb = busy_start(pb);
-        for (;;) {
-            int64_t nn;
-            const int64_t j0 = next_chunk(&next, N, nth, &nn);
-            if (j0 < 0) break;
-            const int n = (int)nn;
-            if (dp1) o->dp1_gemv(W, rows + j0, n, cs, n_cs, xp, y + j0, accumulate);
-            else o->gemv(W, rows + j0, n, cs, n_cs, x, ldx, y + j0, ldy, T, accumulate);
-        }
-        busy_add(pb, tb);
-    }
 }
 
 /* ------------------------------------------------------------ prefill path */
@@ -625,6 +606,47 @@ static void nvfp4_permute_x(const st_span *cs, int n_cs, int64_t K, const float 
     }
 }
 
+/* ------------------------------------------------------------ st_matmul_group */
+
+/* One job's decode path, prepared: what matmul_gemv takes. */
+typedef struct {
+    const st_mm_ops *o;
+    int job, nvfp4, dp1;
+    const st_mat *W;
+    const int64_t *rows;
+    int64_t N, K;
+    const st_span *cs;
+    int n_cs;
+    const void *xp;
+    const float *x;
+    int ldx;
+    float *y;
+    int ldy, T, accumulate;
+    atomic_llong next;
+} gv_plan;
+
+/* The kernel table st_matmul's decode path would use for W over cs (NULL:
+ * no SIMD kernel); *nvfp4 whether it is the NVFP4 one. */
+static const st_mm_ops *gv_ops(const st_mat *W, const st_span *cs, int n_cs, int *nvfp4) {
+    const st_isa isa = st_isa_get();
+    *nvfp4 = W->dt == ST_DT_NVFP4 && nvfp4_spans_ok(W, cs, n_cs);
+    if (*nvfp4) return isa == ST_ISA_AVX512 ? &st_mm_ops_avx512_nvfp4 : isa == ST_ISA_AVX2 ? &st_mm_ops_avx2_nvfp4 : NULL;
+    if (!st_dtype_is_float(W->dt)) return NULL;
+    return isa == ST_ISA_AVX512 ? &st_mm_ops_avx512 : isa == ST_ISA_AVX2 ? &st_mm_ops_avx2 : NULL;
+}
+
+/* Whether a decode on o takes the one-token AVX512_BF16 kernel. */
+static int gv_dp1(const st_mm_ops *o, int nvfp4, int T) { return nvfp4 && T == 1 && o->dp1_gemv && st_isa_bf16(); }
+
+/* Scratch bytes job j needs on the grouped decode path: its row list, its
+ * merged spans, its prepared x (as st_matmul lays them out). */
+static size_t gv_bytes(const st_mm_job *j, const st_mm_ops *o, int nvfp4, int64_t N, int64_t K) {
+    const int dp1 = gv_dp1(o, nvfp4, j->T);
+    const size_t xp = dp1 ? up64(o->dp1_bytes(j->cs, j->n_cs))
+                      : nvfp4 ? up64((size_t)j->T * (size_t)K * sizeof(float)) : 0;
+    return up64((size_t)N * sizeof(int64_t)) + up64((size_t)j->n_cs * sizeof(st_span)) + xp;
+}
+
 /* ------------------------------------------------------------ st_matmul */
 
 static atomic_int g_gemm_min_t = ST_GEMM_MIN_T;
@@ -643,27 +665,20 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
         return;
     }
 
+    int nvfp4;
+    const st_mm_ops *o = gv_ops(W, cs, n_cs, &nvfp4);
+    const int gemm = o && T >= atomic_load(&g_gemm_min_t);
+    if (o && !gemm) { /* the decode path: a group of one */
+        const st_mm_job j = {W, rs, cs, n_rs, n_cs, x, ldx, y, ldy, T, accumulate};
+        st_matmul_group(&j, 1);
+        return;
+    }
     int nth = st_get_threads();
     if ((double)N * (double)K < ST_PAR_MIN_ELEMS) nth = 1;
-    const st_isa isa = st_isa_get();
-    const int nvfp4 = W->dt == ST_DT_NVFP4 && nvfp4_spans_ok(W, cs, n_cs);
-    const st_mm_ops *o = nvfp4 ? (isa == ST_ISA_AVX512 ? &st_mm_ops_avx512_nvfp4
-                                  : isa == ST_ISA_AVX2 ? &st_mm_ops_avx2_nvfp4
-                                                       : NULL)
-                         : !st_dtype_is_float(W->dt) ? NULL
-                         : isa == ST_ISA_AVX512   ? &st_mm_ops_avx512
-                         : isa == ST_ISA_AVX2     ? &st_mm_ops_avx2
-                                                  : NULL;
-    const int gemm = o && T >= atomic_load(&g_gemm_min_t);
-    const int dp1 = nvfp4 && o && T == 1 && o->dp1_gemv && st_isa_bf16();
-    /* scratch: [rows: N int64][merged column spans][NVFP4 decode: permuted x]
-     * [per thread: GEMM panels or a converted row]; the dp1 layout is sized
-     * on the unmerged spans (merging only shrinks its padding) */
-    const size_t xp_bytes = dp1                        ? up64(o->dp1_bytes(cs, n_cs))
-                            : nvfp4 && o && !gemm ? up64((size_t)T * (size_t)K * sizeof(float))
-                                                  : 0;
-    const size_t rows_bytes = up64((size_t)N * sizeof(int64_t)) + up64((size_t)n_cs * sizeof(st_span)) + xp_bytes;
-    const size_t per = gemm ? gemm_scratch(o, T, n_cs) : o ? 0 : up64((size_t)K * sizeof(float));
+    /* scratch: [rows: N int64][merged column spans][per thread: GEMM panels
+     * or a converted row] */
+    const size_t rows_bytes = up64((size_t)N * sizeof(int64_t)) + up64((size_t)n_cs * sizeof(st_span));
+    const size_t per = gemm ? gemm_scratch(o, T, n_cs) : up64((size_t)K * sizeof(float));
     unsigned char *scratch = scratch_get(rows_bytes + per * (size_t)nth);
     if (!scratch) { /* out of memory: the reference needs none */
         st_matmul_ref(W, rs, n_rs, cs, n_cs, x, ldx, y, ldy, T, accumulate);
@@ -693,16 +708,6 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
     if (gemm)
         matmul_gemm(o, W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
                     scratch + rows_bytes, per, pb);
-    else if (dp1) {
-        void *xp = scratch + rows_bytes - xp_bytes;
-        o->dp1_prep(cs, n_cs, x, xp);
-        matmul_gemv(o, 1, W, rows, N, cs, n_cs, xp, NULL, 0, y, ldy, 1, accumulate, nth, pb);
-    } else if (o && xp_bytes) {
-        float *xp = (float *)(scratch + rows_bytes - xp_bytes);
-        nvfp4_permute_x(cs, n_cs, K, x, ldx, T, xp);
-        matmul_gemv(o, 0, W, rows, N, cs, n_cs, NULL, xp, (int)K, y, ldy, T, accumulate, nth, pb);
-    } else if (o)
-        matmul_gemv(o, 0, W, rows, N, cs, n_cs, NULL, x, ldx, y, ldy, T, accumulate, nth, pb);
     else
         matmul_portable(W, rows, N, cs, n_cs, K, x, ldx, y, ldy, T, accumulate, nth,
                         (float *)(scratch + rows_bytes), per / sizeof(float), pb);
@@ -714,5 +719,117 @@ void st_matmul(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
         prof->flops += 2.0 * (double)N * (double)K * T;
         prof->bytes += (double)N * (double)K *
                        (W->dt == ST_DT_NVFP4 ? 0.5 + 1.0 / 16 : (double)st_dtype_size(W->dt));
+    }
+}
+
+void st_matmul_group(const st_mm_job *jobs, int n) {
+    enum { MAXJ = 64 };
+    if (n <= 0) return;
+    if (n > MAXJ) { /* more than the plan table holds: in pieces */
+        for (int i = 0; i < n; i += MAXJ) st_matmul_group(jobs + i, n - i < MAXJ ? n - i : MAXJ);
+        return;
+    }
+    gv_plan pl[MAXJ];
+    int np = 0;
+    size_t bytes = 0;
+    double elems = 0;
+    /* which jobs take the decode path; the others run on their own */
+    for (int i = 0; i < n; i++) {
+        const st_mm_job *j = &jobs[i];
+        const int64_t N = span_total(j->rs, j->n_rs), K = span_total(j->cs, j->n_cs);
+        int nvfp4;
+        const st_mm_ops *o = N > 0 && K > 0 && j->T > 0 ? gv_ops(j->W, j->cs, j->n_cs, &nvfp4) : NULL;
+        if (!o || j->T >= atomic_load(&g_gemm_min_t)) {
+            st_matmul(j->W, j->rs, j->n_rs, j->cs, j->n_cs, j->x, j->ldx, j->y, j->ldy, j->T, j->accumulate);
+            continue;
+        }
+        gv_plan *p = &pl[np++];
+        p->o = o;
+        p->job = i;
+        p->nvfp4 = nvfp4;
+        p->dp1 = gv_dp1(o, nvfp4, j->T);
+        p->W = j->W;
+        p->N = N;
+        p->K = K;
+        p->x = j->x;
+        p->ldx = j->ldx;
+        p->y = j->y;
+        p->ldy = j->ldy;
+        p->T = j->T;
+        p->accumulate = j->accumulate;
+        p->xp = NULL;
+        atomic_init(&p->next, 0);
+        bytes += gv_bytes(j, o, nvfp4, N, K);
+        elems += (double)N * (double)K;
+    }
+    if (!np) return;
+    unsigned char *scratch = scratch_get(bytes);
+    if (!scratch) { /* out of memory: the reference needs none */
+        for (int k = 0; k < np; k++) {
+            const st_mm_job *j = &jobs[pl[k].job];
+            st_matmul_ref(j->W, j->rs, j->n_rs, j->cs, j->n_cs, j->x, j->ldx, j->y, j->ldy, j->T, j->accumulate);
+        }
+        return;
+    }
+    pthread_once(&g_ident_once, ident_init);
+    size_t at = 0;
+    for (int k = 0; k < np; k++) { /* as st_matmul: row list, merged spans, prepared x */
+        gv_plan *p = &pl[k];
+        const st_mm_job *j = &jobs[p->job];
+        unsigned char *base = scratch + at;
+        at += gv_bytes(j, p->o, p->nvfp4, p->N, p->K);
+        int64_t *rows = (int64_t *)base;
+        if (j->n_rs == 1 && g_ident && (int64_t)j->rs[0].off + p->N <= ST_IDENT_ROWS) p->rows = g_ident + j->rs[0].off;
+        else { fill_rows(j->rs, j->n_rs, rows); p->rows = rows; }
+        st_span *csm = (st_span *)(base + up64((size_t)p->N * sizeof(int64_t)));
+        int ncm = 0;
+        for (int c = 0; c < j->n_cs; c++) {
+            if (j->cs[c].len <= 0) continue;
+            if (ncm && csm[ncm - 1].off + csm[ncm - 1].len == j->cs[c].off) csm[ncm - 1].len += j->cs[c].len;
+            else csm[ncm++] = j->cs[c];
+        }
+        void *xp = base + up64((size_t)p->N * sizeof(int64_t)) + up64((size_t)j->n_cs * sizeof(st_span));
+        if (p->dp1) { /* sized on the unmerged spans (merging only shrinks its padding), laid out on the merged */
+            p->o->dp1_prep(csm, ncm, j->x, xp);
+            p->xp = xp;
+        } else if (p->nvfp4) {
+            nvfp4_permute_x(csm, ncm, p->K, j->x, j->ldx, j->T, (float *)xp);
+            p->x = (const float *)xp;
+            p->ldx = (int)p->K;
+        }
+        p->cs = csm;
+        p->n_cs = ncm;
+    }
+    int nth = st_get_threads();
+    if (elems < ST_PAR_MIN_ELEMS) nth = 1;
+    st_prof *prof = t_prof;
+    prof_busy busy = {0}, *pb = prof ? &busy : NULL;
+    const double t0 = prof ? st_time() : 0;
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        const double tb = busy_start(pb);
+        for (int i = 0; i < np; i++) { /* done with a job: straight on to the next */
+            gv_plan *p = &pl[i];
+            for (;;) {
+                int64_t nn;
+                const int64_t j0 = next_chunk(&p->next, p->N, nth, &nn);
+                if (j0 < 0) break;
+                if (p->dp1) p->o->dp1_gemv(p->W, p->rows + j0, (int)nn, p->cs, p->n_cs, p->xp, p->y + j0, p->accumulate);
+                else p->o->gemv(p->W, p->rows + j0, (int)nn, p->cs, p->n_cs, p->x, p->ldx, p->y + j0, p->ldy, p->T,
+                                p->accumulate);
+            }
+        }
+        busy_add(pb, tb);
+    }
+    if (prof) {
+        const double wall = st_time() - t0, nb = atomic_load(&busy.n);
+        const double work = nb > 0 ? atomic_load(&busy.busy) / nb : wall;
+        prof->s[ST_PROF_MATMUL] += work < wall ? work : wall;
+        prof->s[ST_PROF_SYNC] += work < wall ? wall - work : 0;
+        for (int i = 0; i < np; i++) {
+            prof->flops += 2.0 * (double)pl[i].N * (double)pl[i].K * pl[i].T;
+            prof->bytes += (double)pl[i].N * (double)pl[i].K *
+                           (pl[i].W->dt == ST_DT_NVFP4 ? 0.5 + 1.0 / 16 : (double)st_dtype_size(pl[i].W->dt));
+        }
     }
 }

@@ -49,6 +49,16 @@ typedef struct {
     const marks *mk;
 } batch;
 
+/* Routed rows the MoE layer handles at once (its workspace): every routed
+ * row of a decode step (T·k), at most max(T, 512) rows of a prompt chunk. */
+static size_t moe_rows(size_t T, size_t k) {
+    const size_t all = T * k;
+    return all <= 512 || all <= T ? all : (T > 512 ? T : 512);
+}
+
+/* floats that hold n st_mm_job (the MoE layer's product groups) */
+static size_t jobs_floats(size_t n) { return (n * sizeof(st_mm_job) + sizeof(float) - 1) / sizeof(float); }
+
 /* Floats of workspace one forward call of T rows needs at budget b (ctx:
  * the longest context of its sequences; lg: floats of gathered logits). */
 static size_t ws_need(const st_budget *b, int T, int ctx, size_t lg) {
@@ -69,8 +79,10 @@ static size_t ws_need(const st_budget *b, int T, int ctx, size_t lg) {
     if (strchr(c->pattern, '-')) mlp = rup(t * (size_t)w->intermediate_size);
     if (strchr(c->pattern, 'E')) {
         size_t E = (size_t)w->n_routed_experts, k = (size_t)b->top_k, F = (size_t)w->moe_intermediate_size;
-        moe = rup(t * E) + 2 * rup(t * k) + 2 * rup(t * k) + rup(t * H) + rup(t * F) + rup(t * H) +
-              rup(t * (size_t)(w->moe_shared_expert_intermediate_size + 1));
+        size_t cap = moe_rows(t, k);
+        moe = rup(t * E) + 2 * rup(t * k) + 2 * rup(t * k) + rup(cap * H) + rup(cap * F) + rup(cap * H) +
+              rup(t * (size_t)w->moe_shared_expert_intermediate_size) + rup(t * H) + rup(E + 1) +
+              2 * rup(jobs_floats(E + 1));
     }
     size_t mx = mam;
     if (att > mx) mx = att;
@@ -117,6 +129,16 @@ static void mm(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, 
         record(W, x, ldx, nc, T);
     }
     st_matmul(W, rs, n_rs, cs, n_cs, x, ldx, y, ldy, T, acc);
+}
+
+static void mm_group(const st_mm_job *jobs, int n) {
+    if (t_rec)
+        for (int i = 0; i < n; i++) {
+            int nc = 0;
+            for (int c = 0; c < jobs[i].n_cs; c++) nc += jobs[i].cs[c].len;
+            record(jobs[i].W, jobs[i].x, jobs[i].ldx, nc, jobs[i].T);
+        }
+    st_matmul_group(jobs, n);
 }
 
 /* Op-class timing for st_prof (kernels.h): a clock read per section only
@@ -292,49 +314,77 @@ static void mlp_forward(const st_budget *b, const st_layer *L, const float *u, f
     mm(&L->down, &hs, 1, &is, 1, h, I, out, H, T, 0);
 }
 
+/* The routed experts in batches of at most moe_rows rows (one batch for a
+ * decode step). A batch runs as two groups of products (st_matmul_group):
+ * every expert's up projection (with the shared expert's), then every
+ * down projection, each group one parallel region in which the threads move
+ * from one expert's rows to the next without waiting: one fork/join for the
+ * k experts instead of 2k, and the short expert products stream back to
+ * back. The outputs are summed in expert order, then the shared expert's, as
+ * one expert at a time would (the same bits on the decode path). */
 static void moe_forward(const st_budget *b, const st_layer *L, const float *u, float *out, int T, bump *ws) {
     const st_config *c = &b->m->cfg;
     const int H = b->w.hidden_size, E = b->w.n_routed_experts, k = b->top_k, F = b->w.moe_intermediate_size;
-    const st_span hs = {0, H}, es = {0, E}, fs = {0, F};
+    const int Fs = c->n_shared_experts ? b->w.moe_shared_expert_intermediate_size : 0;
+    const st_span hs = {0, H}, es = {0, E}, fs = {0, F}, ss = {0, Fs};
+    const int cap = (int)moe_rows((size_t)T, (size_t)k);
     float *lg = take(ws, (size_t)T * E);
     int32_t *idx = (int32_t *)take(ws, (size_t)T * k);
     float *wt = take(ws, (size_t)T * k);
-    int *tok = (int *)take(ws, (size_t)T * k);  /* tokens routed to the current expert */
+    int *tok = (int *)take(ws, (size_t)T * k); /* routed rows, expert by expert */
     float *tw = take(ws, (size_t)T * k);
-    float *xe = take(ws, (size_t)T * H), *he = take(ws, (size_t)T * F), *oe = take(ws, (size_t)T * H);
+    float *xe = take(ws, (size_t)cap * H), *he = take(ws, (size_t)cap * F), *oe = take(ws, (size_t)cap * H);
+    float *hsx = Fs ? take(ws, (size_t)T * Fs) : NULL, *sho = Fs ? take(ws, (size_t)T * H) : NULL;
     mm(&L->gate, &es, 1, &hs, 1, u, H, lg, E, T, 0);
     double tp = prof_t0();
     /* router (st_moe_route): sigmoid scores, top-k by score + correction bias */
     const st_route_cfg rc = {c->n_group, c->topk_group, c->norm_topk_prob, c->routed_scaling_factor};
     for (int t = 0; t < T; t++) st_moe_route(lg + (size_t)t * E, L->e_bias, E, k, &rc, idx + (size_t)t * k, wt + (size_t)t * k);
     memset(out, 0, sizeof(float) * (size_t)T * H);
-    /* group tokens by expert so each expert's weights are read once per call */
+    /* rows grouped by expert, each expert's weights read once per call */
+    int *n_e = (int *)take(ws, (size_t)E + 1), nr = 0;
     for (int e = 0; e < E; e++) {
-        int n = 0;
+        n_e[e] = 0;
         for (int t = 0; t < T; t++)
             for (int j = 0; j < k; j++)
-                if (idx[t * k + j] == e) { tok[n] = t; tw[n] = wt[t * k + j]; n++; }
-        if (!n) continue;
-        for (int i = 0; i < n; i++) memcpy(xe + (size_t)i * H, u + (size_t)tok[i] * H, sizeof(float) * H);
+                if (idx[t * k + j] == e) { tok[nr] = t; tw[nr] = wt[t * k + j]; nr++; n_e[e]++; }
+    }
+    st_mm_job *up = (st_mm_job *)take(ws, jobs_floats((size_t)E + 1));
+    st_mm_job *down = (st_mm_job *)take(ws, jobs_floats((size_t)E + 1));
+    for (int e0 = 0, r0 = 0, first = 1; e0 < E || first;) {
+        /* the batch: experts e0 .. e1-1, routed rows r0 .. r1-1 */
+        int e1 = e0, r1 = r0, nj = 0;
+        while (e1 < E && r1 + n_e[e1] - r0 <= cap) r1 += n_e[e1++];
+        for (int r = r0; r < r1; r++) memcpy(xe + (size_t)(r - r0) * H, u + (size_t)tok[r] * H, sizeof(float) * H);
         prof_add(ST_PROF_ROUTE, tp);
-        mm(&L->exp_up[e], &fs, 1, &hs, 1, xe, H, he, F, n, 0);
-        st_relu2(he, he, (size_t)n * F);
-        mm(&L->exp_down[e], &hs, 1, &fs, 1, he, F, oe, H, n, 0);
+        for (int e = e0, r = r0; e < e1; r += n_e[e++]) {
+            if (!n_e[e]) continue;
+            const size_t o = (size_t)(r - r0);
+            up[nj] = (st_mm_job){&L->exp_up[e], &fs, &hs, 1, 1, xe + o * H, H, he + o * F, F, n_e[e], 0};
+            down[nj] = (st_mm_job){&L->exp_down[e], &hs, &fs, 1, 1, he + o * F, F, oe + o * H, H, n_e[e], 0};
+            nj++;
+        }
+        if (first && Fs) { /* the shared expert joins the first batch */
+            up[nj] = (st_mm_job){&L->sh_up, &ss, &hs, 1, 1, u, H, hsx, Fs, T, 0};
+            down[nj] = (st_mm_job){&L->sh_down, &hs, &ss, 1, 1, hsx, Fs, sho, H, T, 0};
+            nj++;
+        }
+        mm_group(up, nj);
+        st_relu2(he, he, (size_t)(r1 - r0) * F);
+        if (first && Fs) st_relu2(hsx, hsx, (size_t)T * Fs);
+        mm_group(down, nj);
         tp = prof_t0();
-        for (int i = 0; i < n; i++) {
-            float *o = out + (size_t)tok[i] * H, *src = oe + (size_t)i * H, w = tw[i];
+        for (int r = r0; r < r1; r++) {
+            float *o = out + (size_t)tok[r] * H, *src = oe + (size_t)(r - r0) * H, w = tw[r];
             for (int j = 0; j < H; j++) o[j] += w * src[j];
         }
+        e0 = e1;
+        r0 = r1;
+        first = 0;
     }
     prof_add(ST_PROF_ROUTE, tp);
-    if (c->n_shared_experts) {
-        const int Fs = b->w.moe_shared_expert_intermediate_size;
-        const st_span ss = {0, Fs};
-        float *hsx = take(ws, (size_t)T * Fs);
-        mm(&L->sh_up, &ss, 1, &hs, 1, u, H, hsx, Fs, T, 0);
-        st_relu2(hsx, hsx, (size_t)T * Fs);
-        mm(&L->sh_down, &hs, 1, &ss, 1, hsx, Fs, out, H, T, 1);
-    }
+    if (Fs)
+        for (size_t i = 0; i < (size_t)T * H; i++) out[i] += sho[i];
 }
 
 /* ------------------------------------------------------------ driver */
