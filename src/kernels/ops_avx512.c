@@ -49,18 +49,57 @@ void st_ssm_scan_avx512(float *S, int P, int N, const float *x, const float *B, 
     }
 }
 
+/* q·k_j as 16 lane partial sums (hd in 16-lane steps, masked tail) */
+static inline __m512 qk_lanes(const float *q, const float *kj, int hd) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int e = 0; e < hd; e += 16) {
+        const __mmask16 m = mask16(hd - e);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + e), _mm512_maskz_loadu_ps(m, kj + e), acc);
+    }
+    return acc;
+}
+
+/* The lane sums of v[0..16) as one vector: element i = Σ lanes of v[i].
+ * Pairs by 32-bit, then 64-bit interleaves inside each 128-bit lane, then
+ * across the four 128-bit lanes: 45 operations for 16 sums, where 16 full
+ * horizontal reductions take ~160 (the score loop's cost at short hd). */
+static inline __m512 sum16(const __m512 *v) {
+    __m512 s4[4];
+    for (int g = 0; g < 4; g++) {
+        const __m512 *w = v + 4 * g;
+        const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(w[0], w[1]), _mm512_unpackhi_ps(w[0], w[1]));
+        const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(w[2], w[3]), _mm512_unpackhi_ps(w[2], w[3]));
+        /* per 128-bit lane: [Σv0, Σv1, Σv2, Σv3] over that lane */
+        s4[g] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))),
+                              _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))));
+    }
+    const __m512 t0 = _mm512_add_ps(_mm512_shuffle_f32x4(s4[0], s4[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_f32x4(s4[0], s4[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512 t1 = _mm512_add_ps(_mm512_shuffle_f32x4(s4[2], s4[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_f32x4(s4[2], s4[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 void st_attn_head_avx512(const float *q, const float *K, const float *V, int ldkv, int n, int hd, float scale,
                          float *sc, float *o) {
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        const float *kj = K + (size_t)j * ldkv;
-        __m512 acc = _mm512_setzero_ps();
-        for (int e = 0; e < hd; e += 16) {
-            const __mmask16 m = mask16(hd - e);
-            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + e), _mm512_maskz_loadu_ps(m, kj + e), acc);
-        }
-        sc[j] = _mm512_reduce_add_ps(acc) * scale;
-        if (sc[j] > mx) mx = sc[j];
+    /* scores 16 positions at a time, the rest one by one; which sum order a
+     * position gets depends only on n and its index, never on how many
+     * queries a pass holds (a verify pass scores as plain decoding does) */
+    const __m512 vs = _mm512_set1_ps(scale);
+    __m512 vmx = _mm512_set1_ps(-INFINITY);
+    int jb = 0;
+    for (; jb + 16 <= n; jb += 16) {
+        __m512 part[16];
+        for (int i = 0; i < 16; i++) part[i] = qk_lanes(q, K + (size_t)(jb + i) * ldkv, hd);
+        const __m512 s16 = _mm512_mul_ps(sum16(part), vs);
+        _mm512_storeu_ps(sc + jb, s16);
+        vmx = _mm512_max_ps(vmx, s16);
+    }
+    float mx = _mm512_reduce_max_ps(vmx);
+    for (; jb < n; jb++) {
+        sc[jb] = _mm512_reduce_add_ps(qk_lanes(q, K + (size_t)jb * ldkv, hd)) * scale;
+        if (sc[jb] > mx) mx = sc[jb];
     }
     float sum = 0;
     for (int j = 0; j < n; j++) {
