@@ -254,6 +254,21 @@ static int64_t tot(const st_span *s, int n) {
 static int g_checked;
 
 /* st_matmul vs st_matmul_ref: |Δ| <= 1e-5·(Σ|w·x| + |y0|) per output. */
+/* Σ|w_i|·|x_i - x̂_i|: what rounding x to two int8 digits per 16 packed
+ * columns (st_q8_block) can move a dot product by. */
+static double q8_err(const float *w, const float *x, const st_span *cs, int n_cs) {
+    double e = 0;
+    int i = 0;
+    for (int b = 0; b < n_cs; b++)
+        for (int c = 0; c < cs[b].len; c += 16, i += 16) {
+            const int n = cs[b].len - c < 16 ? cs[b].len - c : 16;
+            int8_t h[16], l[16];
+            const double sc = st_q8_block(x + i, n, h, l);
+            for (int k = 0; k < n; k++) e += fabs((double)w[i + k]) * fabs((double)x[i + k] - sc * (h[k] + l[k] / 256.0));
+        }
+    return e;
+}
+
 static void check_case(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
                        int T, int accumulate, int padx, int pady) {
     const int N = (int)tot(rs, n_rs), K = (int)tot(cs, n_cs), ldx = K + padx, ldy = N + pady;
@@ -278,18 +293,20 @@ static void check_case(const st_mat *W, const st_span *rs, int n_rs, const st_sp
                 i += cs[b].len;
             }
             for (int t = 0; t < T; t++) {
-                double s = 0;
+                double s = 0, q = 0;
                 for (i = 0; i < K; i++) s += fabs((double)wrow[i] * x[t * ldx + i]);
-                bound[t * ldy + j] = (float)(s + 1.0); /* +|y0| <= 1 when accumulating */
+                if (W->dt == ST_DT_NVFP4 && T == 1 && st_isa_vnni())
+                    q = q8_err(wrow, x + t * ldx, cs, n_cs); /* x's rounding to int8 digits */
+                bound[t * ldy + j] = (float)(1e-5 * (s + 1.0) + q); /* +|y0| <= 1 when accumulating */
             }
         }
     for (int t = 0; t < T; t++) {
         for (j = 0; j < N; j++) {
             float d = fabsf(y[t * ldy + j] - yr[t * ldy + j]);
-            if (!(d <= 1e-5f * bound[t * ldy + j])) {
+            if (!(d <= bound[t * ldy + j])) {
                 print_error("%s isa=%s N=%d K=%d T=%d acc=%d t=%d j=%d: %g vs ref %g (bound %g)\n",
                             st_dtype_name(W->dt), st_isa_name(st_isa_get()), N, K, T, accumulate,
-                            t, j, y[t * ldy + j], yr[t * ldy + j], 1e-5 * bound[t * ldy + j]);
+                            t, j, y[t * ldy + j], yr[t * ldy + j], (double)bound[t * ldy + j]);
                 fail();
             }
         }
@@ -533,14 +550,19 @@ static void test_matmul_nvfp4(void **state) {
     static const int Ts[] = {1, 2, 3, 4, 5, 7, 17, 48, 64, 130};
     static const int Rs[] = {1, 3, 7, 9, 17, 33, 67, 101};
     const st_isa top = st_isa_detect();
-    /* every level, and AVX-512 twice where it has BF16: the fp32 decode
-     * kernel and the one-token BF16 dot-product kernel */
-    const int prev_bf16 = st_isa_bf16_set(1), n_lv = (int)top + 1 + (top == ST_ISA_AVX512 && st_isa_bf16());
-    for (int lv = 0; lv < n_lv; lv++) {
-        const int isa = lv <= (int)top ? lv : (int)top;
+    /* every level, and AVX-512 up to three times: the fp32 decode kernel,
+     * the one-token BF16 dot-product kernel and the int8 (VNNI) one, where
+     * the CPU has them */
+    const int prev_bf16 = st_isa_bf16_set(1), prev_vnni = st_isa_vnni_set(1);
+    const int has_bf16 = top == ST_ISA_AVX512 && st_isa_bf16(), has_vnni = top == ST_ISA_AVX512 && st_isa_vnni();
+    for (int lv = 0; lv < (int)top + 3; lv++) {
+        const int isa = lv <= (int)top ? lv : (int)top, bf = lv == (int)top + 1, vn = lv == (int)top + 2;
+        if ((bf && !has_bf16) || (vn && !has_vnni)) continue;
         st_isa_set((st_isa)isa);
-        st_isa_bf16_set(lv > (int)top);
-        assert_int_equal(st_isa_bf16(), lv > (int)top);
+        st_isa_bf16_set(bf);
+        st_isa_vnni_set(vn);
+        assert_int_equal(st_isa_bf16(), bf);
+        assert_int_equal(st_isa_vnni(), vn);
         for (int pass = 0; pass < 3; pass++) {
             st_set_threads(pass ? 2 : 1);
             const int gmin = st_matmul_gemm_min_t(pass == 2 ? 1 : 0);
@@ -578,7 +600,88 @@ static void test_matmul_nvfp4(void **state) {
     }
     st_isa_set(top);
     st_isa_bf16_set(prev_bf16);
+    st_isa_vnni_set(prev_vnni);
     st_set_threads(0);
+}
+
+/* st_q8_block's digits: within s/512 of x, NaN/Inf and zero blocks. */
+static void test_q8_block(void **state) {
+    (void)state;
+    int8_t h[16], l[16];
+    for (int c = 0; c < 2000; c++) {
+        float x[16];
+        const int n = 1 + rndi(16);
+        const double mag = ldexp(1.0, rndi(200) - 100);
+        for (int i = 0; i < n; i++) x[i] = (float)(rndf() * mag * (rndi(4) ? 1.0 : 1e-3));
+        if (c % 7 == 0) x[rndi(n)] = (float)mag; /* the largest exactly at a digit bound */
+        const float s = st_q8_block(x, n, h, l);
+        double m = 0;
+        for (int i = 0; i < n; i++) m = fmax(m, fabs((double)x[i]));
+        assert_true(fabs(s - m / 127.0) <= 1e-6 * m);
+        for (int i = 0; i < n; i++) {
+            assert_true(h[i] >= -127 && h[i] <= 127);
+            const double xh = (double)s * (h[i] + l[i] / 256.0);
+            if (!(fabs(xh - x[i]) <= s / 512.0 * 1.0001 + 1e-6 * m)) {
+                print_error("x=%g s=%g h=%d l=%d -> %g\n", x[i], s, h[i], l[i], xh);
+                fail();
+            }
+        }
+    }
+    float z[5] = {0}, bad[3] = {1.0f, NAN, 2.0f}, inf[2] = {-INFINITY, 1.0f};
+    assert_true(st_q8_block(z, 5, h, l) == 0.0f && h[4] == 0 && l[4] == 0);
+    assert_true(isnan(st_q8_block(bad, 3, h, l)) && h[0] == 0 && h[2] == 0);
+    assert_true(isnan(st_q8_block(inf, 2, h, l)));
+}
+
+/* The int8 NVFP4 decode against its scalar twin (same rounded x: only fp32
+ * sums differ) and the twin against the fp32 reference (apart by at most
+ * Σ|w|·|x - x̂|); a NaN in x comes out NaN. */
+static void test_matmul_nvfp4_q8(void **state) {
+    (void)state;
+    if (!st_isa_vnni()) skip();
+    for (int c = 0; c < (quick() ? 40 : 160); c++) {
+        const int R = 1 + rndi(40), CF = 16 * (1 + rndi(96));
+        nvmat m = make_nv(R, CF);
+        st_span rs = {0, R}, cs[12];
+        int nc = 1;
+        cs[0] = (st_span){0, CF};
+        if (c % 2) nc = make_spans16(cs, 12, CF);
+        int K = 0;
+        for (int b = 0; b < nc; b++) K += cs[b].len;
+        float *x = malloc(sizeof(float) * (size_t)K), *y = malloc(sizeof(float) * R), *yt = malloc(sizeof(float) * R),
+              *yr = malloc(sizeof(float) * R), *w = malloc(sizeof(float) * (size_t)K);
+        const double xs = c % 5 == 0 ? 1e-20 : c % 5 == 1 ? 1e6 : 1.0;
+        for (int i = 0; i < K; i++) x[i] = (float)(rndf() * xs * (rndi(8) ? 1.0 : 50.0)); /* some outliers */
+        if (c % 9 == 4) x[rndi(K)] = NAN;
+        const int acc = c & 1;
+        for (int r = 0; r < R; r++) y[r] = yt[r] = yr[r] = rndf();
+        st_matmul(&m.W, &rs, 1, cs, nc, x, K, y, R, 1, acc);
+        st_matmul_nvfp4_q8_ref(&m.W, &rs, 1, cs, nc, x, yt, acc);
+        st_matmul_ref(&m.W, &rs, 1, cs, nc, x, K, yr, R, 1, acc);
+        int has_nan = 0;
+        for (int i = 0; i < K; i++) has_nan |= isnan(x[i]);
+        for (int r = 0; r < R; r++) {
+            int i = 0;
+            for (int b = 0; b < nc; b++) {
+                st_mat_row_f32(&m.W, r, cs[b].off, cs[b].len, w + i);
+                i += cs[b].len;
+            }
+            if (has_nan) {
+                assert_true(isnan(y[r]) && isnan(yt[r]));
+                continue;
+            }
+            double s = 0;
+            for (i = 0; i < K; i++) s += fabs((double)w[i] * x[i]);
+            const double q = q8_err(w, x, cs, nc), y0 = acc ? 1.0 : 0.0;
+            if (!(fabs(y[r] - yt[r]) <= 1e-5 * (s + q + y0) && fabs(yt[r] - yr[r]) <= q + 1e-6 * (s + y0))) {
+                print_error("R=%d K=%d r=%d: kernel %g twin %g ref %g (sum|wx| %g, q8 bound %g)\n", R, K, r, y[r],
+                            yt[r], yr[r], s, q);
+                fail();
+            }
+            g_checked++;
+        }
+        free(x); free(y); free(yt); free(yr); free(w); free(m.alloc);
+    }
 }
 
 /* st_matmul_group (the experts of a MoE layer in one parallel region) gives
@@ -599,10 +702,15 @@ static void test_matmul_group(void **state) {
             st_mm_job *jobs = calloc((size_t)nj, sizeof *jobs);
             st_span *rs = calloc((size_t)nj, sizeof *rs), *cs = calloc((size_t)nj * 2, sizeof *cs);
             float **x = calloc((size_t)nj, sizeof *x), **y = calloc((size_t)nj, sizeof *y), **yr = calloc((size_t)nj, sizeof *yr);
+            int *shared = calloc((size_t)nj, sizeof *shared);
             for (int i = 0; i < nj; i++) {
-                const st_dtype dt = dts[rndi(4)];
-                const int R = 1 + rndi(pass ? 40 : 300), C = 16 * (2 + rndi(40));
-                const int T = i % 7 == 6 ? 50 : 1 + rndi(4); /* 50: the GEMM path */
+                /* a third of the jobs read the same x over the same spans as
+                 * the job before, as a MoE layer's up projections do (the
+                 * one-token kernels prepare that x once) */
+                const int share = i > 0 && rndi(3) == 0;
+                const st_dtype dt = share ? jobs[i - 1].W->dt : dts[rndi(4)];
+                const int R = 1 + rndi(pass ? 40 : 300), C = share ? (int)jobs[i - 1].W->cols : 16 * (2 + rndi(40));
+                const int T = share ? jobs[i - 1].T : i % 7 == 6 ? 50 : 1 + rndi(4); /* 50: the GEMM path */
                 const st_mat *W;
                 if (dt == ST_DT_NVFP4) { nm[i] = make_nv(R + 2, C); W = &nm[i].W; }
                 else { wm[i] = make_w(dt, R + 2, C); W = &wm[i].W; }
@@ -614,11 +722,17 @@ static void test_matmul_group(void **state) {
                 for (int c = 0; c < ncs; c++) K += cs[2 * i + c].len;
                 x[i] = malloc(sizeof(float) * (size_t)T * K);
                 for (int e = 0; e < T * K; e++) x[i][e] = rndf();
+                if (share) {
+                    ncs = jobs[i - 1].n_cs;
+                    for (int c = 0; c < ncs; c++) cs[2 * i + c] = jobs[i - 1].cs[c];
+                    K = jobs[i - 1].ldx;
+                    shared[i] = 1;
+                }
                 const int acc = (int)(rnd() & 1);
                 y[i] = malloc(sizeof(float) * (size_t)T * R);
                 yr[i] = malloc(sizeof(float) * (size_t)T * R * 2); /* st_matmul's, then the reference's */
                 for (int e = 0; e < T * R; e++) y[i][e] = yr[i][e] = yr[i][T * R + e] = rndf();
-                jobs[i] = (st_mm_job){W, &rs[i], &cs[2 * i], 1, ncs, x[i], K, y[i], R, T, acc};
+                jobs[i] = (st_mm_job){W, &rs[i], &cs[2 * i], 1, ncs, shared[i] ? jobs[i - 1].x : x[i], K, y[i], R, T, acc};
             }
             st_matmul_group(jobs, nj);
             for (int i = 0; i < nj; i++) {
@@ -639,13 +753,16 @@ static void test_matmul_group(void **state) {
                     for (int t = 0; t < j->T; t++) {
                         double b = 1.0;
                         for (int e = 0; e < kk; e++) b += fabs((double)wrow[e] * j->x[(size_t)t * j->ldx + e]);
+                        const double q = j->W->dt == ST_DT_NVFP4 && j->T == 1 && st_isa_vnni()
+                                             ? q8_err(wrow, j->x + (size_t)t * j->ldx, j->cs, j->n_cs) : 0.0;
                         const float d = fabsf(y[i][(size_t)t * j->ldy + r] - yref[(size_t)t * j->ldy + r]);
-                        if (!(d <= 1e-5 * b)) fail_msg("group job %d (%s) row %d token %d: off by %g", i, st_dtype_name(j->W->dt), r, t, d);
+                        if (!(d <= 1e-5 * b + q)) fail_msg("group job %d (%s) row %d token %d: off by %g", i, st_dtype_name(j->W->dt), r, t, d);
                     }
                 }
-                free(x[i]); free(y[i]); free(yr[i]); free(wm[i].alloc); free(nm[i].alloc);
+                free(y[i]); free(yr[i]); free(wm[i].alloc); free(nm[i].alloc);
             }
-            free(wm); free(nm); free(jobs); free(rs); free(cs); free(x); free(y); free(yr);
+            for (int i = 0; i < nj; i++) free(x[i]);
+            free(wm); free(nm); free(jobs); free(rs); free(cs); free(x); free(y); free(yr); free(shared);
         }
     }
     st_isa_set(top);
@@ -1058,6 +1175,8 @@ int main(void) {
         cmocka_unit_test(test_matmul_degenerate),
         cmocka_unit_test(test_matmul_nan_codes),
         cmocka_unit_test(test_matmul_nvfp4),
+        cmocka_unit_test(test_q8_block),
+        cmocka_unit_test(test_matmul_nvfp4_q8),
         cmocka_unit_test(test_matmul_group),
         cmocka_unit_test(test_nvfp4),
         cmocka_unit_test(test_isa_and_threads),

@@ -79,6 +79,18 @@ int st_matmul_gemm_min_t(int t);
 void st_matmul_ref(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
                    const float *x, int ldx, float *y, int ldy, int T, int accumulate);
 
+/* x as two int8 digits, for int8 dot products against NVFP4 codes. One
+ * block of n <= 16 values: s = max|x|/127, h = round(x/s), l = round((x/s -
+ * h)·256) clamped to int8, so x = s·(h + l/256) within s/512. Returns s: 0
+ * for an all-zero block, NaN (digits 0) when the block holds a NaN or an
+ * infinity, so that the product is NaN as on the float paths. */
+float st_q8_block(const float *x, int n, int8_t *h, int8_t *l);
+/* The int8 NVFP4 decode's scalar twin (one token, W NVFP4, 16-aligned
+ * column spans): x rounded by st_q8_block per 16 packed columns, then the
+ * products and sums in double. */
+void st_matmul_nvfp4_q8_ref(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
+                            const float *x, float *y, int accumulate);
+
 /* out[i] = W[row][col0 + i] as fp32, i < n (embedding lookup, small vectors). */
 void st_mat_row_f32(const st_mat *W, int64_t row, int64_t col0, int64_t n, float *out);
 /* Convert n elements of type dt at src (unaligned ok) to fp32. */
@@ -105,6 +117,14 @@ const char *st_isa_name(st_isa isa);  /* "scalar", "avx2", "avx512" */
  * level in use is AVX-512, and they are not switched off (ST_BF16DP=0 in the
  * environment, or st_isa_bf16_set(0) in tests and benchmarks). */
 int st_isa_bf16(void);
+/* Whether the NVFP4 one-token kernel on int8 dot products is in use: the CPU
+ * has AVX512_VNNI and AVX512_VBMI, the level in use is AVX-512, and it is not
+ * switched off (ST_VNNI=0 in the environment, st_isa_vnni_set(0)). Where it
+ * is on it replaces the AVX512_BF16 one. It reads x as two int8 digits per
+ * element (st_q8_block), so its products differ from fp32 activations by at
+ * most 2^-16 of each 16-column block's largest |x| per element. */
+int st_isa_vnni(void);
+int st_isa_vnni_set(int on); /* returns the previous setting */
 /* The decode kernels' software prefetch (AVX-512):
  *  ST_PF_NTA    the next row block, a block ahead, non-temporal. Measured on
  *               AMD Zen 5: ~10% faster than none. On Intel Xeon (Emerald
@@ -284,7 +304,9 @@ typedef struct {
     /* Optional one-token decode with its own x layout (NVFP4 on AVX512_BF16):
      * dp1_prep writes x (packed over the spans) into dp1_bytes(cs) bytes at
      * xp once per call; dp1_gemv then computes rows[0..n) into y[0..n).
-     * Used only where st_isa_bf16() says the instructions exist. */
+     * Used only where st_isa_bf16() (st_isa_vnni() if dp1_vnni) says the
+     * instructions exist. */
+    int dp1_vnni;
     size_t (*dp1_bytes)(const st_span *cs, int n_cs);
     void (*dp1_prep)(const st_span *cs, int n_cs, const float *x, void *xp);
     void (*dp1_gemv)(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs, const void *xp,
@@ -297,5 +319,7 @@ extern const st_mm_ops st_mm_ops_avx2, st_mm_ops_avx512;
  * chunk as [x0 x2 .. x14 | x1 x3 .. x15]. pack_b and the kernels work as for
  * the float tables (x in natural order). */
 extern const st_mm_ops st_mm_ops_avx2_nvfp4, st_mm_ops_avx512_nvfp4;
+/* st_mm_ops_avx512_nvfp4 with the int8 (AVX512_VNNI) one-token kernel */
+extern const st_mm_ops st_mm_ops_avx512_nvfp4_q8;
 
 #endif

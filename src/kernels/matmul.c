@@ -21,6 +21,8 @@
 #include "starling.h"
 #include "util/util.h"
 
+#include <float.h>
+#include <math.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -51,6 +53,8 @@ static st_isa g_detected = ST_ISA_SCALAR;
 static int g_has_bf16;          /* AVX512_BF16 usable (CPU and OS)   */
 static int g_prefetch;           /* decode prefetch: st_prefetch_mode */
 static atomic_int g_bf16_on = 1; /* ST_BF16DP=0 / st_isa_bf16_set(0) */
+static int g_has_vnni;           /* AVX512_VNNI + AVX512_VBMI usable  */
+static atomic_int g_vnni_on = 1; /* ST_VNNI=0 / st_isa_vnni_set(0)    */
 static atomic_int g_isa = ST_ISA_SCALAR;
 static char g_features[160];
 
@@ -64,7 +68,7 @@ static uint64_t xgetbv0(void) {
 
 static void detect_once(void) {
     int avx2 = 0, fma = 0, f16c = 0, avx512f = 0, avx512bw = 0, avx512vl = 0, avx512dq = 0,
-        avx512bf16 = 0, avx512vnni = 0, os_avx = 0, os_avx512 = 0;
+        avx512bf16 = 0, avx512vnni = 0, avx512vbmi = 0, os_avx = 0, os_avx512 = 0;
 #ifdef ST_X86
     unsigned a, b, c, d;
     if (__get_cpuid(1, &a, &b, &c, &d)) {
@@ -87,6 +91,7 @@ static void detect_once(void) {
         avx512bw = (b >> 30) & 1;
         avx512vl = (b >> 31) & 1;
         avx512vnni = (c >> 11) & 1;
+        avx512vbmi = (c >> 1) & 1;
         unsigned max7 = a;
         if (max7 >= 1) {
             __cpuid_count(7, 1, a, b, c, d);
@@ -113,6 +118,9 @@ static void detect_once(void) {
     g_has_bf16 = best == ST_ISA_AVX512 && avx512bf16;
     const char *bf = getenv("ST_BF16DP");
     if (bf && !strcmp(bf, "0")) atomic_store(&g_bf16_on, 0);
+    g_has_vnni = best == ST_ISA_AVX512 && avx512vnni && avx512vbmi;
+    const char *vn = getenv("ST_VNNI");
+    if (vn && !strcmp(vn, "0")) atomic_store(&g_vnni_on, 0);
 
     st_isa cur = best;
     const char *env = getenv("ST_ISA");
@@ -127,8 +135,9 @@ static void detect_once(void) {
 
     /* what the CPU and OS offer (usable state only); the level in use is
      * st_isa_name(st_isa_get()) */
-    snprintf(g_features, sizeof g_features, "%s%s%s%s%s%s%s%s%s",
+    snprintf(g_features, sizeof g_features, "%s%s%s%s%s%s%s%s%s%s",
              avx512bf16 && os_avx512 ? "avx512bf16 " : "", avx512vnni && os_avx512 ? "avx512vnni " : "",
+             avx512vbmi && os_avx512 ? "avx512vbmi " : "",
              avx512f && os_avx512 ? "avx512f " : "", avx512bw && os_avx512 ? "avx512bw " : "",
              avx512vl && os_avx512 ? "avx512vl " : "", avx512dq && os_avx512 ? "avx512dq " : "",
              avx2 && os_avx ? "avx2 " : "", fma && os_avx ? "fma " : "", f16c && os_avx ? "f16c" : "");
@@ -174,6 +183,16 @@ int st_isa_bf16(void) {
 int st_isa_bf16_set(int on) {
     pthread_once(&g_once, detect_once);
     return atomic_exchange(&g_bf16_on, on ? 1 : 0);
+}
+
+int st_isa_vnni(void) {
+    pthread_once(&g_once, detect_once);
+    return g_has_vnni && atomic_load(&g_isa) == ST_ISA_AVX512 && atomic_load(&g_vnni_on);
+}
+
+int st_isa_vnni_set(int on) {
+    pthread_once(&g_once, detect_once);
+    return atomic_exchange(&g_vnni_on, on ? 1 : 0);
 }
 
 const char *st_isa_name(st_isa isa) {
@@ -383,6 +402,65 @@ void st_matmul_ref(const st_mat *W, const st_span *rs, int n_rs, const st_span *
                 *yp = accumulate ? *yp + (float)sum : (float)sum;
             }
     }
+}
+
+/* ------------------------------------------------------------ int8 digits */
+
+float st_q8_block(const float *x, int n, int8_t *h, int8_t *l) {
+    if (n <= 0) return 0.0f;
+    double m = 0.0;
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        const double a = fabs((double)x[i]);
+        if (!(a <= (double)FLT_MAX)) bad = 1;
+        else if (a > m) m = a;
+    }
+    if (bad || m == 0.0) {
+        memset(h, 0, (size_t)n);
+        memset(l, 0, (size_t)n);
+        return bad ? NAN : 0.0f;
+    }
+    /* in double: x/s never leaves [-127, 127] by a rounding, and a tiny m
+     * (127/m past FLT_MAX) needs no special case */
+    const double inv = 127.0 / m;
+    for (int i = 0; i < n; i++) {
+        const double q = (double)x[i] * inv, hi = nearbyint(q);
+        const double lo = nearbyint((q - hi) * 256.0);
+        /* q - hi = +0.5 rounds to 128: one more h, l = -128 (|q| <= 127, so h stays in range) */
+        h[i] = (int8_t)(lo > 127.0 ? hi + 1.0 : hi);
+        l[i] = (int8_t)(lo > 127.0 ? lo - 256.0 : lo);
+    }
+    return (float)(m / 127.0);
+}
+
+void st_matmul_nvfp4_q8_ref(const st_mat *W, const st_span *rs, int n_rs, const st_span *cs, int n_cs,
+                            const float *x, float *y, int accumulate) {
+    const unsigned char *codes = (const unsigned char *)W->data;
+    const double mul = W->scale == 0.0f ? 1.0 : (double)W->scale;
+    int64_t j = 0;
+    for (int a = 0; a < n_rs; a++)
+        for (int32_t ri = 0; ri < rs[a].len; ri++, j++) {
+            const int64_t r = (int64_t)rs[a].off + ri;
+            double sum = 0.0;
+            int64_t i = 0;
+            for (int b = 0; b < n_cs; b++)
+                for (int32_t c0 = 0; c0 < cs[b].len; c0 += 16, i += 16) {
+                    const int n = cs[b].len - c0 < 16 ? cs[b].len - c0 : 16;
+                    int8_t h[16], lo[16];
+                    const double s = st_q8_block(x + i, n, h, lo);
+                    const int64_t c = (int64_t)cs[b].off + c0;
+                    double blk = 0.0;
+                    for (int e = 0; e < n; e++) {
+                        const int64_t ce = c + e;
+                        const unsigned char byte = codes[(size_t)r * (size_t)(W->cols / 2) + (size_t)(ce / 2)];
+                        const int q = ce & 1 ? byte >> 4 : byte & 0xf;
+                        blk += (double)g_e2m1[q] * ((double)h[e] + (double)lo[e] / 256.0);
+                    }
+                    sum += blk * s * (double)st_e4m3_lut[W->bscale[(size_t)r * (size_t)(W->cols / 16) + (size_t)(c / 16)] & 0x7f];
+                }
+            const float v = (float)(sum * mul);
+            y[j] = accumulate ? y[j] + v : v;
+        }
 }
 
 /* ------------------------------------------------------------ portable path */
@@ -630,13 +708,18 @@ typedef struct {
 static const st_mm_ops *gv_ops(const st_mat *W, const st_span *cs, int n_cs, int *nvfp4) {
     const st_isa isa = st_isa_get();
     *nvfp4 = W->dt == ST_DT_NVFP4 && nvfp4_spans_ok(W, cs, n_cs);
-    if (*nvfp4) return isa == ST_ISA_AVX512 ? &st_mm_ops_avx512_nvfp4 : isa == ST_ISA_AVX2 ? &st_mm_ops_avx2_nvfp4 : NULL;
+    if (*nvfp4)
+        return isa == ST_ISA_AVX512 ? (st_isa_vnni() ? &st_mm_ops_avx512_nvfp4_q8 : &st_mm_ops_avx512_nvfp4)
+               : isa == ST_ISA_AVX2 ? &st_mm_ops_avx2_nvfp4
+                                    : NULL;
     if (!st_dtype_is_float(W->dt)) return NULL;
     return isa == ST_ISA_AVX512 ? &st_mm_ops_avx512 : isa == ST_ISA_AVX2 ? &st_mm_ops_avx2 : NULL;
 }
 
-/* Whether a decode on o takes the one-token AVX512_BF16 kernel. */
-static int gv_dp1(const st_mm_ops *o, int nvfp4, int T) { return nvfp4 && T == 1 && o->dp1_gemv && st_isa_bf16(); }
+/* Whether a decode on o takes its one-token kernel (AVX512_BF16 or VNNI). */
+static int gv_dp1(const st_mm_ops *o, int nvfp4, int T) {
+    return nvfp4 && T == 1 && o->dp1_gemv && (o->dp1_vnni ? st_isa_vnni() : st_isa_bf16());
+}
 
 /* Scratch bytes job j needs on the grouped decode path: its row list, its
  * merged spans, its prepared x (as st_matmul lays them out). */
@@ -790,8 +873,16 @@ void st_matmul_group(const st_mm_job *jobs, int n) {
         }
         void *xp = base + up64((size_t)p->N * sizeof(int64_t)) + up64((size_t)j->n_cs * sizeof(st_span));
         if (p->dp1) { /* sized on the unmerged spans (merging only shrinks its padding), laid out on the merged */
-            p->o->dp1_prep(csm, ncm, j->x, xp);
-            p->xp = xp;
+            /* jobs that read the same x over the same spans (a MoE layer's
+             * up projections) share one prepared copy */
+            for (int m = 0; m < k && !p->xp; m++)
+                if (pl[m].dp1 && pl[m].o == p->o && pl[m].x == j->x && pl[m].n_cs == ncm &&
+                    !memcmp(pl[m].cs, csm, (size_t)ncm * sizeof(st_span)))
+                    p->xp = pl[m].xp;
+            if (!p->xp) {
+                p->o->dp1_prep(csm, ncm, j->x, xp);
+                p->xp = xp;
+            }
         } else if (p->nvfp4) {
             nvfp4_permute_x(csm, ncm, p->K, j->x, j->ldx, j->T, (float *)xp);
             p->x = (const float *)xp;

@@ -8,6 +8,8 @@
 #include "kernels/kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #define AI static inline __attribute__((always_inline))
@@ -840,19 +842,24 @@ nv_dp1_rows(const int NR, const unsigned char *const *cr, const unsigned char *c
 __attribute__((target("avx512bf16"))) static void nv_dp1_rows8(const unsigned char *const *cr,
                                                                 const unsigned char *const *sr,
                                                                 const unsigned char *const *pf, const st_span *cs,
-                                                                int n_cs, const uint16_t *xp, float *out) {
+                                                                int n_cs, const void *xp, float *out) {
     nv_dp1_rows(8, cr, sr, pf, cs, n_cs, xp, out);
 }
 
 __attribute__((target("avx512bf16"))) static void nv_dp1_rows1(const unsigned char *const *cr,
                                                                 const unsigned char *const *sr,
                                                                 const unsigned char *const *pf, const st_span *cs,
-                                                                int n_cs, const uint16_t *xp, float *out) {
+                                                                int n_cs, const void *xp, float *out) {
     nv_dp1_rows(1, cr, sr, pf, cs, n_cs, xp, out);
 }
 
-static void nv_dp1_gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs, const void *xp,
-                        float *y, int accumulate) {
+/* The one-token kernels' row loop: rows in blocks of 8 (1 at the end),
+ * each block's successors prefetched. */
+typedef void (*dp1_rows_fn)(const unsigned char *const *cr, const unsigned char *const *sr,
+                            const unsigned char *const *pf, const st_span *cs, int n_cs, const void *xp, float *out);
+
+static void dp1_drive(dp1_rows_fn rows8, dp1_rows_fn rows1, const st_mat *W, const int64_t *rows, int n,
+                      const st_span *cs, int n_cs, const void *xp, float *y, int accumulate) {
     const size_t ldc = (size_t)(W->cols / 2), lds = (size_t)(W->cols / 16);
     const unsigned char *cbase = (const unsigned char *)W->data, *sbase = W->bscale;
     const float mul = W->scale == 0.0f ? 1.0f : W->scale;
@@ -865,11 +872,218 @@ static void nv_dp1_gemv(const st_mat *W, const int64_t *rows, int n, const st_sp
             sr[r] = sbase + (size_t)rows[j + r] * lds;
             pf[r] = j + nr + r < n ? cbase + (size_t)rows[j + nr + r] * ldc : cr[r];
         }
-        (nr == 8 ? nv_dp1_rows8 : nv_dp1_rows1)(cr, sr, pf, cs, n_cs, xp, out);
+        (nr == 8 ? rows8 : rows1)(cr, sr, pf, cs, n_cs, xp, out);
         for (int r = 0; r < nr; r++) y[j + r] = accumulate ? y[j + r] + out[r] * mul : out[r] * mul;
         j += nr;
     }
 }
+
+static void nv_dp1_gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs, const void *xp,
+                        float *y, int accumulate) {
+    dp1_drive(nv_dp1_rows8, nv_dp1_rows1, W, rows, n, cs, n_cs, xp, y, accumulate);
+}
+
+/* ---- one token through AVX512_VNNI int8 dot products (st_mm_ops_avx512_nvfp4_q8).
+ *
+ * The BF16 kernel above is bound by its four vdpbf16ps per 64 weights (two
+ * cycles each here): 11 cycles per 64 weights in L2 on the Emerald Rapids
+ * host, against 3.5 for this one (microbenchmark, one core), which makes the
+ * decode memory-bound again.
+ *
+ * vpdpbusd multiplies unsigned bytes by signed ones. The codes become
+ * u = 2·e2m1 + 12, in [0, 24], by vpermb from a 64-byte table that repeats
+ * every 16 entries (vpermb reads index bits 0-5, so the neighbouring nibble
+ * in bits 4-7 needs no mask); x is two int8 digits per element (st_q8_block:
+ * x = s·(h + l/256)). Per 64 columns and lane, D = (Σ u·h << 8) + Σ u·l is
+ * exact in int32 (|D| < 2^22, exact in fp32 too) and
+ *   Σ e2m1·x = (s/512)·D - (s/512)·12·Σ(256h + l),
+ * the second term per 16-block, once per 256 columns (x's C below).
+ *
+ * Layout per 64 columns (32 code bytes): a broadcast puts them in both
+ * halves and the upper half is shifted right by 4, so bytes 0..31 hold
+ * elements 0,2,..,62 and bytes 32..63 elements 1,3,..,63; the digits of x
+ * are stored in that order. Lane i of vpdpbusd covers bytes 4i..4i+3, all
+ * in block (i & 7) / 2 of the chunk.
+ *
+ * x per span, per 256 columns (zero-padded): float A[16] = s/512 per block,
+ * float C[16] = 12·Σ(256h + l)·s/512, then per 64 columns int8 h[64], l[64]. */
+
+#define NQ_GROUP 640
+
+static const uint8_t g_e2m1_u8[64] = {
+    12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0, 12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,
+    12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0, 12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0};
+
+static size_t nq_bytes(const st_span *cs, int n_cs) {
+    size_t n = 0;
+    for (int s = 0; s < n_cs; s++) n += (size_t)((cs[s].len + 255) / 256) * NQ_GROUP;
+    return n;
+}
+
+/* st_q8_block on one block of n <= 16 values at x, vectorised with the same
+ * double-precision steps (so the same digits), the digits stored at their
+ * chunk positions (block bb of its chunk: evens at d[8bb..], odds at
+ * d[32+8bb..], l 64 bytes on). Returns s; *q = Σ(256h + l). */
+AI float nq_block(const float *x, int n, unsigned char *d, int bb, int *q) {
+    const __mmask16 nm = (__mmask16)((1u << n) - 1u);
+    const __m512 v = _mm512_maskz_loadu_ps(nm, x);
+    if (_mm512_mask_fpclass_ps_mask(nm, v, 0x99)) { /* NaN or infinity: digits 0, s NaN */
+        *q = 0;
+        return NAN;
+    }
+    const float m = _mm512_reduce_max_ps(_mm512_abs_ps(v));
+    if (m == 0.0f) {
+        *q = 0;
+        return 0.0f;
+    }
+    const __m512d inv = _mm512_set1_pd(127.0 / (double)m);
+    __m256i hh[2], ll[2];
+    for (int k = 0; k < 2; k++) {
+        const __m512d qd = _mm512_mul_pd(_mm512_cvtps_pd(k ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v)), inv);
+        __m512d hi = _mm512_roundscale_pd(qd, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512d lo = _mm512_roundscale_pd(_mm512_mul_pd(_mm512_sub_pd(qd, hi), _mm512_set1_pd(256.0)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __mmask8 up = _mm512_cmp_pd_mask(lo, _mm512_set1_pd(127.0), _CMP_GT_OQ);
+        hi = _mm512_mask_add_pd(hi, up, hi, _mm512_set1_pd(1.0));
+        lo = _mm512_mask_sub_pd(lo, up, lo, _mm512_set1_pd(256.0));
+        hh[k] = _mm512_cvtpd_epi32(hi);
+        ll[k] = _mm512_cvtpd_epi32(lo);
+    }
+    const __m512i h32 = _mm512_inserti64x4(_mm512_castsi256_si512(hh[0]), hh[1], 1);
+    const __m512i l32 = _mm512_inserti64x4(_mm512_castsi256_si512(ll[0]), ll[1], 1);
+    *q = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(h32, 8), l32));
+    /* bytes -> [evens | odds] */
+    const __m128i eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m128i hb = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(h32), eo), lb = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(l32), eo);
+    _mm_storel_epi64((__m128i *)(d + 8 * bb), hb);
+    _mm_storel_epi64((__m128i *)(d + 32 + 8 * bb), _mm_unpackhi_epi64(hb, hb));
+    _mm_storel_epi64((__m128i *)(d + 64 + 8 * bb), lb);
+    _mm_storel_epi64((__m128i *)(d + 96 + 8 * bb), _mm_unpackhi_epi64(lb, lb));
+    return (float)((double)m / 127.0);
+}
+
+static void nq_prep(const st_span *cs, int n_cs, const float *x, void *xp) {
+    unsigned char *g = xp;
+    int xi = 0;
+    for (int s = 0; s < n_cs; s++) {
+        for (int k = 0; k < cs[s].len; k += 256, g += NQ_GROUP) {
+            memset(g, 0, NQ_GROUP);
+            float *A = (float *)g, *C = A + 16;
+            for (int b = 0; b < 16 && k + 16 * b < cs[s].len; b++) {
+                const int n = cs[s].len - k - 16 * b < 16 ? cs[s].len - k - 16 * b : 16;
+                int q;
+                const float sc = nq_block(x + xi + k + 16 * b, n, g + 128 + 128 * (b / 4), b % 4, &q);
+                A[b] = sc / 512.0f;
+                C[b] = (float)(12 * q) * A[b];
+            }
+        }
+        xi += cs[s].len;
+    }
+}
+
+/* The first n16 block scales at q (E4M3, sign ignored) -> fp32 as
+ * nv_scales16; the rest 0. */
+AI __m512 nq_scales(const unsigned char *q, int n16) {
+    const __m128i r = _mm_maskz_loadu_epi8((__mmask16)((1u << n16) - 1u), q);
+    const __m512i b = _mm512_and_si512(_mm512_cvtepu8_epi32(r), _mm512_set1_epi32(0x7f));
+    __m512 v = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_slli_epi32(b, 20), _mm512_set1_epi32(120 << 23)));
+    v = _mm512_mask_mov_ps(v, _mm512_cmplt_epu32_mask(b, _mm512_set1_epi32(8)),
+                           _mm512_mul_ps(_mm512_cvtepi32_ps(b), _mm512_set1_ps(1.0f / 512.0f)));
+    return _mm512_mask_mov_ps(v, _mm512_cmpeq_epi32_mask(b, _mm512_set1_epi32(0x7f)),
+                              _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
+}
+
+/* acc += one 64-column chunk: codes v (broadcast, both halves), digits at xd. */
+__attribute__((target("avx512vnni,avx512vbmi"))) AI __m512 nq_chunk(__m512i v, __m512i tab, __m512i xh, __m512i xl,
+                                                                     __m512 sv, __m512 acc) {
+    v = _mm512_mask_srli_epi16(v, 0xffff0000u, v, 4);
+    const __m512i w = _mm512_permutexvar_epi8(v, tab);
+    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xh);
+    d = _mm512_dpbusd_epi32(_mm512_slli_epi32(d, 8), w, xl);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, acc);
+}
+
+__attribute__((target("avx512vnni,avx512vbmi"))) static inline __attribute__((always_inline)) void
+nq_rows(const int NR, const unsigned char *const *cr, const unsigned char *const *sr, const unsigned char *const *pf,
+        const st_span *cs, int n_cs, const unsigned char *xp, float *out) {
+    const __m512i tab = _mm512_loadu_si512(g_e2m1_u8);
+    const __m512i lane_blk = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3);
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_ps();
+    for (int s = 0; s < n_cs; s++) {
+        const int len = cs[s].len, off = cs[s].off;
+        for (int k = 0; k < len; k += 256, xp += NQ_GROUP) {
+            const int n16 = len - k >= 256 ? 16 : (len - k) / 16;
+            const __m512 A = _mm512_loadu_ps((const float *)xp), C = _mm512_loadu_ps((const float *)xp + 16);
+            __m512 SA[8];
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                _mm_prefetch((const char *)(pf[r] + (off + k) / 2), _MM_HINT_T1);
+                _mm_prefetch((const char *)(pf[r] + (off + k) / 2 + 64), _MM_HINT_T1);
+                const __m512 S = nq_scales(sr[r] + (off + k) / 16, n16);
+                SA[r] = _mm512_mul_ps(S, A);
+                acc[r] = _mm512_fnmadd_ps(S, C, acc[r]); /* the offset's share, per block */
+            }
+            const unsigned char *xd = xp + 128;
+            if (n16 == 16) {
+                /* chunk-major, rows inner: neighbouring chains belong to different rows */
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) {
+                    const __m512i ix = _mm512_add_epi32(lane_blk, _mm512_set1_epi32(4 * c));
+                    const __m512i xh = _mm512_loadu_si512(xd + 128 * c), xl = _mm512_loadu_si512(xd + 128 * c + 64);
+#pragma GCC unroll 8
+                    for (int r = 0; r < NR; r++) {
+                        const __m512i v = _mm512_broadcast_i64x4(
+                            _mm256_loadu_si256((const __m256i *)(cr[r] + (off + k) / 2 + 32 * c)));
+                        acc[r] = nq_chunk(v, tab, xh, xl, _mm512_permutexvar_ps(ix, SA[r]), acc[r]);
+                    }
+                }
+            } else {
+                for (int c = 0; 4 * c < n16; c++) {
+                    const int nb = n16 - 4 * c >= 4 ? 32 : 8 * (n16 - 4 * c); /* code bytes */
+                    const __m512i ix = _mm512_add_epi32(lane_blk, _mm512_set1_epi32(4 * c));
+                    const __m512i xh = _mm512_loadu_si512(xd + 128 * c), xl = _mm512_loadu_si512(xd + 128 * c + 64);
+                    for (int r = 0; r < NR; r++) {
+                        const __m256i b = _mm256_maskz_loadu_epi8(nb == 32 ? 0xffffffffu : (__mmask32)((1u << nb) - 1u),
+                                                                  cr[r] + (off + k) / 2 + 32 * c);
+                        acc[r] = nq_chunk(_mm512_broadcast_i64x4(b), tab, xh, xl, _mm512_permutexvar_ps(ix, SA[r]),
+                                          acc[r]);
+                    }
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+__attribute__((target("avx512vnni,avx512vbmi"))) static void nq_rows8(const unsigned char *const *cr,
+                                                                       const unsigned char *const *sr,
+                                                                       const unsigned char *const *pf,
+                                                                       const st_span *cs, int n_cs,
+                                                                       const void *xp, float *out) {
+    nq_rows(8, cr, sr, pf, cs, n_cs, xp, out);
+}
+
+__attribute__((target("avx512vnni,avx512vbmi"))) static void nq_rows1(const unsigned char *const *cr,
+                                                                       const unsigned char *const *sr,
+                                                                       const unsigned char *const *pf,
+                                                                       const st_span *cs, int n_cs,
+                                                                       const void *xp, float *out) {
+    nq_rows(1, cr, sr, pf, cs, n_cs, xp, out);
+}
+
+static void nq_gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs, const void *xp,
+                    float *y, int accumulate) {
+    dp1_drive(nq_rows8, nq_rows1, W, rows, n, cs, n_cs, xp, y, accumulate);
+}
+
+const st_mm_ops st_mm_ops_avx512_nvfp4_q8 = {
+    .mr = MR512, .nr = NR512, .kc = 256,
+    .gemv = nv_gemv, .pack_b = nv_pack_b, .kernel = {kernel4, kernel8, kernel12},
+    .dp1_vnni = 1, .dp1_bytes = nq_bytes, .dp1_prep = nq_prep, .dp1_gemv = nq_gemv,
+};
 
 const st_mm_ops st_mm_ops_avx512_nvfp4 = {
     .mr = MR512, .nr = NR512, .kc = 256,
