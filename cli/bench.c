@@ -9,7 +9,8 @@
  *   GB/s      active bytes per decoded token (st_budget_stats) × decode tok/s
  *   mm GF/s   matmul FLOPs of one prefill / its matmul wall time (st_prof)
  *
- * Each figure is the best of --reps runs. Token ids are random but fixed.
+ * Each figure is the best of --reps runs, taken in rounds (every budget
+ * once per round). Token ids are random but fixed.
  * With --gen-model DIR the --preset synth checkpoint is written to DIR
  * first unless DIR/config.json already exists. A last, profiled run of each
  * budget gives the time of one token by op class (st_prof, kernels.h).
@@ -177,67 +178,80 @@ static st_status decode_run(const st_budget *b, st_state *s, st_sampler *smp, co
     return rc;
 }
 
-/* One budget: warm-up, reps × (reset, timed prefill, timed decode), then one
- * profiled run for the breakdown (kept apart: the clock reads cost a little). */
-static int run_budget(st_model *m, result *r, int prompt, int gen, int reps, uint64_t seed) {
+/* One budget's run state: its sequence state, sampler, tokens and logits. */
+typedef struct {
+    st_state *s;
+    st_sampler *smp;
+    int32_t *tok;
+    float *logits;
+} brun;
+
+static void brun_close(brun *br) {
+    free(br->tok);
+    free(br->logits);
+    st_state_free(br->s);
+    st_sampler_free(br->smp);
+    memset(br, 0, sizeof *br);
+}
+
+/* Set up one budget and warm it up: a full prefill touches every weight
+ * (page faults, caches), then a few decode steps. */
+static int brun_open(st_model *m, result *r, brun *br, int prompt, int gen, uint64_t seed) {
     const st_config *c = st_model_config(m);
-    const st_budget *b = r->b;
-    st_state *s = NULL;
-    st_sampler *smp = NULL;
     st_sampler_params sp = st_sampler_default_params();
     sp.temperature = 0.8f;
     sp.top_p = 0.95f;
     sp.seed = seed;
-    st_status rc = st_state_new(m, prompt + gen + 8, &s);
-    if (!rc) rc = st_sampler_new(&sp, c->vocab_size, &smp);
-    if (rc) { st_state_free(s); return cli_fail_st("bench", rc); }
-    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(prompt + gen + 8));
-    float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
-    if (!tok || !logits) {
-        free(tok); free(logits); st_state_free(s); st_sampler_free(smp);
-        return cli_fail("bench", "out of memory");
-    }
-    for (int i = 0; i < prompt + gen + 8; i++) tok[i] = (int32_t)(st_splitmix64(&seed) % (uint64_t)c->vocab_size);
-    int fail = 0;
-    /* warm-up: a full prefill touches every weight (page faults, caches), then a few decode steps */
-    rc = st_forward(b, s, tok, prompt, logits, 0);
-    if (!rc) rc = decode_run(b, s, smp, tok + prompt, 4, logits, NULL);
+    memset(br, 0, sizeof *br);
+    st_status rc = st_state_new(m, prompt + gen + 8, &br->s);
+    if (!rc) rc = st_sampler_new(&sp, c->vocab_size, &br->smp);
+    if (rc) { brun_close(br); return cli_fail_st("bench", rc); }
+    br->tok = malloc(sizeof(int32_t) * (size_t)(prompt + gen + 8));
+    br->logits = malloc(sizeof(float) * (size_t)c->vocab_size);
+    if (!br->tok || !br->logits) { brun_close(br); return cli_fail("bench", "out of memory"); }
+    for (int i = 0; i < prompt + gen + 8; i++) br->tok[i] = (int32_t)(st_splitmix64(&seed) % (uint64_t)c->vocab_size);
     r->prefill_tps = r->decode_tps = 0;
-    for (int rep = 0; !rc && rep < reps; rep++) {
-        st_state_reset(s);
-        double t0 = st_time_now();
-        rc = st_forward(b, s, tok, prompt, logits, 0);
-        double t1 = st_time_now();
-        if (!rc) rc = decode_run(b, s, smp, tok + prompt, gen, logits, NULL);
-        double t2 = st_time_now();
-        if (rc) break;
-        r->prefill_s[rep] = t1 - t0;
-        r->decode_s[rep] = t2 - t1;
-        if (prompt / (t1 - t0) > r->prefill_tps) r->prefill_tps = prompt / (t1 - t0);
-        if (gen / (t2 - t1) > r->decode_tps) r->decode_tps = gen / (t2 - t1);
-    }
-    if (!rc) {
-        memset(&r->pre, 0, sizeof r->pre);
-        memset(&r->dec, 0, sizeof r->dec);
-        st_state_reset(s);
-        st_prof_attach(&r->pre);
-        double t0 = st_time_now();
-        rc = st_forward(b, s, tok, prompt, logits, 0);
-        double t1 = st_time_now();
-        st_prof_attach(&r->dec);
-        if (!rc) rc = decode_run(b, s, smp, tok + prompt, gen, logits, &r->dec);
-        double t2 = st_time_now();
-        st_prof_attach(NULL);
-        r->pre_total = (t1 - t0) / prompt;
-        r->dec_total = (t2 - t1) / gen;
-        prof_per_token(&r->pre, t1 - t0, prompt);
-        prof_per_token(&r->dec, t2 - t1, gen);
-    }
-    if (rc) fail = cli_fail_st("bench", rc);
-    free(tok); free(logits);
-    st_state_free(s);
-    st_sampler_free(smp);
-    return fail;
+    rc = st_forward(r->b, br->s, br->tok, prompt, br->logits, 0);
+    if (!rc) rc = decode_run(r->b, br->s, br->smp, br->tok + prompt, 4, br->logits, NULL);
+    if (rc) { brun_close(br); return cli_fail_st("bench", rc); }
+    return 0;
+}
+
+/* Timed run number rep: reset, prefill, decode; the best so far kept. */
+static int brun_rep(result *r, brun *br, int rep, int prompt, int gen) {
+    st_state_reset(br->s);
+    double t0 = st_time_now();
+    st_status rc = st_forward(r->b, br->s, br->tok, prompt, br->logits, 0);
+    double t1 = st_time_now();
+    if (!rc) rc = decode_run(r->b, br->s, br->smp, br->tok + prompt, gen, br->logits, NULL);
+    double t2 = st_time_now();
+    if (rc) return cli_fail_st("bench", rc);
+    r->prefill_s[rep] = t1 - t0;
+    r->decode_s[rep] = t2 - t1;
+    if (prompt / (t1 - t0) > r->prefill_tps) r->prefill_tps = prompt / (t1 - t0);
+    if (gen / (t2 - t1) > r->decode_tps) r->decode_tps = gen / (t2 - t1);
+    return 0;
+}
+
+/* One profiled run for the breakdown (kept apart: the clock reads cost a little). */
+static int brun_profile(result *r, brun *br, int prompt, int gen) {
+    memset(&r->pre, 0, sizeof r->pre);
+    memset(&r->dec, 0, sizeof r->dec);
+    st_state_reset(br->s);
+    st_prof_attach(&r->pre);
+    double t0 = st_time_now();
+    st_status rc = st_forward(r->b, br->s, br->tok, prompt, br->logits, 0);
+    double t1 = st_time_now();
+    st_prof_attach(&r->dec);
+    if (!rc) rc = decode_run(r->b, br->s, br->smp, br->tok + prompt, gen, br->logits, &r->dec);
+    double t2 = st_time_now();
+    st_prof_attach(NULL);
+    if (rc) return cli_fail_st("bench", rc);
+    r->pre_total = (t1 - t0) / prompt;
+    r->dec_total = (t2 - t1) / gen;
+    prof_per_token(&r->pre, t1 - t0, prompt);
+    prof_per_token(&r->dec, t2 - t1, gen);
+    return 0;
 }
 
 /* --batch: B sequences decoding together through st_forward_batch, each
@@ -663,12 +677,27 @@ int cmd_bench(int argc, char **argv) {
            "best of %ld runs\n\n", prompt, gen, reps);
     fflush(stdout);
 
+    /* Rounds: every budget once per round, the bandwidth once per round, so a
+     * budget's best-of-reps spans the whole run instead of a few seconds of
+     * it (a noisy neighbour then spoils one run of each budget, not every
+     * run of one), and each ratio is taken from figures of the same minutes. */
+    brun *runs = calloc((size_t)nr, sizeof *runs);
+    if (!runs) rc = cli_fail("bench", "out of memory");
+    for (int i = 0; i < nr && !rc; i++)
+        rc = brun_open(models[res[i].model], &res[i], &runs[i], (int)prompt, (int)gen, 0x5eed0000ull + (uint64_t)(i % n));
+    for (int rep = 0; rep < reps && !rc; rep++) {
+        if (rep) MEASURE_BW(bw_here);
+        for (int i = 0; i < nr && !rc; i++) {
+            if (!rep) res[i].bw = bw_here;
+            rc = brun_rep(&res[i], &runs[i], rep, (int)prompt, (int)gen);
+        }
+    }
     for (int i = 0; i < nr && !rc; i++) {
-        if (i) MEASURE_BW(bw_here);
-        res[i].bw = bw_here;
-        rc = run_budget(models[res[i].model], &res[i], (int)prompt, (int)gen, (int)reps, 0x5eed0000ull + (uint64_t)(i % n));
+        rc = brun_profile(&res[i], &runs[i], (int)prompt, (int)gen);
         if (!rc) done++;
     }
+    for (int i = 0; runs && i < nr; i++) brun_close(&runs[i]); /* zeroed ones too: the frees take NULL */
+    free(runs);
     /* --batch: for every model and budget, each batch size */
     bresult bres[MAX_MODELS * MAX_BUDGETS * 8];
     int nb = 0;
