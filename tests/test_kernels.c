@@ -295,7 +295,7 @@ static void check_case(const st_mat *W, const st_span *rs, int n_rs, const st_sp
             for (int t = 0; t < T; t++) {
                 double s = 0, q = 0;
                 for (i = 0; i < K; i++) s += fabs((double)wrow[i] * x[t * ldx + i]);
-                if (W->dt == ST_DT_NVFP4 && T == 1 && st_isa_vnni())
+                if (W->dt == ST_DT_NVFP4 && T < st_matmul_gemm_min_t(0) && st_isa_vnni())
                     q = q8_err(wrow, x + t * ldx, cs, n_cs); /* x's rounding to int8 digits */
                 bound[t * ldy + j] = (float)(1e-5 * (s + 1.0) + q); /* +|y0| <= 1 when accumulating */
             }
@@ -633,14 +633,15 @@ static void test_q8_block(void **state) {
     assert_true(isnan(st_q8_block(inf, 2, h, l)));
 }
 
-/* The int8 NVFP4 decode against its scalar twin (same rounded x: only fp32
- * sums differ) and the twin against the fp32 reference (apart by at most
- * Σ|w|·|x - x̂|); a NaN in x comes out NaN. */
+/* The int8 NVFP4 decode (1..9 tokens) against its scalar twin (same rounded
+ * x: only fp32 sums differ) and the twin against the fp32 reference (apart by
+ * at most Σ|w|·|x - x̂|); a NaN in x comes out NaN. */
 static void test_matmul_nvfp4_q8(void **state) {
     (void)state;
     if (!st_isa_vnni()) skip();
     for (int c = 0; c < (quick() ? 40 : 160); c++) {
-        const int R = 1 + rndi(40), CF = 16 * (1 + rndi(96));
+        const int R = 1 + rndi(40), CF = 16 * (1 + rndi(96)), T = c % 3 ? 1 : 2 + rndi(8);
+        st_set_threads(1 + (c & 1));
         nvmat m = make_nv(R, CF);
         st_span rs = {0, R}, cs[12];
         int nc = 1;
@@ -648,40 +649,45 @@ static void test_matmul_nvfp4_q8(void **state) {
         if (c % 2) nc = make_spans16(cs, 12, CF);
         int K = 0;
         for (int b = 0; b < nc; b++) K += cs[b].len;
-        float *x = malloc(sizeof(float) * (size_t)K), *y = malloc(sizeof(float) * R), *yt = malloc(sizeof(float) * R),
-              *yr = malloc(sizeof(float) * R), *w = malloc(sizeof(float) * (size_t)K);
+        float *x = malloc(sizeof(float) * (size_t)K * T), *y = malloc(sizeof(float) * R * T),
+              *yt = malloc(sizeof(float) * R * T), *yr = malloc(sizeof(float) * R * T), *w = malloc(sizeof(float) * (size_t)K);
         const double xs = c % 5 == 0 ? 1e-20 : c % 5 == 1 ? 1e6 : 1.0;
-        for (int i = 0; i < K; i++) x[i] = (float)(rndf() * xs * (rndi(8) ? 1.0 : 50.0)); /* some outliers */
-        if (c % 9 == 4) x[rndi(K)] = NAN;
-        const int acc = c & 1;
-        for (int r = 0; r < R; r++) y[r] = yt[r] = yr[r] = rndf();
-        st_matmul(&m.W, &rs, 1, cs, nc, x, K, y, R, 1, acc);
-        st_matmul_nvfp4_q8_ref(&m.W, &rs, 1, cs, nc, x, yt, acc);
-        st_matmul_ref(&m.W, &rs, 1, cs, nc, x, K, yr, R, 1, acc);
-        int has_nan = 0;
-        for (int i = 0; i < K; i++) has_nan |= isnan(x[i]);
-        for (int r = 0; r < R; r++) {
-            int i = 0;
-            for (int b = 0; b < nc; b++) {
-                st_mat_row_f32(&m.W, r, cs[b].off, cs[b].len, w + i);
-                i += cs[b].len;
+        for (int i = 0; i < K * T; i++) x[i] = (float)(rndf() * xs * (rndi(8) ? 1.0 : 50.0)); /* some outliers */
+        if (c % 9 == 4) x[rndi(K * T)] = NAN;
+        const int acc = (c >> 1) & 1;
+        for (int i = 0; i < R * T; i++) y[i] = yt[i] = yr[i] = rndf();
+        st_matmul(&m.W, &rs, 1, cs, nc, x, K, y, R, T, acc);
+        for (int t = 0; t < T; t++) st_matmul_nvfp4_q8_ref(&m.W, &rs, 1, cs, nc, x + (size_t)t * K, yt + t * R, acc);
+        st_matmul_ref(&m.W, &rs, 1, cs, nc, x, K, yr, R, T, acc);
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * K;
+            int has_nan = 0;
+            for (int i = 0; i < K; i++) has_nan |= isnan(xt[i]);
+            for (int r = 0; r < R; r++) {
+                const int o = t * R + r;
+                int i = 0;
+                for (int b = 0; b < nc; b++) {
+                    st_mat_row_f32(&m.W, r, cs[b].off, cs[b].len, w + i);
+                    i += cs[b].len;
+                }
+                if (has_nan) {
+                    assert_true(isnan(y[o]) && isnan(yt[o]));
+                    continue;
+                }
+                double sa = 0;
+                for (i = 0; i < K; i++) sa += fabs((double)w[i] * xt[i]);
+                const double q = q8_err(w, xt, cs, nc), y0 = acc ? 1.0 : 0.0;
+                if (!(fabs(y[o] - yt[o]) <= 1e-5 * (sa + q + y0) && fabs(yt[o] - yr[o]) <= q + 1e-6 * (sa + y0))) {
+                    print_error("R=%d K=%d T=%d t=%d r=%d: kernel %g twin %g ref %g (sum|wx| %g, q8 bound %g)\n", R, K, T,
+                                t, r, y[o], yt[o], yr[o], sa, q);
+                    fail();
+                }
+                g_checked++;
             }
-            if (has_nan) {
-                assert_true(isnan(y[r]) && isnan(yt[r]));
-                continue;
-            }
-            double s = 0;
-            for (i = 0; i < K; i++) s += fabs((double)w[i] * x[i]);
-            const double q = q8_err(w, x, cs, nc), y0 = acc ? 1.0 : 0.0;
-            if (!(fabs(y[r] - yt[r]) <= 1e-5 * (s + q + y0) && fabs(yt[r] - yr[r]) <= q + 1e-6 * (s + y0))) {
-                print_error("R=%d K=%d r=%d: kernel %g twin %g ref %g (sum|wx| %g, q8 bound %g)\n", R, K, r, y[r],
-                            yt[r], yr[r], s, q);
-                fail();
-            }
-            g_checked++;
         }
         free(x); free(y); free(yt); free(yr); free(w); free(m.alloc);
     }
+    st_set_threads(0);
 }
 
 /* st_matmul_group (the experts of a MoE layer in one parallel region) gives
@@ -753,7 +759,7 @@ static void test_matmul_group(void **state) {
                     for (int t = 0; t < j->T; t++) {
                         double b = 1.0;
                         for (int e = 0; e < kk; e++) b += fabs((double)wrow[e] * j->x[(size_t)t * j->ldx + e]);
-                        const double q = j->W->dt == ST_DT_NVFP4 && j->T == 1 && st_isa_vnni()
+                        const double q = j->W->dt == ST_DT_NVFP4 && j->T < st_matmul_gemm_min_t(0) && st_isa_vnni()
                                              ? q8_err(wrow, j->x + (size_t)t * j->ldx, j->cs, j->n_cs) : 0.0;
                         const float d = fabsf(y[i][(size_t)t * j->ldy + r] - yref[(size_t)t * j->ldy + r]);
                         if (!(d <= 1e-5 * b + q)) fail_msg("group job %d (%s) row %d token %d: off by %g", i, st_dtype_name(j->W->dt), r, t, d);
@@ -847,7 +853,7 @@ static void test_membw(void **state) {
 /* The decode path gives a token's row bit for bit the same value whatever
  * other tokens share the call (batched decoding must not change greedy
  * output): T = 1 against the same x as row 2 of T = 2..7, float dtypes,
- * every ISA, 1 and 2 threads. */
+ * every ISA, 1 and 2 threads; and NVFP4 on the int8 (VNNI) kernel. */
 static void test_matmul_batch_invariant(void **state) {
     (void)state;
     const st_isa top = st_isa_detect();
@@ -874,6 +880,25 @@ static void test_matmul_batch_invariant(void **state) {
             }
     }
     st_isa_set(top);
+    /* NVFP4 on the int8 kernel, the one NVFP4 decode that promises it */
+    if (st_isa_vnni())
+        for (int th = 1; th <= 2; th++) {
+            st_set_threads(th);
+            const int R = 611, C = 544;
+            nvmat m = make_nv(R, C);
+            st_span rs = {0, R}, cs[2] = {{0, 256}, {272, 272}};
+            const int K = 528;
+            float *x = malloc(sizeof(float) * 8 * K), *y1 = malloc(sizeof(float) * R), *yb = malloc(sizeof(float) * 8 * R);
+            for (int i = 0; i < 8 * K; i++) x[i] = rndf();
+            st_matmul(&m.W, &rs, 1, cs, 2, x + 2 * K, K, y1, R, 1, 0);
+            for (int T = 3; T <= 8; T++) {
+                st_matmul(&m.W, &rs, 1, cs, 2, x, K, yb, R, T, 0);
+                if (memcmp(y1, yb + 2 * R, sizeof(float) * R))
+                    fail_msg("NVFP4 (int8) threads=%d: row of T=%d differs from T=1", th, T);
+            }
+            g_checked++;
+            free(x); free(y1); free(yb); free(m.alloc);
+        }
     st_set_threads(0);
 }
 

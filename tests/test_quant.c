@@ -197,6 +197,30 @@ static void tensor_bytes(const char *dir, const char *name, const uint8_t **data
     fail_msg("%s: no %s", dir, name);
 }
 
+/* A view and its slice compute the same logits: same weights, only the
+ * summation order may differ (≤ 1e-6 of the largest logit), on the exact
+ * kernels. Where the CPU has the int8 NVFP4 decode kernel, it runs again on
+ * that kernel: x rounded to two int8 digits per element is a step function of
+ * x, so the last digit of an activation can flip on a rounding-level
+ * difference upstream (one step is 2^-15 of its 16-block's largest |x|);
+ * allowed: 1e-4, about three such steps carried to the logits (measured:
+ * 3.4e-5 and 4.2e-5 on the Emerald Rapids host). */
+static void same_logits(const char *dir_a, const char *budget_a, const char *dir_b, const char *budget_b) {
+    const int prev = st_isa_vnni_set(0);
+    float *a = logits_at(dir_a, budget_a), *b = logits_at(dir_b, budget_b);
+    const double exact = rel_err(b, a, (size_t)NTOK * 272);
+    free(a); free(b);
+    st_isa_vnni_set(prev);
+    if (!(exact <= 1e-6)) fail_msg("%s at %s vs %s at %s: rel err %g (exact kernels)", dir_a, budget_a, dir_b, budget_b, exact);
+    if (st_isa_vnni()) {
+        a = logits_at(dir_a, budget_a);
+        b = logits_at(dir_b, budget_b);
+        const double q8 = rel_err(b, a, (size_t)NTOK * 272);
+        free(a); free(b);
+        if (!(q8 <= 1e-4)) fail_msg("%s at %s vs %s at %s: rel err %g (int8 NVFP4 decode)", dir_a, budget_a, dir_b, budget_b, q8);
+    }
+}
+
 /* Nested quantization: slice(nvfp4 parent, S) copies codes and block scales
  * and computes exactly what the parent computes at S. */
 static void test_nested_slice(void **st) {
@@ -221,9 +245,7 @@ static void test_nested_slice(void **st) {
     assert_int_equal(sscols, w->hidden_size / 16);
     for (int r = 0; r < w->intermediate_size; r++) assert_memory_equal(ps + r * pscols, ss + r * sscols, (size_t)sscols);
     /* same logits */
-    float *a = logits_at(g_nv, "S"), *c = logits_at(dst, "full");
-    assert_true(rel_err(c, a, (size_t)NTOK * 272) <= 1e-6); /* same weights; only summation order may differ */
-    free(a); free(c);
+    same_logits(g_nv, "S", dst, "full");
     /* a budget that cuts inside a block is refused with the rule */
     st_budget *bad;
     assert_int_equal(st_budget_resolve(m, "hidden_size=120", &bad), ST_OK);
@@ -282,9 +304,8 @@ static void test_lm_head(void **st) {
     tensor_bytes(sl, "lm_head.weight", &d, &dcols);
     assert_int_equal(dcols, hs / 2);
     for (int row = 0; row < 272; row++) assert_memory_equal(c + row * cols, d + row * dcols, (size_t)dcols);
-    float *x = logits_at(dst, "S"), *y = logits_at(sl, "full");
-    assert_true(rel_err(y, x, (size_t)NTOK * 272) <= 1e-6);
-    free(ref); free(a); free(x); free(y);
+    same_logits(dst, "S", sl, "full");
+    free(ref); free(a);
     st_budget_free(bq);
     st_model_free(mq);
 }

@@ -301,16 +301,18 @@ typedef struct {
      * block uses the smallest that covers it): C[m*ldc + r] (=|+=)
      * Σ_k a[k*mr_q + m]·b[k*nr + r], m < mr_q, r < nr (load_c: start from C). */
     void (*kernel[3])(int kc, const float *a, const float *b, float *c, int ldc, int load_c);
-    /* Optional one-token decode with its own x layout (NVFP4 on AVX512_BF16):
-     * dp1_prep writes x (packed over the spans) into dp1_bytes(cs) bytes at
-     * xp once per call; dp1_gemv then computes rows[0..n) into y[0..n).
-     * Used only where st_isa_bf16() (st_isa_vnni() if dp1_vnni) says the
-     * instructions exist. */
+    /* Optional decode kernel with its own x layout (NVFP4 on AVX512_BF16 for
+     * one token, on AVX512_VNNI for any decode token count): dp1_prep writes
+     * one token's x (packed over the spans) into dp1_bytes(cs) bytes at xp,
+     * once per token and call; dp1_gemv then computes rows[0..n) of T tokens
+     * into y[t*ldy + j], token t's prepared x at xp + t*xstride. Used only
+     * where st_isa_bf16() and T = 1 (st_isa_vnni() if dp1_vnni) say so. With
+     * dp1_vnni a token's row is the same bits at every T (batch-invariant). */
     int dp1_vnni;
     size_t (*dp1_bytes)(const st_span *cs, int n_cs);
     void (*dp1_prep)(const st_span *cs, int n_cs, const float *x, void *xp);
     void (*dp1_gemv)(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs, const void *xp,
-                     float *y, int accumulate);
+                     size_t xstride, int T, float *y, int ldy, int accumulate);
 } st_mm_ops;
 extern const st_mm_ops st_mm_ops_avx2, st_mm_ops_avx512;
 /* NVFP4 tables, used when every column span is 16-aligned (offset and length

@@ -696,6 +696,7 @@ typedef struct {
     const st_span *cs;
     int n_cs;
     const void *xp;
+    size_t xstride; /* dp1: bytes from one token's prepared x to the next */
     const float *x;
     int ldx;
     float *y;
@@ -718,14 +719,14 @@ static const st_mm_ops *gv_ops(const st_mat *W, const st_span *cs, int n_cs, int
 
 /* Whether a decode on o takes its one-token kernel (AVX512_BF16 or VNNI). */
 static int gv_dp1(const st_mm_ops *o, int nvfp4, int T) {
-    return nvfp4 && T == 1 && o->dp1_gemv && (o->dp1_vnni ? st_isa_vnni() : st_isa_bf16());
+    return nvfp4 && o->dp1_gemv && (o->dp1_vnni ? st_isa_vnni() : T == 1 && st_isa_bf16());
 }
 
 /* Scratch bytes job j needs on the grouped decode path: its row list, its
  * merged spans, its prepared x (as st_matmul lays them out). */
 static size_t gv_bytes(const st_mm_job *j, const st_mm_ops *o, int nvfp4, int64_t N, int64_t K) {
     const int dp1 = gv_dp1(o, nvfp4, j->T);
-    const size_t xp = dp1 ? up64(o->dp1_bytes(j->cs, j->n_cs))
+    const size_t xp = dp1 ? (size_t)j->T * up64(o->dp1_bytes(j->cs, j->n_cs))
                       : nvfp4 ? up64((size_t)j->T * (size_t)K * sizeof(float)) : 0;
     return up64((size_t)N * sizeof(int64_t)) + up64((size_t)j->n_cs * sizeof(st_span)) + xp;
 }
@@ -875,12 +876,16 @@ void st_matmul_group(const st_mm_job *jobs, int n) {
         if (p->dp1) { /* sized on the unmerged spans (merging only shrinks its padding), laid out on the merged */
             /* jobs that read the same x over the same spans (a MoE layer's
              * up projections) share one prepared copy */
+            p->xstride = up64(p->o->dp1_bytes(j->cs, j->n_cs));
             for (int m = 0; m < k && !p->xp; m++)
-                if (pl[m].dp1 && pl[m].o == p->o && pl[m].x == j->x && pl[m].n_cs == ncm &&
-                    !memcmp(pl[m].cs, csm, (size_t)ncm * sizeof(st_span)))
+                if (pl[m].dp1 && pl[m].o == p->o && pl[m].x == j->x && pl[m].ldx == j->ldx && pl[m].T == j->T &&
+                    pl[m].n_cs == ncm && !memcmp(pl[m].cs, csm, (size_t)ncm * sizeof(st_span))) {
                     p->xp = pl[m].xp;
+                    p->xstride = pl[m].xstride;
+                }
             if (!p->xp) {
-                p->o->dp1_prep(csm, ncm, j->x, xp);
+                for (int t = 0; t < j->T; t++)
+                    p->o->dp1_prep(csm, ncm, j->x + (size_t)t * j->ldx, (unsigned char *)xp + (size_t)t * p->xstride);
                 p->xp = xp;
             }
         } else if (p->nvfp4) {
@@ -905,7 +910,9 @@ void st_matmul_group(const st_mm_job *jobs, int n) {
                 int64_t nn;
                 const int64_t j0 = next_chunk(&p->next, p->N, nth, &nn);
                 if (j0 < 0) break;
-                if (p->dp1) p->o->dp1_gemv(p->W, p->rows + j0, (int)nn, p->cs, p->n_cs, p->xp, p->y + j0, p->accumulate);
+                if (p->dp1)
+                    p->o->dp1_gemv(p->W, p->rows + j0, (int)nn, p->cs, p->n_cs, p->xp, p->xstride, p->T, p->y + j0,
+                                   p->ldy, p->accumulate);
                 else p->o->gemv(p->W, p->rows + j0, (int)nn, p->cs, p->n_cs, p->x, p->ldx, p->y + j0, p->ldy, p->T,
                                 p->accumulate);
             }

@@ -879,7 +879,8 @@ static void dp1_drive(dp1_rows_fn rows8, dp1_rows_fn rows1, const st_mat *W, con
 }
 
 static void nv_dp1_gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs, const void *xp,
-                        float *y, int accumulate) {
+                        size_t xstride, int T, float *y, int ldy, int accumulate) {
+    (void)xstride, (void)T, (void)ldy; /* one token only (gv_dp1) */
     dp1_drive(nv_dp1_rows8, nv_dp1_rows1, W, rows, n, cs, n_cs, xp, y, accumulate);
 }
 
@@ -894,10 +895,11 @@ static void nv_dp1_gemv(const st_mat *W, const int64_t *rows, int n, const st_sp
  * u = 2·e2m1 + 12, in [0, 24], by vpermb from a 64-byte table that repeats
  * every 16 entries (vpermb reads index bits 0-5, so the neighbouring nibble
  * in bits 4-7 needs no mask); x is two int8 digits per element (st_q8_block:
- * x = s·(h + l/256)). Per 64 columns and lane, D = (Σ u·h << 8) + Σ u·l is
- * exact in int32 (|D| < 2^22, exact in fp32 too) and
- *   Σ e2m1·x = (s/512)·D - (s/512)·12·Σ(256h + l),
- * the second term per 16-block, once per 256 columns (x's C below).
+ * x = s·(h + l/256)). Per 64 columns and lane,
+ *   D = (Σ u·h << 8) + Σ u·l - 12·Σ(256h + l) = 2·Σ e2m1·(256h + l)
+ * is exact in int32 (|D| < 2^22, so exact in fp32 too), the offset's share
+ * taken off in integers (x's Q below): no float cancellation, and
+ *   Σ e2m1·x = (s/512)·D.
  *
  * Layout per 64 columns (32 code bytes): a broadcast puts them in both
  * halves and the upper half is shifted right by 4, so bytes 0..31 hold
@@ -906,9 +908,10 @@ static void nv_dp1_gemv(const st_mat *W, const int64_t *rows, int n, const st_sp
  * in block (i & 7) / 2 of the chunk.
  *
  * x per span, per 256 columns (zero-padded): float A[16] = s/512 per block,
- * float C[16] = 12·Σ(256h + l)·s/512, then per 64 columns int8 h[64], l[64]. */
+ * then per 64 columns int8 h[64], int8 l[64], int32 Q[16] = 12·Σ(256h + l)
+ * over each lane's 4 elements. */
 
-#define NQ_GROUP 640
+#define NQ_GROUP (64 + 4 * 192)
 
 static const uint8_t g_e2m1_u8[64] = {
     12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0, 12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,
@@ -923,19 +926,13 @@ static size_t nq_bytes(const st_span *cs, int n_cs) {
 /* st_q8_block on one block of n <= 16 values at x, vectorised with the same
  * double-precision steps (so the same digits), the digits stored at their
  * chunk positions (block bb of its chunk: evens at d[8bb..], odds at
- * d[32+8bb..], l 64 bytes on). Returns s; *q = Σ(256h + l). */
-AI float nq_block(const float *x, int n, unsigned char *d, int bb, int *q) {
+ * d[32+8bb..], l 64 bytes on). Returns s. */
+AI float nq_block(const float *x, int n, unsigned char *d, int bb) {
     const __mmask16 nm = (__mmask16)((1u << n) - 1u);
     const __m512 v = _mm512_maskz_loadu_ps(nm, x);
-    if (_mm512_mask_fpclass_ps_mask(nm, v, 0x99)) { /* NaN or infinity: digits 0, s NaN */
-        *q = 0;
-        return NAN;
-    }
+    if (_mm512_mask_fpclass_ps_mask(nm, v, 0x99)) return NAN; /* NaN or infinity: digits 0, s NaN */
     const float m = _mm512_reduce_max_ps(_mm512_abs_ps(v));
-    if (m == 0.0f) {
-        *q = 0;
-        return 0.0f;
-    }
+    if (m == 0.0f) return 0.0f;
     const __m512d inv = _mm512_set1_pd(127.0 / (double)m);
     __m256i hh[2], ll[2];
     for (int k = 0; k < 2; k++) {
@@ -951,7 +948,6 @@ AI float nq_block(const float *x, int n, unsigned char *d, int bb, int *q) {
     }
     const __m512i h32 = _mm512_inserti64x4(_mm512_castsi256_si512(hh[0]), hh[1], 1);
     const __m512i l32 = _mm512_inserti64x4(_mm512_castsi256_si512(ll[0]), ll[1], 1);
-    *q = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(h32, 8), l32));
     /* bytes -> [evens | odds] */
     const __m128i eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     const __m128i hb = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(h32), eo), lb = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(l32), eo);
@@ -962,19 +958,26 @@ AI float nq_block(const float *x, int n, unsigned char *d, int bb, int *q) {
     return (float)((double)m / 127.0);
 }
 
-static void nq_prep(const st_span *cs, int n_cs, const float *x, void *xp) {
+__attribute__((target("avx512vnni"))) static void nq_prep(const st_span *cs, int n_cs, const float *x, void *xp) {
     unsigned char *g = xp;
     int xi = 0;
     for (int s = 0; s < n_cs; s++) {
         for (int k = 0; k < cs[s].len; k += 256, g += NQ_GROUP) {
             memset(g, 0, NQ_GROUP);
-            float *A = (float *)g, *C = A + 16;
-            for (int b = 0; b < 16 && k + 16 * b < cs[s].len; b++) {
+            float *A = (float *)g;
+            int b = 0;
+            for (; b < 16 && k + 16 * b < cs[s].len; b++) {
                 const int n = cs[s].len - k - 16 * b < 16 ? cs[s].len - k - 16 * b : 16;
-                int q;
-                const float sc = nq_block(x + xi + k + 16 * b, n, g + 128 + 128 * (b / 4), b % 4, &q);
-                A[b] = sc / 512.0f;
-                C[b] = (float)(12 * q) * A[b];
+                A[b] = nq_block(x + xi + k + 16 * b, n, g + 64 + 192 * (b / 4), b % 4) / 512.0f;
+            }
+            /* Q per lane: Σh and Σl of its 4 bytes by vpdpbusd against ones */
+            for (int c = 0; 4 * c < b; c++) {
+                unsigned char *d = g + 64 + 192 * c;
+                const __m512i one = _mm512_set1_epi8(1);
+                const __m512i sh = _mm512_dpbusd_epi32(_mm512_setzero_si512(), one, _mm512_loadu_si512(d));
+                const __m512i sl = _mm512_dpbusd_epi32(_mm512_setzero_si512(), one, _mm512_loadu_si512(d + 64));
+                const __m512i q = _mm512_add_epi32(_mm512_slli_epi32(sh, 8), sl);
+                _mm512_storeu_si512(d + 128, _mm512_mullo_epi32(q, _mm512_set1_epi32(12)));
             }
         }
         xi += cs[s].len;
@@ -993,90 +996,113 @@ AI __m512 nq_scales(const unsigned char *q, int n16) {
                               _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
 }
 
-/* acc += one 64-column chunk: codes v (broadcast, both halves), digits at xd. */
-__attribute__((target("avx512vnni,avx512vbmi"))) AI __m512 nq_chunk(__m512i v, __m512i tab, __m512i xh, __m512i xl,
-                                                                     __m512 sv, __m512 acc) {
-    v = _mm512_mask_srli_epi16(v, 0xffff0000u, v, 4);
-    const __m512i w = _mm512_permutexvar_epi8(v, tab);
-    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xh);
-    d = _mm512_dpbusd_epi32(_mm512_slli_epi32(d, 8), w, xl);
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, acc);
-}
-
+/* NR rows x NT tokens (token t's prepared x at xp + t*xs). Every (row,
+ * token) accumulator goes through the same operations in the same order
+ * whatever NR and NT are, so a token's result has the same bits at every
+ * token count (batched decoding gives each sequence what it gets alone). */
 __attribute__((target("avx512vnni,avx512vbmi"))) static inline __attribute__((always_inline)) void
-nq_rows(const int NR, const unsigned char *const *cr, const unsigned char *const *sr, const unsigned char *const *pf,
-        const st_span *cs, int n_cs, const unsigned char *xp, float *out) {
+nq_rows(const int NR, const int NT, const unsigned char *const *cr, const unsigned char *const *sr,
+        const unsigned char *const *pf, const st_span *cs, int n_cs, const unsigned char *xp, size_t xs,
+        float out[8][4]) {
     const __m512i tab = _mm512_loadu_si512(g_e2m1_u8);
     const __m512i lane_blk = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3);
-    __m512 acc[8];
+    __m512 acc[8][4];
 #pragma GCC unroll 8
-    for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_ps();
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
     for (int s = 0; s < n_cs; s++) {
         const int len = cs[s].len, off = cs[s].off;
         for (int k = 0; k < len; k += 256, xp += NQ_GROUP) {
             const int n16 = len - k >= 256 ? 16 : (len - k) / 16;
-            const __m512 A = _mm512_loadu_ps((const float *)xp), C = _mm512_loadu_ps((const float *)xp + 16);
-            __m512 SA[8];
+            __m512 SA[8][4];
 #pragma GCC unroll 8
             for (int r = 0; r < NR; r++) {
                 _mm_prefetch((const char *)(pf[r] + (off + k) / 2), _MM_HINT_T1);
                 _mm_prefetch((const char *)(pf[r] + (off + k) / 2 + 64), _MM_HINT_T1);
                 const __m512 S = nq_scales(sr[r] + (off + k) / 16, n16);
-                SA[r] = _mm512_mul_ps(S, A);
-                acc[r] = _mm512_fnmadd_ps(S, C, acc[r]); /* the offset's share, per block */
-            }
-            const unsigned char *xd = xp + 128;
-            if (n16 == 16) {
-                /* chunk-major, rows inner: neighbouring chains belong to different rows */
 #pragma GCC unroll 4
-                for (int c = 0; c < 4; c++) {
-                    const __m512i ix = _mm512_add_epi32(lane_blk, _mm512_set1_epi32(4 * c));
-                    const __m512i xh = _mm512_loadu_si512(xd + 128 * c), xl = _mm512_loadu_si512(xd + 128 * c + 64);
-#pragma GCC unroll 8
-                    for (int r = 0; r < NR; r++) {
-                        const __m512i v = _mm512_broadcast_i64x4(
-                            _mm256_loadu_si256((const __m256i *)(cr[r] + (off + k) / 2 + 32 * c)));
-                        acc[r] = nq_chunk(v, tab, xh, xl, _mm512_permutexvar_ps(ix, SA[r]), acc[r]);
-                    }
+                for (int t = 0; t < NT; t++) SA[r][t] = _mm512_mul_ps(S, _mm512_loadu_ps((const float *)(xp + (size_t)t * xs)));
+            }
+            /* chunk-major, rows inner: neighbouring chains belong to different rows */
+            const int full = n16 == 16;
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                if (!full && 4 * c >= n16) break;
+                const int nb = full || n16 - 4 * c >= 4 ? 32 : 8 * (n16 - 4 * c); /* code bytes */
+                const __m512i ix = _mm512_add_epi32(lane_blk, _mm512_set1_epi32(4 * c));
+                __m512i xh[4], xl[4];
+                const unsigned char *xq[4];
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    const unsigned char *xd = xp + (size_t)t * xs + 64 + 192 * c;
+                    xh[t] = _mm512_loadu_si512(xd);
+                    xl[t] = _mm512_loadu_si512(xd + 64);
+                    xq[t] = xd + 128;
                 }
-            } else {
-                for (int c = 0; 4 * c < n16; c++) {
-                    const int nb = n16 - 4 * c >= 4 ? 32 : 8 * (n16 - 4 * c); /* code bytes */
-                    const __m512i ix = _mm512_add_epi32(lane_blk, _mm512_set1_epi32(4 * c));
-                    const __m512i xh = _mm512_loadu_si512(xd + 128 * c), xl = _mm512_loadu_si512(xd + 128 * c + 64);
-                    for (int r = 0; r < NR; r++) {
-                        const __m256i b = _mm256_maskz_loadu_epi8(nb == 32 ? 0xffffffffu : (__mmask32)((1u << nb) - 1u),
-                                                                  cr[r] + (off + k) / 2 + 32 * c);
-                        acc[r] = nq_chunk(_mm512_broadcast_i64x4(b), tab, xh, xl, _mm512_permutexvar_ps(ix, SA[r]),
-                                          acc[r]);
+#pragma GCC unroll 8
+                for (int r = 0; r < NR; r++) {
+                    const unsigned char *p = cr[r] + (off + k) / 2 + 32 * c;
+                    __m512i v = full ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p))
+                                     : _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(
+                                           nb == 32 ? 0xffffffffu : (__mmask32)((1u << nb) - 1u), p));
+                    v = _mm512_mask_srli_epi16(v, 0xffff0000u, v, 4);
+                    const __m512i w = _mm512_permutexvar_epi8(v, tab);
+#pragma GCC unroll 4
+                    for (int t = 0; t < NT; t++) {
+                        __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xh[t]);
+                        d = _mm512_dpbusd_epi32(_mm512_slli_epi32(d, 8), w, xl[t]);
+                        d = _mm512_sub_epi32(d, _mm512_loadu_si512(xq[t]));
+                        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(ix, SA[r][t]),
+                                                    acc[r][t]);
                     }
                 }
             }
         }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < NR; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-__attribute__((target("avx512vnni,avx512vbmi"))) static void nq_rows8(const unsigned char *const *cr,
-                                                                       const unsigned char *const *sr,
-                                                                       const unsigned char *const *pf,
-                                                                       const st_span *cs, int n_cs,
-                                                                       const void *xp, float *out) {
-    nq_rows(8, cr, sr, pf, cs, n_cs, xp, out);
-}
-
-__attribute__((target("avx512vnni,avx512vbmi"))) static void nq_rows1(const unsigned char *const *cr,
-                                                                       const unsigned char *const *sr,
-                                                                       const unsigned char *const *pf,
-                                                                       const st_span *cs, int n_cs,
-                                                                       const void *xp, float *out) {
-    nq_rows(1, cr, sr, pf, cs, n_cs, xp, out);
-}
+typedef void (*nq_fn)(const unsigned char *const *, const unsigned char *const *, const unsigned char *const *,
+                      const st_span *, int, const unsigned char *, size_t, float[8][4]);
+#define NQ_FN(NR, NT)                                                                                          \
+    __attribute__((target("avx512vnni,avx512vbmi"))) static void nq_##NR##_##NT(                              \
+        const unsigned char *const *cr, const unsigned char *const *sr, const unsigned char *const *pf,        \
+        const st_span *cs, int n_cs, const unsigned char *xp, size_t xs, float out[8][4]) {                    \
+        nq_rows(NR, NT, cr, sr, pf, cs, n_cs, xp, xs, out);                                                     \
+    }
+NQ_FN(8, 1) NQ_FN(4, 2) NQ_FN(2, 3) NQ_FN(2, 4) NQ_FN(1, 1) NQ_FN(1, 2) NQ_FN(1, 3) NQ_FN(1, 4)
+/* [tokens - 1][row block of 1 or the shape's own] */
+static const nq_fn nq_tab[4][2] = {{nq_1_1, nq_8_1}, {nq_1_2, nq_4_2}, {nq_1_3, nq_2_3}, {nq_1_4, nq_2_4}};
 
 static void nq_gemv(const st_mat *W, const int64_t *rows, int n, const st_span *cs, int n_cs, const void *xp,
-                    float *y, int accumulate) {
-    dp1_drive(nq_rows8, nq_rows1, W, rows, n, cs, n_cs, xp, y, accumulate);
+                    size_t xstride, int T, float *y, int ldy, int accumulate) {
+    const size_t ldc = (size_t)(W->cols / 2), lds = (size_t)(W->cols / 16);
+    const unsigned char *cbase = (const unsigned char *)W->data, *sbase = W->bscale;
+    const float mul = W->scale == 0.0f ? 1.0f : W->scale;
+    for (int t0 = 0; t0 < T; t0 += 4) {
+        const int nt = T - t0 < 4 ? T - t0 : 4, nrb = nt == 1 ? 8 : nt == 2 ? 4 : 2;
+        const unsigned char *xt = (const unsigned char *)xp + (size_t)t0 * xstride;
+        for (int j = 0; j < n;) {
+            const int nr = n - j >= nrb ? nrb : 1;
+            const unsigned char *cr[8], *sr[8], *pf[8];
+            float out[8][4];
+            for (int r = 0; r < nr; r++) {
+                cr[r] = cbase + (size_t)rows[j + r] * ldc;
+                sr[r] = sbase + (size_t)rows[j + r] * lds;
+                pf[r] = j + nr + r < n ? cbase + (size_t)rows[j + nr + r] * ldc : cr[r];
+            }
+            nq_tab[nt - 1][nr > 1](cr, sr, pf, cs, n_cs, xt, xstride, out);
+            for (int t = 0; t < nt; t++) {
+                float *yt = y + (size_t)(t0 + t) * ldy + j;
+                for (int r = 0; r < nr; r++) yt[r] = accumulate ? yt[r] + out[r][t] * mul : out[r][t] * mul;
+            }
+            j += nr;
+        }
+    }
 }
 
 const st_mm_ops st_mm_ops_avx512_nvfp4_q8 = {
