@@ -996,6 +996,38 @@ AI __m512 nq_scales(const unsigned char *q, int n16) {
                               _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
 }
 
+/* acc[r][t] += chunk c (64 columns from column k0 of each row; nb code
+ * bytes, 32 unless FULL is 0) against token t's digits. */
+__attribute__((target("avx512vnni,avx512vbmi"))) static inline __attribute__((always_inline)) void
+nq_chunk(const int NR, const int NT, const int FULL, int nb, int c, const unsigned char *const *cr, int k0,
+         const unsigned char *xp, size_t xs, __m512i tab, __m512 SA[8][4], __m512 acc[8][4]) {
+    const __m512i ix = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3),
+                                        _mm512_set1_epi32(4 * c));
+    __m512i xh[4], xl[4], xq[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) {
+        const unsigned char *xd = xp + (size_t)t * xs + 64 + 192 * c;
+        xh[t] = _mm512_loadu_si512(xd);
+        xl[t] = _mm512_loadu_si512(xd + 64);
+        xq[t] = _mm512_loadu_si512(xd + 128);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) {
+        const unsigned char *p = cr[r] + k0 / 2 + 32 * c;
+        __m512i v = FULL ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p))
+                         : _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(
+                               nb == 32 ? 0xffffffffu : (__mmask32)((1u << nb) - 1u), p));
+        v = _mm512_mask_srli_epi16(v, 0xffff0000u, v, 4);
+        const __m512i w = _mm512_permutexvar_epi8(v, tab);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xh[t]);
+            d = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_slli_epi32(d, 8), w, xl[t]), xq[t]);
+            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(ix, SA[r][t]), acc[r][t]);
+        }
+    }
+}
+
 /* NR rows x NT tokens (token t's prepared x at xp + t*xs). Every (row,
  * token) accumulator goes through the same operations in the same order
  * whatever NR and NT are, so a token's result has the same bits at every
@@ -1005,7 +1037,6 @@ nq_rows(const int NR, const int NT, const unsigned char *const *cr, const unsign
         const unsigned char *const *pf, const st_span *cs, int n_cs, const unsigned char *xp, size_t xs,
         float out[8][4]) {
     const __m512i tab = _mm512_loadu_si512(g_e2m1_u8);
-    const __m512i lane_blk = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3);
     __m512 acc[8][4];
 #pragma GCC unroll 8
     for (int r = 0; r < NR; r++)
@@ -1025,39 +1056,12 @@ nq_rows(const int NR, const int NT, const unsigned char *const *cr, const unsign
                 for (int t = 0; t < NT; t++) SA[r][t] = _mm512_mul_ps(S, _mm512_loadu_ps((const float *)(xp + (size_t)t * xs)));
             }
             /* chunk-major, rows inner: neighbouring chains belong to different rows */
-            const int full = n16 == 16;
+            if (n16 == 16)
 #pragma GCC unroll 4
-            for (int c = 0; c < 4; c++) {
-                if (!full && 4 * c >= n16) break;
-                const int nb = full || n16 - 4 * c >= 4 ? 32 : 8 * (n16 - 4 * c); /* code bytes */
-                const __m512i ix = _mm512_add_epi32(lane_blk, _mm512_set1_epi32(4 * c));
-                __m512i xh[4], xl[4];
-                const unsigned char *xq[4];
-#pragma GCC unroll 4
-                for (int t = 0; t < NT; t++) {
-                    const unsigned char *xd = xp + (size_t)t * xs + 64 + 192 * c;
-                    xh[t] = _mm512_loadu_si512(xd);
-                    xl[t] = _mm512_loadu_si512(xd + 64);
-                    xq[t] = xd + 128;
-                }
-#pragma GCC unroll 8
-                for (int r = 0; r < NR; r++) {
-                    const unsigned char *p = cr[r] + (off + k) / 2 + 32 * c;
-                    __m512i v = full ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p))
-                                     : _mm512_broadcast_i64x4(_mm256_maskz_loadu_epi8(
-                                           nb == 32 ? 0xffffffffu : (__mmask32)((1u << nb) - 1u), p));
-                    v = _mm512_mask_srli_epi16(v, 0xffff0000u, v, 4);
-                    const __m512i w = _mm512_permutexvar_epi8(v, tab);
-#pragma GCC unroll 4
-                    for (int t = 0; t < NT; t++) {
-                        __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xh[t]);
-                        d = _mm512_dpbusd_epi32(_mm512_slli_epi32(d, 8), w, xl[t]);
-                        d = _mm512_sub_epi32(d, _mm512_loadu_si512(xq[t]));
-                        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(ix, SA[r][t]),
-                                                    acc[r][t]);
-                    }
-                }
-            }
+                for (int c = 0; c < 4; c++) nq_chunk(NR, NT, 1, 32, c, cr, off + k, xp, xs, tab, SA, acc);
+            else
+                for (int c = 0; 4 * c < n16; c++)
+                    nq_chunk(NR, NT, 0, n16 - 4 * c >= 4 ? 32 : 8 * (n16 - 4 * c), c, cr, off + k, xp, xs, tab, SA, acc);
         }
     }
 #pragma GCC unroll 8
