@@ -907,7 +907,8 @@ static void nv_dp1_gemv(const st_mat *W, const int64_t *rows, int n, const st_sp
  * are stored in that order. Lane i of vpdpbusd covers bytes 4i..4i+3, all
  * in block (i & 7) / 2 of the chunk.
  *
- * x per span, per 256 columns (zero-padded): float A[16] = s/512 per block,
+ * x per span, per 256 columns (zero-padded): float A[16] = s/512 per block
+ * times 2^8 (nq_scales gives the block scales times 2^-8),
  * then per 64 columns int8 h[64], int8 l[64], int32 Q[16] = 12·Σ(256h + l)
  * over each lane's 4 elements. */
 
@@ -968,7 +969,7 @@ __attribute__((target("avx512vnni"))) static void nq_prep(const st_span *cs, int
             int b = 0;
             for (; b < 16 && k + 16 * b < cs[s].len; b++) {
                 const int n = cs[s].len - k - 16 * b < 16 ? cs[s].len - k - 16 * b : 16;
-                A[b] = nq_block(x + xi + k + 16 * b, n, g + 64 + 192 * (b / 4), b % 4) / 512.0f;
+                A[b] = nq_block(x + xi + k + 16 * b, n, g + 64 + 192 * (b / 4), b % 4) * 0.5f; /* s/512 · 2^8 */
             }
             /* Q per lane: Σh and Σl of its 4 bytes by vpdpbusd against ones */
             for (int c = 0; 4 * c < b; c++) {
@@ -984,16 +985,15 @@ __attribute__((target("avx512vnni"))) static void nq_prep(const st_span *cs, int
     }
 }
 
-/* The first n16 block scales at q (E4M3, sign ignored) -> fp32 as
- * nv_scales16; the rest 0. */
+/* The first n16 block scales at q (E4M3, sign ignored) -> fp32 times 2^-8
+ * (x's A carries the 2^8 back), the rest 0: through f16 as the FP8 weights
+ * (e4m3_to_f16bits: exact, subnormals included), 0x7f as NaN. */
 AI __m512 nq_scales(const unsigned char *q, int n16) {
-    const __m128i r = _mm_maskz_loadu_epi8((__mmask16)((1u << n16) - 1u), q);
-    const __m512i b = _mm512_and_si512(_mm512_cvtepu8_epi32(r), _mm512_set1_epi32(0x7f));
-    __m512 v = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_slli_epi32(b, 20), _mm512_set1_epi32(120 << 23)));
-    v = _mm512_mask_mov_ps(v, _mm512_cmplt_epu32_mask(b, _mm512_set1_epi32(8)),
-                           _mm512_mul_ps(_mm512_cvtepi32_ps(b), _mm512_set1_ps(1.0f / 512.0f)));
-    return _mm512_mask_mov_ps(v, _mm512_cmpeq_epi32_mask(b, _mm512_set1_epi32(0x7f)),
-                              _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
+    const __m256i w = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8((__mmask16)((1u << n16) - 1u), q));
+    const __m256i h = _mm256_and_si256(_mm256_slli_epi16(w, 7), _mm256_set1_epi16(0x3f80));
+    const __m256i f = _mm256_mask_mov_epi16(h, _mm256_cmpeq_epi16_mask(h, _mm256_set1_epi16(0x3f80)),
+                                            _mm256_set1_epi16(0x7e00));
+    return _mm512_cvtph_ps(f);
 }
 
 /* acc[r][t] += chunk c (64 columns from column k0 of each row; nb code
