@@ -120,6 +120,13 @@ typedef struct {
     double dec_total, pre_total;      /* and its wall time per decoded / prefilled token */
 } result;
 
+/* Which NVFP4 decode kernel runs (ST_VNNI=0 / ST_BF16DP=0 switch them off). */
+static const char *nvfp4_kernel(void) {
+    if (st_isa_vnni()) return "int8 dot products (AVX512_VNNI)";
+    if (st_isa_bf16()) return "bf16 dot products, one token (AVX512_BF16)";
+    return st_isa_get() == ST_ISA_SCALAR ? "scalar" : "fp32";
+}
+
 /* Size of the bandwidth buffer: 4x the LLC, at least 1 GiB, at most a quarter of RAM. */
 static size_t bw_bytes_default(void) {
     long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
@@ -384,6 +391,8 @@ static int write_json(const char *path, const char *const *dirs, const char *con
                              "fma_peak_gflop_s", fma, "gemm_peak_gflop_s", gemm, "bandwidth_buffer_bytes",
                              (json_int_t)bw_bytes, "models", ml, "prompt_tokens", prompt, "decode_tokens", gen, "reps",
                              reps, "budgets", bl);
+    if (root) json_object_set_new(root, "kernels", json_pack("{s:s, s:s}", "isa", st_isa_name(st_isa_get()),
+                                                            "nvfp4_decode", nvfp4_kernel()));
     if (!root) return cli_fail("bench", "cannot build the JSON report");
     /* atomic: a reader never sees half a report */
     char *txt = json_dumps(root, JSON_INDENT(2));
@@ -659,7 +668,8 @@ int cmd_bench(int argc, char **argv) {
     MEASURE_BW(bw_here);
 
     printf("starling bench %s\n", ST_VERSION);
-    printf("cpu        %s (kernels: %s)\n", st_cpu_features(), st_isa_name(st_isa_get()));
+    printf("cpu        %s (kernels: %s; NVFP4 decode: %s)\n", st_cpu_features(), st_isa_name(st_isa_get()),
+           nvfp4_kernel());
     printf("threads    %ld (of %d cores)\n", threads, cores);
     for (int k = 0; k < n_dirs; k++) {
         const st_config *c = st_model_config(models[k]);
