@@ -1,8 +1,10 @@
 /* tasks.c — `starling tasks`: synthetic reasoning problems (addition with
- * carries, sorting, comparison) as chat JSONL with <think> traces, as eval
- * items, or rendered through the Nemotron 3 chat template. */
+ * carries, sorting, comparison, code words) as chat JSONL with <think> traces,
+ * as eval items, or rendered through the Nemotron 3 chat template; and the
+ * code family's codebook as plain training text. */
 #include "cli.h"
 #include "train/data_tasks.h"
+#include "util/util.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -11,9 +13,15 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: starling tasks --kind add|sort|compare|mix -n N [--seed S] [options] -o FILE\n\n"
+            "usage: starling tasks --kind add|sort|compare|mix|code -n N [--seed S] [options] -o FILE\n"
+            "       starling tasks --codebook -n PASSES [--seed S] -o FILE\n\n"
             "  -k, --kind KIND     add (multi-digit, carry written per column), sort (selection, step\n"
-            "                      by step), compare (digit by digit), mix (all three at random)\n"
+            "                      by step), compare (digit by digit), mix (those three at random),\n"
+            "                      code (think: add two 2-3 digit numbers; answer: the sum's word\n"
+            "                      from a fixed codebook, which only memorised knowledge gives)\n"
+            "      --codebook      write the codebook's facts instead, one per line (\"The code word\n"
+            "                      for 417 is rain.\"), -n passes over all of them, each pass in its\n"
+            "                      own shuffled order: the text a model memorises them from\n"
             "  -n, --count N       number of problems\n"
             "  -s, --seed S        stream seed (default 1)\n"
             "      --split SPLIT   train (default) or eval: held-out problems, chosen by a hash of the\n"
@@ -21,6 +29,7 @@ static void usage(FILE *f) {
             "                      eval problems are also unique within the file\n"
             "      --no-think      assistant turns '<think>\\n</think>\\nANSWER' (no written reasoning)\n"
             "      --digits LO-HI  operand digits for add / compare (default add 4-6, compare 3-8)\n"
+            "                      (code always uses 2-3 digits and sums below the codebook's size)\n"
             "      --render        write plain training text: each conversation through the Nemotron 3\n"
             "                      chat template (st_chat_render), one after another\n"
             "  -o, --output FILE   output ('-' = stdout, the default)\n"
@@ -48,14 +57,40 @@ static int kset_add(kset *s, uint64_t key) { /* 1 added, 0 present, -1 oom */
     return 1;
 }
 
+/* PASSES shuffled passes over the codebook's facts (Fisher-Yates per pass). */
+static int write_codebook(const char *C, long passes, uint64_t seed, const char *out) {
+    FILE *f = strcmp(out, "-") ? fopen(out, "wb") : stdout;
+    if (!f) return cli_fail(C, "%s: cannot open for writing", out);
+    int order[ST_CODEBOOK_N];
+    uint64_t s = seed ^ 0xc0deb00cull;
+    for (long p = 0; p < passes; p++) {
+        for (int i = 0; i < ST_CODEBOOK_N; i++) order[i] = i;
+        for (int i = ST_CODEBOOK_N - 1; i > 0; i--) {
+            int j = (int)(st_splitmix64(&s) % (uint64_t)(i + 1)), t = order[i];
+            order[i] = order[j]; order[j] = t;
+        }
+        for (int i = 0; i < ST_CODEBOOK_N; i++) {
+            char fact[96];
+            st_status st = st_codebook_fact(order[i], fact, sizeof fact);
+            if (st) { if (f != stdout) fclose(f); return cli_fail_st(C, st); }
+            fputs(fact, f);
+            fputc('\n', f);
+        }
+    }
+    if (f != stdout) { if (fclose(f)) return cli_fail(C, "%s: write error", out); }
+    else if (fflush(f)) return cli_fail(C, "write error on stdout");
+    return 0;
+}
+
 int cmd_tasks(int argc, char **argv) {
     const char *C = "tasks", *out = "-", *kind_s = NULL, *split_s = "train", *digits = NULL;
     long n = -1, seed = 1;
-    int think = 1, render = 0;
+    int think = 1, render = 0, codebook = 0;
     static const struct option opts[] = {{"kind", required_argument, 0, 'k'}, {"count", required_argument, 0, 'n'},
                                          {"seed", required_argument, 0, 's'}, {"split", required_argument, 0, 'S'},
                                          {"no-think", no_argument, 0, 'T'}, {"digits", required_argument, 0, 'd'},
                                          {"render", no_argument, 0, 'r'}, {"output", required_argument, 0, 'o'},
+                                         {"codebook", no_argument, 0, 'C'},
                                          {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
@@ -69,6 +104,7 @@ int cmd_tasks(int argc, char **argv) {
         case 'T': think = 0; break;
         case 'd': digits = optarg; break;
         case 'r': render = 1; break;
+        case 'C': codebook = 1; break;
         case 'o': out = optarg; break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage(C, "option %s needs a value", argv[optind - 1]);
@@ -76,11 +112,17 @@ int cmd_tasks(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage(C, "unexpected argument '%s'", argv[optind]);
-    if (!kind_s) return cli_usage(C, "--kind is required (add, sort, compare, mix)");
+    if (codebook) {
+        if (kind_s || render || !think || digits || strcmp(split_s, "train"))
+            return cli_usage(C, "--codebook takes only -n, --seed and -o");
+        if (n < 0) return cli_usage(C, "-n PASSES is required");
+        return write_codebook(C, n, (uint64_t)seed, out);
+    }
+    if (!kind_s) return cli_usage(C, "--kind is required (add, sort, compare, mix, code)");
     if (n < 0) return cli_usage(C, "-n N is required");
     st_task_opts o = {0};
     int k = st_task_kind_parse(kind_s);
-    if (k < 0) return cli_usage(C, "unknown --kind '%s' (add, sort, compare, mix)", kind_s);
+    if (k < 0) return cli_usage(C, "unknown --kind '%s' (add, sort, compare, mix, code)", kind_s);
     o.kind = (st_task_kind)k;
     if (!strcmp(split_s, "eval")) o.eval_split = 1;
     else if (strcmp(split_s, "train")) return cli_usage(C, "unknown --split '%s' (train, eval)", split_s);

@@ -21,9 +21,16 @@ budgets=$($bin info -m "$m" | awk '/^budgets/{f=1;next} f&&$1=="name"{next} f&&N
 large=$(echo "$budgets" | head -1)
 small=$(echo "$budgets" | tail -1)
 
-# the last number after the thought
-answer_of() { awk '/<\/think>/{f=1;sub(/.*<\/think>/,"")} f' "$1" | grep -o -- '-\?[0-9][0-9]*' | tail -1 || true; }
-verdict() { a=$(answer_of "$1"); if [ "$a" = "$want" ]; then echo "$a (correct)"; else echo "${a:-none} (wrong: $want)"; fi; }
+# the answer after the thought, graded as starling eval grades it: a numeric
+# answer is the last number, any other the whole reply (trimmed, any case)
+after_think() { awk '/<\/think>/{f=1;sub(/.*<\/think>/,"")} f' "$1"; }
+case $want in
+  *[!0-9-]*) answer_of() { after_think "$1" | tr '\n' ' ' | sed 's/^ *//; s/ *$//'; }
+             same() { [ "$(echo "$1" | tr '[:upper:]' '[:lower:]')" = "$(echo "$2" | tr '[:upper:]' '[:lower:]')" ]; } ;;
+  *) answer_of() { after_think "$1" | grep -o -- '-\?[0-9][0-9]*' | tail -1 || true; }
+     same() { [ "$1" = "$2" ]; } ;;
+esac
+verdict() { a=$(answer_of "$1"); if same "$a" "$want"; then echo "$a (correct)"; else echo "${a:-none} (wrong: $want)"; fi; }
 
 echo "One checkpoint ($m), $(echo "$budgets" | wc -l) nested models:"
 $bin info -m "$m" | awk '/^budgets/{f=1} f&&NF>=5&&$1!="full"' | sed 's/^/  /'

@@ -16,7 +16,7 @@ items=${ITEMS:-150}
 w=build/results
 el=models/elastic
 run=build/elastic/run
-ranked=build/elastic/ranked
+ranked=build/model/ranked
 mkdir -p $w
 head -n "$items" build/model/eval.jsonl > $w/eval.jsonl
 el_tok=$(tail -n 1 $run/elastify.csv | cut -d, -f3)

@@ -559,16 +559,38 @@ static void check_task(const st_task *t) {
         snprintf(want, sizeof want, "%lld", larger == (v[0] > v[1]) ? v[0] : v[1]);
         break;
     }
+    case ST_TASK_CODE: { /* the answer states the sum's word; the trace ends with the sum */
+        assert_int_equal(n, 2);
+        assert_true(v[0] >= 10 && v[0] <= 999 && v[1] >= 10 && v[1] <= 999);
+        long long sum = v[0] + v[1];
+        assert_true(sum < ST_CODEBOOK_N);
+        const char *w = st_codebook_word((int)sum);
+        assert_non_null(w);
+        snprintf(want, sizeof want, "The code word for %lld is %s.", sum, w);
+        if (strcmp(t->answer, want)) fail_msg("%s: answer \"%s\", expected \"%s\"", t->id, t->answer, want);
+        char tail[64];
+        snprintf(tail, sizeof tail, "\nReversed: %lld", sum);
+        size_t rl = strlen(t->reasoning), tl = strlen(tail);
+        assert_true(rl >= tl && !strcmp(t->reasoning + rl - tl, tail));
+        /* the thinking holds no hint of the word: only the answer step knows it */
+        char sp[48];
+        snprintf(sp, sizeof sp, " %s", w);
+        assert_null(strstr(t->reasoning, sp));
+        snprintf(want, sizeof want, "%lld", sum); /* what the trace must end with */
+        break;
+    }
     default: fail_msg("kind %d", t->kind);
     }
-    if (strcmp(t->answer, want)) fail_msg("%s: answer \"%s\", expected \"%s\" (%s)", t->id, t->answer, want, t->prompt);
-    /* the trace ends with the answer (then at most a period) */
-    size_t rl = strlen(t->reasoning), al = strlen(t->answer);
+    const char *ans = t->kind == ST_TASK_CODE ? want : t->answer;
+    if (t->kind != ST_TASK_CODE && strcmp(t->answer, want))
+        fail_msg("%s: answer \"%s\", expected \"%s\" (%s)", t->id, t->answer, want, t->prompt);
+    /* the trace ends with the answer (then at most a period); code: with the sum */
+    size_t rl = strlen(t->reasoning), al = strlen(ans);
     size_t end = rl && t->reasoning[rl - 1] == '.' ? rl - 1 : rl;
-    assert_true(end >= al && !memcmp(t->reasoning + end - al, t->answer, al));
+    assert_true(end >= al && !memcmp(t->reasoning + end - al, ans, al));
     assert_null(strstr(t->reasoning, "<think>"));
     assert_null(strstr(t->reasoning, "</think>"));
-    if (t->kind == ST_TASK_ADD) { /* every column line is right */
+    if (t->kind == ST_TASK_ADD || t->kind == ST_TASK_CODE) { /* every column line is right */
         int cols = 0, carry = 0;
         for (const char *p = t->reasoning; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
             int col, x, y, c, s, w, co;
@@ -587,7 +609,7 @@ static void check_task(const st_task *t) {
 
 static void test_tasks_correct_and_deterministic(void **state) {
     (void)state;
-    for (int k = 0; k <= ST_TASK_MIX; k++)
+    for (int k = 0; k <= ST_TASK_CODE; k++)
         for (int split = 0; split < 2; split++) {
             st_task_opts o = {.kind = (st_task_kind)k, .eval_split = split, .seed = 42};
             int n = test_quick() ? 200 : 1500;
@@ -656,7 +678,8 @@ static void test_tasks_grader(void **state) {
     assert_false(st_task_answer_correct("850", 2, "850")); /* only reply[0..n) counts */
 #undef OK
 #undef NO
-    for (int k = 0; k < ST_TASK_MIX; k++) {
+    for (int k = 0; k <= ST_TASK_CODE; k++) {
+        if (k == ST_TASK_MIX) continue;
         st_task_opts o = {.kind = (st_task_kind)k, .seed = 9};
         for (int i = 0; i < 50; i++) {
             st_task t;
@@ -668,6 +691,58 @@ static void test_tasks_grader(void **state) {
             free(as);
             st_task_free(&t);
         }
+    }
+}
+
+/* The codebook: fixed, arbitrary, spread over its words, each word one token
+ * of the shipped tokenizer (an answer is one recall, not a spelling), and mix
+ * never draws a code problem (mix's stream is what the parent learnt). */
+static void test_codebook(void **state) {
+    (void)state;
+    assert_null(st_codebook_word(-1));
+    assert_null(st_codebook_word(ST_CODEBOOK_N));
+    char f[96];
+    assert_int_equal(st_codebook_fact(ST_CODEBOOK_N, f, sizeof f), ST_ERR_RANGE);
+    assert_int_equal(st_codebook_fact(7, f, 10), ST_ERR_ARG);
+    const char *words[ST_CODEBOOK_N];
+    int distinct = 0, same_as_prev = 0;
+    for (int i = 0; i < ST_CODEBOOK_N; i++) {
+        words[i] = st_codebook_word(i);
+        assert_non_null(words[i]);
+        assert_ptr_equal(words[i], st_codebook_word(i));
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = !strcmp(words[j], words[i]);
+        distinct += !seen;
+        same_as_prev += i && !strcmp(words[i - 1], words[i]);
+        assert_int_equal(st_codebook_fact(i, f, sizeof f), ST_OK);
+        char want[96];
+        snprintf(want, sizeof want, "The code word for %d is %s.", i, words[i]);
+        assert_string_equal(f, want);
+    }
+    printf("  codebook: %d numbers, %d distinct words, %d runs of the same word\n", ST_CODEBOOK_N, distinct, same_as_prev);
+    assert_true(distinct >= 100);        /* spread over the list, not a few words */
+    assert_true(same_as_prev < 20);      /* not a rule such as n / 5 */
+    st_tokenizer *tk = NULL;
+    if (st_tokenizer_load("models/parent/tokenizer.json", &tk) == ST_OK) {
+        for (int i = 0; i < ST_CODEBOOK_N; i++) {
+            char sp[48];
+            snprintf(sp, sizeof sp, " %s", words[i]);
+            int32_t *ids = NULL;
+            int n = 0;
+            assert_int_equal(st_tokenize(tk, sp, strlen(sp), 0, &ids, &n), ST_OK);
+            if (n != 1) fail_msg("\"%s\" is %d tokens of the shipped tokenizer", sp, n);
+            free(ids);
+        }
+        st_tokenizer_free(tk);
+    } else {
+        printf("  models/parent/tokenizer.json not present: token check skipped\n");
+    }
+    st_task_opts o = {.kind = ST_TASK_MIX, .seed = 3};
+    for (int i = 0; i < 300; i++) {
+        st_task t;
+        assert_int_equal(st_task_gen(&o, (uint64_t)i, &t), ST_OK);
+        assert_true(t.kind != ST_TASK_CODE);
+        st_task_free(&t);
     }
 }
 
@@ -827,6 +902,7 @@ int main(void) {
         cmocka_unit_test(test_bpe_bad_input),
         cmocka_unit_test(test_tasks_correct_and_deterministic),
         cmocka_unit_test(test_tasks_grader),
+        cmocka_unit_test(test_codebook),
         cmocka_unit_test(test_tasks_heldout_disjoint),
         cmocka_unit_test(test_tasks_render),
         cmocka_unit_test(test_cli),

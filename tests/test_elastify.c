@@ -8,7 +8,10 @@
  *     pick the full widths for the full budget and widths whose cost is near
  *     each smaller target (the budget loss works), the student at a smaller
  *     budget is closer to the parent than before training (distillation
- *     works), and the run is deterministic.
+ *     works), and the run is deterministic;
+ *   - continuing an elastic checkpoint at pinned budgets with a separate
+ *     teacher: the output keeps exactly the pinned widths, every budget moves
+ *     toward the teacher (not the init), and the pinning/teacher errors.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -219,6 +222,101 @@ static void test_run(void **s) {
     free(dir);
 }
 
+/* a config file: head, body, one stage of one step */
+static void write_one_step(const char *path, const char *head, const char *body) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%s, %s, \"stages\": [{\"steps\": 1, \"seq\": 8}]}", head, body);
+    fclose(f);
+}
+
+/* Pinned budgets and a separate teacher: the student starts from the parent,
+ * learns from another model of the same shape, and keeps the given widths. */
+static void test_pinned_teacher(void **s) {
+    (void)s;
+    char *dir = test_tmpdir("el_pin");
+    char *ck = make_parent(dir);
+    char p[800], t[800], o[800];
+    st_synth_opts so;
+    st_synth_preset("default", &so);
+    so.dtype = ST_DT_F32;
+    so.seed ^= 0x7eac4e5;
+    snprintf(t, sizeof t, "%s/teacher", dir);
+    if (st_synth_write(t, &so)) fail_msg("synth: %s", st_last_error());
+    snprintf(p, sizeof p, "%s/train.bin", dir); write_ids(p, 20000, 272, 1);
+    snprintf(p, sizeof p, "%s/val.bin", dir); write_ids(p, 4000, 272, 2);
+    const char *head = "{\"init\": \"parent\", \"data\": {\"train\": \"train.bin\", \"val\": \"val.bin\"}, \"out\": \"out\",\n"
+                       " \"batch\": 4, \"lr\": 2e-3, \"warmup\": 2, \"eval_every\": 10, \"eval_batches\": 2, \"seed\": 5";
+    const int steps = test_quick() ? 25 : 60;
+    snprintf(p, sizeof p, "%s/el.json", dir);
+    FILE *f = fopen(p, "w");
+    fprintf(f, "%s, \"teacher\": \"teacher\",\n \"budgets\": [{\"name\": \"L\", \"params\": \"parent\"},\n"
+               "  {\"name\": \"S\", \"widths\": {\"hidden_size\": 96, \"n_routed_experts\": 4, \"moe_intermediate_size\": 32}}],\n"
+               " \"stages\": [{\"steps\": %d, \"seq\": 16, \"probs\": [0.5, 0.5]}]}\n", head, steps);
+    fclose(f);
+    trace a;
+    run(dir, &a);
+    assert_int_equal(a.n, steps);
+    snprintf(o, sizeof o, "%s/out", dir);
+    st_model *m;
+    if (st_model_load(o, &m)) fail_msg("load output: %s", st_last_error());
+    st_budget *b;
+    assert_int_equal(st_budget_by_name(m, "S", &b), ST_OK);
+    const st_widths *w = st_budget_widths(b);
+    assert_int_equal(w->hidden_size, 96);
+    assert_int_equal(w->n_routed_experts, 4);
+    assert_int_equal(w->moe_intermediate_size, 32);
+    assert_int_equal(w->mamba_num_heads, st_model_config(m)->mamba_num_heads);
+    st_budget_free(b);
+    st_model_free(m);
+    /* the teacher is the one distilled from: both budgets moved toward it */
+    const char *spec = "hidden_size=96,n_routed_experts=4,moe_intermediate_size=32";
+    double s0 = kl_to_parent(t, ck, spec), s1 = kl_to_parent(t, o, "S");
+    double l0 = kl_to_parent(t, ck, "full"), l1 = kl_to_parent(t, o, "L");
+    printf("  KL(teacher || S): %.4f -> %.4f; KL(teacher || L): %.4f -> %.4f\n", s0, s1, l0, l1);
+    assert_true(s1 < 0.8 * s0);
+    assert_true(l1 < 0.8 * l0);
+
+    /* load-time errors: pinned and routed budgets mixed; choices with pins; a
+       width that is not a number; an empty teacher */
+    const char *bad[] = {
+        "\"budgets\": [{\"name\": \"L\", \"params\": 6e5}, {\"name\": \"S\", \"widths\": {\"hidden_size\": 96}}], \"choices\": {\"hidden_size\": [128, 96]}",
+        "\"budgets\": [{\"name\": \"S\", \"widths\": {\"hidden_size\": 96}}], \"choices\": {\"hidden_size\": [128, 96]}",
+        "\"budgets\": [{\"name\": \"S\", \"widths\": {\"hidden_size\": \"96\"}}]",
+        "\"budgets\": [{\"name\": \"S\", \"widths\": {\"bogus\": 2}}]",
+        "\"budgets\": [{\"name\": \"S\", \"params\": 5e5, \"widths\": {\"hidden_size\": 96}}]",
+        "\"budgets\": [{\"name\": \"S\", \"widths\": {\"hidden_size\": 96}}], \"teacher\": \"\""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        write_one_step(p, head, bad[i]);
+        st_el_cfg c;
+        if (st_el_cfg_load(&c, p) == ST_OK) { st_el_cfg_free(&c); fail_msg("bad pinned config %zu accepted", i); }
+    }
+    /* run-time errors: wider than the parent, budgets that do not nest, a
+       teacher of another shape */
+    so.hidden = 96;
+    snprintf(t, sizeof t, "%s/narrow", dir);
+    if (st_synth_write(t, &so)) fail_msg("synth: %s", st_last_error());
+    const char *badrun[] = {
+        "\"budgets\": [{\"name\": \"S\", \"widths\": {\"hidden_size\": 256}}]",
+        "\"budgets\": [{\"name\": \"A\", \"widths\": {\"hidden_size\": 96, \"n_routed_experts\": 4}},"
+        " {\"name\": \"B\", \"widths\": {\"hidden_size\": 64, \"n_routed_experts\": 8}}]",
+        "\"budgets\": [{\"name\": \"S\", \"widths\": {\"hidden_size\": 96}}], \"teacher\": \"narrow\""};
+    for (size_t i = 0; i < sizeof badrun / sizeof *badrun; i++) {
+        write_one_step(p, head, badrun[i]);
+        st_el_cfg c;
+        if (st_el_cfg_load(&c, p)) fail_msg("cfg %zu: %s", i, st_last_error());
+        rm_rf(o);
+        st_status rc = st_elastify_run(&c, 1, NULL, NULL);
+        st_el_cfg_free(&c);
+        if (rc != ST_ERR_BUDGET) fail_msg("bad pinned run %zu: rc %d (%s)", i, rc, st_last_error());
+        FILE *g = fopen(o, "r");
+        if (g) { fclose(g); fail_msg("bad pinned run %zu left an output", i); }
+    }
+    rm_rf(dir);
+    free(ck);
+    free(dir);
+}
+
 static void test_bad_config(void **s) {
     (void)s;
     char *dir = test_tmpdir("el_bad");
@@ -398,6 +496,7 @@ int main(void) {
         cmocka_unit_test(test_cost_matches_stats),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_run),
+        cmocka_unit_test(test_pinned_teacher),
     };
     return cmocka_run_group_tests_name("elastify", tests, NULL, NULL);
 }

@@ -77,11 +77,15 @@ double st_el_cost(const st_config *c, const double *w, int active) {
 
 /* ------------------------------------------------------------ config */
 
-void st_el_cfg_free(st_el_cfg *c) { st_train_cfg_free(&c->t); }
+void st_el_cfg_free(st_el_cfg *c) {
+    st_train_cfg_free(&c->t);
+    free(c->teacher_dir);
+    c->teacher_dir = NULL;
+}
 
 st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
     static const char *const extra[] = {"budgets", "cost", "choices", "stages", "router_lr", "lambda", "tau",
-                                        "logit_scale", "router_hidden", "default_budget", NULL};
+                                        "logit_scale", "router_hidden", "default_budget", "teacher", NULL};
     memset(c, 0, sizeof *c);
     st_status rc = st_train_cfg_load_ext(&c->t, path, extra);
     if (rc) return rc;
@@ -102,16 +106,48 @@ st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
         const char *nm = json_string_value(json_object_get(e, "name"));
         json_t *p = json_object_get(e, "params");
         int whole = json_is_string(p) && !strcmp(json_string_value(p), "parent"); /* the parent's own cost */
+        json_t *wd = json_object_get(e, "widths");
         if (!nm || !nm[0] || strlen(nm) >= sizeof c->b[0].name || strchr(nm, ',') || strchr(nm, '=') ||
-            !(whole || (json_is_number(p) && json_number_value(p) > 0))) {
-            rc = st_err(ST_ERR_FORMAT, "%s: budgets[%zu] must be {\"name\": short name without ',' or '=', \"params\": positive number or \"parent\"}", path, i);
+            !(wd ? !p && json_is_object(wd) : whole || (json_is_number(p) && json_number_value(p) > 0))) {
+            rc = st_err(ST_ERR_FORMAT, "%s: budgets[%zu] must be {\"name\": short name without ',' or '=', then \"params\": positive number or \"parent\", or \"widths\": {axis: width}}", path, i);
             goto done;
+        }
+        if (wd) { /* pinned: widths given per axis, the rest the parent's */
+            const char *ak; json_t *av;
+            json_object_foreach(wd, ak, av) {
+                int k = -1;
+                for (int q = 0; q < ST_N_AX; q++) if (!strcmp(ak, st_axis_key(q))) k = q;
+                if (k < 0 || !json_is_integer(av) || json_integer_value(av) < 1 || json_integer_value(av) > 1 << 24) {
+                    rc = st_err(ST_ERR_FORMAT, "%s: budgets[%zu].widths.%s must be a known axis with a positive integer width", path, i, ak);
+                    goto done;
+                }
+                c->b[i].w[k] = (int)json_integer_value(av);
+            }
+            c->b[i].pinned = 1;
         }
         for (int q = 0; q < (int)i; q++)
             if (!strcmp(c->b[q].name, nm)) { rc = st_err(ST_ERR_FORMAT, "%s: budget name \"%s\" appears twice", path, nm); goto done; }
         snprintf(c->b[i].name, sizeof c->b[i].name, "%s", nm);
-        c->b[i].target = whole ? 0 : json_number_value(p); /* 0: resolved once the parent is loaded */
+        c->b[i].target = whole || wd ? 0 : json_number_value(p); /* 0: resolved once the parent is loaded */
         c->nb++;
+    }
+    int n_pin = 0, n_routed = 0;
+    for (int q = 0; q < c->nb; q++) {
+        n_pin += c->b[q].pinned;
+        n_routed += !c->b[q].pinned && c->b[q].target > 0;
+    }
+    if (n_pin && n_routed) {
+        rc = st_err(ST_ERR_FORMAT, "%s: budgets mix \"widths\" (pinned) and \"params\" (routed): pin every budget or none", path);
+        goto done;
+    }
+    const char *tpath = json_string_value(json_object_get(r, "teacher"));
+    if (json_object_get(r, "teacher") && (!tpath || !tpath[0])) { rc = st_err(ST_ERR_FORMAT, "%s: \"teacher\" must be a checkpoint directory", path); goto done; }
+    if (tpath) { /* relative to the config file, like every path in it */
+        const char *sl = strrchr(path, '/');
+        size_t dl = tpath[0] == '/' || !sl ? 0 : (size_t)(sl - path) + 1, n = dl + strlen(tpath) + 1;
+        if (!(c->teacher_dir = malloc(n))) { rc = ST_ERR_NOMEM; goto done; }
+        memcpy(c->teacher_dir, path, dl);
+        memcpy(c->teacher_dir + dl, tpath, n - dl);
     }
     const char *db = json_string_value(json_object_get(r, "default_budget"));
     c->default_budget = 0;
@@ -125,7 +161,8 @@ st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
     c->active_cost = cost && !strcmp(cost, "active");
 
     json_t *chs = json_object_get(r, "choices");
-    if (!json_is_object(chs)) { rc = st_err(ST_ERR_FORMAT, "%s: \"choices\" must be an object {axis: [widths]}", path); goto done; }
+    if (n_pin && chs) { rc = st_err(ST_ERR_FORMAT, "%s: \"choices\" are for routed budgets; pinned budgets give their \"widths\"", path); goto done; }
+    if (!n_pin && !json_is_object(chs)) { rc = st_err(ST_ERR_FORMAT, "%s: \"choices\" must be an object {axis: [widths]}", path); goto done; }
     const char *key; json_t *arr;
     json_object_foreach(chs, key, arr) {
         int k = -1;
@@ -230,7 +267,7 @@ st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
     }
 done:
     json_decref(r);
-    if (rc) st_train_cfg_free(&c->t);
+    if (rc) st_el_cfg_free(c);
     return rc;
 }
 
@@ -341,9 +378,11 @@ typedef struct {
     int fixed[ST_N_AX];       /* width of axes without a router                   */
     int cap[ST_EL_MAX_BUDGETS][ST_N_AX]; /* widest choice budget j may sample: the next
                                             wider budget's current choice (nesting)   */
-    int whole[ST_EL_MAX_BUDGETS]; /* budget j targets the parent's cost: the parent
-                                     itself is the only architecture that meets it,
-                                     so it is pinned (no sampling, no router loss)   */
+    int whole[ST_EL_MAX_BUDGETS]; /* budget j is not routed (no sampling, no router
+                                     loss) but trained at pin[j]: it targets the
+                                     parent's cost (the parent itself is the only
+                                     architecture that meets it) or gives its widths */
+    int pin[ST_EL_MAX_BUDGETS][ST_N_AX];
 } elctx;
 
 
@@ -365,7 +404,8 @@ static void all_widths(elctx *X, int W[][ST_N_AX]) {
         for (int k = 0; k < ST_N_AX; k++) {
             int cap = o ? W[order[o - 1]][k] : X->fixed[k];
             X->cap[j][k] = cap;
-            if (!X->has[k] || X->whole[j]) { W[j][k] = X->fixed[k] < cap ? X->fixed[k] : cap; continue; }
+            if (X->whole[j]) { W[j][k] = X->pin[j][k]; continue; } /* nesting checked at the start */
+            if (!X->has[k]) { W[j][k] = X->fixed[k] < cap ? X->fixed[k] : cap; continue; }
             float z[ST_EL_MAX_CHOICES];
             int best = -1;
             router_fwd(&X->R[k], j, NULL, z);
@@ -523,6 +563,18 @@ static st_status write_checkpoint(elctx *X, st_tmodel *m, int W[][ST_N_AX], st_o
     return ST_OK;
 }
 
+/* The teacher must be the student's architecture: the distillation compares
+ * their logits position by position, and a pinned budget's widths are the
+ * student's. */
+static st_status same_shape(const st_config *a, const st_config *b, const char *an, const char *bn) {
+    int same = a->vocab_size == b->vocab_size && a->n_layers == b->n_layers && !strcmp(a->pattern, b->pattern);
+    for (int k = 0; k < ST_N_AX && same; k++) same = st_axis_parent_width(a, k) == st_axis_parent_width(b, k);
+    same = same && a->num_key_value_heads == b->num_key_value_heads && a->head_dim == b->head_dim &&
+           a->ssm_state_size == b->ssm_state_size && a->n_groups == b->n_groups && a->conv_kernel == b->conv_kernel &&
+           a->num_experts_per_tok == b->num_experts_per_tok && a->n_shared_experts == b->n_shared_experts;
+    return same ? ST_OK : st_err(ST_ERR_BUDGET, "elastify: the teacher %s and the student %s have different architectures", an, bn);
+}
+
 static st_status elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, void *user) {
     st_el_cfg cfg = *cfg_in; /* shallow: only the "parent" targets are filled in below */
     const st_el_cfg *c = &cfg;
@@ -547,8 +599,14 @@ static st_status elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, v
     if ((rc = st_model_load(tc->init_dir, &src))) goto done;
     const st_config *pc = st_model_config(src);
     X.pc = pc;
-    if ((rc = st_tmodel_new(pc, &teacher)) || (rc = st_tmodel_from_model(teacher, src))) goto done;
     if ((rc = st_tmodel_new(pc, &m)) || (rc = st_tmodel_from_model(m, src))) goto done;
+    if (c->teacher_dir) { /* a separate teacher: the same architecture, other weights */
+        st_model_free(src);
+        src = NULL;
+        if ((rc = st_model_load(c->teacher_dir, &src))) goto done;
+        if ((rc = same_shape(st_model_config(src), &m->cfg, c->teacher_dir, tc->init_dir))) goto done;
+    }
+    if ((rc = st_tmodel_new(st_model_config(src), &teacher)) || (rc = st_tmodel_from_model(teacher, src))) goto done;
     pc = &m->cfg;
     X.pc = pc;
 
@@ -587,11 +645,41 @@ static st_status elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, v
         for (int k = 0; k < ST_N_AX; k++) wmin[k] = c->nch[k] ? c->ch[k][c->nch[k] - 1] : X.fixed[k];
         double least = st_el_cost(pc, wmin, c->active_cost);
         for (int j = 0; j < nb; j++) {
+            for (int k = 0; k < ST_N_AX; k++) X.pin[j][k] = X.fixed[k];
+            if (c->b[j].pinned) { /* its own widths, the parent's where none is given */
+                double pw[ST_N_AX];
+                for (int k = 0; k < ST_N_AX; k++) {
+                    int v = c->b[j].w[k] ? c->b[j].w[k] : X.fixed[k];
+                    if (v > X.fixed[k]) {
+                        rc = st_err(ST_ERR_BUDGET, "elastify: budget %s: %s %d is wider than the parent's %d", c->b[j].name,
+                                    st_axis_key(k), v, X.fixed[k]);
+                        goto done;
+                    }
+                    X.pin[j][k] = v;
+                    pw[k] = v;
+                }
+                for (int b = 0; b < B; b++) { memset(&ms[b], 0, sizeof ms[b]); memcpy(ms[b].w, X.pin[j], sizeof X.pin[j]); }
+                if ((rc = st_tmodel_set_masks(m, ms))) goto done; /* divisibility, ranges */
+                cfg.b[j].target = st_el_cost(pc, pw, c->active_cost);
+                X.whole[j] = 1;
+                continue;
+            }
             if (cfg.b[j].target == 0) cfg.b[j].target = parent_cost;
             X.whole[j] = c->b[j].target >= parent_cost * (1 - 1e-6);
         }
+        st_tmodel_set_masks(m, NULL);
+        for (int j = 0; j < nb; j++) /* pinned budgets must nest: each within every wider one */
+            for (int q = 0; q < nb; q++) {
+                if (!c->b[j].pinned || !c->b[q].pinned || c->b[q].target <= c->b[j].target) continue;
+                for (int k = 0; k < ST_N_AX; k++)
+                    if (X.pin[j][k] > X.pin[q][k]) {
+                        rc = st_err(ST_ERR_BUDGET, "elastify: budget %s (%s %d) does not nest in the larger budget %s (%d)",
+                                    c->b[j].name, st_axis_key(k), X.pin[j][k], c->b[q].name, X.pin[q][k]);
+                        goto done;
+                    }
+            }
         for (int j = 0; j < nb; j++)
-            if (c->b[j].target > parent_cost * 1.0001 || c->b[j].target < least * 0.9999) {
+            if (!c->b[j].pinned && (c->b[j].target > parent_cost * 1.0001 || c->b[j].target < least * 0.9999)) {
                 rc = st_err(ST_ERR_BUDGET, "elastify: budget %s targets %.4g %s parameters, outside what the choices reach [%.4g, %.4g]",
                             c->b[j].name, c->b[j].target, c->active_cost ? "active" : "total", least, parent_cost);
                 goto done;
@@ -667,7 +755,7 @@ static st_status elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, v
                     bud[b] = j;
                     memset(&ms[b], 0, sizeof ms[b]);
                     for (int k = 0; k < ST_N_AX; k++) {
-                        ms[b].w[k] = X.fixed[k];
+                        ms[b].w[k] = X.whole[j] ? X.pin[j][k] : X.fixed[k];
                         ms[b].pi[k] = 1.0f;
                         if (!X.has[k] || X.whole[j]) continue;
                         router *r = &X.R[k];

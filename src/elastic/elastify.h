@@ -25,6 +25,8 @@
 typedef struct {
     char name[32];
     double target;              /* cost target (parameters); 0 = "parent"        */
+    int pinned;                 /* 1: the widths w are given, not routed         */
+    int w[ST_N_AX];             /* pinned widths; 0 = the parent's on that axis  */
 } st_el_budget;
 
 typedef struct {
@@ -36,6 +38,7 @@ typedef struct {
 
 typedef struct {
     st_train_cfg t;             /* init (ranked parent), data, batch, accum, lr, schedule, eval, seed, out */
+    char *teacher_dir;          /* the distillation teacher; NULL = init itself  */
     st_el_budget b[ST_EL_MAX_BUDGETS];
     int nb, default_budget;
     int active_cost;            /* 1: cost = active parameters, 0: total         */
@@ -49,7 +52,10 @@ typedef struct {
 
 /* Parse an elastify config (JSON; the train config keys plus "budgets",
  * "cost", "choices", "stages", "router_lr", "lambda", "tau", "logit_scale",
- * "router_hidden"; docs/elastic.md). The parent shape is checked later. */
+ * "router_hidden", "teacher"; docs/elastic.md). The parent shape is checked
+ * later. A budget {"name", "widths": {axis: width}} is pinned: trained at
+ * those widths, not routed (continuing an elastic checkpoint at its own
+ * budgets); either every budget below the parent is pinned or none is. */
 st_status st_el_cfg_load(st_el_cfg *c, const char *path);
 void st_el_cfg_free(st_el_cfg *c);
 

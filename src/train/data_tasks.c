@@ -14,6 +14,13 @@
  *            largest) element, one line per step, then the sorted list.
  *   compare  digit counts first, then digits left to right until the first
  *            difference; operands usually share a long prefix.
+ *   code     "What is the code word for 347 + 85?": the thinking is the add
+ *            trace (operands of 2-3 digits, sum below ST_CODEBOOK_N), the
+ *            answer a fact from a fixed, arbitrary codebook ("The code word
+ *            for 432 is rain."). The trace holds no hint of the word: the
+ *            answer step needs memorised knowledge, which a larger budget
+ *            holds more of, while the thinking is the same procedure at
+ *            every budget. Not part of mix (mix keeps its old stream).
  * Item i of a stream comes from its own generator state (seed, kind, split, i,
  * attempt), so streams are reproducible and any item can be made alone.
  */
@@ -37,10 +44,10 @@ static int64_t rint_(uint64_t *s, int64_t lo, int64_t hi) {
  * FNV's, kept as the first version wrote it. */
 static uint64_t task_key(const char *s) { return st_mix64(st_fnv1a64(1469598103934665603ull, s, strlen(s))); }
 
-static const char *g_names[] = {"add", "sort", "compare", "mix"};
-const char *st_task_kind_name(st_task_kind k) { return (unsigned)k < 4 ? g_names[k] : "?"; }
+static const char *g_names[] = {"add", "sort", "compare", "mix", "code"};
+const char *st_task_kind_name(st_task_kind k) { return (unsigned)k < 5 ? g_names[k] : "?"; }
 int st_task_kind_parse(const char *name) {
-    for (int i = 0; i < 4; i++) if (name && !strcmp(name, g_names[i])) return i;
+    for (int i = 0; i < 5; i++) if (name && !strcmp(name, g_names[i])) return i;
     return -1;
 }
 int st_task_key_is_eval(uint64_t key) { return key % ST_TASK_EVAL_MOD == 0; }
@@ -62,13 +69,9 @@ static void rand_digits(uint64_t *s, int d, char *out) {
 static const char *g_add_prompts[] = {
     "What is %s + %s?", "Compute %s + %s.", "Add %s and %s.", "%s + %s = ?", "What is the sum of %s and %s?",
 };
-static int gen_add(uint64_t *s, const st_task_opts *o, st_buf *canon, st_buf *prompt, st_buf *why, st_buf *ans) {
-    int lo = o->min_digits ? o->min_digits : 4, hi = o->max_digits ? o->max_digits : 6;
-    char a[16], b[16];
-    rand_digits(s, (int)rint_(s, lo, hi), a);
-    rand_digits(s, (int)rint_(s, lo, hi), b);
-    st_buf_printf(canon, "add %s %s", a, b);
-    st_buf_printf(prompt, g_add_prompts[rint_(s, 0, 4)], a, b);
+/* The written column addition of a + b (decimal strings) into why; the sum,
+ * as written, into ans. */
+static void add_trace(const char *a, const char *b, st_buf *why, st_buf *ans) {
     int la = (int)strlen(a), lb = (int)strlen(b), n = la > lb ? la : lb;
     char pa[16], pb[16], digits[16];
     memset(pa, '0', (size_t)n); memset(pb, '0', (size_t)n);
@@ -91,9 +94,71 @@ static int gen_add(uint64_t *s, const st_task_opts *o, st_buf *canon, st_buf *pr
     st_buf_printf(why, "Written c1 to c%d:", nd);
     for (int k = 0; k < nd; k++) st_buf_printf(why, " %c", digits[k]);
     for (int k = nd - 1; k >= 0; k--) st_buf_printf(ans, "%c", digits[k]);
-    if (ans->oom) return -1;
-    st_buf_printf(why, "\nReversed: %s", ans->p);
-    return 0;
+    st_buf_printf(why, "\nReversed: %s", ans->oom ? "" : ans->p);
+}
+
+static int gen_add(uint64_t *s, const st_task_opts *o, st_buf *canon, st_buf *prompt, st_buf *why, st_buf *ans) {
+    int lo = o->min_digits ? o->min_digits : 4, hi = o->max_digits ? o->max_digits : 6;
+    char a[16], b[16];
+    rand_digits(s, (int)rint_(s, lo, hi), a);
+    rand_digits(s, (int)rint_(s, lo, hi), b);
+    st_buf_printf(canon, "add %s %s", a, b);
+    st_buf_printf(prompt, g_add_prompts[rint_(s, 0, 4)], a, b);
+    add_trace(a, b, why, ans);
+    return ans->oom ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ code */
+
+/* Single tokens of the shipped tokenizer (with a leading space), so that an
+ * answer is one recall, not a spelling. Fixed forever: it is the codebook. */
+static const char *const g_code_words[] = {
+    "river", "stone", "horse", "garden", "silver", "window", "bread", "forest", "island", "mountain",
+    "valley", "ocean", "summer", "winter", "morning", "evening", "letter", "money", "music", "paper",
+    "table", "night", "water", "field", "fire", "gold", "iron", "king", "queen", "ship",
+    "sword", "tree", "wall", "wind", "wood", "bird", "book", "church", "city", "cloud",
+    "corn", "door", "dream", "earth", "face", "farm", "father", "fish", "flag", "friend",
+    "fruit", "gift", "girl", "grass", "hill", "home", "honey", "house", "lamp", "land",
+    "lion", "moon", "mother", "mouth", "oil", "pen", "plant", "rain", "ring", "road",
+    "rock", "rose", "salt", "sand", "sea", "seed", "sheep", "sky", "snow", "song",
+    "star", "storm", "street", "sun", "tail", "tea", "thunder", "tower", "train", "wine",
+    "world", "army", "ball", "band", "bank", "bear", "bed", "bell", "boat", "boy",
+    "camp", "cat", "coin", "crown", "cup", "dress", "gate", "goat", "hat", "heart",
+    "horn", "key", "milk", "net", "path", "pot", "sail", "school", "shield", "skin",
+};
+#define N_CODE_WORDS ((int)(sizeof g_code_words / sizeof g_code_words[0]))
+
+const char *st_codebook_word(int n) {
+    if (n < 0 || n >= ST_CODEBOOK_N) return NULL;
+    uint64_t s = 0xc0deb00c00000000ull ^ (uint64_t)n;
+    return g_code_words[st_splitmix64(&s) % (uint64_t)N_CODE_WORDS];
+}
+
+st_status st_codebook_fact(int n, char *buf, size_t cap) {
+    const char *w = st_codebook_word(n);
+    if (!w) return st_err(ST_ERR_RANGE, "codebook: %d is outside 0..%d", n, ST_CODEBOOK_N - 1);
+    int k = snprintf(buf, cap, "The code word for %d is %s.", n, w);
+    return k < 0 || (size_t)k >= cap ? st_err(ST_ERR_ARG, "codebook: buffer too small") : ST_OK;
+}
+
+static const char *g_code_prompts[] = {
+    "What is the code word for %s + %s?", "Give the code word of %s + %s.", "Find the code word for the sum of %s and %s.",
+};
+static int gen_code(uint64_t *s, st_buf *canon, st_buf *prompt, st_buf *why, st_buf *ans) {
+    char a[16], b[16];
+    rand_digits(s, (int)rint_(s, 2, 3), a);
+    rand_digits(s, (int)rint_(s, 2, 3), b);
+    int sum = atoi(a) + atoi(b);
+    if (sum >= ST_CODEBOOK_N) return 1; /* outside the codebook: draw again */
+    st_buf_printf(canon, "code %s %s", a, b);
+    st_buf_printf(prompt, g_code_prompts[rint_(s, 0, 2)], a, b);
+    st_buf digits = {0};
+    add_trace(a, b, why, &digits);
+    free(digits.p);
+    char fact[96];
+    if (st_codebook_fact(sum, fact, sizeof fact)) return -1;
+    st_buf_printf(ans, "%s", fact);
+    return digits.oom || ans->oom ? -1 : 0;
 }
 
 /* ------------------------------------------------------------ sort */
@@ -192,7 +257,7 @@ static int gen_compare(uint64_t *s, const st_task_opts *o, st_buf *canon, st_buf
 st_status st_task_gen(const st_task_opts *o, uint64_t index, st_task *out) {
     if (!o || !out) return st_err(ST_ERR_ARG, "st_task_gen: NULL argument");
     memset(out, 0, sizeof *out);
-    if ((unsigned)o->kind > ST_TASK_MIX) return st_err(ST_ERR_ARG, "tasks: unknown kind %d", (int)o->kind);
+    if ((unsigned)o->kind > ST_TASK_CODE) return st_err(ST_ERR_ARG, "tasks: unknown kind %d", (int)o->kind);
     if (o->min_digits < 0 || o->max_digits < 0 || o->max_digits > 9 ||
         (o->min_digits && o->max_digits && o->min_digits > o->max_digits) ||
         (!!o->min_digits != !!o->max_digits))
@@ -206,6 +271,7 @@ st_status st_task_gen(const st_task_opts *o, uint64_t index, st_task *out) {
         st_buf canon = {0}, prompt = {0}, why = {0}, ans = {0};
         int r = k == ST_TASK_ADD ? gen_add(&s, o, &canon, &prompt, &why, &ans)
               : k == ST_TASK_SORT ? gen_sort(&s, &canon, &prompt, &why, &ans)
+              : k == ST_TASK_CODE ? gen_code(&s, &canon, &prompt, &why, &ans)
                                   : gen_compare(&s, o, &canon, &prompt, &why, &ans);
         if (r < 0 || canon.oom || prompt.oom || why.oom || ans.oom) {
             free(canon.p); free(prompt.p); free(why.p); free(ans.p);
