@@ -11,7 +11,8 @@
  * The answer is the last number in the reply (or, for a non-numeric expected
  * answer, the reply trimmed, compared case-insensitively).
  *
- * Writes OUT/eval.md (table), OUT/eval.tsv and OUT/eval.svg (accuracy vs
+ * Writes OUT/eval.md (table), OUT/eval.tsv, OUT/items.tsv (per configuration
+ * and item) and OUT/eval.svg (accuracy vs
  * mean latency). On a random checkpoint (the synthetic default model) the
  * accuracies are meaningless: the latencies and the mechanics are what such
  * a run checks, until a trained model ships.
@@ -39,7 +40,8 @@ static void usage(FILE *f) {
             "      --task FILE        JSON lines: {\"prompt\": ..., \"answer\": ...}\n"
             "      --arith N          generate N addition questions instead (deterministic)\n"
             "      --write-task FILE  also save the task used as JSON lines\n"
-            "  -o, --out DIR          write eval.md, eval.tsv and eval.svg there (default: eval-out)\n"
+            "  -o, --out DIR          write eval.md, eval.tsv, eval.svg and items.tsv (one line per\n"
+            "                         configuration and item: correct, latency, tokens) (default: eval-out)\n"
             "      --caps LIST        thinking caps to sweep per budget (default 0,32,128,none)\n"
             "      --pairs LIST       think->answer pairs (default S:L,M:L,L:M,L:S)\n"
             "      --pair-cap N       thinking cap for the pairs ('none' = no cap; default: the\n"
@@ -376,6 +378,14 @@ int cmd_eval(int argc, char **argv) {
         if (se) { cli_fail_st("eval", se); goto out2; }
     }
     double *lat = calloc((size_t)n_items, sizeof *lat);
+    /* per item and configuration, for paired comparisons (which items a
+       switch wins or loses against its thinking budget alone) */
+    mkdir(out, 0755);
+    char ipath[4200];
+    snprintf(ipath, sizeof ipath, "%s/items.tsv", out);
+    FILE *fi = fopen(ipath, "w");
+    if (!fi) { cli_fail("eval", "%s: %s", ipath, strerror(errno)); free(lat); goto out2; }
+    fprintf(fi, "config\titem\tkind\tcorrect\tlatency_s\ttokens\n");
     for (int ri = 0; ri < nr; ri++) {
         row *r = &rows[ri];
         const st_budget *bt = NULL, *ba = NULL;
@@ -418,6 +428,8 @@ int cmd_eval(int argc, char **argv) {
             right += ok;
             if (items[i].kind >= 0) { right_k[items[i].kind] += ok; n_k[items[i].kind]++; }
             const st_gen_stats *s = st_gen_get_stats(g);
+            fprintf(fi, "%s\t%d\t%s\t%d\t%.6f\t%d\n", r->label, i, items[i].kind >= 0 ? g_kinds[items[i].kind] : "-", ok,
+                    lat[i], (int)s->completion_tokens);
             toks += s->completion_tokens;
             ttoks += s->think_tokens;
             tsum += lat[i];
@@ -437,8 +449,9 @@ int cmd_eval(int argc, char **argv) {
                     r->label, 100 * r->acc, 1000 * r->lat, r->toks, r->think_toks);
     }
     /* outputs */
+    if (fclose(fi)) { fi = NULL; cli_fail("eval", "%s: write error", ipath); goto out3; }
+    fi = NULL;
     mark_frontier(rows, nr);
-    mkdir(out, 0755);
     char path[4200];
     snprintf(path, sizeof path, "%s/eval.tsv", out);
     f = fopen(path, "w");
@@ -503,10 +516,11 @@ int cmd_eval(int argc, char **argv) {
     char title[512];
     snprintf(title, sizeof title, "starling eval: accuracy vs latency (%d items)", n_items);
     if ((e = write_svg(path, rows, nr, title))) { cli_fail_st("eval", e); goto out3; }
-    if (!quiet) fprintf(stderr, "starling eval: wrote %s/eval.md, eval.tsv, eval.svg\n", out);
+    if (!quiet) fprintf(stderr, "starling eval: wrote %s/eval.md, eval.tsv, eval.svg, items.tsv\n", out);
     rc = 0;
 out3:
     free(lat);
+    if (fi) fclose(fi);
 out2:
     for (int i = 0; i < n_items; i++) free(ids[i]);
     free(ids);

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include <signal.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -929,6 +930,31 @@ static void test_eval_cli(void **st) {
     for (; *c && *c != '\n'; c++) tabs += *c == '\t';
     assert_int_equal(tabs, 14); /* 12 columns + 2 kinds + frontier - 1 */
     assert_true(c[-1] == '1'); /* the only configuration is on the frontier */
+    double acc = atof(strstr(tsv, "\nL, cap 0\tL\tL\t-\t0\t") + 17);
+    free(tsv);
+    /* items.tsv: one line per item of the configuration, in task order, with
+       its kind; its correct column adds up to the table's accuracy */
+    snprintf(p, sizeof p, "%s/eval3/items.tsv", g_tmp);
+    tsv = slurp(p);
+    assert_non_null(tsv);
+    static const char ihead[] = "config\titem\tkind\tcorrect\tlatency_s\ttokens\n";
+    assert_true(!strncmp(tsv, ihead, sizeof ihead - 1));
+    const char *kinds[4] = {"add", "sort", "-", "add"};
+    int n_items = 0, right = 0;
+    for (char *l = strtok(tsv + sizeof ihead - 1, "\n"); l; l = strtok(NULL, "\n"), n_items++) {
+        char cfg[64], kind[16];
+        int item, ok, ntok;
+        double lat;
+        assert_int_equal(sscanf(l, "%63[^\t]\t%d\t%15[^\t]\t%d\t%lf\t%d", cfg, &item, kind, &ok, &lat, &ntok), 6);
+        assert_string_equal(cfg, "L, cap 0");
+        assert_true(n_items < 4);
+        assert_int_equal(item, n_items);
+        assert_string_equal(kind, kinds[n_items]);
+        assert_true((ok == 0 || ok == 1) && lat > 0 && ntok >= 1);
+        right += ok;
+    }
+    assert_int_equal(n_items, 4);
+    assert_true(fabs(acc - right / 4.0) < 1e-3);
     free(tsv);
     snprintf(cmd, sizeof cmd, "%s eval -m %s --task /nonexistent.jsonl 2>&1", starling_bin(), g_model);
     o = run_capture(cmd, &status);
