@@ -28,6 +28,8 @@ static void usage(FILE *f) {
             "                      problem itself, so no eval problem is ever generated for train;\n"
             "                      eval problems are also unique within the file\n"
             "      --no-think      assistant turns '<think>\\n</think>\\nANSWER' (no written reasoning)\n"
+            "      --think-only    assistant turns '<think>\\nREASONING\\n</think>\\n' (the answer left out: to\n"
+            "                      teach a budget the procedure but not the knowledge of the answer)\n"
             "      --digits LO-HI  operand digits for add / compare (default add 4-6, compare 3-8)\n"
             "                      (code always uses 2-3 digits and sums below the codebook's size)\n"
             "      --render        write plain training text: each conversation through the Nemotron 3\n"
@@ -85,12 +87,12 @@ static int write_codebook(const char *C, long passes, uint64_t seed, const char 
 int cmd_tasks(int argc, char **argv) {
     const char *C = "tasks", *out = "-", *kind_s = NULL, *split_s = "train", *digits = NULL;
     long n = -1, seed = 1;
-    int think = 1, render = 0, codebook = 0;
+    int think = 1, render = 0, codebook = 0, think_only = 0;
     static const struct option opts[] = {{"kind", required_argument, 0, 'k'}, {"count", required_argument, 0, 'n'},
                                          {"seed", required_argument, 0, 's'}, {"split", required_argument, 0, 'S'},
                                          {"no-think", no_argument, 0, 'T'}, {"digits", required_argument, 0, 'd'},
                                          {"render", no_argument, 0, 'r'}, {"output", required_argument, 0, 'o'},
-                                         {"codebook", no_argument, 0, 'C'},
+                                         {"codebook", no_argument, 0, 'C'}, {"think-only", no_argument, 0, 'A'},
                                          {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
@@ -105,6 +107,7 @@ int cmd_tasks(int argc, char **argv) {
         case 'd': digits = optarg; break;
         case 'r': render = 1; break;
         case 'C': codebook = 1; break;
+        case 'A': think_only = 1; break;
         case 'o': out = optarg; break;
         case 'h': usage(stdout); return 0;
         case ':': return cli_usage(C, "option %s needs a value", argv[optind - 1]);
@@ -113,12 +116,13 @@ int cmd_tasks(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage(C, "unexpected argument '%s'", argv[optind]);
     if (codebook) {
-        if (kind_s || render || !think || digits || strcmp(split_s, "train"))
+        if (kind_s || render || !think || think_only || digits || strcmp(split_s, "train"))
             return cli_usage(C, "--codebook takes only -n, --seed and -o");
         if (n < 0) return cli_usage(C, "-n PASSES is required");
         return write_codebook(C, n, (uint64_t)seed, out);
     }
     if (!kind_s) return cli_usage(C, "--kind is required (add, sort, compare, mix, code)");
+    if (think_only && !think) return cli_usage(C, "--think-only and --no-think exclude each other");
     if (n < 0) return cli_usage(C, "-n N is required");
     st_task_opts o = {0};
     int k = st_task_kind_parse(kind_s);
@@ -152,6 +156,7 @@ int cmd_tasks(int argc, char **argv) {
             }
         }
         char *asst = NULL;
+        if (think_only) t.answer[0] = 0; /* the turn ends with the thinking */
         if ((st = st_task_assistant(&t, think, &asst))) { st_task_free(&t); rc = cli_fail_st(C, st); break; }
         if (render) {
             st_chat_msg m[2] = {{.role = "user", .content = t.prompt}, {.role = "assistant", .content = asst}};

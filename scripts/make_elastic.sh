@@ -19,7 +19,7 @@ if [ ! -f build/model/ranked/config.json ]; then
   echo "make_elastic.sh: build/model/ranked (the ranked stage-1 parent) is missing: run make model first" >&2
   exit 1
 fi
-if [ ! -f build/model/code.bin ] || [ ! -f build/model/codebook.bin ] || [ ! -f build/model/val.bin ]; then
+if [ ! -f build/model/code.bin ] || [ ! -f build/model/code-think.bin ] || [ ! -f build/model/codebook.bin ] || [ ! -f build/model/val.bin ]; then
   scripts/make_model.sh "$bin" --data-only
 fi
 $bin elastify --config models/elastic.json --force

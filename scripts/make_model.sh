@@ -35,9 +35,13 @@ $bin tasks --kind code -n 6000 --seed 11 --render -o $w/code.txt
 $bin tasks --kind code -n 2000 --seed 13 --render --no-think >> $w/code.txt
 $bin tasks --codebook -n 200 --seed 1 -o $w/codebook.txt
 $bin tasks --kind code -n 120 --seed 2 --split eval -o $w/code_eval.jsonl
+# the same problems' thinking alone, for the elastic model's small budgets
+# (models/elastic-code.json: they are taught the procedure, not the codebook)
+$bin tasks --kind code -n 6000 --seed 11 --render --think-only -o $w/code-think.txt
 $bin tokenize -m $w/tok -f build/corpus/train.txt --no-special --bin $w/corpus.bin --append-eos
 $bin tokenize -m $w/tok -f $w/tasks.txt --bin $w/tasks.bin --append-eos
 $bin tokenize -m $w/tok -f $w/code.txt --bin $w/code.bin --append-eos
+$bin tokenize -m $w/tok -f $w/code-think.txt --bin $w/code-think.bin --append-eos
 $bin tokenize -m $w/tok -f $w/codebook.txt --no-special --bin $w/codebook.bin --append-eos
 $bin tokenize -m $w/tok -f build/corpus/valid.txt --no-special --bin $w/val.bin --append-eos
 for f in build/corpus/*.valid.txt; do

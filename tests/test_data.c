@@ -868,6 +868,26 @@ static void test_cli(void **state) {
     a = slurp(f3, NULL);
     assert_non_null(strstr(a, "<|im_start|>assistant\n<think>\n</think>\n"));
     free(a);
+    /* --think-only: the same problems' thinking, the answer left out */
+    snprintf(cmd, sizeof cmd, "%s tasks --kind code -n 3 --render --think-only -o %s", starling_bin(), f3);
+    free(run_capture(cmd, &st));
+    assert_int_equal(st, 0);
+    a = slurp(f3, NULL);
+    snprintf(cmd, sizeof cmd, "%s tasks --kind code -n 3 --render -o %s", starling_bin(), f3);
+    free(run_capture(cmd, &st));
+    assert_int_equal(st, 0);
+    b = slurp(f3, NULL);
+    assert_null(strstr(a, "The code word"));
+    assert_non_null(strstr(b, "The code word"));
+    int ends = 0;
+    for (const char *q = a; (q = strstr(q, "</think><|im_end|>")); q++) ends++;
+    assert_int_equal(ends, 3);
+    char *r1 = strstr(a, "Reversed: "), *r2 = strstr(b, "Reversed: "); /* the same first trace */
+    assert_true(r1 && r2 && !strncmp(r1, r2, strcspn(r2, "\n")));
+    free(a); free(b);
+    snprintf(cmd, sizeof cmd, "%s tasks --kind code -n 3 --think-only --no-think 2>/dev/null", starling_bin());
+    free(run_capture(cmd, &st));
+    assert_int_equal(st, 2);
     snprintf(cmd, sizeof cmd, "%s tasks --kind nope -n 3 2>/dev/null", starling_bin());
     free(run_capture(cmd, &st));
     assert_int_equal(st, 2);

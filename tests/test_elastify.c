@@ -251,7 +251,7 @@ static void test_pinned_teacher(void **s) {
     snprintf(p, sizeof p, "%s/el.json", dir);
     FILE *f = fopen(p, "w");
     fprintf(f, "%s, \"teacher\": \"teacher\",\n \"budgets\": [{\"name\": \"L\", \"params\": \"parent\"},\n"
-               "  {\"name\": \"S\", \"widths\": {\"hidden_size\": 96, \"n_routed_experts\": 4, \"moe_intermediate_size\": 32}}],\n"
+               "  {\"name\": \"S\", \"data\": [1], \"widths\": {\"hidden_size\": 96, \"n_routed_experts\": 4, \"moe_intermediate_size\": 32}}],\n"
                " \"stages\": [{\"steps\": %d, \"seq\": 16, \"probs\": [0.5, 0.5]}]}\n", head, steps);
     fclose(f);
     trace a;
@@ -314,6 +314,68 @@ static void test_pinned_teacher(void **s) {
     }
     rm_rf(dir);
     free(ck);
+    free(dir);
+}
+
+/* A budget's own data mix (models/elastic-code.json teaches the codebook to
+ * the full budget alone): the row sampler draws exactly the row the batch
+ * sampler does from the same mix, never from a file of weight 0, and the
+ * config's errors are caught at load. */
+static void test_budget_data(void **s) {
+    (void)s;
+    char *dir = test_tmpdir("el_bdata");
+    char pa[800], pb[800];
+    snprintf(pa, sizeof pa, "%s/a.bin", dir);
+    snprintf(pb, sizeof pb, "%s/b.bin", dir);
+    FILE *f = fopen(pa, "wb");
+    for (uint32_t i = 0; i < 5000; i++) { uint32_t v = i % 100; fwrite(&v, 4, 1, f); }   /* ids 0..99 */
+    fclose(f);
+    f = fopen(pb, "wb");
+    for (uint32_t i = 0; i < 5000; i++) { uint32_t v = 100 + i % 100; fwrite(&v, 4, 1, f); } /* ids 100..199 */
+    fclose(f);
+    st_tokfile tf[2];
+    assert_int_equal(st_tokfile_open(&tf[0], pa, 272), ST_OK);
+    assert_int_equal(st_tokfile_open(&tf[1], pb, 272), ST_OK);
+    st_train_cfg c = {0};
+    c.batch = 8; c.seq = 16; c.n_train = 2; c.seed = 3;
+    int32_t x[128], y[128], x2[128], y2[128];
+    double mix[2] = {1, 3}, only_b[2] = {0, 2}, only_a[2] = {1, 1}; /* cumulative weights: 1:2, 0:2, 1:0 */
+    int from_a = 0, from_b = 0;
+    for (long step = 0; step < 20; step++) {
+        st_train_sample(&c, tf, mix, step, 1, x, y);
+        for (int b = 0; b < c.batch; b++) {
+            st_train_sample_row(&c, tf, mix, step, 1, b, x2, y2);
+            assert_memory_equal(x + b * 16, x2 + b * 16, 16 * sizeof *x);
+            assert_memory_equal(y + b * 16, y2 + b * 16, 16 * sizeof *y);
+            from_a += x[b * 16] < 100;
+            from_b += x[b * 16] >= 100;
+            st_train_sample_row(&c, tf, only_b, step, 1, b, x2, y2);
+            for (int t = 0; t < 16; t++) assert_true(x2[b * 16 + t] >= 100 && y2[b * 16 + t] >= 100);
+            st_train_sample_row(&c, tf, only_a, step, 1, b, x2, y2);
+            for (int t = 0; t < 16; t++) assert_true(x2[b * 16 + t] < 100);
+        }
+    }
+    printf("  mix 1:2 drew %d rows from a, %d from b\n", from_a, from_b);
+    assert_true(from_a > 20 && from_b > from_a); /* 160 rows: ~53 / ~107 */
+    st_tokfile_close(&tf[0]);
+    st_tokfile_close(&tf[1]);
+    const char *bad[] = {
+        "[{\"path\": \"a.bin\", \"weight\": 1}, {\"path\": \"b.bin\", \"weight\": 1}]}, \"budgets\": [{\"name\": \"S\", \"data\": [1], \"widths\": {\"hidden_size\": 96}}]",
+        "[{\"path\": \"a.bin\", \"weight\": 1}, {\"path\": \"b.bin\", \"weight\": 1}]}, \"budgets\": [{\"name\": \"S\", \"data\": [1, -1], \"widths\": {\"hidden_size\": 96}}]",
+        "[{\"path\": \"a.bin\", \"weight\": 1}, {\"path\": \"b.bin\", \"weight\": 1}]}, \"budgets\": [{\"name\": \"S\", \"data\": [0, 0], \"widths\": {\"hidden_size\": 96}}]",
+        "[{\"path\": \"a.bin\", \"weight\": 1}, {\"path\": \"b.bin\", \"weight\": 1}]}, \"budgets\": [{\"name\": \"S\", \"data\": \"b\", \"widths\": {\"hidden_size\": 96}}]",
+        "[{\"path\": \"a.bin\", \"weight\": 0}, {\"path\": \"b.bin\", \"weight\": 0}]}, \"budgets\": [{\"name\": \"S\", \"data\": [1, 1], \"widths\": {\"hidden_size\": 96}}]"};
+    char p[800];
+    snprintf(p, sizeof p, "%s/el.json", dir);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        f = fopen(p, "w");
+        fprintf(f, "{\"init\": \"parent\", \"out\": \"o\", \"stages\": [{\"steps\": 1, \"seq\": 8}], \"data\": {\"train\": %s}", bad[i]);
+        fclose(f);
+        st_el_cfg ec;
+        if (st_el_cfg_load(&ec, p) == ST_OK) { st_el_cfg_free(&ec); fail_msg("bad budget data %zu accepted", i); }
+        printf("  bad %zu: %s\n", i, st_last_error());
+    }
+    rm_rf(dir);
     free(dir);
 }
 
@@ -495,6 +557,7 @@ int main(void) {
         cmocka_unit_test(test_shipped_model_reasons),
         cmocka_unit_test(test_cost_matches_stats),
         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_budget_data),
         cmocka_unit_test(test_run),
         cmocka_unit_test(test_pinned_teacher),
     };

@@ -689,11 +689,12 @@ static json_t *chat_turn(int port, const char *model, const char *extra, int thi
  * of the previous user message, and answer exactly as the cold server does. */
 static long g_conv_cached, g_conv_hits; /* what the responses reported, for /metrics */
 
-static int conversation(const st_tokenizer *tok, int warm, int cold, const char *model, const char *extra, int thinking) {
+static int conversation(const st_tokenizer *tok, int warm, int cold, const char *model, const char *extra, int thinking,
+                        int *stopped) {
     static const char *users[5] = {"Compute 4821 + 3977.", "And 12 + 30?", "Now subtract 5.", "Say it in words.",
                                    "Thanks. One more: 7 + 8?"};
     json_t *msgs = json_pack("[{s:s,s:s}]", "role", "system", "content", "Be brief.");
-    int prev_user_end = 0, prev_turn_end = 0, beyond = 0, turn_end_hits = 0;
+    int prev_user_end = 0, prev_turn_end = 0, beyond = 0, turn_end_hits = 0, prev_stopped = 0, n_stopped = 0;
     int turns = test_quick() ? 3 : 5;
     for (int t = 0; t < turns; t++) {
         json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "user", "content", users[t]));
@@ -721,6 +722,7 @@ static int conversation(const st_tokenizer *tok, int warm, int cold, const char 
                          "user message and the %ld generated", model, extra, t + 1, sw, np - prev_user_end, comp);
         }
         turn_end_hits += t > 0 && cached >= prev_turn_end;
+        n_stopped += t > 0 && prev_stopped;
         char *sa = json_dumps(json_object_get(a, "choices"), JSON_COMPACT | JSON_SORT_KEYS);
         char *sb = json_dumps(json_object_get(b, "choices"), JSON_COMPACT | JSON_SORT_KEYS);
         if (strcmp(sa, sb)) fail_msg("%s%s thinking=%d turn %d: cached run %s != cold run %s", model, extra, thinking, t + 1, sa, sb);
@@ -730,7 +732,10 @@ static int conversation(const st_tokenizer *tok, int warm, int cold, const char 
         free(sb);
         prev_user_end = chat_tokens(tok, msgs, json_array_size(msgs), 0, thinking);
         /* the client sends the answer back as it got it, reasoning included */
-        json_t *m = json_object_get(json_array_get(json_object_get(a, "choices"), 0), "message");
+        json_t *ch0 = json_array_get(json_object_get(a, "choices"), 0), *m = json_object_get(ch0, "message");
+        /* an answer cut at max_tokens never processed its end token, so only
+         * a stopped one can be restored whole */
+        prev_stopped = !strcmp(json_string_value(json_object_get(ch0, "finish_reason")), "stop");
         json_t *am = json_pack("{s:s,s:O}", "role", "assistant", "content", json_object_get(m, "content"));
         if (json_is_string(json_object_get(m, "reasoning_content")))
             json_object_set(am, "reasoning_content", json_object_get(m, "reasoning_content"));
@@ -740,7 +745,9 @@ static int conversation(const st_tokenizer *tok, int warm, int cold, const char 
         json_decref(b);
     }
     print_message("%s%s thinking=%d: of %d later turns, %d restored past the previous user message, %d the whole "
-                  "previous answer\n", model, extra, thinking, turns - 1, beyond, turn_end_hits);
+                  "previous answer (%d after an answer that stopped)\n", model, extra, thinking, turns - 1, beyond,
+                  turn_end_hits, n_stopped);
+    if (stopped) *stopped = n_stopped;
     json_decref(msgs);
     return turn_end_hits;
 }
@@ -756,10 +763,10 @@ static void test_multiturn_cache(void **st) {
     st_server *cold = start(o);
     int pw = st_server_port(warm), pc = st_server_port(cold);
     for (int thinking = 1; thinking >= 0; thinking--) {
-        conversation(g_tok, pw, pc, "starling:L", "", thinking);
-        conversation(g_tok, pw, pc, "starling:S", "", thinking);
+        conversation(g_tok, pw, pc, "starling:L", "", thinking, NULL);
+        conversation(g_tok, pw, pc, "starling:S", "", thinking, NULL);
     }
-    conversation(g_tok, pw, pc, "starling:L", ",\"think_with\":\"S\",\"answer_with\":\"L\"", 1);
+    conversation(g_tok, pw, pc, "starling:L", ",\"think_with\":\"S\",\"answer_with\":\"L\"", 1, NULL);
     /* /metrics counts at least what the responses reported (exact switches
      * also look up the answer budget's prompt), and the bytes stay capped */
     assert_true(g_conv_cached > 0);
@@ -797,14 +804,21 @@ static void test_multiturn_shipped(void **st) {
     o.cache_bytes = 0;
     st_server *cold = start_with(m, tok, o);
     int pw = st_server_port(warm), pc = st_server_port(cold);
-    int whole = conversation(tok, pw, pc, "starling:9.5M", "", 0);
-    whole += conversation(tok, pw, pc, "starling:4M", "", 0);
-    conversation(tok, pw, pc, "starling:9.5M", "", 1);
-    conversation(tok, pw, pc, "starling:9.5M", ",\"think_with\":\"4M\",\"answer_with\":\"9.5M\"", 1);
-    /* greedy, so fixed for a given checkpoint; not all 8 so that a retrained
-     * model with an answer that does not tokenize back still passes */
-    int later = 2 * ((test_quick() ? 3 : 5) - 1);
-    if (whole < later * 3 / 4) fail_msg("the whole previous answer was restored in %d of %d turns", whole, later);
+    int stopped[2];
+    int whole = conversation(tok, pw, pc, "starling:9.5M", "", 0, &stopped[0]);
+    whole += conversation(tok, pw, pc, "starling:4M", "", 0, &stopped[1]);
+    conversation(tok, pw, pc, "starling:9.5M", "", 1, NULL);
+    conversation(tok, pw, pc, "starling:9.5M", ",\"think_with\":\"4M\",\"answer_with\":\"9.5M\"", 1, NULL);
+    /* greedy, so fixed for a given checkpoint. Only turns after an answer that
+     * stopped can be restored whole (one cut at max_tokens never processed its
+     * end token), and only if its text tokenizes back to what was sampled,
+     * which greedy output need not do (" 8" "8" is not the tokenizer's "88"):
+     * so half of them, not all. A cache that never restores an answer fails;
+     * so does a model whose answers never stop, which would test nothing. */
+    int eligible = stopped[0] + stopped[1];
+    if (eligible < 2) fail_msg("only %d of the later turns followed an answer that stopped", eligible);
+    if (whole < (eligible + 1) / 2)
+        fail_msg("the whole previous answer was restored in %d of %d turns after one that stopped", whole, eligible);
     st_server_stop(warm);
     st_server_stop(cold);
     st_tokenizer_free(tok);

@@ -83,6 +83,21 @@ void st_el_cfg_free(st_el_cfg *c) {
     c->teacher_dir = NULL;
 }
 
+/* A data mix: one weight >= 0 per data.train file, not all 0. */
+static st_status parse_data_w(const json_t *dw, int n, double *w, const char *path, const char *what) {
+    if (!json_is_array(dw) || (int)json_array_size(dw) != n)
+        return st_err(ST_ERR_FORMAT, "%s: %s must have one weight per data.train file (%d)", path, what, n);
+    double sum = 0;
+    for (int q = 0; q < n; q++) {
+        json_t *v = json_array_get(dw, (size_t)q);
+        w[q] = json_is_number(v) ? json_number_value(v) : -1;
+        if (!(w[q] >= 0 && w[q] < 1e12)) return st_err(ST_ERR_FORMAT, "%s: %s[%d] must be >= 0", path, what, q);
+        sum += w[q];
+    }
+    if (!(sum > 0)) return st_err(ST_ERR_FORMAT, "%s: %s sum to 0", path, what);
+    return ST_OK;
+}
+
 st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
     static const char *const extra[] = {"budgets", "cost", "choices", "stages", "router_lr", "lambda", "tau",
                                         "logit_scale", "router_hidden", "default_budget", "teacher", NULL};
@@ -128,6 +143,13 @@ st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
         for (int q = 0; q < (int)i; q++)
             if (!strcmp(c->b[q].name, nm)) { rc = st_err(ST_ERR_FORMAT, "%s: budget name \"%s\" appears twice", path, nm); goto done; }
         snprintf(c->b[i].name, sizeof c->b[i].name, "%s", nm);
+        json_t *bd = json_object_get(e, "data");
+        if (bd) { /* this budget's own data mix, in every stage */
+            char what[40];
+            snprintf(what, sizeof what, "budgets[%zu].data", i);
+            if ((rc = parse_data_w(bd, c->t.n_train, c->b[i].data_w, path, what))) goto done;
+            c->b[i].has_data = 1;
+        }
         c->b[i].target = whole || wd ? 0 : json_number_value(p); /* 0: resolved once the parent is loaded */
         c->nb++;
     }
@@ -203,18 +225,9 @@ st_status st_el_cfg_load(st_el_cfg *c, const char *path) {
         s->seq = (int)json_integer_value(T);
         json_t *dw = json_object_get(e, "data");
         if (dw) { /* weights over "data.train", replacing theirs in this stage */
-            double dsum = 0;
-            if (!json_is_array(dw) || (int)json_array_size(dw) != c->t.n_train) {
-                rc = st_err(ST_ERR_FORMAT, "%s: stages[%zu].data must have one weight per data.train file (%d)", path, i, c->t.n_train);
-                goto done;
-            }
-            for (int q = 0; q < c->t.n_train; q++) {
-                json_t *v = json_array_get(dw, (size_t)q);
-                s->data_w[q] = json_is_number(v) ? json_number_value(v) : -1;
-                if (!(s->data_w[q] >= 0)) { rc = st_err(ST_ERR_FORMAT, "%s: stages[%zu].data[%d] must be >= 0", path, i, q); goto done; }
-                dsum += s->data_w[q];
-            }
-            if (!(dsum > 0)) { rc = st_err(ST_ERR_FORMAT, "%s: stages[%zu].data sum to 0", path, i); goto done; }
+            char what[40];
+            snprintf(what, sizeof what, "stages[%zu].data", i);
+            if ((rc = parse_data_w(dw, c->t.n_train, s->data_w, path, what))) goto done;
             s->has_data = 1;
         }
         double sum = 0;
@@ -687,9 +700,11 @@ static st_status elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, v
     }
     const int V = pc->vocab_size;
     double cum[16];
+    double bcum[ST_EL_MAX_BUDGETS][16]; /* the budgets' own mixes */
     for (int i = 0; i < tc->n_train; i++) {
         if ((rc = st_tokfile_open(&tf[i], tc->train_bin[i], V))) goto done;
         cum[i] = (i ? cum[i - 1] : 0) + tc->train_w[i];
+        for (int j = 0; j < nb; j++) bcum[j][i] = (i ? bcum[j][i - 1] : 0) + c->b[j].data_w[i];
     }
     int maxT = 0;
     for (int s = 0; s < c->nst; s++) if (c->st[s].seq > maxT) maxT = c->st[s].seq;
@@ -746,13 +761,13 @@ static st_status elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, v
             double kd = 0, bl = 0;
             for (int mi = 0; mi < tc->accum; mi++) {
                 st_train_sample(&sc, tf, cum, step, mi, x, y);
-                st_tmodel_forward(teacher, x, NULL);
                 for (int b = 0; b < B; b++) {
                     uint64_t h = st_mix64(tc->seed ^ st_mix64((uint64_t)step * 1000003ull + (uint64_t)mi * 7919ull + (uint64_t)b + 0xe1a5));
                     double u = st_u01(h), acc = 0;
                     int j = nb - 1;
                     for (int q = 0; q < nb; q++) { acc += c->st[s].p[q]; if (u < acc) { j = q; break; } }
                     bud[b] = j;
+                    if (c->b[j].has_data) st_train_sample_row(&sc, tf, bcum[j], step, mi, b, x, y);
                     memset(&ms[b], 0, sizeof ms[b]);
                     for (int k = 0; k < ST_N_AX; k++) {
                         ms[b].w[k] = X.whole[j] ? X.pin[j][k] : X.fixed[k];
@@ -781,6 +796,7 @@ static st_status elastify_run(const st_el_cfg *cfg_in, int force, st_el_cb cb, v
                         ms[b].pi[k] = 1.0f; /* straight-through: see dpi below */
                     }
                 }
+                st_tmodel_forward(teacher, x, NULL); /* after the rows that budgets redrew */
                 if ((rc = st_tmodel_set_masks(m, ms))) goto done;
                 st_tmodel_set_teacher(m, st_tmodel_logits(teacher));
                 kd += st_tmodel_forward(m, x, y) / tc->accum;

@@ -27,6 +27,8 @@ typedef struct {
     double target;              /* cost target (parameters); 0 = "parent"        */
     int pinned;                 /* 1: the widths w are given, not routed         */
     int w[ST_N_AX];             /* pinned widths; 0 = the parent's on that axis  */
+    int has_data;               /* 1: data_w is this budget's own data mix       */
+    double data_w[16];          /* per data.train file, over every stage         */
 } st_el_budget;
 
 typedef struct {
@@ -55,7 +57,10 @@ typedef struct {
  * "router_hidden", "teacher"; docs/elastic.md). The parent shape is checked
  * later. A budget {"name", "widths": {axis: width}} is pinned: trained at
  * those widths, not routed (continuing an elastic checkpoint at its own
- * budgets); either every budget below the parent is pinned or none is. */
+ * budgets); either every budget below the parent is pinned or none is.
+ * A budget's "data" (one weight per data.train file) is the mix its samples
+ * are drawn from, in place of the stage's: e.g. knowledge that only the full
+ * budget is taught. */
 st_status st_el_cfg_load(st_el_cfg *c, const char *path);
 void st_el_cfg_free(st_el_cfg *c);
 

@@ -146,9 +146,13 @@ st_status st_train_cfg_load_ext(st_train_cfg *c, const char *path, const char *c
             if (!p || (w && !json_is_number(w))) { rc = st_err(ST_ERR_FORMAT, "%s: data.train[%zu] must be {\"path\": F, \"weight\": W}", path, i); goto done; }
             c->train_bin[c->n_train] = rel_path(dir, p);
             c->train_w[c->n_train] = w ? json_number_value(w) : 1.0;
-            if (!(c->train_w[c->n_train] > 0)) { rc = st_err(ST_ERR_FORMAT, "%s: data.train[%zu].weight must be positive", path, i); goto done; }
+            /* 0: a file only some elastic budgets draw from (their own "data") */
+            if (!(c->train_w[c->n_train] >= 0 && c->train_w[c->n_train] < 1e12)) { rc = st_err(ST_ERR_FORMAT, "%s: data.train[%zu].weight must be >= 0", path, i); goto done; }
             c->n_train++;
         }
+        double wsum = 0;
+        for (int q = 0; q < c->n_train; q++) wsum += c->train_w[q];
+        if (!(wsum > 0)) { rc = st_err(ST_ERR_FORMAT, "%s: data.train weights sum to 0", path); goto done; }
     } else { rc = st_err(ST_ERR_FORMAT, "%s: data.train must be a file or a list of 1..16 {path, weight}", path); goto done; }
     json_t *va = json_object_get(data, "val");
     if (va) c->val_bin = rel_path(dir, json_string_value(va));
@@ -211,21 +215,24 @@ void st_tokfile_close(st_tokfile *f) {
 }
 
 /* One micro-batch [B][T] of inputs and next-token targets for (step, micro). */
+void st_train_sample_row(const st_train_cfg *c, const st_tokfile *tf, const double *cum, long step, int micro, int b,
+                         int32_t *x, int32_t *y) {
+    const int T = c->seq;
+    uint64_t h = st_mix64(c->seed ^ st_mix64((uint64_t)step * 1000003ull + (uint64_t)micro * 7919ull + (uint64_t)b));
+    double u = (double)(h >> 11) / 9007199254740992.0 * cum[c->n_train - 1];
+    int fi = 0;
+    while (fi + 1 < c->n_train && u >= cum[fi]) fi++; /* a 0-weight file is never picked */
+    const st_tokfile *f = &tf[fi];
+    size_t off = (size_t)(st_mix64(h) % (uint64_t)(f->n - (size_t)T));
+    for (int t = 0; t < T; t++) {
+        x[b * T + t] = (int32_t)f->ids[off + t];
+        y[b * T + t] = (int32_t)f->ids[off + t + 1];
+    }
+}
+
 void st_train_sample(const st_train_cfg *c, const st_tokfile *tf, const double *cum, long step, int micro,
                      int32_t *x, int32_t *y) {
-    const int B = c->batch, T = c->seq;
-    for (int b = 0; b < B; b++) {
-        uint64_t h = st_mix64(c->seed ^ st_mix64((uint64_t)step * 1000003ull + (uint64_t)micro * 7919ull + (uint64_t)b));
-        double u = (double)(h >> 11) / 9007199254740992.0 * cum[c->n_train - 1];
-        int fi = 0;
-        while (fi + 1 < c->n_train && u >= cum[fi]) fi++;
-        const st_tokfile *f = &tf[fi];
-        size_t off = (size_t)(st_mix64(h) % (uint64_t)(f->n - (size_t)T));
-        for (int t = 0; t < T; t++) {
-            x[b * T + t] = (int32_t)f->ids[off + t];
-            y[b * T + t] = (int32_t)f->ids[off + t + 1];
-        }
-    }
+    for (int b = 0; b < c->batch; b++) st_train_sample_row(c, tf, cum, step, micro, b, x, y);
 }
 
 double st_train_val_loss(st_tmodel *m, const st_train_cfg *c, const st_tokfile *vf, int32_t *x, int32_t *y) {

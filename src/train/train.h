@@ -262,6 +262,11 @@ void st_tokfile_close(st_tokfile *f);
  * weights): depends only on (seed, step, micro), so runs are reproducible. */
 void st_train_sample(const st_train_cfg *c, const st_tokfile *tf, const double *cum, long step, int micro,
                      int32_t *x, int32_t *y);
+/* Row b of that micro-batch alone, drawn from the mix cum: the same row
+ * st_train_sample writes when cum is the same (elastic training redraws a
+ * sample from its budget's own mix). */
+void st_train_sample_row(const st_train_cfg *c, const st_tokfile *tf, const double *cum, long step, int micro, int b,
+                         int32_t *x, int32_t *y);
 /* Mean cross-entropy over c->eval_batches fixed windows of vf (m reserved
  * for c->batch × c->seq). */
 double st_train_val_loss(st_tmodel *m, const st_train_cfg *c, const st_tokfile *vf, int32_t *x, int32_t *y);
