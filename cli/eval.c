@@ -4,7 +4,7 @@
  *
  * Configurations: every single budget with a sweep of thinking caps, and each
  * think -> answer budget pair (default S->L, M->L, L->M, L->S where those
- * budgets exist) in both switch modes (a transplant the widths forbid is
+ * budgets exist) in every switch mode (a transplant the widths forbid is
  * reported as n/a with the reason). Each item is one chat turn with thinking
  * on, decoded greedily from a fresh state (no prompt cache, so latencies are
  * cold and comparable); latency is the wall time of the whole request.
@@ -316,7 +316,7 @@ int cmd_eval(int argc, char **argv) {
         if ((e = st_budget_resolve(m, bud_v[i], &budgets[nb]))) { cli_fail_st("eval", e); goto out; }
         bnames[nb++] = bud_v[i];
     }
-    rows = calloc((size_t)(n_single * n_caps + 2 * n_pairs + 1), sizeof *rows);
+    rows = calloc((size_t)(n_single * n_caps + ST_SWITCH_N_MODES * n_pairs + 1), sizeof *rows);
     for (int i = 0; i < n_single; i++)
         for (int k = 0; k < n_caps; k++) {
             row *r = &rows[nr++];
@@ -346,15 +346,15 @@ int cmd_eval(int argc, char **argv) {
             if (!quiet) fprintf(stderr, "starling eval: pair %s->%s skipped (no such budget)\n", tn, an);
             continue;
         }
-        for (int md = 0; md < 2; md++) {
+        for (int md = 0; md < ST_SWITCH_N_MODES; md++) {
             row *r = &rows[nr++];
             r->think = tn;
             r->answer = an;
             r->cap = (int)pair_cap;
             r->pair = 1;
-            r->mode = md ? ST_SWITCH_TRANSPLANT : ST_SWITCH_EXACT;
+            r->mode = (st_switch_mode)md;
             snprintf(r->family, sizeof r->family, "%s->%s", tn, an);
-            snprintf(r->label, sizeof r->label, "%s->%s %s", tn, an, md ? "transplant" : "exact");
+            snprintf(r->label, sizeof r->label, "%s->%s %s", tn, an, st_switch_mode_name(r->mode));
         }
     }
     /* prompts once */
@@ -462,7 +462,7 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 0; i < nr; i++) {
         row *r = &rows[i];
         fprintf(f, "%s\t%s\t%s\t%s\t%d\t", r->label, r->think, r->answer,
-                r->pair ? (r->mode ? "transplant" : "exact") : "-", r->cap);
+                r->pair ? st_switch_mode_name(r->mode) : "-", r->cap);
         if (r->ok) fprintf(f, "%.4f\t%.6f\t%.6f\t%.1f\t%.1f\t%.1f\t", r->acc, r->lat, r->lat_p50, r->toks, r->think_toks, r->tps);
         else fprintf(f, "\t\t\t\t\t\tn/a: %s", r->why);
         for (int k = 0; k < g_nkinds; k++) {
@@ -487,7 +487,7 @@ int cmd_eval(int argc, char **argv) {
             if (r->cap < 0) snprintf(cap, sizeof cap, "none");
             else snprintf(cap, sizeof cap, "%d", r->cap);
             fprintf(o, "| %s | %s | %s | %s | %s | ", r->label, r->think, r->answer,
-                    r->pair ? (r->mode ? "transplant" : "exact") : "-", cap);
+                    r->pair ? st_switch_mode_name(r->mode) : "-", cap);
             if (r->ok)
                 fprintf(o, "%.1f%% | %.1f | %.1f | %.1f | %.1f | %.1f | %s |\n", 100 * r->acc, 1000 * r->lat, 1000 * r->lat_p50,
                         r->toks, r->think_toks, r->tps, r->front ? "yes" : "");

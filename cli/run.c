@@ -4,7 +4,7 @@
  * chat turn rendered with the Nemotron 3 template (--chat; thinking on unless
  * --no-think). Elastic budget control: a think budget (--think-budget, grace,
  * message) and thinking at one budget, answering at another (--think-with,
- * --answer-with, --switch exact|transplant); see src/gen/generate.h. The text
+ * --answer-with, --switch exact|transplant|reread); see src/gen/generate.h. The text
  * goes to stdout as generated (UTF-8, invalid bytes as U+FFFD, "</think>"
  * between thought and answer); tokens and time per phase go to stderr.
  */
@@ -45,9 +45,11 @@ static void usage(FILE *f) {
             "      --think-message T  text inserted before a budget close (e.g. 'Time to answer.')\n"
             "      --think-with B     budget for the prompt and the thinking\n"
             "      --answer-with B    budget for the answer (default: --budget)\n"
-            "      --switch MODE      exact (answer budget re-reads prompt + thinking, batched) or\n"
+            "      --switch MODE      exact (answer budget re-reads prompt + thinking, batched),\n"
             "                         transplant (continue from the thinking state; needs equal\n"
-            "                         Mamba widths) (default exact)\n"
+            "                         Mamba widths) or reread (transplant at the start of the\n"
+            "                         thought's last line, which the answer budget then reads\n"
+            "                         itself) (default exact)\n"
             "\nspeculative decoding (greedy: the same output as without it; sampling: the same\n"
             "distribution, by speculative sampling):\n"
             "      --draft D          drafter: a smaller budget of the same checkpoint (the nested\n"
@@ -124,9 +126,8 @@ int cmd_run(int argc, char **argv) {
         case O_TWITH: twith = optarg; break;
         case O_AWITH: awith = optarg; break;
         case O_SWITCH:
-            if (!strcmp(optarg, "exact")) mode = ST_SWITCH_EXACT;
-            else if (!strcmp(optarg, "transplant")) mode = ST_SWITCH_TRANSPLANT;
-            else BAD("--switch");
+            if (st_switch_mode_parse(optarg) < 0) BAD("--switch");
+            mode = (st_switch_mode)st_switch_mode_parse(optarg);
             break;
         case O_DRAFT: draft = optarg; break;
         case O_DRAFTN: if (cli_int(optarg, 1, 8, &draft_n)) BAD("--draft-n"); break;
@@ -221,7 +222,7 @@ int cmd_run(int argc, char **argv) {
                 gs->forced_close ? ", closed by the budget" : "", gs->t_think, rate(gs->think_tokens, gs->t_think));
         if (gs->switched)
             fprintf(stderr, "[switch %s] %s -> %s: %d tok prefilled in %.3f s (%.1f tok/s)\n",
-                    mode == ST_SWITCH_EXACT ? "exact" : "transplant", tn, st_budget_name(b), gs->switch_tokens,
+                    st_switch_mode_name(mode), tn, st_budget_name(b), gs->switch_tokens,
                     gs->t_switch, rate(gs->switch_tokens, gs->t_switch));
         fprintf(stderr, "[answer %s] %d tok in %.3f s (%.1f tok/s); total %d tok, %.3f s, finish %s\n",
                 st_budget_name(b), gs->answer_tokens, gs->t_answer, rate(gs->answer_tokens, gs->t_answer),

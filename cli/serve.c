@@ -46,7 +46,7 @@ static void usage(FILE *f) {
             "POST /v1/completions (stream: true for server-sent events).\n"
             "model ids: 'starling' (the default budget), 'starling:NAME' per budget, 'starling:full'.\n"
             "elastic request fields: thinking_budget, think_grace, think_message, think_with,\n"
-            "answer_with (budget names), switch_mode (exact|transplant), enable_thinking,\n"
+            "answer_with (budget names), switch_mode (exact|transplant|reread), enable_thinking,\n"
             "speculative ({\"draft\": budget or \"ngram\", \"n\": 1..8}: greedy output is unchanged, sampled\n"
             "output keeps its distribution).\n\n"
             "prompt cache: a Mamba state cannot be cut back to an earlier token, so the server keeps whole-state\n"

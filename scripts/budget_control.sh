@@ -1,7 +1,7 @@
 #!/bin/sh
 # docs/RESULTS.md, "Elastic budget control": every budget of the elastic
 # default model with thinking caps 0 / 32 / 64 / 128 / none against
-# think-small -> answer-large (and the reverse) in both switch modes, on
+# think-small -> answer-large (and the reverse) in the three switch modes, on
 # fresh held-out problems (`starling tasks --split eval`, seed SEED, never
 # used for tuning): ITEMS of the mix (add, sort, compare: the answer copies
 # the trace's last line) and CODE_ITEMS of the code family (the answer needs

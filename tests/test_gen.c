@@ -476,6 +476,74 @@ static void test_switch_exact(void **st) {
     }
 }
 
+/* reread: transplant at the start of the thought's last line, then the
+ * answer budget reads from there itself. Checked against a hand-made state:
+ * the thinking budget over the prompt and the thought up to that line start,
+ * transplanted, then the answer budget over the rest and the close. */
+static void test_switch_reread(void **st) {
+    st_gen_params p = greedy(g_M);
+    p.think_with = g_L;
+    p.mode = ST_SWITCH_REREAD;
+    st_gen *g = NULL;
+    assert_int_equal(st_gen_new(g_m, g_tok, &p, g_prompt, g_np, 0, NULL, NULL, NULL, &g), ST_ERR_BUDGET);
+    assert_null(g);
+    assert_int_equal(st_switch_mode_parse("reread"), ST_SWITCH_REREAD);
+    assert_string_equal(st_switch_mode_name(ST_SWITCH_TRANSPLANT), "transplant");
+    assert_int_equal(st_switch_mode_parse("Reread"), -1);
+    p.think_with = g_M;
+    p.answer_with = g_Mx;
+    p.think_grace = 0;
+    p.think_message = "ok";
+    /* a random model rarely writes a line break: bias it toward one */
+    int32_t *nl;
+    int n_nl;
+    assert_int_equal(st_tokenize(g_tok, "\n", 1, 0, &nl, &n_nl), ST_OK);
+    assert_int_equal(n_nl, 1);
+    float nl_bias = 3.0f;
+    p.bias_ids = nl;
+    p.bias = &nl_bias;
+    p.n_bias = 1;
+    int lines_seen = 0;
+    for (int budget = 0; budget <= 24; budget += 3) {
+        p.think_budget = budget;
+        p.max_tokens = 60;
+        g = gen(&p, g_prompt, g_np, NULL); /* learn how many tokens the close takes */
+        p.max_tokens = st_gen_get_stats(g)->think_tokens + 2; /* then stop right after the switch */
+        st_gen_free(g);
+        g = gen(&p, g_prompt, g_np, NULL);
+        const st_gen_stats *s = st_gen_get_stats(g);
+        assert_int_equal(s->switched, 1);
+        int n;
+        const int32_t *t = st_gen_tokens(g, &n);
+        /* the sampled thought t[0..nS) was fed at M; its line starts are 0 and
+         * every position after a token holding a line break */
+        const int nS = s->think_sampled;
+        int at = 0;
+        for (int i = 0; i < nS; i++) {
+            char b[64];
+            int nb = st_token_bytes(g_tok, t[i], b, sizeof b);
+            if (nb > 0 && memchr(b, '\n', (size_t)nb) && i + 1 < nS) at = i + 1;
+        }
+        lines_seen += at > 0;
+        assert_int_equal(s->switch_tokens, n - at);
+        st_state *hs;
+        float *l = malloc(sizeof(float) * (size_t)g_V);
+        assert_int_equal(st_state_new(g_m, 0, &hs), ST_OK);
+        assert_int_equal(st_forward(g_M, hs, g_prompt, g_np, NULL, 0), ST_OK);
+        if (at) assert_int_equal(st_forward(g_M, hs, t, at, NULL, 0), ST_OK);
+        assert_int_equal(st_state_transplant(hs, g_Mx), ST_OK);
+        assert_int_equal(st_forward(g_Mx, hs, t + at, n - at, l, 0), ST_OK);
+        double d = max_abs_diff(l, st_gen_logits(g), (size_t)g_V);
+        if (!(d <= 1e-5)) fail_msg("reread, think budget %d (line start %d of %d): max |dlogit| %g", budget, at, n, d);
+        st_state_free(hs);
+        free(l);
+        st_gen_free(g);
+    }
+    print_message("reread: %d of 9 thoughts re-read from a line start inside them\n", lines_seen);
+    assert_true(lines_seen > 2);
+    free(nl);
+}
+
 static void test_switch_transplant(void **st) {
     st_gen_params p = greedy(g_M);
     p.think_with = g_L;
@@ -842,7 +910,8 @@ int main(void) {
         cmocka_unit_test(test_speculative_shipped),
         cmocka_unit_test(test_think_budget_exact), cmocka_unit_test(test_think_message),
         cmocka_unit_test(test_think_grace),        cmocka_unit_test(test_switch_exact),
-        cmocka_unit_test(test_switch_transplant),  cmocka_unit_test(test_stop_and_stream),
+        cmocka_unit_test(test_switch_transplant),
+        cmocka_unit_test(test_switch_reread),  cmocka_unit_test(test_stop_and_stream),
         cmocka_unit_test(test_cache_hits),         cmocka_unit_test(test_cache_evicts),
         cmocka_unit_test(test_forward_snap),
         cmocka_unit_test(test_bad_params),

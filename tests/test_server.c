@@ -357,6 +357,16 @@ static void test_errors(void **st) {
                           "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", NULL), 400, NULL);
     assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")), "Mamba heads"));
     json_decref(j);
+    /* reread needs a transplant too; an unknown mode names the three */
+    j = expect_error(http(g_port, "POST", "/v1/chat/completions",
+                          "{\"model\":\"starling:M\",\"think_with\":\"L\",\"switch_mode\":\"reread\","
+                          "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", NULL), 400, NULL);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")), "Mamba heads"));
+    json_decref(j);
+    j = expect_error(http(g_port, "POST", "/v1/chat/completions",
+                          "{\"switch_mode\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", NULL), 400, NULL);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"), "message")), "\"reread\""));
+    json_decref(j);
     /* too large (limit 8192 bytes) */
     char *big = malloc(20000);
     snprintf(big, 20000, "{\"prompt\":\"");
@@ -809,6 +819,7 @@ static void test_multiturn_shipped(void **st) {
     whole += conversation(tok, pw, pc, "starling:4M", "", 0, &stopped[1]);
     conversation(tok, pw, pc, "starling:9.5M", "", 1, NULL);
     conversation(tok, pw, pc, "starling:9.5M", ",\"think_with\":\"4M\",\"answer_with\":\"9.5M\"", 1, NULL);
+    conversation(tok, pw, pc, "starling:9.5M", ",\"think_with\":\"4M\",\"switch_mode\":\"reread\"", 1, NULL);
     /* greedy, so fixed for a given checkpoint. Only turns after an answer that
      * stopped can be restored whole (one cut at max_tokens never processed its
      * end token), and only if its text tokenizes back to what was sampled,
@@ -902,10 +913,10 @@ static void test_eval_cli(void **st) {
     int lines = 0, na = 0;
     for (char *l = strtok(tsv, "\n"); l; l = strtok(NULL, "\n")) {
         lines++;
-        if (strstr(l, "n/a: transplant")) { na++; assert_non_null(strstr(l, "\ttransplant\t")); }
+        if (strstr(l, "n/a: transplant")) { na++; assert_true(strstr(l, "\ttransplant\t") || strstr(l, "\treread\t")); }
     }
-    assert_int_equal(lines, 1 + 3 * 2 + 4 * 2); /* header, L/M/S x 2 caps, 4 pairs x 2 modes */
-    assert_int_equal(na, 4); /* no pair of this model shares Mamba widths */
+    assert_int_equal(lines, 1 + 3 * 2 + 4 * 3); /* header, L/M/S x 2 caps, 4 pairs x 3 modes */
+    assert_int_equal(na, 8); /* no pair of this model shares Mamba widths: transplant and reread n/a */
     free(tsv);
     snprintf(p, sizeof p, "%s/eval/eval.svg", g_tmp);
     char *svg = slurp(p);

@@ -1,7 +1,7 @@
 /*
  * generate.c — the generation engine: prefill (prompt cache aware), the
  * thinking state machine with think budget, grace and message, the
- * think→answer budget switch (exact / transplant), stop conditions, UTF-8
+ * think→answer budget switch (exact / transplant / reread), stop conditions, UTF-8
  * safe streaming. See generate.h for the behaviour; this file is the how.
  *
  * All forward work goes through "jobs": a run of known tokens to push through
@@ -55,6 +55,7 @@ struct st_gen {
     const st_budget *b_think, *b_ans, *b_cur;
     int switching;        /* thinking and answer budgets differ */
     st_state *s, *s_ans;  /* s_ans: exact mode's own answer state */
+    st_state *line_snap[2]; /* reread: the thinking state at the starts of the last two lines (recurrent part) */
     st_sampler *smp;
     float *logits;
     int have_logits;
@@ -128,6 +129,14 @@ st_gen_params st_gen_default_params(void) {
     return p;
 }
 
+static const char *const g_mode_names[ST_SWITCH_N_MODES] = {"exact", "transplant", "reread"};
+const char *st_switch_mode_name(st_switch_mode m) { return (unsigned)m < ST_SWITCH_N_MODES ? g_mode_names[m] : "?"; }
+int st_switch_mode_parse(const char *name) {
+    for (int i = 0; name && i < ST_SWITCH_N_MODES; i++)
+        if (!strcmp(name, g_mode_names[i])) return i;
+    return -1;
+}
+
 const char *st_finish_name(st_finish f) {
     switch (f) {
     case ST_FINISH_NONE: return "none";
@@ -158,8 +167,7 @@ st_status st_gen_check(const st_model *m, const st_gen_params *p) {
         if (p->bias_ids[i] < 0 || p->bias_ids[i] >= m->cfg.vocab_size)
             return st_err(ST_ERR_RANGE, "logit bias for token %d, outside the vocabulary of %d", p->bias_ids[i],
                           m->cfg.vocab_size);
-    if (p->mode != ST_SWITCH_EXACT && p->mode != ST_SWITCH_TRANSPLANT)
-        return st_err(ST_ERR_ARG, "generate: unknown switch mode %d", (int)p->mode);
+    if ((unsigned)p->mode >= ST_SWITCH_N_MODES) return st_err(ST_ERR_ARG, "generate: unknown switch mode %d", (int)p->mode);
     if (p->draft || p->draft_ngram) {
         if (p->draft && p->draft_ngram) return st_err(ST_ERR_ARG, "speculative decoding: one drafter, not two");
         if (p->draft && p->draft->m != m) return st_err(ST_ERR_ARG, "generate: draft budget of another model");
@@ -167,7 +175,7 @@ st_status st_gen_check(const st_model *m, const st_gen_params *p) {
             return st_err(ST_ERR_RANGE, "speculative decoding: draft_n %d (1 to %d)", p->draft_n, ST_FWD_MAX_SNAP);
     }
     const st_budget *a = p->think_with, *b = p->answer_with;
-    if (p->thinking && a && p->mode == ST_SWITCH_TRANSPLANT && !st_budget_same(a, b)) {
+    if (p->thinking && a && p->mode != ST_SWITCH_EXACT && !st_budget_same(a, b)) {
         /* the rule st_state_transplant applies, checked before any work */
         char why[400];
         if (!st_budget_can_transplant(a, b, why, sizeof why)) return st_err(ST_ERR_BUDGET, "%s", why);
@@ -318,6 +326,8 @@ void st_gen_free(st_gen *g) {
     free(g->bounds);
     st_state_free(g->s);
     st_state_free(g->s_ans);
+    st_state_free(g->line_snap[0]);
+    st_state_free(g->line_snap[1]);
     st_state_free(g->s_draft);
     for (int k = 0; k < ST_FWD_MAX_SNAP; k++) st_state_free(g->spec_snap[k]);
     free(g->spec_logits);
@@ -529,6 +539,41 @@ static int is_eos(const st_gen *g, int32_t t) {
     return t == g->id_im_end && t >= 0;
 }
 
+/* reread: at each line start of the thought (and at its start), keep the
+ * thinking state's recurrent part, the last two of them. A copy of the conv
+ * and SSM states only: the KV rows before that position stay as they are. */
+static st_status keep_line_start(st_gen *g) {
+    const int pos = st_state_pos(g->s);
+    if (g->line_snap[0] && st_state_pos(g->line_snap[0]) == pos) return ST_OK;
+    st_state *x = g->line_snap[1];
+    g->line_snap[1] = g->line_snap[0];
+    g->line_snap[0] = x;
+    st_status rc;
+    if (!g->line_snap[0] && (rc = st_state_new(g->m, g->max_ctx, &g->line_snap[0]))) return rc;
+    return st_state_copy_recurrent(g->line_snap[0], g->s);
+}
+
+/* reread: back to the start of the thought's last line (the one before a
+ * closing line break), transplanted to the answer budget, which then reads
+ * from there to the close tag itself. Every token it re-reads was fed by the
+ * thinking budget already, so nothing but the state's budget changes
+ * before it. */
+static st_status reread_from(st_gen *g) {
+    const int pos = st_state_pos(g->s);
+    /* the latest line start before what was fed; a thought of one line
+     * (or none) is re-read whole */
+    const st_state *r = g->line_snap[0] && st_state_pos(g->line_snap[0]) < pos ? g->line_snap[0]
+                        : g->line_snap[1] ? g->line_snap[1] : g->line_snap[0];
+    st_status rc;
+    if (!r) return st_err(ST_ERR_ARG, "generate: reread without a line start");
+    if ((rc = st_state_copy_recurrent(g->s, r))) return rc;
+    const int off = st_state_pos(g->s) - g->n_prompt;
+    g->n_jobs = 0;
+    g->jobs[g->n_jobs++] = (job){.s = g->s, .b = g->b_ans, .src = 1, .off = off, .n = g->n_out - off, .logits = 1, .transplant = 1};
+    g->st.switch_tokens = g->n_out - off;
+    return ST_OK;
+}
+
 /* Close the thought: the forced text (budget close), the close tag, then the
  * jobs that bring the answer budget's state up to date. forced = 0: the model
  * sampled </think> itself (not yet fed to any state). */
@@ -598,6 +643,7 @@ static st_status close_thought(st_gen *g, int forced) {
         g->st.switch_tokens = g->n_prompt - hit + g->n_out;
     } else {
         g->st.switched = 1;
+        if (g->p.mode == ST_SWITCH_REREAD) return reread_from(g);
         g->n_jobs = 0;
         if (nF) g->jobs[g->n_jobs++] = (job){.s = g->s, .b = g->b_think, .src = 1, .off = f_off, .n = nF};
         g->jobs[g->n_jobs++] = (job){.s = g->s, .b = g->b_ans, .src = 1, .off = c_off, .n = nC, .logits = 1, .transplant = 1};
@@ -1035,6 +1081,11 @@ static st_status speculate(st_gen *g, int32_t t, int *ran) {
 
 static st_status decode_step(st_gen *g) {
     st_status rc;
+    /* everything out holds is fed here: a line start when the thought is
+     * empty or ends at a line break */
+    if (g->phase == PH_THINK && g->switching && g->p.mode == ST_SWITCH_REREAD && (g->last_nl || !g->st.think_tokens) &&
+        (rc = keep_line_start(g)))
+        return rc;
     const int32_t pend = g->pending;
     g->pending = -1;
     if (pre_sample(g, &rc)) return rc;

@@ -47,7 +47,21 @@ typedef enum { ST_TEXT_REASONING = 0, ST_TEXT_CONTENT = 1, ST_TEXT_CONTROL = 2 }
 /* Receives a piece of text; return non-zero to cancel the request. */
 typedef int (*st_gen_emit_fn)(void *ud, st_text_kind kind, const char *text, size_t len);
 
-typedef enum { ST_SWITCH_EXACT = 0, ST_SWITCH_TRANSPLANT = 1 } st_switch_mode;
+/* How the answer budget takes over the thought (think_with != answer_with):
+ *   exact       it prefills prompt + thought itself: the answer is what it
+ *               would write after reading that thought (costs the prefill);
+ *   transplant  it continues from the thinking budget's state (needs the
+ *               same Mamba widths): no prefill, but it reads every thought
+ *               token through the smaller budget's keys and states;
+ *   reread      transplant at the start of the thought's last line, then the
+ *               answer budget reads that line itself: the tokens an answer
+ *               copies (the result a procedure ends with) get its own keys
+ *               and states, for a prefill of one line. */
+typedef enum { ST_SWITCH_EXACT = 0, ST_SWITCH_TRANSPLANT = 1, ST_SWITCH_REREAD = 2 } st_switch_mode;
+#define ST_SWITCH_N_MODES 3
+/* "exact", "transplant", "reread"; parse returns -1 for an unknown name. */
+const char *st_switch_mode_name(st_switch_mode m);
+int st_switch_mode_parse(const char *name);
 
 typedef enum {
     ST_FINISH_NONE = 0,   /* still running                              */

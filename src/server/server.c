@@ -501,9 +501,9 @@ static int parse_request(st_server *S, const char *body, size_t len, int chat, s
     }
     if ((v = json_object_get(j, "switch_mode")) && !json_is_null(v)) {
         const char *sm = json_is_string(v) ? json_string_value(v) : "";
-        if (!strcmp(sm, "exact")) p->mode = ST_SWITCH_EXACT;
-        else if (!strcmp(sm, "transplant")) p->mode = ST_SWITCH_TRANSPLANT;
-        else { BADREQ(e, "switch_mode", "invalid_value", "'switch_mode' must be \"exact\" or \"transplant\""); goto out; }
+        int md = st_switch_mode_parse(sm);
+        if (md < 0) { BADREQ(e, "switch_mode", "invalid_value", "'switch_mode' must be \"exact\", \"transplant\" or \"reread\""); goto out; }
+        p->mode = (st_switch_mode)md;
     }
     /* the prompt */
     if (chat) {
@@ -575,7 +575,7 @@ static json_t *phases_json(const reqinfo *ri, const st_sreq *r) {
     const st_gen_stats *g = &r->stats;
     json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:b,s:i,s:i,s:i,s:f,s:f,s:f,s:f}", "think_budget", st_budget_name(ri->think_b),
                           "answer_budget", st_budget_name(ri->answer_b), "switch_mode",
-                          r->gp.mode == ST_SWITCH_EXACT ? "exact" : "transplant", "switched", g->switched,
+                          st_switch_mode_name(r->gp.mode), "switched", g->switched,
                           "forced_close", g->forced_close, "think_sampled", g->think_sampled, "switch_tokens",
                           g->switch_tokens, "answer_tokens", g->answer_tokens, "prefill_s", g->t_prefill, "think_s",
                           g->t_think, "switch_s", g->t_switch, "answer_s", g->t_answer);
