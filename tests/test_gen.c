@@ -476,6 +476,19 @@ static void test_switch_exact(void **st) {
     }
 }
 
+/* A generation that stops right after the think -> answer switch (the
+ * logits then are the switch's): run once to learn how many tokens the close
+ * takes, then again with max_tokens just past it. */
+static st_gen *gen_to_switch(st_gen_params *p) {
+    p->max_tokens = 60;
+    st_gen *g = gen(p, g_prompt, g_np, NULL);
+    p->max_tokens = st_gen_get_stats(g)->think_tokens + 2;
+    st_gen_free(g);
+    g = gen(p, g_prompt, g_np, NULL);
+    assert_int_equal(st_gen_get_stats(g)->switched, 1);
+    return g;
+}
+
 /* reread: transplant at the start of the thought's last line, then the
  * answer budget reads from there itself. Checked against a hand-made state:
  * the thinking budget over the prompt and the thought up to that line start,
@@ -506,13 +519,8 @@ static void test_switch_reread(void **st) {
     int lines_seen = 0;
     for (int budget = 0; budget <= 24; budget += 3) {
         p.think_budget = budget;
-        p.max_tokens = 60;
-        g = gen(&p, g_prompt, g_np, NULL); /* learn how many tokens the close takes */
-        p.max_tokens = st_gen_get_stats(g)->think_tokens + 2; /* then stop right after the switch */
-        st_gen_free(g);
-        g = gen(&p, g_prompt, g_np, NULL);
+        g = gen_to_switch(&p);
         const st_gen_stats *s = st_gen_get_stats(g);
-        assert_int_equal(s->switched, 1);
         int n;
         const int32_t *t = st_gen_tokens(g, &n);
         /* the sampled thought t[0..nS) was fed at M; its line starts are 0 and
@@ -559,13 +567,7 @@ static void test_switch_transplant(void **st) {
     p.think_budget = 5;
     p.think_grace = 0;
     p.think_message = "ok";
-    p.max_tokens = 40;
-    g = gen(&p, g_prompt, g_np, NULL); /* learn how many tokens the close takes */
-    p.max_tokens = st_gen_get_stats(g)->think_tokens + 2; /* then stop right after the switch */
-    st_gen_free(g);
-    g = gen(&p, g_prompt, g_np, NULL);
-    const st_gen_stats *s = st_gen_get_stats(g);
-    assert_int_equal(s->switched, 1);
+    g = gen_to_switch(&p);
     int n;
     const int32_t *t = st_gen_tokens(g, &n);
     int nC = 2; /* </think> \n */
