@@ -96,6 +96,17 @@ const char *starling_bin(void) {
 
 int test_quick(void) { const char *e = getenv("ST_TEST_QUICK"); return e && *e && *e != '0'; }
 
+int tsv_column(const char *tsv, const char *name) {
+    size_t n = strlen(name);
+    int c = 0;
+    for (const char *l = tsv; *l && *l != '\n'; c++) {
+        if (!strncmp(l, name, n) && (l[n] == '\t' || l[n] == '\n' || !l[n])) return c;
+        l += strcspn(l, "\t\n");
+        if (*l == '\t') l++;
+    }
+    return -1;
+}
+
 double tsv_number(const char *tsv, int row, int col) {
     const char *l = tsv;
     for (int r = 0; r <= row && l; r++) { l = strchr(l, '\n'); if (l) l++; }

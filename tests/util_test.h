@@ -24,6 +24,8 @@ const char *starling_bin(void);
 /* Column col (0-based) of data row row (0-based, after the header) of a TSV
  * text as a number; -1 when missing. */
 double tsv_number(const char *tsv, int row, int col);
+/* The index of the header column called name, or -1. */
+int tsv_column(const char *tsv, const char *name);
 /* 1 when ST_TEST_QUICK is set (sanitizer runs trim long loops). */
 int test_quick(void);
 #endif
