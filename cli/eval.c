@@ -29,8 +29,10 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 static void usage(FILE *f) {
@@ -54,6 +56,10 @@ static void usage(FILE *f) {
             "      --draft D          speculative decoding (greedy: the accuracy is unchanged, the\n"
             "                         latency shows the speedup): a budget or 'ngram'\n"
             "      --draft-n K        tokens drafted per step at most (default 4)\n"
+            "      --repeat N         run each configuration N times per item and keep the fastest\n"
+            "                         (best-of-N latency; greedy, so the answers do not change)\n"
+            "                         (default 1). Items run one after another, every configuration\n"
+            "                         on each, so a machine that slows down mid-run slows them all\n"
             "  -t, --threads N        kernel threads (default: all cores)\n"
             "  -q, --quiet            no progress lines\n"
             "  -h, --help             this help\n\n"
@@ -88,6 +94,14 @@ typedef struct {
     double acc, lat, lat_p50, toks, think_toks, tps;
     double acc_kind[MAX_KINDS];  /* accuracy per task kind */
 } row;
+
+/* A configuration's running counts over the items. */
+typedef struct {
+    int live; /* the configuration can run (st_gen_check passed) */
+    int right, right_k[MAX_KINDS], n_k[MAX_KINDS];
+    double toks, ttoks;
+    int ok_i, ntok_i; /* the current item's */
+} acc_t;
 
 static int split(char *s, char **out, int max) {
     int n = 0;
@@ -213,7 +227,7 @@ static st_status write_svg(const char *path, row *r, int n, const char *title) {
 int cmd_eval(int argc, char **argv) {
     const char *dir = NULL, *task = NULL, *write_task = NULL, *out = "eval-out", *msg = NULL, *system = NULL;
     char caps_s[256] = "0,32,128,none", pairs_s[256] = "S:L,M:L,L:M,L:S", budgets_s[256] = "";
-    long arith = 0, max_tokens = 256, grace = 16, threads = 0, pair_cap = -2, draft_n = 4;
+    long arith = 0, max_tokens = 256, grace = 16, threads = 0, pair_cap = -2, draft_n = 4, repeat_l = 1;
     const char *draft = NULL;
     st_budget *bdraft = NULL;
     int quiet = 0;
@@ -224,7 +238,7 @@ int cmd_eval(int argc, char **argv) {
         {"max-tokens", required_argument, 0, 'n'}, {"grace", required_argument, 0, 'G'}, {"message", required_argument, 0, 'M'},
         {"system", required_argument, 0, 'S'}, {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
         {"draft", required_argument, 0, 'D'}, {"draft-n", required_argument, 0, 'k'},
-        {"help", no_argument, 0, 'h'}, {0}};
+        {"repeat", required_argument, 0, 'R'}, {"help", no_argument, 0, 'h'}, {0}};
     int ch;
     opterr = 0;
     optind = 1;
@@ -249,6 +263,7 @@ int cmd_eval(int argc, char **argv) {
         case 'S': system = optarg; break;
         case 'D': draft = optarg; break;
         case 'k': if (cli_int(optarg, 1, 8, &draft_n)) BAD("--draft-n"); break;
+        case 'R': if (cli_int(optarg, 1, 100, &repeat_l)) BAD("--repeat"); break;
         case 't': if (cli_int(optarg, 0, 1024, &threads)) BAD("--threads"); break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;
@@ -274,6 +289,7 @@ int cmd_eval(int argc, char **argv) {
             if (caps[i] > 0 && (pair_cap < 0 || caps[i] < pair_cap)) pair_cap = caps[i];
     }
     if (threads) st_set_threads((int)threads);
+    const int repeat = (int)repeat_l;
 
     int n_items = 0, rc = 1;
     item *items = task ? load_task(task, &n_items) : gen_arith((int)arith);
@@ -377,14 +393,18 @@ int cmd_eval(int argc, char **argv) {
         st_status se = st_budget_resolve(m, draft, &bdraft);
         if (se) { cli_fail_st("eval", se); goto out2; }
     }
-    double *lat = calloc((size_t)n_items, sizeof *lat);
+    /* lat[row][item]; gp[row]: the row's parameters (live[row] = 0: n/a) */
+    double *lat = calloc((size_t)n_items * (size_t)(nr ? nr : 1), sizeof *lat);
+    st_gen_params *gp = calloc((size_t)(nr ? nr : 1), sizeof *gp);
+    acc_t *A = calloc((size_t)(nr ? nr : 1), sizeof *A);
+    if (!lat || !gp || !A) { cli_fail("eval", "out of memory"); free(lat); free(gp); free(A); goto out2; }
     /* per item and configuration, for paired comparisons (which items a
        switch wins or loses against its thinking budget alone) */
     mkdir(out, 0755);
     char ipath[4200];
     snprintf(ipath, sizeof ipath, "%s/items.tsv", out);
     FILE *fi = fopen(ipath, "w");
-    if (!fi) { cli_fail("eval", "%s: %s", ipath, strerror(errno)); free(lat); goto out2; }
+    if (!fi) { cli_fail("eval", "%s: %s", ipath, strerror(errno)); goto out3; }
     fprintf(fi, "config\titem\tkind\tcorrect\tlatency_s\ttokens\n");
     for (int ri = 0; ri < nr; ri++) {
         row *r = &rows[ri];
@@ -411,39 +431,63 @@ int cmd_eval(int argc, char **argv) {
             if (!quiet) fprintf(stderr, "starling eval: %-28s n/a: %s\n", r->label, r->why);
             continue;
         }
-        int right = 0, right_k[MAX_KINDS] = {0}, n_k[MAX_KINDS] = {0};
-        double toks = 0, ttoks = 0, tsum = 0;
-        for (int i = 0; i < n_items; i++) {
-            st_gen *g = NULL;
-            double t0 = st_time_now();
-            if ((e = st_gen_new(m, tok, &p, ids[i], nids[i], 0, NULL, NULL, NULL, &g)) || (e = st_gen_run(g))) {
-                cli_fail_st("eval", e);
+        gp[ri] = p;
+        A[ri].live = 1;
+    }
+    /* Item by item, every configuration in turn (each `repeat` times, the
+     * fastest run kept): a shared machine drifts over a long run, and this
+     * order spreads the drift over every configuration alike, where row by
+     * row it would favour whichever ran in a quiet spell. Greedy decoding
+     * makes the repeats' outputs identical. */
+    for (int i = 0; i < n_items; i++) {
+        for (int ri = 0; ri < nr; ri++) {
+            if (!A[ri].live) continue;
+            double best = INFINITY;
+            for (int rep = 0; rep < repeat; rep++) {
+                st_gen *g = NULL;
+                double t0 = st_time_now();
+                if ((e = st_gen_new(m, tok, &gp[ri], ids[i], nids[i], 0, NULL, NULL, NULL, &g)) || (e = st_gen_run(g))) {
+                    cli_fail_st("eval", e);
+                    st_gen_free(g);
+                    goto out3;
+                }
+                double dt = st_time_now() - t0;
+                if (dt < best) best = dt;
+                if (rep == 0) {
+                    size_t n;
+                    const char *c = st_gen_text(g, ST_TEXT_CONTENT, &n);
+                    const st_gen_stats *s = st_gen_get_stats(g);
+                    int ok = st_task_answer_correct(c, n, items[i].answer);
+                    A[ri].right += ok;
+                    if (items[i].kind >= 0) { A[ri].right_k[items[i].kind] += ok; A[ri].n_k[items[i].kind]++; }
+                    A[ri].toks += s->completion_tokens;
+                    A[ri].ttoks += s->think_tokens;
+                    A[ri].ok_i = ok;
+                    A[ri].ntok_i = (int)s->completion_tokens;
+                }
                 st_gen_free(g);
-                goto out3;
             }
-            lat[i] = st_time_now() - t0;
-            size_t n;
-            const char *c = st_gen_text(g, ST_TEXT_CONTENT, &n);
-            int ok = st_task_answer_correct(c, n, items[i].answer);
-            right += ok;
-            if (items[i].kind >= 0) { right_k[items[i].kind] += ok; n_k[items[i].kind]++; }
-            const st_gen_stats *s = st_gen_get_stats(g);
-            fprintf(fi, "%s\t%d\t%s\t%d\t%.6f\t%d\n", r->label, i, items[i].kind >= 0 ? g_kinds[items[i].kind] : "-", ok,
-                    lat[i], (int)s->completion_tokens);
-            toks += s->completion_tokens;
-            ttoks += s->think_tokens;
-            tsum += lat[i];
-            st_gen_free(g);
+            lat[(size_t)ri * n_items + i] = best;
+            fprintf(fi, "%s\t%d\t%s\t%d\t%.6f\t%d\n", rows[ri].label, i,
+                    items[i].kind >= 0 ? g_kinds[items[i].kind] : "-", A[ri].ok_i, best, A[ri].ntok_i);
         }
-        qsort(lat, (size_t)n_items, sizeof *lat, cmp_d);
+        if (!quiet && isatty(2)) fprintf(stderr, "\rstarling eval: item %d of %d", i + 1, n_items);
+    }
+    if (!quiet && isatty(2)) fprintf(stderr, "\n");
+    for (int ri = 0; ri < nr; ri++) {
+        row *r = &rows[ri];
+        if (!A[ri].live) continue;
+        double *L = lat + (size_t)ri * n_items, tsum = 0;
+        for (int i = 0; i < n_items; i++) tsum += L[i];
+        qsort(L, (size_t)n_items, sizeof *L, cmp_d);
         r->ok = 1;
-        r->acc = (double)right / n_items;
-        for (int k = 0; k < g_nkinds; k++) r->acc_kind[k] = n_k[k] ? (double)right_k[k] / n_k[k] : 0;
+        r->acc = (double)A[ri].right / n_items;
+        for (int k = 0; k < g_nkinds; k++) r->acc_kind[k] = A[ri].n_k[k] ? (double)A[ri].right_k[k] / A[ri].n_k[k] : 0;
         r->lat = tsum / n_items;
-        r->lat_p50 = lat[n_items / 2];
-        r->toks = toks / n_items;
-        r->think_toks = ttoks / n_items;
-        r->tps = toks / (tsum > 0 ? tsum : 1e-9);
+        r->lat_p50 = L[n_items / 2];
+        r->toks = A[ri].toks / n_items;
+        r->think_toks = A[ri].ttoks / n_items;
+        r->tps = A[ri].toks / (tsum > 0 ? tsum : 1e-9);
         if (!quiet)
             fprintf(stderr, "starling eval: %-28s accuracy %5.1f%%  latency %8.1f ms  %6.1f tok (%5.1f thinking)\n",
                     r->label, 100 * r->acc, 1000 * r->lat, r->toks, r->think_toks);
@@ -520,6 +564,8 @@ int cmd_eval(int argc, char **argv) {
     rc = 0;
 out3:
     free(lat);
+    free(gp);
+    free(A);
     if (fi) fclose(fi);
 out2:
     for (int i = 0; i < n_items; i++) free(ids[i]);

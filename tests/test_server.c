@@ -981,6 +981,20 @@ static void test_eval_cli(void **st) {
     assert_int_equal(n_items, 4);
     assert_true(fabs(acc - right / 4.0) < 1e-3);
     free(tsv);
+    /* best of 3 runs per item: the same answers (greedy), no slower a latency
+       than its own first run could have been; --repeat 0 is refused */
+    snprintf(cmd, sizeof cmd, "%s eval -m %s --task %s/kinds.jsonl -n 4 --caps 0 --budgets L --pairs '' -o %s/eval4 -q -t 2 --repeat 3",
+             starling_bin(), g_model, g_tmp, g_tmp);
+    free(run_capture(cmd, &status));
+    assert_int_equal(status, 0);
+    snprintf(p, sizeof p, "%s/eval4/eval.tsv", g_tmp);
+    tsv = slurp(p);
+    assert_non_null(tsv);
+    assert_true(fabs(atof(strstr(tsv, "\nL, cap 0\tL\tL\t-\t0\t") + 17) - acc) < 1e-9);
+    free(tsv);
+    snprintf(cmd, sizeof cmd, "%s eval -m %s --arith 2 --repeat 0 2>/dev/null", starling_bin(), g_model);
+    free(run_capture(cmd, &status));
+    assert_int_equal(status, 2);
     snprintf(cmd, sizeof cmd, "%s eval -m %s --task /nonexistent.jsonl 2>&1", starling_bin(), g_model);
     o = run_capture(cmd, &status);
     assert_int_equal(status, 1);
