@@ -16,8 +16,8 @@ bin=$1
 m=$2
 q1=${3:-"What is 4738 + 2895?"}
 a1=${4:-7633}
-q2=${5:-"Give the code word of 49 + 201."}
-a2=${6:-"The code word for 250 is iron."}
+q2=${5:-"What is the code word for 51 + 358?"}
+a2=${6:-"The code word for 409 is wine."}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 

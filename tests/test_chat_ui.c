@@ -6,7 +6,7 @@
  * the key asked once, the budget pickers and chart, a streamed answer with
  * its thinking apart, per-message budgets / tokens / tok/s / bytes per token,
  * a budget switch, the stop button cancelling server-side (EOS banned and
- * 4000 tokens asked, so only the cancel can end the request early), the
+ * 3000 tokens asked, so only the cancel can end the request early), the
  * theme toggle. Saves build/chat.png (docs/img/chat.png is a copy).
  * Skipped with a message only when chromium or puppeteer-core are missing.
  */
@@ -74,7 +74,7 @@ static void test_chat_page(void **st) {
     assert_string_equal(str(r, "sendLabelWhileBusy"), "Stop");
     assert_string_equal(str(r, "stopped"), "stopped");
     json_int_t after = json_integer_value(json_object_get(r, "tokensAfterStop"));
-    fprintf(stderr, "stop: the cancelled request generated %lld of the 4000 tokens asked\n", (long long)after);
+    fprintf(stderr, "stop: the cancelled request generated %lld of the 3000 tokens asked\n", (long long)after);
     assert_true(after >= 0 && after < 2000);
     assert_true(json_is_true(json_object_get(r, "stopLog")));
     json_t *th = json_object_get(r, "themes");

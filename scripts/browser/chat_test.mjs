@@ -43,7 +43,7 @@ try {
     if (noEos && r.method() === "POST" && r.url().endsWith("/v1/chat/completions")) {
       const b = JSON.parse(r.postData());
       b.logit_bias = { "2": -100, "11": -100 }; // EOS and <|im_end|> (the turn end)
-      b.max_tokens = 4000;
+      b.max_tokens = 3000; // under the 4096-token context with the conversation so far
       return r.continue({ postData: JSON.stringify(b) });
     }
     r.continue();
@@ -103,7 +103,7 @@ try {
   await page.waitForFunction(() => [...document.querySelectorAll(".msg.assistant")].pop().dataset.done, { timeout: 0 });
   report.stopped = await page.$$eval(".msg.assistant", (m) => m.pop().dataset.done);
   // server side: once no sequence is active, count the tokens that request generated (EOS was banned and
-  // 4000 asked for, so anything short of that means the stop cancelled it)
+  // 3000 asked for, so anything short of that means the stop cancelled it)
   while ((await metric("active_sequences")) !== 0 || (await metric("queue_depth")) !== 0) await sleep(50);
   report.tokensAfterStop = (await metric("completion_tokens_total")) - tokensBefore;
   report.stopLog = /client gone/.test(serverLog);
