@@ -5,7 +5,9 @@
 #            -> build/elastic/stage1 (BF16)
 #   stage 2  models/elastic-code.json: stage 1 continued at its own (pinned)
 #            budgets with models/parent (stage 2, the code family learnt) as the
-#            teacher (1500 steps, ~45 min) -> models/elastic (BF16)
+#            teacher; only the full budget is taught the codebook, the 6M and 4M
+#            budgets the code problems' thinking (1500 steps, ~30 min)
+#            -> models/elastic (BF16)
 #
 #   scripts/make_elastic.sh [BIN]      (default: build/starling)
 #
